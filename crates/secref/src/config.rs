@@ -1,0 +1,370 @@
+//! The one config loader: `secref.toml`, environment variables and explicitly
+//! named dotenv files, with the validation rules every provider shares.
+//!
+//! `secref.toml` is looked for in the working directory, then at
+//! `$SECREF_CONFIG`. Unknown keys are an error, never silently ignored.
+//!
+//! ```
+//! let cfg = secref::Config::from_toml_str(r#"
+//!     [cache]
+//!     ttl_seconds = 60
+//!     [local]
+//!     store = "secrets.store"
+//! "#).unwrap();
+//! assert_eq!(cfg.cache.ttl.as_secs(), 60);
+//! let err = secref::Config::from_toml_str("[cache]\nttl = 1").unwrap_err();
+//! assert_eq!(err.code(), secref::ErrorCode::Config);
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::cache::CacheConfig;
+use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Default cache settings for every provider.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// The retry policy for every provider.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// The embedded local store.
+    #[serde(default)]
+    pub local: LocalConfig,
+    /// Per-provider cache overrides, by provider name.
+    #[serde(default)]
+    pub provider_cache: BTreeMap<String, CacheConfig>,
+    /// The SecFlow provider (also configurable from `SECFLOW_*`).
+    #[serde(default)]
+    pub secflow: Option<toml::Table>,
+    /// The Vault / OpenBao provider (also configurable from `VAULT_*`).
+    #[serde(default)]
+    pub vault: Option<toml::Table>,
+    /// The local server (`secref serve`); validated by the server crate.
+    #[serde(default)]
+    pub server: Option<toml::Table>,
+    /// Where this config was read from, if from a file.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+    /// The environment the providers read, with dotenv files applied.
+    #[serde(skip)]
+    pub env: Env,
+}
+
+/// Settings of the embedded encrypted store.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// The store file (default: `$SECREF_STORE`, else `secref.store` in the
+    /// user's data dir).
+    pub store: Option<PathBuf>,
+    /// The key file (default: `$SECREF_KEY_FILE`, else `key` in the user's
+    /// config dir). `$SECREF_KEY` (base64) takes precedence over any file.
+    pub key_file: Option<PathBuf>,
+}
+
+/// A snapshot of environment variables: the process's, overlaid with any
+/// dotenv files named explicitly.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    /// The current process environment (non-UTF-8 variables are skipped).
+    pub fn from_process() -> Env {
+        Env {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        }
+    }
+
+    /// An environment from explicit pairs only (tests, embedding).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Env {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// A variable's value; empty values count as unset.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Sets a variable.
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.vars.insert(key.into(), value.into());
+    }
+
+    /// Overlays a dotenv file (later values win).
+    pub fn apply_dotenv(&mut self, path: &Path) -> Result<()> {
+        for (k, v) in read_dotenv(path)? {
+            self.vars.insert(k, v);
+        }
+        Ok(())
+    }
+}
+
+/// Reads a dotenv file into ordered pairs (`KEY=VALUE`, `export` prefix,
+/// quotes and `#` comments as dotenv defines them). Values are returned
+/// verbatim otherwise: a value may be a secret reference.
+pub fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>> {
+    let iter = dotenvy::from_path_iter(path).map_err(|e| dotenv_error(path, e))?;
+    iter.map(|item| item.map_err(|e| dotenv_error(path, e)))
+        .collect()
+}
+
+fn dotenv_error(path: &Path, e: dotenvy::Error) -> Error {
+    // dotenvy's messages quote the offending line, which may hold a value:
+    // report only where it failed.
+    let detail = match e {
+        dotenvy::Error::LineParse(_, idx) => format!("syntax error at byte {idx}"),
+        dotenvy::Error::Io(io) => format!("cannot be read: {}", io.kind()),
+        _ => "invalid".to_string(),
+    };
+    Error::config(format!("dotenv file {}: {detail}", path.display()))
+}
+
+impl Config {
+    /// Parses TOML text (unknown keys are an error).
+    pub fn from_toml_str(text: &str) -> Result<Config> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            // toml's message names the key and line, not values of secrets
+            // (secrets do not belong in secref.toml in the first place).
+            Error::config(format!("invalid secref.toml: {}", e.message()))
+                .with_hint(toml_location(text, e.span()))
+        })?;
+        cfg.cache.validate()?;
+        cfg.retry.validate()?;
+        for c in cfg.provider_cache.values() {
+            c.validate()?;
+        }
+        Ok(cfg)
+    }
+
+    /// Loads `./secref.toml`, else `$SECREF_CONFIG`, else defaults; the
+    /// environment is the process's.
+    pub fn load() -> Result<Config> {
+        let env = Env::from_process();
+        let candidate = Path::new("secref.toml");
+        let path = if candidate.is_file() {
+            Some(candidate.to_path_buf())
+        } else {
+            env.get("SECREF_CONFIG").map(PathBuf::from)
+        };
+        let mut cfg = match &path {
+            Some(p) => Config::from_file(p)?,
+            None => Config::default(),
+        };
+        cfg.env = env;
+        Ok(cfg)
+    }
+
+    /// Loads a specific file.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read {}: {}", path.display(), e.kind()))
+        })?;
+        let mut cfg = Config::from_toml_str(&text)
+            .map_err(|e| Error::config(format!("{}: {}", path.display(), e.message())))?;
+        cfg.source = Some(path.to_path_buf());
+        cfg.env = Env::from_process();
+        Ok(cfg)
+    }
+
+    /// The cache settings for a provider (its override, or the default).
+    pub fn cache_for(&self, provider: &str) -> CacheConfig {
+        self.provider_cache
+            .get(provider)
+            .cloned()
+            .unwrap_or_else(|| self.cache.clone())
+    }
+}
+
+fn toml_location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(s) => {
+            let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+            format!("see line {line}")
+        }
+        None => "check the file's syntax".to_string(),
+    }
+}
+
+/// Checks a backend base URL: `https://`, or `http://` only for loopback
+/// hosts (`localhost`, 127.0.0.0/8, `[::1]`). Returns it without a trailing
+/// slash.
+///
+/// ```
+/// use secref::config::validate_base_url;
+/// assert!(validate_base_url("X_URL", "https://vault.example.com/").is_ok());
+/// assert!(validate_base_url("X_URL", "http://127.0.0.2:8200").is_ok());
+/// assert!(validate_base_url("X_URL", "http://[::1]:8080").is_ok());
+/// assert!(validate_base_url("X_URL", "http://vault.example.com").is_err());
+/// assert!(validate_base_url("X_URL", "ftp://localhost").is_err());
+/// ```
+pub fn validate_base_url(name: &str, raw: &str) -> Result<Url> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    let url = Url::parse(trimmed)
+        .map_err(|e| Error::config(format!("{name} is not a valid URL: {e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::config(format!(
+            "{name} must not contain credentials"
+        )));
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback_host(&url) => Ok(url),
+        "http" => Err(Error::config(format!(
+            "{name} must use https:// (plain http is allowed only for loopback hosts)"
+        ))),
+        other => Err(Error::config(format!(
+            "{name} has unsupported scheme '{other}': use https://"
+        ))),
+    }
+}
+
+/// Whether a URL's host is loopback: `localhost` (with or without a trailing
+/// dot), any address in 127.0.0.0/8, or `::1`.
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost"
+        }
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Parses and checks a timeout in seconds: a finite number > 0 and ≤ 300.
+///
+/// ```
+/// use secref::config::parse_timeout;
+/// assert_eq!(parse_timeout("T", " 30 ").unwrap().as_secs(), 30);
+/// assert!(parse_timeout("T", "0").is_err());
+/// assert!(parse_timeout("T", "301").is_err());
+/// assert!(parse_timeout("T", "abc").is_err());
+/// ```
+pub fn parse_timeout(name: &str, raw: &str) -> Result<Duration> {
+    let secs: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| Error::config(format!("{name} must be a positive number of seconds")))?;
+    check_timeout(name, secs)
+}
+
+/// Checks a timeout in seconds: finite, > 0 and ≤ 300.
+pub fn check_timeout(name: &str, secs: f64) -> Result<Duration> {
+    if !secs.is_finite() || secs <= 0.0 || secs > 300.0 {
+        return Err(Error::config(format!(
+            "{name} must be greater than 0 and at most 300 seconds"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a boolean strictly: `true/false/1/0/yes/no` (any case). Anything
+/// else is a config error — never a silent default.
+pub fn parse_bool(name: &str, raw: &str) -> Result<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(Error::config(format!(
+            "{name} must be one of true, false, 1, 0, yes, no"
+        ))),
+    }
+}
+
+/// Serde helper: a `Duration` written as whole seconds.
+pub(crate) mod secs {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        if !v.is_finite() || v < 0.0 {
+            return Err(serde::de::Error::custom("must be a non-negative number"));
+        }
+        Ok(Duration::from_secs_f64(v))
+    }
+}
+
+/// Serde helper: a `Duration` written as milliseconds.
+pub(crate) mod millis {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        for bad in ["nope = 1", "[local]\nstor = 'x'", "[retry]\nmax_attempts = 0"] {
+            let e = Config::from_toml_str(bad).unwrap_err();
+            assert_eq!(e.code(), crate::ErrorCode::Config, "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_rules() {
+        for ok in [
+            "http://localhost:1",
+            "http://LOCALHOST.:1",
+            "http://127.9.9.9",
+            "https://example.com/prefix/",
+        ] {
+            assert!(validate_base_url("U", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://localhost.localdomain",
+            "http://10.0.0.1",
+            "http://example.com",
+            "https://user:pw@example.com",
+            "not a url",
+        ] {
+            assert!(validate_base_url("U", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            validate_base_url("U", "https://example.com/prefix/")
+                .unwrap()
+                .as_str(),
+            "https://example.com/prefix"
+        );
+    }
+
+    #[test]
+    fn strict_bools() {
+        assert!(parse_bool("B", "YES").unwrap());
+        assert!(!parse_bool("B", "0").unwrap());
+        assert!(parse_bool("B", "False ").is_ok());
+        assert!(parse_bool("B", "").is_err());
+        assert!(parse_bool("B", "off").is_err());
+    }
+}

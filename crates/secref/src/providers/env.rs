@@ -1,0 +1,89 @@
+//! `env://VAR`: the process environment.
+
+use async_trait::async_trait;
+
+use crate::error::{Error, ErrorCode};
+use crate::provider::{BatchResult, Metadata, Provider, Resolved, Validation};
+use crate::reference::{RefKind, SecretRef};
+use crate::secret::Secret;
+
+/// Reads `env://VAR` references from the process environment.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use secref::{Provider, SecretRef, providers::EnvProvider};
+/// std::env::set_var("ENV_PROVIDER_DOC", "v");
+/// let r = SecretRef::parse("env://ENV_PROVIDER_DOC").unwrap();
+/// let out = EnvProvider::new().resolve_many(&[r]).await.unwrap();
+/// assert_eq!(out[0].as_ref().unwrap().secret.expose_bytes(), b"v");
+/// # });
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct EnvProvider {
+    _private: (),
+}
+
+impl EnvProvider {
+    /// A provider over the live process environment.
+    pub fn new() -> Self {
+        EnvProvider { _private: () }
+    }
+
+    fn read(r: &SecretRef) -> crate::Result<Secret> {
+        let RefKind::Env { var } = r.kind() else {
+            return Err(Error::internal("env provider got a non-env reference"));
+        };
+        match std::env::var_os(var) {
+            Some(v) => Ok(Secret::new(v.into_encoded_bytes())),
+            None => Err(Error::new(
+                ErrorCode::NotFound,
+                format!("environment variable {var} is not set"),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for EnvProvider {
+    fn name(&self) -> &str {
+        "env"
+    }
+
+    fn families(&self) -> &[&'static str] {
+        &["env"]
+    }
+
+    async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
+        Ok(refs
+            .iter()
+            .map(|r| Self::read(r).map(Resolved::new))
+            .collect())
+    }
+
+    async fn validate(&self, refs: &[SecretRef]) -> BatchResult<Validation> {
+        Ok(refs
+            .iter()
+            .map(|r| {
+                let exists = Self::read(r).is_ok();
+                Ok(Validation {
+                    valid: true,
+                    exists: Some(exists),
+                    namespace: None,
+                    secret_type: None,
+                })
+            })
+            .collect())
+    }
+
+    async fn metadata(&self, refs: &[SecretRef]) -> BatchResult<Metadata> {
+        Ok(refs
+            .iter()
+            .map(|r| {
+                Self::read(r).map(|_| Metadata {
+                    reference: r.to_canonical().to_string(),
+                    ..Metadata::default()
+                })
+            })
+            .collect())
+    }
+}

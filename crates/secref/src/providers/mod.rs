@@ -1,0 +1,10 @@
+//! The providers: one file each, one [`Provider`](crate::Provider)
+//! implementation each.
+
+mod env;
+mod file;
+pub mod local;
+
+pub use env::EnvProvider;
+pub use file::FileProvider;
+pub use local::LocalProvider;

@@ -1,0 +1,945 @@
+//! Secret references: one grammar for every backend.
+//!
+//! | scheme | form | provider |
+//! |---|---|---|
+//! | `secret` | `secret://<environment>/<service>/<kind>/<name>` | SecFlow |
+//! | `openbao[+kv2]`, `hashicorp[+kv2]` | `openbao+kv2://<mount>/<path…>[#field][?version=N]` | Vault / OpenBao (no engine = KV v1) |
+//! | `db[+cred\|+db]`, `bootstrap`, `yaml` | Canonical Secret URI | parsed for compatibility; no provider yet |
+//! | `infisical` | `infisical://<projectId>/<environment>/<folder…>/<KEY>[?version=N]` | Infisical |
+//! | `coze+credential` | `coze+credential://<integration_name>` | Coze integration credential |
+//! | `coze+env` | `coze+env://<project_id>/<KEY>` | Coze project env var |
+//! | `env` | `env://<VAR>` | process environment |
+//! | `file` | `file://<path>[#/json/pointer]` | a file (whole, or one JSON value) |
+//! | `local` | `local://<path…>[#field]` | the embedded encrypted store |
+//!
+//! The Canonical Secret URI (`openbao+kv2://…`) follows the `secrets_sdk`
+//! parser's algorithm check for check, so the canonical form and the error code
+//! match it for every input both accept. secref is stricter in these
+//! documented ways:
+//!
+//! * a control character anywhere (a segment ending in a newline, which the
+//!   reference's regex lets through) is `illegal_segment`;
+//! * a `#` after the `?` (`…?version=3#field`, which the reference silently
+//!   reads as `version = "3#field"`) is `ambiguous_query`, with a hint to write
+//!   `#field?version=3`;
+//! * `version` must be a positive integer (`invalid_reference`);
+//! * an empty engine (`openbao+://…`) is `unsupported_engine`;
+//! * `file://` belongs to secref's file provider, not the reference's `file`
+//!   URI provider.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::error::{Error, ErrorCode, Result};
+
+/// A parsed, validated secret reference.
+///
+/// Equality and hashing use the canonical form, so two spellings of the same
+/// reference are the same key.
+///
+/// ```
+/// use secref::SecretRef;
+/// let r = SecretRef::parse("OpenBao+KV2://secret/myapp/api/#token?version=3").unwrap();
+/// assert_eq!(r.to_canonical(), "openbao+kv2://secret/myapp/api#token?version=3");
+/// assert_eq!(SecretRef::parse(r.to_canonical()).unwrap(), r);
+/// ```
+#[derive(Clone)]
+pub struct SecretRef {
+    kind: Arc<RefKind>,
+    canonical: Arc<str>,
+}
+
+/// What a reference points at, by backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefKind {
+    /// `secret://<environment>/<service>/<kind>/<name>`
+    SecFlow(SecFlowRef),
+    /// A Canonical Secret URI: `openbao+kv2://mount/path#field?version=3`.
+    Vault(VaultUri),
+    /// `infisical://<projectId>/<environment>/<folder…>/<KEY>`
+    Infisical(InfisicalRef),
+    /// `coze+credential://<integration_name>`
+    CozeCredential {
+        /// The integration's name.
+        integration: String,
+    },
+    /// `coze+env://<project_id>/<KEY>`
+    CozeEnv {
+        /// The Coze project id.
+        project_id: String,
+        /// The variable's key.
+        key: String,
+    },
+    /// `env://<VAR>`
+    Env {
+        /// The environment variable's name.
+        var: String,
+    },
+    /// `file://<path>[#pointer]`
+    File {
+        /// The file's path as written (absolute when it starts with `/`).
+        path: String,
+        /// A JSON pointer (`/a/b`) or dotted path (`a.b`) into the file.
+        pointer: Option<String>,
+    },
+    /// `local://<path…>[#field]`
+    Local(LocalRef),
+}
+
+/// A SecFlow SecretRef.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecFlowRef {
+    /// `dev`, `stage`, `prod`, `shared`, …
+    pub environment: String,
+    /// The service (namespace) name.
+    pub service: String,
+    /// The secret's kind, e.g. `token` or `password`.
+    pub kind: String,
+    /// The secret's name.
+    pub name: String,
+}
+
+/// A Canonical Secret URI (`secrets_sdk` grammar).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultUri {
+    /// `openbao`, `hashicorp`, `db`, `bootstrap` or `yaml`.
+    pub provider: String,
+    /// `kv2`, `cred`, … or `None` when the scheme has no `+engine`.
+    pub engine: Option<String>,
+    /// The first path segment.
+    pub mount: String,
+    /// The path below the mount.
+    pub path: Vec<String>,
+    /// The `#field` to pick, if any.
+    pub field: Option<String>,
+    /// Query parameters, sorted by key.
+    pub params: Vec<(String, String)>,
+}
+
+impl VaultUri {
+    /// The pinned `version` parameter, if any (validated to be positive).
+    pub fn version(&self) -> Option<u64> {
+        self.param("version").and_then(|v| v.parse().ok())
+    }
+
+    /// A query parameter's value.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The path below the mount, joined with `/`.
+    pub fn path_string(&self) -> String {
+        self.path.join("/")
+    }
+}
+
+/// An Infisical secret reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfisicalRef {
+    /// The project (workspace) id.
+    pub project_id: String,
+    /// The environment slug.
+    pub environment: String,
+    /// The folder path, always starting with `/`.
+    pub secret_path: String,
+    /// The secret's key.
+    pub key: String,
+    /// A pinned version, if any.
+    pub version: Option<u64>,
+}
+
+/// A reference into the embedded local store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRef {
+    /// The entry's path segments.
+    pub path: Vec<String>,
+    /// One field of a structured entry, if any.
+    pub field: Option<String>,
+}
+
+impl LocalRef {
+    /// The entry's name in the store (`app/db`).
+    pub fn entry(&self) -> String {
+        self.path.join("/")
+    }
+}
+
+/// The schemes of the Canonical Secret URI grammar and their allowed engines.
+const URI_PROVIDERS: &[(&str, &[&str])] = &[
+    ("openbao", &["kv2"]),
+    ("hashicorp", &["kv2"]),
+    ("db", &["cred", "db"]),
+    ("bootstrap", &[]),
+    ("yaml", &[]),
+];
+
+impl SecretRef {
+    /// Parses any supported reference.
+    ///
+    /// ```
+    /// use secref::{ErrorCode, RefKind, SecretRef};
+    /// let r = SecretRef::parse("local://app/db#password").unwrap();
+    /// assert!(matches!(r.kind(), RefKind::Local(_)));
+    /// let err = SecretRef::parse("openbao+kv2://secret/a/../b").unwrap_err();
+    /// assert_eq!(err.code(), ErrorCode::IllegalSegment);
+    /// ```
+    pub fn parse(input: impl AsRef<str>) -> Result<SecretRef> {
+        let input = input.as_ref();
+        parse_any(input).map_err(|e| e.with_reference(printable(input)))
+    }
+
+    /// Parses a reference and applies the tenant mount guard: a Canonical
+    /// Secret URI or `local://` reference whose mount (first segment) is not
+    /// in `allowed_mounts` is rejected with `tenant_mount_mismatch`. An empty
+    /// list disables the guard, as in the reference SDK.
+    ///
+    /// ```
+    /// use secref::{ErrorCode, SecretRef};
+    /// let ok = SecretRef::parse_for_tenant("openbao+kv2://secret/a", "dev", &["secret"]);
+    /// assert!(ok.is_ok());
+    /// let err = SecretRef::parse_for_tenant("openbao+kv2://other/a", "dev", &["secret"]).unwrap_err();
+    /// assert_eq!(err.code(), ErrorCode::TenantMountMismatch);
+    /// ```
+    pub fn parse_for_tenant<S: AsRef<str>>(
+        input: &str,
+        tenant: &str,
+        allowed_mounts: &[S],
+    ) -> Result<SecretRef> {
+        let r = SecretRef::parse(input)?;
+        if allowed_mounts.is_empty() {
+            return Ok(r);
+        }
+        let mount = match r.kind() {
+            RefKind::Vault(u) => Some(u.mount.as_str()),
+            RefKind::Local(l) => l.path.first().map(String::as_str),
+            _ => None,
+        };
+        if let Some(mount) = mount {
+            if !allowed_mounts.iter().any(|m| m.as_ref() == mount) {
+                return Err(Error::new(
+                    ErrorCode::TenantMountMismatch,
+                    format!("mount '{mount}' is not allowed for tenant '{tenant}'"),
+                )
+                .with_reference(r.to_canonical()));
+            }
+        }
+        Ok(r)
+    }
+
+    /// The canonical string; `parse(r.to_canonical()) == r`.
+    pub fn to_canonical(&self) -> &str {
+        &self.canonical
+    }
+
+    /// The canonical string as a shared pointer (cheap to clone).
+    pub fn canonical_arc(&self) -> Arc<str> {
+        self.canonical.clone()
+    }
+
+    /// What the reference points at.
+    pub fn kind(&self) -> &RefKind {
+        &self.kind
+    }
+
+    /// The scheme as written in the canonical form, e.g. `openbao+kv2`.
+    pub fn scheme(&self) -> &str {
+        self.canonical
+            .split_once("://")
+            .map(|(s, _)| s)
+            .unwrap_or_default()
+    }
+
+    /// The name of the provider family that serves this reference: `secflow`,
+    /// `vault`, `db`, `bootstrap`, `yaml`, `infisical`, `coze`, `env`, `file`
+    /// or `local`.
+    pub fn provider_family(&self) -> &'static str {
+        match &*self.kind {
+            RefKind::SecFlow(_) => "secflow",
+            RefKind::Vault(u) => match u.provider.as_str() {
+                "openbao" | "hashicorp" => "vault",
+                "db" => "db",
+                "bootstrap" => "bootstrap",
+                _ => "yaml",
+            },
+            RefKind::Infisical(_) => "infisical",
+            RefKind::CozeCredential { .. } | RefKind::CozeEnv { .. } => "coze",
+            RefKind::Env { .. } => "env",
+            RefKind::File { .. } => "file",
+            RefKind::Local(_) => "local",
+        }
+    }
+
+    fn new(kind: RefKind, canonical: String) -> SecretRef {
+        SecretRef {
+            kind: Arc::new(kind),
+            canonical: canonical.into(),
+        }
+    }
+}
+
+impl PartialEq for SecretRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.canonical == other.canonical
+    }
+}
+impl Eq for SecretRef {}
+
+impl std::hash::Hash for SecretRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.canonical.hash(state)
+    }
+}
+
+impl PartialOrd for SecretRef {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for SecretRef {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.canonical.cmp(&other.canonical)
+    }
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.canonical)
+    }
+}
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretRef({})", self.canonical)
+    }
+}
+
+impl FromStr for SecretRef {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        SecretRef::parse(s)
+    }
+}
+
+impl serde::Serialize for SecretRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.canonical)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        SecretRef::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Makes user input safe to echo in an error: control characters escaped,
+/// length bounded. References are not secrets, but they may be garbage.
+fn printable(input: &str) -> String {
+    let mut out: String = input.chars().take(256).flat_map(char::escape_debug).collect();
+    if input.chars().count() > 256 {
+        out.push('…');
+    }
+    out
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
+    Error::new(code, msg.into())
+}
+
+fn parse_any(input: &str) -> Result<SecretRef> {
+    let Some((scheme_raw, rest)) = input.split_once("://") else {
+        return Err(err(
+            ErrorCode::IllegalSegment,
+            "missing scheme delimiter ://",
+        )
+        .with_hint("write a reference such as local://app/db#password"));
+    };
+    if scheme_raw.is_empty() {
+        return Err(err(ErrorCode::IllegalSegment, "empty scheme"));
+    }
+    let scheme = scheme_raw.to_lowercase();
+    match scheme.as_str() {
+        "secret" => parse_secflow(rest),
+        "infisical" => parse_infisical(rest),
+        "coze+credential" => parse_coze_credential(rest),
+        "coze+env" => parse_coze_env(rest),
+        "env" => parse_env(rest),
+        "file" => parse_file(rest),
+        "local" => parse_local(rest),
+        _ => parse_canonical_uri(&scheme, rest),
+    }
+}
+
+/// `[A-Za-z0-9._-]+`, checked without regex so that a trailing newline is not
+/// let through (see the module docs).
+fn is_plain_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+fn check_segments<'a>(what: &str, segs: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    for seg in segs {
+        if seg.is_empty() {
+            return Err(err(
+                ErrorCode::IllegalSegment,
+                format!("empty {what} segment"),
+            ));
+        }
+        if seg == "." || seg == ".." {
+            return Err(err(
+                ErrorCode::IllegalSegment,
+                format!("'{seg}' is not allowed as a {what} segment"),
+            ));
+        }
+        if seg.contains('*') {
+            return Err(err(
+                ErrorCode::InvalidWildcard,
+                format!("wildcards are not allowed in {what} segments"),
+            ));
+        }
+        if !is_plain_segment(seg) {
+            return Err(err(
+                ErrorCode::IllegalSegment,
+                format!(
+                    "{what} segment '{}' may only contain A-Z a-z 0-9 . _ -",
+                    printable(seg)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn reject_query_and_fragment(scheme: &str, rest: &str) -> Result<()> {
+    if rest.contains('?') || rest.contains('#') {
+        return Err(err(
+            ErrorCode::InvalidReference,
+            format!("{scheme}:// references take no #fragment or ?query"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_secflow(rest: &str) -> Result<SecretRef> {
+    reject_query_and_fragment("secret", rest)?;
+    let segs: Vec<&str> = rest.split('/').collect();
+    if segs.len() != 4 {
+        return Err(err(
+            ErrorCode::InvalidReference,
+            "a SecFlow reference has exactly four segments",
+        )
+        .with_hint("secret://<environment>/<service>/<kind>/<name>"));
+    }
+    check_segments("secret://", segs.iter().copied())?;
+    let kind = RefKind::SecFlow(SecFlowRef {
+        environment: segs[0].to_string(),
+        service: segs[1].to_string(),
+        kind: segs[2].to_string(),
+        name: segs[3].to_string(),
+    });
+    Ok(SecretRef::new(kind, format!("secret://{rest}")))
+}
+
+fn parse_positive_version(v: &str) -> Result<u64> {
+    let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && !v.starts_with('0');
+    match v.parse::<u64>() {
+        Ok(n) if ok => Ok(n),
+        _ => Err(err(
+            ErrorCode::InvalidReference,
+            format!("version must be a positive integer, got '{}'", printable(v)),
+        )),
+    }
+}
+
+fn parse_infisical(rest: &str) -> Result<SecretRef> {
+    let (body, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    if body.contains('#') {
+        return Err(err(
+            ErrorCode::InvalidReference,
+            "infisical:// references take no #fragment",
+        ));
+    }
+    let mut version = None;
+    if let Some(q) = query {
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("version", v)) if version.is_none() => {
+                    version = Some(parse_positive_version(v)?)
+                }
+                Some(("version", _)) => {
+                    return Err(err(ErrorCode::AmbiguousQuery, "version is given twice"))
+                }
+                _ => {
+                    return Err(err(
+                        ErrorCode::InvalidReference,
+                        format!("unknown query parameter '{}'", printable(pair)),
+                    )
+                    .with_hint("only ?version=N is supported"))
+                }
+            }
+        }
+    }
+    let segs: Vec<&str> = body.split('/').collect();
+    if segs.len() < 3 {
+        return Err(err(
+            ErrorCode::InvalidReference,
+            "an Infisical reference needs a project, an environment and a key",
+        )
+        .with_hint("infisical://<projectId>/<environment>/<folder…>/<KEY>"));
+    }
+    check_segments("infisical://", segs.iter().copied())?;
+    let folders = &segs[2..segs.len() - 1];
+    let r = InfisicalRef {
+        project_id: segs[0].to_string(),
+        environment: segs[1].to_string(),
+        secret_path: format!("/{}", folders.join("/")),
+        key: segs[segs.len() - 1].to_string(),
+        version,
+    };
+    let mut canonical = format!("infisical://{body}");
+    if let Some(v) = version {
+        canonical.push_str(&format!("?version={v}"));
+    }
+    Ok(SecretRef::new(RefKind::Infisical(r), canonical))
+}
+
+fn parse_coze_credential(rest: &str) -> Result<SecretRef> {
+    reject_query_and_fragment("coze+credential", rest)?;
+    if rest.contains('/') {
+        return Err(err(
+            ErrorCode::InvalidReference,
+            "coze+credential:// takes one integration name",
+        ));
+    }
+    check_segments("coze+credential://", [rest])?;
+    Ok(SecretRef::new(
+        RefKind::CozeCredential {
+            integration: rest.to_string(),
+        },
+        format!("coze+credential://{rest}"),
+    ))
+}
+
+fn parse_coze_env(rest: &str) -> Result<SecretRef> {
+    reject_query_and_fragment("coze+env", rest)?;
+    let segs: Vec<&str> = rest.split('/').collect();
+    if segs.len() != 2 {
+        return Err(err(
+            ErrorCode::InvalidReference,
+            "coze+env:// takes a project id and a key",
+        )
+        .with_hint("coze+env://<project_id>/<KEY>"));
+    }
+    check_segments("coze+env://", segs.iter().copied())?;
+    Ok(SecretRef::new(
+        RefKind::CozeEnv {
+            project_id: segs[0].to_string(),
+            key: segs[1].to_string(),
+        },
+        format!("coze+env://{rest}"),
+    ))
+}
+
+fn parse_env(rest: &str) -> Result<SecretRef> {
+    let valid = rest
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Err(err(
+            ErrorCode::InvalidReference,
+            "env:// takes a variable name: a letter or _ followed by letters, digits or _",
+        ));
+    }
+    Ok(SecretRef::new(
+        RefKind::Env {
+            var: rest.to_string(),
+        },
+        format!("env://{rest}"),
+    ))
+}
+
+fn parse_file(rest: &str) -> Result<SecretRef> {
+    let (path, pointer) = match rest.split_once('#') {
+        Some((p, f)) => (p, Some(f)),
+        None => (rest, None),
+    };
+    if path.is_empty() {
+        return Err(err(ErrorCode::InvalidReference, "file:// needs a path"));
+    }
+    if has_control(rest) {
+        return Err(err(
+            ErrorCode::IllegalSegment,
+            "control characters are not allowed in file:// references",
+        ));
+    }
+    let pointer = match pointer {
+        None => None,
+        Some("") => {
+            return Err(err(
+                ErrorCode::InvalidReference,
+                "empty #pointer in file:// reference",
+            ))
+        }
+        Some(p) if p.contains('#') => {
+            return Err(err(
+                ErrorCode::IllegalSegment,
+                "multiple fragments not allowed",
+            ))
+        }
+        Some(p) => Some(p.to_string()),
+    };
+    let mut canonical = format!("file://{path}");
+    if let Some(p) = &pointer {
+        canonical.push('#');
+        canonical.push_str(p);
+    }
+    Ok(SecretRef::new(
+        RefKind::File {
+            path: path.to_string(),
+            pointer,
+        },
+        canonical,
+    ))
+}
+
+fn parse_local(rest: &str) -> Result<SecretRef> {
+    if rest.contains('?') {
+        return Err(err(
+            ErrorCode::InvalidReference,
+            "local:// references take no ?query",
+        ));
+    }
+    let (path, field) = match rest.split_once('#') {
+        Some((p, f)) => (p, Some(f)),
+        None => (rest, None),
+    };
+    if path.is_empty() {
+        return Err(err(
+            ErrorCode::IllegalSegment,
+            "local:// needs an entry path",
+        )
+        .with_hint("local://app/db#password"));
+    }
+    let segs: Vec<&str> = path.split('/').collect();
+    check_segments("local://", segs.iter().copied())?;
+    if let Some(f) = field {
+        if f.contains('#') {
+            return Err(err(
+                ErrorCode::IllegalSegment,
+                "multiple fragments not allowed",
+            ));
+        }
+        check_segments("local:// field", [f])?;
+    }
+    let r = LocalRef {
+        path: segs.iter().map(|s| s.to_string()).collect(),
+        field: field.map(str::to_string),
+    };
+    let mut canonical = format!("local://{path}");
+    if let Some(f) = &r.field {
+        canonical.push('#');
+        canonical.push_str(f);
+    }
+    Ok(SecretRef::new(RefKind::Local(r), canonical))
+}
+
+/// The `secrets_sdk` algorithm (protocols.md §2.2), step for step, followed by
+/// secref's documented strictness checks.
+fn parse_canonical_uri(scheme: &str, rest: &str) -> Result<SecretRef> {
+    // Steps 2-4: provider and engine.
+    let (provider, engine) = match scheme.split_once('+') {
+        Some((p, e)) => (p, Some(e)),
+        None => (scheme, None),
+    };
+    let Some((_, engines)) = URI_PROVIDERS.iter().find(|(p, _)| *p == provider) else {
+        return Err(err(
+            ErrorCode::UnsupportedEngine,
+            format!("unsupported scheme '{}'", printable(scheme)),
+        )
+        .with_hint(
+            "use secret, openbao+kv2, hashicorp+kv2, infisical, coze+credential, coze+env, env, file or local",
+        ));
+    };
+    if let Some(e) = engine.filter(|e| !e.is_empty()) {
+        if !engines.contains(&e) {
+            return Err(err(
+                ErrorCode::UnsupportedEngine,
+                format!("engine '{}' is not supported for {provider}", printable(e)),
+            ));
+        }
+    }
+    // Step 5: the query starts at the first '?'.
+    let (path_frag, query) = match rest.split_once('?') {
+        Some((pf, q)) => (pf, Some(q)),
+        None => (rest, None),
+    };
+    // Step 6: the fragment starts at the first '#'.
+    let (path, fragment) = match path_frag.split_once('#') {
+        Some((p, f)) => (p, Some(f)),
+        None => (path_frag, None),
+    };
+    if fragment.is_some_and(|f| f.contains('#')) {
+        return Err(err(
+            ErrorCode::IllegalSegment,
+            "multiple fragments not allowed",
+        ));
+    }
+    // Step 7: query pairs.
+    let mut params: Vec<(String, String)> = Vec::new();
+    if let Some(q) = query {
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if params.iter().any(|(pk, _)| pk == k) {
+                return Err(err(
+                    ErrorCode::AmbiguousQuery,
+                    format!("query parameter '{}' is repeated", printable(k)),
+                ));
+            }
+            params.push((k.to_string(), v.to_string()));
+        }
+        if params.iter().any(|(k, _)| k == "mount") {
+            return Err(err(
+                ErrorCode::DoubleMountSource,
+                "the mount comes from the path; a mount query parameter is not allowed",
+            ));
+        }
+    }
+    // Step 8: path checks, with Python's `$` accepting one trailing newline.
+    if path.to_lowercase().contains("%2f") || path.contains("..") {
+        return Err(err(
+            ErrorCode::IllegalSegment,
+            "encoded slashes and '..' are not allowed in the path",
+        ));
+    }
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    if trimmed.is_empty() {
+        return Err(err(ErrorCode::IllegalSegment, "missing mount segment"));
+    }
+    let segs: Vec<&str> = trimmed.split('/').collect();
+    if segs.iter().any(|s| s.is_empty()) {
+        return Err(err(ErrorCode::IllegalSegment, "empty path segment"));
+    }
+    for seg in &segs {
+        if seg.contains('*') {
+            return Err(err(
+                ErrorCode::InvalidWildcard,
+                "wildcards are not allowed in path segments",
+            ));
+        }
+        if !is_plain_segment(seg.strip_suffix('\n').unwrap_or(seg)) {
+            return Err(err(
+                ErrorCode::IllegalSegment,
+                format!(
+                    "path segment '{}' may only contain A-Z a-z 0-9 . _ -",
+                    printable(seg)
+                ),
+            ));
+        }
+    }
+    // secref's strictness, after every check the reference makes.
+    if engine == Some("") {
+        return Err(err(
+            ErrorCode::UnsupportedEngine,
+            format!("empty engine after '{provider}+'"),
+        )
+        .with_hint(format!("write {provider}:// or {provider}+kv2://")));
+    }
+    if segs.iter().any(|s| s.ends_with('\n')) {
+        return Err(err(
+            ErrorCode::IllegalSegment,
+            "a path segment ends with a newline",
+        ));
+    }
+    if query.is_some_and(|q| q.contains('#')) {
+        return Err(err(
+            ErrorCode::AmbiguousQuery,
+            "a '#' after the '?' would become part of a query value",
+        )
+        .with_hint("put the field before the query: …/path#field?version=3"));
+    }
+    if fragment.is_some_and(has_control) || query.is_some_and(has_control) {
+        return Err(err(
+            ErrorCode::IllegalSegment,
+            "control characters are not allowed in the field or query",
+        ));
+    }
+    if let Some((_, v)) = params.iter().find(|(k, _)| k == "version") {
+        parse_positive_version(v)?;
+    }
+    // Steps 10-11: canonical form.
+    params.sort();
+    let field = fragment.filter(|f| !f.is_empty()).map(str::to_string);
+    let mut canonical = String::with_capacity(scheme.len() + rest.len() + 3);
+    canonical.push_str(scheme);
+    canonical.push_str("://");
+    canonical.push_str(&segs.join("/"));
+    if let Some(f) = &field {
+        canonical.push('#');
+        canonical.push_str(f);
+    }
+    for (i, (k, v)) in params.iter().enumerate() {
+        canonical.push(if i == 0 { '?' } else { '&' });
+        canonical.push_str(k);
+        canonical.push('=');
+        canonical.push_str(v);
+    }
+    let uri = VaultUri {
+        provider: provider.to_string(),
+        engine: engine.map(str::to_string),
+        mount: segs[0].to_string(),
+        path: segs[1..].iter().map(|s| s.to_string()).collect(),
+        field,
+        params,
+    };
+    Ok(SecretRef::new(RefKind::Vault(uri), canonical))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(s: &str) -> String {
+        SecretRef::parse(s)
+            .unwrap_or_else(|e| panic!("{s:?}: {e}"))
+            .to_canonical()
+            .to_string()
+    }
+
+    fn code(s: &str) -> &'static str {
+        SecretRef::parse(s)
+            .map(|r| panic!("{s:?} parsed as {r}"))
+            .unwrap_err()
+            .code()
+            .as_str()
+    }
+
+    #[test]
+    fn seed_vectors_accept() {
+        let cases = [
+            (
+                "OpenBao+KV2://secret/myapp/api#token?version=3",
+                "openbao+kv2://secret/myapp/api#token?version=3",
+            ),
+            (
+                "openbao+kv2://secret/myapp/api/#token",
+                "openbao+kv2://secret/myapp/api#token",
+            ),
+            (
+                "hashicorp+kv2://secret/a/b?z=1&a=2&&b",
+                "hashicorp+kv2://secret/a/b?a=2&b=&z=1",
+            ),
+            ("openbao+kv2://secret/a#tok?en", "openbao+kv2://secret/a#tok?en="),
+            ("openbao://secret/a", "openbao://secret/a"),
+            ("db+cred://secret/a", "db+cred://secret/a"),
+            ("openbao+kv2://secret", "openbao+kv2://secret"),
+            ("openbao+kv2://secret/a#", "openbao+kv2://secret/a"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(canon(input), want, "{input}");
+            assert_eq!(canon(want), want, "round trip {want}");
+        }
+    }
+
+    #[test]
+    fn seed_vectors_reject() {
+        let cases = [
+            ("hashicorp+kv1://secret/a", "unsupported_engine"),
+            ("aws://secret/a", "unsupported_engine"),
+            ("yaml+x://secret/a", "unsupported_engine"),
+            ("openbao+kv2+x://secret/a", "unsupported_engine"),
+            ("openbao+kv2://secret//a", "illegal_segment"),
+            ("openbao+kv2://secret/a//", "illegal_segment"),
+            ("openbao+kv2:///a", "illegal_segment"),
+            ("openbao+kv2://", "illegal_segment"),
+            ("://secret/a", "illegal_segment"),
+            ("secret/a", "illegal_segment"),
+            ("openbao+kv2://secret/a%2Fb", "illegal_segment"),
+            ("openbao+kv2://secret/a/../b", "illegal_segment"),
+            ("openbao+kv2://secret/a..b", "illegal_segment"),
+            ("openbao+kv2://secret/a b", "illegal_segment"),
+            ("openbao+kv2://secret/ünicode", "illegal_segment"),
+            ("openbao+kv2://secret/a*", "invalid_wildcard"),
+            ("openbao+kv2://secret/a?version=1&version=2", "ambiguous_query"),
+            ("openbao+kv2://secret/a?mount=secret", "double_mount_source"),
+            ("openbao+kv2://secret/a#k#l", "illegal_segment"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(code(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn strictness_choices() {
+        assert_eq!(code("openbao+kv2://secret/a\n"), "illegal_segment");
+        assert_eq!(
+            code("openbao+kv2://secret/myapp/api?version=3#token"),
+            "ambiguous_query"
+        );
+        let e = SecretRef::parse("openbao+kv2://secret/myapp/api?version=3#token").unwrap_err();
+        assert!(e.hint().unwrap().contains("#field?version=3"));
+        assert_eq!(code("openbao+kv2://secret/a?version=0"), "invalid_reference");
+        assert_eq!(code("openbao+kv2://secret/a?version=x"), "invalid_reference");
+        assert_eq!(code("openbao+://secret/a"), "unsupported_engine");
+    }
+
+    #[test]
+    fn tenant_guard() {
+        let e = SecretRef::parse_for_tenant("openbao+kv2://other/a", "t1", &["secret"]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::TenantMountMismatch);
+        assert!(SecretRef::parse_for_tenant("openbao+kv2://other/a", "t1", &[] as &[&str]).is_ok());
+        assert!(SecretRef::parse_for_tenant("local://secret/a", "t1", &["secret"]).is_ok());
+        assert!(SecretRef::parse_for_tenant("local://app/a", "t1", &["secret"]).is_err());
+    }
+
+    #[test]
+    fn other_schemes() {
+        assert_eq!(
+            canon("SECRET://dev/example-service/token/app-config"),
+            "secret://dev/example-service/token/app-config"
+        );
+        assert_eq!(code("secret://dev/svc/token"), "invalid_reference");
+        let r = SecretRef::parse("infisical://proj-1/dev/app/sub/DB_PASS?version=2").unwrap();
+        match r.kind() {
+            RefKind::Infisical(i) => {
+                assert_eq!(i.secret_path, "/app/sub");
+                assert_eq!(i.key, "DB_PASS");
+                assert_eq!(i.version, Some(2));
+            }
+            k => panic!("{k:?}"),
+        }
+        let r = SecretRef::parse("infisical://proj-1/dev/DB_PASS").unwrap();
+        assert!(matches!(r.kind(), RefKind::Infisical(i) if i.secret_path == "/"));
+        assert_eq!(canon("coze+credential://github"), "coze+credential://github");
+        assert_eq!(canon("coze+env://123/MY_KEY"), "coze+env://123/MY_KEY");
+        assert_eq!(canon("env://HOME"), "env://HOME");
+        assert_eq!(code("env://1X"), "invalid_reference");
+        assert_eq!(canon("file:///etc/app.json#/db/password"), "file:///etc/app.json#/db/password");
+        assert_eq!(canon("local://app/db#password"), "local://app/db#password");
+        assert_eq!(code("local://app/../db"), "illegal_segment");
+        assert_eq!(code("local://app/db#a#b"), "illegal_segment");
+        assert_eq!(code("nope"), "illegal_segment");
+    }
+
+    #[test]
+    fn errors_echo_input_safely() {
+        let e = SecretRef::parse("bad\u{1b}[31m://x").unwrap_err();
+        assert!(!e.reference().unwrap().contains('\u{1b}'));
+    }
+}

@@ -1,0 +1,968 @@
+//! The [`Resolver`]: every provider behind one cache, one single-flight map,
+//! one retry policy and one set of tracing spans.
+//!
+//! ```
+//! # async fn demo() -> secref::Result<()> {
+//! use secref::{Resolver, providers::EnvProvider};
+//! std::env::set_var("DEMO_TOKEN", "t0ps3cret");
+//! let resolver = Resolver::builder().provider(EnvProvider::new()).build()?;
+//! let token = resolver.resolve("env://DEMO_TOKEN").await?;
+//! assert_eq!(token.as_text()?, "t0ps3cret");
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use futures::Stream;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tracing::{debug, field, Instrument};
+use zeroize::Zeroizing;
+
+use crate::cache::{is_negative_cacheable, Cache, CacheConfig, Key, Lookup};
+use crate::error::{Error, ErrorCode, Result};
+use crate::provider::{
+    Action, BatchResult, LeaseRevocation, Metadata, Permission, Provider, Resolved, RevokeReason,
+    Validation,
+};
+use crate::reference::SecretRef;
+use crate::retry::RetryPolicy;
+use crate::secret::Secret;
+
+/// Anything that can name a secret: a parsed [`SecretRef`] or a string.
+pub trait IntoSecretRef {
+    /// Parses (or clones) into a reference.
+    fn into_secret_ref(self) -> Result<SecretRef>;
+}
+
+impl IntoSecretRef for SecretRef {
+    fn into_secret_ref(self) -> Result<SecretRef> {
+        Ok(self)
+    }
+}
+impl IntoSecretRef for &SecretRef {
+    fn into_secret_ref(self) -> Result<SecretRef> {
+        Ok(self.clone())
+    }
+}
+impl IntoSecretRef for &str {
+    fn into_secret_ref(self) -> Result<SecretRef> {
+        SecretRef::parse(self)
+    }
+}
+impl IntoSecretRef for String {
+    fn into_secret_ref(self) -> Result<SecretRef> {
+        SecretRef::parse(&self)
+    }
+}
+impl IntoSecretRef for &String {
+    fn into_secret_ref(self) -> Result<SecretRef> {
+        SecretRef::parse(self)
+    }
+}
+
+/// The outcome of a partial batch: what resolved and what failed.
+#[derive(Debug)]
+pub struct Partial<T> {
+    /// Successful results by reference.
+    pub resolved: BTreeMap<SecretRef, T>,
+    /// Failures by reference, each with its code and retryable flag.
+    pub failures: BTreeMap<SecretRef, Error>,
+}
+
+impl<T> Partial<T> {
+    /// True when nothing failed.
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// Turns the batch into all-or-nothing: the values, or one error naming
+    /// every failure.
+    pub fn into_result(self) -> Result<BTreeMap<SecretRef, T>> {
+        if self.failures.is_empty() {
+            return Ok(self.resolved);
+        }
+        Err(aggregate(
+            self.failures.into_values().collect(),
+            self.resolved.len(),
+        ))
+    }
+}
+
+fn aggregate(failures: Vec<Error>, ok: usize) -> Error {
+    if failures.len() == 1 && ok == 0 {
+        return failures.into_iter().next().expect("one failure");
+    }
+    let total = failures.len() + ok;
+    let retryable = failures.iter().all(Error::retryable);
+    let list: Vec<String> = failures
+        .iter()
+        .map(|e| {
+            format!(
+                "{} → {}{}",
+                e.reference().unwrap_or("?"),
+                e.code(),
+                if e.retryable() { " (retryable)" } else { "" }
+            )
+        })
+        .collect();
+    Error::new(
+        failures[0].code(),
+        format!(
+            "{} of {} references failed: {}",
+            failures.len(),
+            total,
+            list.join("; ")
+        ),
+    )
+    .with_retryable(retryable)
+}
+
+/// A failed fetch, remembering whether the whole request failed.
+#[derive(Clone, Debug)]
+struct FetchError {
+    error: Error,
+    request_level: bool,
+}
+
+type FetchResult = std::result::Result<Resolved, FetchError>;
+type FlightRx = watch::Receiver<Option<FetchResult>>;
+
+/// Builds a [`Resolver`].
+#[derive(Default)]
+pub struct ResolverBuilder {
+    providers: Vec<(Arc<dyn Provider>, Option<CacheConfig>)>,
+    cache: CacheConfig,
+    retry: RetryPolicy,
+    scope: String,
+    max_concurrency: usize,
+}
+
+impl ResolverBuilder {
+    /// Adds a provider with the default cache settings. Later providers do
+    /// not replace earlier ones for a family: the first registered wins.
+    pub fn provider(self, provider: impl Provider + 'static) -> Self {
+        self.provider_arc(Arc::new(provider), None)
+    }
+
+    /// Adds a shared provider, optionally with its own cache settings.
+    pub fn provider_arc(mut self, provider: Arc<dyn Provider>, cache: Option<CacheConfig>) -> Self {
+        self.providers.push((provider, cache));
+        self
+    }
+
+    /// The default cache settings.
+    pub fn cache(mut self, cache: CacheConfig) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The retry policy for every provider call.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The identity or tenant this resolver acts for; part of every cache key
+    /// so that two scopes never share answers.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = scope.into();
+        self
+    }
+
+    /// How many provider batches run at once (default 8).
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = n;
+        self
+    }
+
+    /// Checks the settings and builds the resolver.
+    pub fn build(self) -> Result<Resolver> {
+        self.retry.validate()?;
+        self.cache.validate()?;
+        let mut providers = Vec::new();
+        let mut by_family: HashMap<&'static str, usize> = HashMap::new();
+        for (i, (p, cache)) in self.providers.into_iter().enumerate() {
+            let cache = cache.unwrap_or_else(|| self.cache.clone());
+            cache.validate()?;
+            for fam in p.families() {
+                by_family.entry(fam).or_insert(i);
+            }
+            providers.push(Registered { provider: p, cache });
+        }
+        Ok(Resolver {
+            inner: Arc::new(Inner {
+                providers,
+                by_family,
+                cache: Cache::new(),
+                retry: self.retry,
+                scope: self.scope.into(),
+                flights: Mutex::new(HashMap::new()),
+                leases: Mutex::new(HashMap::new()),
+                permits: tokio::sync::Semaphore::new(self.max_concurrency.max(1)),
+                max_concurrency: if self.max_concurrency == 0 {
+                    8
+                } else {
+                    self.max_concurrency
+                },
+            }),
+        })
+    }
+}
+
+struct Registered {
+    provider: Arc<dyn Provider>,
+    cache: CacheConfig,
+}
+
+/// Resolves references to secrets through the configured providers.
+///
+/// Cheap to clone; `Send + Sync`; usable from any tokio runtime. See
+/// [`crate::blocking::Resolver`] for non-async callers.
+#[derive(Clone)]
+pub struct Resolver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    providers: Vec<Registered>,
+    by_family: HashMap<&'static str, usize>,
+    cache: Cache,
+    retry: RetryPolicy,
+    scope: Arc<str>,
+    flights: Mutex<HashMap<Key, FlightRx>>,
+    leases: Mutex<HashMap<String, usize>>,
+    permits: tokio::sync::Semaphore,
+    max_concurrency: usize,
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolver")
+            .field(
+                "providers",
+                &self
+                    .inner
+                    .providers
+                    .iter()
+                    .map(|p| p.provider.name())
+                    .collect::<Vec<_>>(),
+            )
+            .field("cached_entries", &self.inner.cache.len())
+            .finish()
+    }
+}
+
+/// Removes a flight from the map when its owner finishes or is cancelled, so
+/// that waiters of a cancelled owner retry instead of hanging.
+struct FlightGuard<'a> {
+    inner: &'a Inner,
+    keys: Vec<(Key, watch::Sender<Option<FetchResult>>)>,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.inner.flights.lock();
+        for (key, _) in &self.keys {
+            flights.remove(key);
+        }
+    }
+}
+
+impl Resolver {
+    /// Starts building a resolver.
+    pub fn builder() -> ResolverBuilder {
+        ResolverBuilder::default()
+    }
+
+    /// Resolves one reference.
+    pub async fn resolve(&self, reference: impl IntoSecretRef) -> Result<Secret> {
+        Ok(self.resolve_detailed(reference).await?.secret)
+    }
+
+    /// Resolves one reference and returns the version and lease too.
+    pub async fn resolve_detailed(&self, reference: impl IntoSecretRef) -> Result<Resolved> {
+        let r = reference.into_secret_ref()?;
+        let span = tracing::debug_span!(
+            "secref.resolve",
+            reference = %r,
+            provider = field::Empty,
+            cache = field::Empty,
+            attempts = field::Empty,
+            error_code = field::Empty,
+        );
+        let mut out = self
+            .resolve_refs(std::slice::from_ref(&r), false)
+            .instrument(span)
+            .await;
+        out.pop().expect("one result").map_err(|e| e.error)
+    }
+
+    /// Resolves one reference as UTF-8 text.
+    pub async fn resolve_text(&self, reference: impl IntoSecretRef) -> Result<Zeroizing<String>> {
+        let s = self.resolve(reference).await?;
+        Ok(Zeroizing::new(s.as_text()?.to_owned()))
+    }
+
+    /// Resolves one reference as bytes.
+    pub async fn resolve_bytes(&self, reference: impl IntoSecretRef) -> Result<Zeroizing<Vec<u8>>> {
+        let s = self.resolve(reference).await?;
+        Ok(Zeroizing::new(s.expose_bytes().to_vec()))
+    }
+
+    /// All-or-nothing batch: every value, or one error naming each failure.
+    /// References are grouped by provider and each group is one backend call
+    /// (split at the provider's batch limit), run concurrently.
+    pub async fn resolve_many<I>(&self, references: I) -> Result<BTreeMap<SecretRef, Secret>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        self.resolve_many_partial(references).await?.into_result()
+    }
+
+    /// Partial batch: `.resolved` and `.failures`. Only unparseable input
+    /// fails the whole call.
+    pub async fn resolve_many_partial<I>(&self, references: I) -> Result<Partial<Secret>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        let refs = collect_refs(references)?;
+        let span = tracing::debug_span!(
+            "secref.resolve_many",
+            count = refs.len(),
+            failures = field::Empty
+        );
+        let results = self.resolve_refs(&refs, false).instrument(span.clone()).await;
+        let mut out = Partial {
+            resolved: BTreeMap::new(),
+            failures: BTreeMap::new(),
+        };
+        for (r, res) in refs.into_iter().zip(results) {
+            match res {
+                Ok(v) => {
+                    out.resolved.insert(r, v.secret);
+                }
+                Err(e) => {
+                    out.failures.insert(r, e.error);
+                }
+            }
+        }
+        span.record("failures", out.failures.len());
+        Ok(out)
+    }
+
+    /// Non-secret metadata for one reference.
+    pub async fn metadata(&self, reference: impl IntoSecretRef) -> Result<Metadata> {
+        let r = reference.into_secret_ref()?;
+        self.per_provider(vec![r], |p, refs| async move { p.metadata(&refs).await })
+            .await
+            .pop()
+            .expect("one result")
+    }
+
+    /// Metadata for many references, partial.
+    pub async fn metadata_many<I>(&self, references: I) -> Result<Partial<Metadata>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        let refs = collect_refs(references)?;
+        let res = self
+            .per_provider(refs.clone(), |p, refs| async move { p.metadata(&refs).await })
+            .await;
+        Ok(partial(refs, res))
+    }
+
+    /// Checks that a reference names a usable secret, without reading it.
+    pub async fn validate(&self, reference: impl IntoSecretRef) -> Result<Validation> {
+        let r = reference.into_secret_ref()?;
+        self.per_provider(vec![r], |p, refs| async move { p.validate(&refs).await })
+            .await
+            .pop()
+            .expect("one result")
+    }
+
+    /// Validates many references, partial.
+    pub async fn validate_many<I>(&self, references: I) -> Result<Partial<Validation>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        let refs = collect_refs(references)?;
+        let res = self
+            .per_provider(refs.clone(), |p, refs| async move { p.validate(&refs).await })
+            .await;
+        Ok(partial(refs, res))
+    }
+
+    /// Asks whether `action` is allowed on a reference. A denial is
+    /// `Ok(Permission { allowed: false, .. })`.
+    pub async fn permission_check(
+        &self,
+        reference: impl IntoSecretRef,
+        action: Action,
+    ) -> Result<Permission> {
+        let r = reference.into_secret_ref()?;
+        self.per_provider(vec![r], move |p, refs| async move {
+            p.permission_check(&refs, action).await
+        })
+        .await
+        .pop()
+        .expect("one result")
+    }
+
+    /// Permission checks for many references, partial.
+    pub async fn permission_check_many<I>(
+        &self,
+        references: I,
+        action: Action,
+    ) -> Result<Partial<Permission>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        let refs = collect_refs(references)?;
+        let res = self
+            .per_provider(refs.clone(), move |p, refs| async move {
+                p.permission_check(&refs, action).await
+            })
+            .await;
+        Ok(partial(refs, res))
+    }
+
+    /// Revokes leases seen in earlier results (routed to the provider that
+    /// issued each). Unknown lease ids fail with `not_found`.
+    pub async fn revoke_leases(
+        &self,
+        lease_ids: &[String],
+        reason: RevokeReason,
+    ) -> Result<Vec<Result<LeaseRevocation>>> {
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut out: Vec<Option<Result<LeaseRevocation>>> = vec![None; lease_ids.len()];
+        {
+            let leases = self.inner.leases.lock();
+            for (i, id) in lease_ids.iter().enumerate() {
+                match leases.get(id) {
+                    Some(p) => groups.entry(*p).or_default().push(i),
+                    None => {
+                        out[i] = Some(Err(Error::new(
+                            ErrorCode::NotFound,
+                            format!("lease '{id}' was not issued through this resolver"),
+                        )))
+                    }
+                }
+            }
+        }
+        for (p, idxs) in groups {
+            let ids: Vec<String> = idxs.iter().map(|i| lease_ids[*i].clone()).collect();
+            let provider = &self.inner.providers[p].provider;
+            match provider.revoke_leases(&ids, reason).await {
+                Ok(results) => {
+                    for (i, r) in idxs.iter().zip(pad(results, ids.len(), provider.name())) {
+                        if r.is_ok() {
+                            self.inner.leases.lock().remove(&lease_ids[*i]);
+                        }
+                        out[*i] = Some(r);
+                    }
+                }
+                Err(e) => {
+                    for i in idxs {
+                        out[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().map(|o| o.expect("every lease answered")).collect())
+    }
+
+    /// Drops the cached value (and any negative entry) for a reference.
+    pub fn invalidate(&self, reference: impl IntoSecretRef) -> Result<()> {
+        let r = reference.into_secret_ref()?;
+        self.inner.cache.remove_reference(r.to_canonical());
+        Ok(())
+    }
+
+    /// Drops every cached value.
+    pub fn invalidate_all(&self) {
+        self.inner.cache.clear();
+    }
+
+    /// Watches a reference: the stream yields the value now, then again each
+    /// time its version (or, without versions, its bytes) changes. It polls
+    /// every `interval` ± 10 % jitter, bypassing the cache; errors are yielded
+    /// and polling goes on.
+    pub fn watch(
+        &self,
+        reference: impl IntoSecretRef,
+        interval: Duration,
+    ) -> Result<impl Stream<Item = Result<Resolved>> + Send + 'static> {
+        let r = reference.into_secret_ref()?;
+        let this = self.clone();
+        struct State {
+            resolver: Resolver,
+            reference: SecretRef,
+            last: Option<Fingerprint>,
+            first: bool,
+        }
+        let state = State {
+            resolver: this,
+            reference: r,
+            last: None,
+            first: true,
+        };
+        Ok(futures::stream::unfold(state, move |mut st| async move {
+            loop {
+                if !st.first {
+                    let jitter = interval.mul_f64(0.9 + fastrand::f64() * 0.2);
+                    tokio::time::sleep(jitter).await;
+                }
+                st.first = false;
+                let mut res = st
+                    .resolver
+                    .resolve_refs(std::slice::from_ref(&st.reference), true)
+                    .await;
+                match res.pop().expect("one result") {
+                    Ok(v) => {
+                        let fp = Fingerprint::of(&v);
+                        if st.last.as_ref() != Some(&fp) {
+                            st.last = Some(fp);
+                            return Some((Ok(v), st));
+                        }
+                    }
+                    Err(e) => return Some((Err(e.error), st)),
+                }
+            }
+        }))
+    }
+
+    /// The providers, by name.
+    pub fn provider_names(&self) -> Vec<&str> {
+        self.inner
+            .providers
+            .iter()
+            .map(|p| p.provider.name())
+            .collect()
+    }
+
+    /// The name of the provider that would serve a reference.
+    pub fn provider_for(&self, reference: &SecretRef) -> Result<&str> {
+        Ok(self.inner.providers[self.route(reference)?].provider.name())
+    }
+
+    fn route(&self, r: &SecretRef) -> Result<usize> {
+        self.inner
+            .by_family
+            .get(r.provider_family())
+            .copied()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::NoProvider,
+                    format!("no provider is configured for {}:// references", r.scheme()),
+                )
+                .with_reference(r.to_canonical())
+                .with_hint("configure one in secref.toml or the environment")
+            })
+    }
+
+    fn key(&self, provider: usize, r: &SecretRef) -> Key {
+        let reference = if self.inner.scope.is_empty() {
+            r.canonical_arc()
+        } else {
+            format!("{}\u{0}{}", self.inner.scope, r.to_canonical()).into()
+        };
+        Key {
+            provider,
+            reference,
+        }
+    }
+
+    /// The core: cache, single-flight, batching, retries. Results are in
+    /// input order. `bypass_cache` skips lookups (watch) but still updates.
+    async fn resolve_refs(&self, refs: &[SecretRef], bypass_cache: bool) -> Vec<FetchResult> {
+        let now = Instant::now();
+        let mut results: Vec<Option<FetchResult>> = vec![None; refs.len()];
+        // Per provider: the indices this call must fetch.
+        let mut to_fetch: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut refresh_ahead: Vec<(usize, SecretRef)> = Vec::new();
+        for (i, r) in refs.iter().enumerate() {
+            let p = match self.route(r) {
+                Ok(p) => p,
+                Err(e) => {
+                    results[i] = Some(Err(FetchError {
+                        error: e,
+                        request_level: false,
+                    }));
+                    continue;
+                }
+            };
+            let cfg = &self.inner.providers[p].cache;
+            if cfg.enabled && !bypass_cache {
+                match self.inner.cache.lookup(&self.key(p, r), cfg, now) {
+                    Lookup::Fresh { value, refresh } => {
+                        tracing::Span::current().record("cache", "hit");
+                        if refresh && self.inner.cache.claim_refresh(&self.key(p, r)) {
+                            refresh_ahead.push((p, r.clone()));
+                        }
+                        results[i] = Some(Ok(value));
+                        continue;
+                    }
+                    Lookup::Negative(e) => {
+                        tracing::Span::current().record("cache", "negative_hit");
+                        results[i] = Some(Err(FetchError {
+                            error: e,
+                            request_level: false,
+                        }));
+                        continue;
+                    }
+                    Lookup::Miss => {}
+                }
+            }
+            tracing::Span::current().record("cache", "miss");
+            to_fetch.entry(p).or_default().push(i);
+        }
+        for (p, r) in refresh_ahead {
+            self.spawn_refresh(p, r);
+        }
+        if !to_fetch.is_empty() {
+            let fetches = to_fetch
+                .into_iter()
+                .map(|(p, idxs)| async move { (idxs.clone(), self.fetch_group(p, refs, idxs).await) });
+            for (idxs, res) in join_all(fetches).await {
+                for (i, r) in idxs.into_iter().zip(res) {
+                    results[i] = Some(r);
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every reference answered"))
+            .collect()
+    }
+
+    /// Fetches one provider's references with single-flight: references
+    /// already in flight are awaited, the rest are fetched by this call.
+    async fn fetch_group(&self, p: usize, refs: &[SecretRef], idxs: Vec<usize>) -> Vec<FetchResult> {
+        let mut own: Vec<usize> = Vec::new();
+        let mut waits: Vec<(usize, FlightRx)> = Vec::new();
+        let mut guard = FlightGuard {
+            inner: &self.inner,
+            keys: Vec::new(),
+        };
+        {
+            let mut flights = self.inner.flights.lock();
+            for (slot, &i) in idxs.iter().enumerate() {
+                let key = self.key(p, &refs[i]);
+                if let Some(rx) = flights.get(&key) {
+                    waits.push((slot, rx.clone()));
+                } else if let Some(pos) = guard.keys.iter().position(|(k, _)| *k == key) {
+                    // The same reference twice in one batch: fetch once.
+                    waits.push((slot, guard.keys[pos].1.subscribe()));
+                } else {
+                    let (tx, rx) = watch::channel(None);
+                    flights.insert(key.clone(), rx);
+                    guard.keys.push((key, tx));
+                    own.push(slot);
+                }
+            }
+        }
+        let mut out: Vec<Option<FetchResult>> = vec![None; idxs.len()];
+        if !own.is_empty() {
+            let own_refs: Vec<SecretRef> = own.iter().map(|s| refs[idxs[*s]].clone()).collect();
+            let fetched = self.fetch_with_retry(p, &own_refs).await;
+            for ((slot, (key, tx)), res) in own.iter().zip(guard.keys.iter()).zip(fetched) {
+                let res = self.settle(p, key, &refs[idxs[*slot]], res);
+                tx.send_replace(Some(res.clone()));
+                out[*slot] = Some(res);
+            }
+        }
+        drop(guard);
+        for (slot, mut rx) in waits {
+            let got = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+            let res = match got {
+                Ok(v) => v.expect("some"),
+                // The owner was cancelled: fetch it ourselves.
+                Err(_) => Box::pin(self.fetch_group(p, refs, vec![idxs[slot]]))
+                    .await
+                    .pop()
+                    .expect("one result"),
+            };
+            out[slot] = Some(res);
+        }
+        out.into_iter().map(|o| o.expect("answered")).collect()
+    }
+
+    /// Applies the cache rules to a fresh outcome.
+    fn settle(&self, p: usize, key: &Key, r: &SecretRef, res: FetchResult) -> FetchResult {
+        let cfg = &self.inner.providers[p].cache;
+        let now = Instant::now();
+        match res {
+            Ok(v) => {
+                if let Some(lease) = &v.lease {
+                    self.inner.leases.lock().insert(lease.id.clone(), p);
+                }
+                if cfg.enabled {
+                    self.inner.cache.insert(key.clone(), v.clone(), cfg, now);
+                }
+                Ok(v)
+            }
+            Err(e) if e.request_level && e.error.retryable() => {
+                if cfg.enabled {
+                    if let Some(stale) = self.inner.cache.stale(key, now) {
+                        debug!(reference = %r, error_code = %e.error.code(), "serving stale value within grace");
+                        tracing::Span::current().record("cache", "stale");
+                        self.inner.cache.release_refresh(key);
+                        return Ok(stale);
+                    }
+                    self.inner.cache.release_refresh(key);
+                }
+                Err(e)
+            }
+            Err(e) => {
+                if cfg.enabled {
+                    if !e.request_level && is_negative_cacheable(e.error.code()) {
+                        self.inner
+                            .cache
+                            .insert_negative(key.clone(), e.error.clone(), cfg, now);
+                    } else {
+                        // Fail closed: the backend said no, forget the value.
+                        self.inner.cache.remove(key);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// One provider call per chunk, chunks concurrent (bounded), with the
+    /// retry policy: retryable request-level failures retry the chunk,
+    /// retryable item-level failures retry just those items.
+    async fn fetch_with_retry(&self, p: usize, refs: &[SecretRef]) -> Vec<FetchResult> {
+        let provider = &self.inner.providers[p].provider;
+        let chunk = provider.max_batch().max(1);
+        let chunks = refs.chunks(chunk).map(|c| async move {
+            let _permit = self.inner.permits.acquire().await.expect("semaphore open");
+            self.fetch_chunk(p, c).await
+        });
+        join_all(chunks).await.into_iter().flatten().collect()
+    }
+
+    async fn fetch_chunk(&self, p: usize, refs: &[SecretRef]) -> Vec<FetchResult> {
+        let provider = &self.inner.providers[p].provider;
+        let policy = &self.inner.retry;
+        let started = Instant::now();
+        let span = tracing::debug_span!(
+            "secref.provider_call",
+            provider = provider.name(),
+            count = refs.len(),
+            attempts = field::Empty,
+            error_code = field::Empty,
+        );
+        let mut results: Vec<Option<FetchResult>> = vec![None; refs.len()];
+        let mut pending: Vec<usize> = (0..refs.len()).collect();
+        let mut attempt = 0u32;
+        async {
+            loop {
+                attempt += 1;
+                let batch: Vec<SecretRef> = pending.iter().map(|i| refs[*i].clone()).collect();
+                let answer: BatchResult<Resolved> = provider.resolve_many(&batch).await;
+                let mut retry_idx = Vec::new();
+                let can_retry = attempt < policy.max_attempts;
+                match answer {
+                    Ok(items) => {
+                        for (i, item) in pending.iter().zip(pad(items, batch.len(), provider.name()))
+                        {
+                            match item {
+                                Ok(v) => results[*i] = Some(Ok(v)),
+                                Err(e) => {
+                                    if e.retryable() && can_retry {
+                                        retry_idx.push(*i);
+                                    }
+                                    results[*i] = Some(Err(FetchError {
+                                        error: fill(e, &refs[*i], provider.name()),
+                                        request_level: false,
+                                    }));
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::Span::current().record("error_code", e.code().as_str());
+                        for i in &pending {
+                            if e.retryable() && can_retry {
+                                retry_idx.push(*i);
+                            }
+                            results[*i] = Some(Err(FetchError {
+                                error: fill(e.clone(), &refs[*i], provider.name()),
+                                request_level: true,
+                            }));
+                        }
+                    }
+                }
+                if retry_idx.is_empty() {
+                    break;
+                }
+                let delay = policy.backoff(attempt);
+                if started.elapsed() + delay >= policy.deadline {
+                    break;
+                }
+                debug!(attempt, delay_ms = delay.as_millis() as u64, "retrying provider call");
+                tokio::time::sleep(delay).await;
+                pending = retry_idx;
+            }
+            tracing::Span::current().record("attempts", attempt);
+        }
+        .instrument(span)
+        .await;
+        tracing::Span::current().record("attempts", attempt);
+        results
+            .into_iter()
+            .map(|r| r.expect("every item answered"))
+            .collect()
+    }
+
+    fn spawn_refresh(&self, p: usize, r: SecretRef) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            self.inner.cache.release_refresh(&self.key(p, &r));
+            return;
+        };
+        let this = self.clone();
+        handle.spawn(async move {
+            let _ = this.resolve_refs(std::slice::from_ref(&r), true).await;
+        });
+    }
+
+    /// Groups references by provider and runs `op` once per group.
+    async fn per_provider<T, F, Fut>(&self, refs: Vec<SecretRef>, op: F) -> Vec<Result<T>>
+    where
+        T: Send,
+        F: Fn(Arc<dyn Provider>, Vec<SecretRef>) -> Fut,
+        Fut: std::future::Future<Output = BatchResult<T>>,
+    {
+        let mut out: Vec<Option<Result<T>>> = (0..refs.len()).map(|_| None).collect();
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, r) in refs.iter().enumerate() {
+            match self.route(r) {
+                Ok(p) => groups.entry(p).or_default().push(i),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        let calls = groups.into_iter().map(|(p, idxs)| {
+            let provider = self.inner.providers[p].provider.clone();
+            let group: Vec<SecretRef> = idxs.iter().map(|i| refs[*i].clone()).collect();
+            let fut = op(provider.clone(), group);
+            async move { (idxs, provider, fut.await) }
+        });
+        for (idxs, provider, res) in join_all(calls).await {
+            match res {
+                Ok(items) => {
+                    for (i, item) in idxs.iter().zip(pad(items, idxs.len(), provider.name())) {
+                        out[*i] = Some(item.map_err(|e| fill(e, &refs[*i], provider.name())));
+                    }
+                }
+                Err(e) => {
+                    for i in idxs {
+                        out[i] = Some(Err(fill(e.clone(), &refs[i], provider.name())));
+                    }
+                }
+            }
+        }
+        out.into_iter().map(|o| o.expect("answered")).collect()
+    }
+
+    /// How many provider batches may run at once.
+    pub fn max_concurrency(&self) -> usize {
+        self.inner.max_concurrency
+    }
+}
+
+fn collect_refs<I>(references: I) -> Result<Vec<SecretRef>>
+where
+    I: IntoIterator,
+    I::Item: IntoSecretRef,
+{
+    references
+        .into_iter()
+        .map(IntoSecretRef::into_secret_ref)
+        .collect()
+}
+
+fn partial<T>(refs: Vec<SecretRef>, res: Vec<Result<T>>) -> Partial<T> {
+    let mut out = Partial {
+        resolved: BTreeMap::new(),
+        failures: BTreeMap::new(),
+    };
+    for (r, x) in refs.into_iter().zip(res) {
+        match x {
+            Ok(v) => {
+                out.resolved.insert(r, v);
+            }
+            Err(e) => {
+                out.failures.insert(r, e);
+            }
+        }
+    }
+    out
+}
+
+/// Guards against a provider that answers with the wrong number of items.
+fn pad<T>(mut items: Vec<Result<T>>, want: usize, provider: &str) -> Vec<Result<T>> {
+    if items.len() != want {
+        let e = Error::new(
+            ErrorCode::InvalidResponse,
+            format!(
+                "provider '{provider}' answered {} items for {want} references",
+                items.len()
+            ),
+        );
+        items.truncate(want);
+        while items.len() < want {
+            items.push(Err(e.clone()));
+        }
+    }
+    items
+}
+
+/// Fills in the reference and provider on an error that lacks them.
+fn fill(e: Error, r: &SecretRef, provider: &str) -> Error {
+    let e = if e.reference().is_none() {
+        e.with_reference(r.to_canonical())
+    } else {
+        e
+    };
+    if e.provider().is_none() {
+        e.with_provider(provider)
+    } else {
+        e
+    }
+}
+
+/// What `watch` compares: the version when there is one, else a keyed hash of
+/// the bytes (never the bytes themselves).
+#[derive(PartialEq, Eq)]
+enum Fingerprint {
+    Version(String),
+    Digest(u64),
+}
+
+impl Fingerprint {
+    fn of(v: &Resolved) -> Fingerprint {
+        match &v.version {
+            Some(ver) => Fingerprint::Version(ver.clone()),
+            None => {
+                use std::hash::{BuildHasher, Hasher};
+                static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+                    std::sync::OnceLock::new();
+                let mut h = KEY.get_or_init(Default::default).build_hasher();
+                h.write(v.secret.expose_bytes());
+                Fingerprint::Digest(h.finish())
+            }
+        }
+    }
+}
