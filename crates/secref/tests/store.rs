@@ -457,8 +457,34 @@ fn child_process_entry() {
     }
 }
 
-fn spawn_writer(path: &Path, key: &StoreKey, prefix: &str, count: usize) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+/// A child process that is killed if the test fails before reaping it, so
+/// no writer outlives its test.
+struct Writer(Child);
+
+impl Writer {
+    fn kill_and_wait(mut self) {
+        let _ = self.0.kill();
+        self.0.wait().unwrap();
+    }
+
+    fn wait_success(mut self) -> bool {
+        self.0.wait().unwrap().success()
+    }
+
+    fn has_exited(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_some()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_writer(path: &Path, key: &StoreKey, prefix: &str, count: usize) -> Writer {
+    let child = Command::new(std::env::current_exe().unwrap())
         .args(["child_process_entry", "--exact", "--test-threads=1", "-q"])
         .env("SECREF_STORE_TEST_CHILD", "writer")
         .env("SECREF_STORE_TEST_PATH", path)
@@ -467,7 +493,8 @@ fn spawn_writer(path: &Path, key: &StoreKey, prefix: &str, count: usize) -> Chil
         .env("SECREF_STORE_TEST_COUNT", count.to_string())
         .stdout(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Writer(child)
 }
 
 /// Checks every `prefix/k{i}` present has its value, and that they are
@@ -525,14 +552,13 @@ fn killing_a_writer_mid_write_loses_no_committed_entry() {
             .iter()
             .filter(|n| n.starts_with("crash/"))
             .count();
-        if seen >= 10 || child.try_wait().unwrap().is_some() {
+        if seen >= 10 || child.has_exited() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     assert!(seen >= 10, "the writer made no progress");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill_and_wait();
 
     let s = Store::open(&f.path, f.key.clone()).unwrap();
     assert_eq!(text(&s, "local://committed/one"), "1");
@@ -550,7 +576,7 @@ fn killing_a_writer_mid_write_loses_no_committed_entry() {
 fn concurrent_writers_lose_nothing() {
     let f = fixture();
     let prefixes = ["w1", "w2", "w3"];
-    let children: Vec<Child> = prefixes
+    let children: Vec<Writer> = prefixes
         .iter()
         .map(|p| spawn_writer(&f.path, &f.key, p, 20))
         .collect();
@@ -563,8 +589,8 @@ fn concurrent_writers_lose_nothing() {
             )
             .unwrap();
     }
-    for mut c in children {
-        assert!(c.wait().unwrap().success());
+    for c in children {
+        assert!(c.wait_success());
     }
     let s = Store::open(&f.path, f.key.clone()).unwrap();
     assert_eq!(s.list().unwrap().len(), 80);
