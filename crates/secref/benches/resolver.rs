@@ -41,7 +41,11 @@ impl Provider for Instant0 {
         }
         Ok(refs
             .iter()
-            .map(|_| Ok(Resolved::new(Secret::from("value-of-some-length-32-bytes!!"))))
+            .map(|_| {
+                Ok(Resolved::new(Secret::from(
+                    "value-of-some-length-32-bytes!!",
+                )))
+            })
             .collect())
     }
 }
@@ -178,12 +182,16 @@ fn cold_batch(c: &mut Criterion) {
             b.to_async(&rt)
                 .iter(|| async { resolver.resolve_many(refs.iter()).await.unwrap() })
         });
-        g.bench_with_input(BenchmarkId::new("raw_reqwest_floor", n), &body, |b, body| {
-            b.to_async(&rt).iter(|| async {
-                let resp = raw.post(&url).json(body).send().await.unwrap();
-                resp.bytes().await.unwrap()
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("raw_reqwest_floor", n),
+            &body,
+            |b, body| {
+                b.to_async(&rt).iter(|| async {
+                    let resp = raw.post(&url).json(body).send().await.unwrap();
+                    resp.bytes().await.unwrap()
+                })
+            },
+        );
     }
     g.finish();
 }
