@@ -381,11 +381,8 @@ impl Resolver {
 
     /// Non-secret metadata for one reference.
     pub async fn metadata(&self, reference: impl IntoSecretRef) -> Result<Metadata> {
-        let r = reference.into_secret_ref()?;
-        self.per_provider(vec![r], |p, refs| async move { p.metadata(&refs).await })
+        self.one(reference, |p, refs| async move { p.metadata(&refs).await })
             .await
-            .pop()
-            .expect("one result")
     }
 
     /// Metadata for many references, partial.
@@ -394,23 +391,14 @@ impl Resolver {
         I: IntoIterator,
         I::Item: IntoSecretRef,
     {
-        let refs = collect_refs(references)?;
-        let res = self
-            .per_provider(
-                refs.clone(),
-                |p, refs| async move { p.metadata(&refs).await },
-            )
-            .await;
-        Ok(partial(refs, res))
+        self.many(references, |p, refs| async move { p.metadata(&refs).await })
+            .await
     }
 
     /// Checks that a reference names a usable secret, without reading it.
     pub async fn validate(&self, reference: impl IntoSecretRef) -> Result<Validation> {
-        let r = reference.into_secret_ref()?;
-        self.per_provider(vec![r], |p, refs| async move { p.validate(&refs).await })
+        self.one(reference, |p, refs| async move { p.validate(&refs).await })
             .await
-            .pop()
-            .expect("one result")
     }
 
     /// Validates many references, partial.
@@ -419,14 +407,8 @@ impl Resolver {
         I: IntoIterator,
         I::Item: IntoSecretRef,
     {
-        let refs = collect_refs(references)?;
-        let res = self
-            .per_provider(
-                refs.clone(),
-                |p, refs| async move { p.validate(&refs).await },
-            )
-            .await;
-        Ok(partial(refs, res))
+        self.many(references, |p, refs| async move { p.validate(&refs).await })
+            .await
     }
 
     /// Asks whether `action` is allowed on a reference. A denial is
@@ -436,13 +418,10 @@ impl Resolver {
         reference: impl IntoSecretRef,
         action: Action,
     ) -> Result<Permission> {
-        let r = reference.into_secret_ref()?;
-        self.per_provider(vec![r], move |p, refs| async move {
+        self.one(reference, move |p, refs| async move {
             p.permission_check(&refs, action).await
         })
         .await
-        .pop()
-        .expect("one result")
     }
 
     /// Permission checks for many references, partial.
@@ -455,12 +434,37 @@ impl Resolver {
         I: IntoIterator,
         I::Item: IntoSecretRef,
     {
+        self.many(references, move |p, refs| async move {
+            p.permission_check(&refs, action).await
+        })
+        .await
+    }
+
+    /// Runs a non-caching provider operation for one reference.
+    async fn one<T, F, Fut>(&self, reference: impl IntoSecretRef, op: F) -> Result<T>
+    where
+        T: Send,
+        F: Fn(Arc<dyn Provider>, Vec<SecretRef>) -> Fut,
+        Fut: std::future::Future<Output = BatchResult<T>>,
+    {
+        let r = reference.into_secret_ref()?;
+        self.per_provider(vec![r], op)
+            .await
+            .pop()
+            .expect("one result")
+    }
+
+    /// Runs a non-caching provider operation for many references, partial.
+    async fn many<T, F, Fut, I>(&self, references: I, op: F) -> Result<Partial<T>>
+    where
+        T: Send,
+        F: Fn(Arc<dyn Provider>, Vec<SecretRef>) -> Fut,
+        Fut: std::future::Future<Output = BatchResult<T>>,
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
         let refs = collect_refs(references)?;
-        let res = self
-            .per_provider(refs.clone(), move |p, refs| async move {
-                p.permission_check(&refs, action).await
-            })
-            .await;
+        let res = self.per_provider(refs.clone(), op).await;
         Ok(partial(refs, res))
     }
 
