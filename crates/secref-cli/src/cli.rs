@@ -180,8 +180,15 @@ pub struct VarArgs {
     /// A variable and its reference, e.g. `--env DB_PASSWORD=local://app/db#password`.
     #[arg(long = "env", value_name = "NAME=REF")]
     pub env: Vec<String>,
-    /// A dotenv file of NAME=VALUE lines; values that are references are
-    /// resolved, other values pass through.
+    /// A dotenv file of NAME=VALUE lines; references in it are resolved.
+    ///
+    /// A value is a reference iff it starts with a known scheme followed by
+    /// `://` (secret, openbao, hashicorp, db, bootstrap, yaml, infisical,
+    /// coze+…, env, file, local; any case). Such a value must parse, or it is
+    /// an error (a mistyped reference is never passed on as text). Every other
+    /// value (`https://…`, `postgres://…`, plain text) passes through
+    /// unchanged. Files are read in order, then --env flags; a later
+    /// definition of a name replaces an earlier one.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_files: Vec<PathBuf>,
 }

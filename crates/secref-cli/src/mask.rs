@@ -3,7 +3,8 @@
 //! Every secret value handed to the child is turned into a set of byte
 //! patterns ([`variants`]): the value itself, its base64 forms (standard and
 //! URL-safe, padded and unpadded), its URL-encoded forms (`%20` and `+` for a
-//! space, upper- and lower-case hex), its JSON-escaped forms (as
+//! space, upper- and lower-case hex, with the literal-character sets of RFC
+//! 3986, JavaScript, Python and encode-everything), its JSON-escaped forms (as
 //! `serde_json::to_string` writes it, and with non-ASCII as `\uXXXX`, both
 //! without the quotes) and, for a multi-line value, each line of at least
 //! [`MIN_LINE_LEN`] bytes. Values shorter than [`MIN_SECRET_LEN`] bytes are not
@@ -49,12 +50,28 @@ pub const MIN_LINE_LEN: usize = 8;
 /// that an endless run of back-to-back matches cannot stall the output.
 const MAX_HELD_REGION: usize = 1 << 20;
 
-/// RFC 3986 unreserved characters stay literal; everything else is `%XX`.
+/// RFC 3986 unreserved characters stay literal; everything else is `%XX`
+/// (Go's `url.QueryEscape`, Python's `quote_plus`).
 const URL_ENCODE_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// The sets of characters that common encoders leave literal: RFC 3986
+/// unreserved, everything but alphanumerics, JavaScript's
+/// `encodeURIComponent`, and Python's `quote` (which keeps `/`).
+const URL_ENCODE_SETS: &[&AsciiSet] = &[
+    URL_ENCODE_SET,
+    NON_ALPHANUMERIC,
+    &URL_ENCODE_SET
+        .remove(b'!')
+        .remove(b'*')
+        .remove(b'\'')
+        .remove(b'(')
+        .remove(b')'),
+    &URL_ENCODE_SET.remove(b'/'),
+];
 
 /// The compiled patterns of every value to conceal. Shared by the masker of
 /// each output stream.
@@ -183,11 +200,13 @@ pub fn variants(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
     for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
         add(engine.encode(value).into_bytes());
     }
-    let percent = Zeroizing::new(percent_encode(value, URL_ENCODE_SET).to_string());
-    let plus = Zeroizing::new(percent.replace("%20", "+"));
-    for form in [&percent, &plus] {
-        add(form.as_bytes().to_vec());
-        add(lowercase_hex_escapes(form.as_bytes()));
+    for set in URL_ENCODE_SETS {
+        let percent = Zeroizing::new(percent_encode(value, set).to_string());
+        let plus = Zeroizing::new(percent.replace("%20", "+"));
+        for form in [&percent, &plus] {
+            add(form.as_bytes().to_vec());
+            add(lowercase_hex_escapes(form.as_bytes()));
+        }
     }
     if let Ok(text) = std::str::from_utf8(value) {
         if let Ok(quoted) = serde_json::to_string(text) {
