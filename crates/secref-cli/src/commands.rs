@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use secref::providers::{EnvProvider, FileProvider};
 use secref::reference::VaultUri;
 use secref::{Config, Error, ErrorCode, RefKind, Resolver, SecretRef};
 
@@ -12,15 +11,15 @@ use crate::cli::{Command, ExportFormat, VarArgs};
 use crate::mask::{Patterns, MIN_SECRET_LEN};
 use crate::report::{self, EXIT_OK};
 use crate::vars::{self, VarValue};
-use crate::{child, export};
+use crate::{child, export, store_cmds};
 
 /// Runs a subcommand and turns its outcome into an exit code.
 pub async fn dispatch(command: Command) -> i32 {
     let result = match command {
-        Command::Init => not_yet("init"),
-        Command::Set { .. } => not_yet("set"),
-        Command::Rm { .. } => not_yet("rm"),
-        Command::Ls => not_yet("ls"),
+        Command::Init => store_cmds::init(),
+        Command::Set { reference, raw } => store_cmds::set(&reference, raw),
+        Command::Rm { reference } => store_cmds::rm(&reference),
+        Command::Ls => store_cmds::ls(),
         Command::Get {
             reference,
             no_newline,
@@ -53,26 +52,14 @@ pub async fn dispatch(command: Command) -> i32 {
     }
 }
 
-fn not_yet(what: &str) -> secref::Result<i32> {
-    Err(Error::new(
-        ErrorCode::Unsupported,
-        format!("`secref {what}` needs the local store, which is not available in this build"),
-    ))
-}
-
 /// The resolver every command uses, from `secref.toml` and the environment.
 fn resolver(cfg: &Config) -> secref::Result<Resolver> {
-    Resolver::builder()
-        .cache(cfg.cache.clone())
-        .retry(cfg.retry.clone())
-        .provider(EnvProvider::new())
-        .provider(FileProvider::new())
-        .build()
+    Resolver::from_config(cfg)
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error worth a
 /// message, so it ends the command quietly.
-fn write_stdout(bytes: &[u8]) -> secref::Result<()> {
+pub fn write_stdout(bytes: &[u8]) -> secref::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),

@@ -25,6 +25,7 @@ mod commands;
 mod export;
 mod mask;
 mod report;
+mod store_cmds;
 mod vars;
 
 use clap::Parser;

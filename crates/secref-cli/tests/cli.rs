@@ -161,8 +161,9 @@ fn get_errors_have_codes_hints_and_exit_codes() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("\nhint: "), "{}", stderr(&o));
 
-    // A scheme without a configured provider is a configuration problem.
-    let o = run(sb.cmd().args(["get", "secret://dev/svc/token/name"]));
+    // A scheme without a provider (yaml:// is parsed only) is a configuration
+    // problem.
+    let o = run(sb.cmd().args(["get", "yaml://secret/a"]));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).starts_with("error[no_provider]: "));
 }
@@ -599,7 +600,7 @@ fn check_prints_a_table_and_never_values() {
         "--env",
         "BAD=env://SECREF_TEST_UNSET_VAR",
         "--env",
-        "NOPROV=secret://dev/svc/token/name",
+        "NOPROV=yaml://secret/a",
     ]));
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let out = stdout(&o);
@@ -614,10 +615,7 @@ fn check_prints_a_table_and_never_values() {
         lines[3],
         ["BAD", "env://SECREF_TEST_UNSET_VAR", "env", "not_found"]
     );
-    assert_eq!(
-        lines[4],
-        ["NOPROV", "secret://dev/svc/token/name", "-", "no_provider"]
-    );
+    assert_eq!(lines[4], ["NOPROV", "yaml://secret/a", "-", "no_provider"]);
     assert!(
         stderr(&o).contains("error[not_found]: BAD: "),
         "{}",
@@ -712,8 +710,7 @@ fn canary_never_leaks_with_trace_logging() {
     }
 }
 
-/// Keeps `Write` and `Path` in use for helpers that write stdin.
-#[allow(dead_code)]
+/// Runs `cmd` with `input` on stdin.
 fn feed_stdin(cmd: &mut Command, input: &[u8]) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -723,4 +720,178 @@ fn feed_stdin(cmd: &mut Command, input: &[u8]) -> Output {
         .unwrap();
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
+}
+
+// --- the local store ----------------------------------------------------------
+
+fn init(sb: &Sandbox) {
+    let o = run(sb.cmd().arg("init"));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn set(sb: &Sandbox, reference: &str, value: &[u8], extra: &[&str]) -> Output {
+    feed_stdin(sb.cmd().arg("set").args(extra).arg(reference), value)
+}
+
+#[test]
+fn init_creates_key_and_store_and_never_overwrites() {
+    let sb = Sandbox::new();
+    let o = run(sb.cmd().arg("init"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(&format!(
+        "created key file: {}",
+        sb.path("store.key").display()
+    )));
+    assert!(out.contains(&format!(
+        "created store: {}",
+        sb.path("secrets.store").display()
+    )));
+    let key = std::fs::read(sb.path("store.key")).unwrap();
+    let key_text = String::from_utf8(key.clone()).unwrap();
+    assert!(!out.contains(key_text.trim()), "init printed the key");
+    assert!(!stderr(&o).contains(key_text.trim()));
+
+    // Both exist: refuse, change nothing.
+    let store_before = std::fs::read(sb.path("secrets.store")).unwrap();
+    let o = run(sb.cmd().arg("init"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("error[usage]: already initialised"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(sb.path("store.key")).unwrap(), key);
+    assert_eq!(
+        std::fs::read(sb.path("secrets.store")).unwrap(),
+        store_before
+    );
+
+    // Key exists, store missing: the key is reused.
+    std::fs::remove_file(sb.path("secrets.store")).unwrap();
+    let o = run(sb.cmd().arg("init"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("using existing key"), "{}", stdout(&o));
+    assert_eq!(std::fs::read(sb.path("store.key")).unwrap(), key);
+
+    // Store exists, key missing: refuse (a new key could not open it).
+    std::fs::remove_file(sb.path("store.key")).unwrap();
+    let o = run(sb.cmd().arg("init"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!sb.path("store.key").exists());
+}
+
+#[test]
+fn set_get_ls_rm_round_trip() {
+    let sb = Sandbox::new();
+    init(&sb);
+    let o = set(
+        &sb,
+        "local://app/db#password",
+        format!("{CANARY}\n").as_bytes(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_no_canary(&o);
+    let o = set(&sb, "local://app/raw", b"with-newline\n", &["--raw"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = set(&sb, "local://app/db#user", b"admin\r\n", &[]);
+    assert!(o.status.success());
+
+    let o = run(sb.cmd().args(["get", "-n", "local://app/db#password"]));
+    assert_eq!(stdout(&o), CANARY);
+    let o = run(sb.cmd().args(["get", "-n", "local://app/raw"]));
+    assert_eq!(stdout(&o), "with-newline\n");
+    let o = run(sb.cmd().args(["get", "-n", "local://app/db#user"]));
+    assert_eq!(stdout(&o), "admin");
+
+    // The store file holds no plaintext.
+    let file = std::fs::read(sb.path("secrets.store")).unwrap();
+    assert!(!String::from_utf8_lossy(&file).contains("canary-7f3a"));
+
+    let o = run(sb.cmd().arg("ls"));
+    assert!(o.status.success());
+    assert_eq!(
+        stdout(&o),
+        "local://app/db#password\nlocal://app/db#user\nlocal://app/raw\n"
+    );
+    assert_no_canary(&o);
+
+    let o = run(sb.cmd().args(["rm", "local://app/db#user"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(sb.cmd().args(["rm", "local://app/db#user"]));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).starts_with("error[not_found]: "));
+    let o = run(sb.cmd().args(["get", "local://app/db#user"]));
+    assert_eq!(o.status.code(), Some(3));
+    let o = run(sb.cmd().arg("ls"));
+    assert_eq!(stdout(&o), "local://app/db#password\nlocal://app/raw\n");
+}
+
+#[test]
+fn set_refuses_non_local_references_and_empty_values() {
+    let sb = Sandbox::new();
+    init(&sb);
+    let o = set(&sb, "env://HOME", b"x\n", &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).starts_with("error[usage]: "), "{}", stderr(&o));
+    let o = set(&sb, "local://a/../b", b"x\n", &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = set(&sb, "local://app/empty", b"\n", &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(sb.cmd().arg("ls"));
+    assert_eq!(stdout(&o), "");
+    // `set` takes no value argument: a value on the command line is refused.
+    let o = run(sb.cmd().args(["set", "local://app/x", "value"]));
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn store_commands_before_init_explain_what_to_do() {
+    let sb = Sandbox::new();
+    let o = run(sb.cmd().arg("ls"));
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("secref init"), "{}", stderr(&o));
+    let o = run(sb.cmd().args(["get", "local://app/x"]));
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("secref init"), "{}", stderr(&o));
+}
+
+#[test]
+fn run_export_check_with_local_references() {
+    let sb = Sandbox::new();
+    init(&sb);
+    assert!(set(&sb, "local://app/db#password", CANARY.as_bytes(), &[])
+        .status
+        .success());
+    let env_file = sb.write("app.env", "DB_PASSWORD=local://app/db#password\nMODE=dev\n");
+    let ef = env_file.to_str().unwrap();
+
+    let o = run(sb.cmd().args(["run", "--env-file", ef, "--"]).args([
+        "sh",
+        "-c",
+        "[ \"$DB_PASSWORD\" = \"$CANARY_VALUE\" ] && echo \"same:$DB_PASSWORD:$MODE\"",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("same:{MASK}:dev\n"));
+
+    let o = run(sb
+        .cmd()
+        .args(["export", "--format", "json", "--env-file", ef]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"DB_PASSWORD": CANARY, "MODE": "dev"}));
+
+    let o = run(sb.cmd().env("RUST_LOG", "trace").args([
+        "check",
+        "--env-file",
+        ef,
+        "--env",
+        "GONE=local://app/missing",
+    ]));
+    assert_eq!(o.status.code(), Some(3));
+    let out = stdout(&o);
+    assert!(out.contains("DB_PASSWORD"), "{out}");
+    assert!(out.contains("local://app/db#password  local"), "{out}");
+    assert!(out.contains("not_found"), "{out}");
+    assert_no_canary(&o);
 }
