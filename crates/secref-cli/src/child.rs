@@ -5,11 +5,11 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use secref::{Error, ErrorCode, Secret};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 use zeroize::Zeroizing;
 
 use crate::mask::{Patterns, StreamMasker};
@@ -44,17 +44,14 @@ pub async fn run(
     } else {
         cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
     }
-    // Handlers are installed before the spawn so that a signal arriving in
-    // between is forwarded rather than killing secref (the child gets default
+    // The forwarder is installed before the spawn so that a signal arriving
+    // in between does not kill secref and orphan the command; until the pid
+    // is known there is nobody to forward to (the command gets default
     // dispositions back at exec).
-    let mut handlers = Vec::new();
-    for signo in FORWARDED {
-        let s = signal(SignalKind::from_raw(signo))
-            .map_err(|e| Error::internal(format!("cannot install signal handler: {e}")))?;
-        handlers.push((signo, s));
-    }
+    let forwarder = Forwarder::install()?;
     let mut child = cmd.spawn().map_err(|e| spawn_error(program, e))?;
     tracing::debug!(pid = child.id(), "started command");
+    forwarder.set_target(child.id());
 
     let mut pumps = Vec::new();
     if let Some(patterns) = &patterns {
@@ -73,10 +70,13 @@ pub async fn run(
             )));
         }
     }
-    let pid = child.id();
-    let forwarder = tokio::spawn(forward_signals(handlers, pid));
+    // Wait for the exit without reaping, stop forwarding, then reap: a pid
+    // is only reused after reaping, so no signal can reach a stranger.
+    if let Some(pid) = child.id() {
+        let _ = tokio::task::spawn_blocking(move || wait_for_exit_without_reaping(pid)).await;
+    }
+    drop(forwarder);
     let status = child.wait().await;
-    forwarder.abort();
     let status = status.map_err(|e| {
         Error::new(
             ErrorCode::Io,
@@ -125,33 +125,70 @@ pub fn exit_code_of(status: ExitStatus) -> i32 {
     }
 }
 
-/// Forwards each received signal to the child until aborted.
-async fn forward_signals(mut handlers: Vec<(libc::c_int, Signal)>, pid: Option<u32>) {
-    let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) else {
-        return;
-    };
-    loop {
-        let signo = next_signal(&mut handlers).await;
-        tracing::debug!(signo, "forwarding signal to the command");
-        // SAFETY: kill has no memory-safety preconditions; pid is our child,
-        // which has not been reaped (this task is aborted before that).
-        unsafe {
-            libc::kill(pid, signo);
+/// The pid signals are forwarded to; 0 while there is none.
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+/// Forwards [`FORWARDED`] signals to the command while it lives.
+///
+/// Only signals sent by a process (`kill(2)`: `si_code <= 0`) are forwarded.
+/// Those the kernel generates for the terminal's foreground process group
+/// (Ctrl-C, Ctrl-\, hangup) already reach the command directly, since it
+/// shares secref's process group; forwarding them too would deliver every
+/// Ctrl-C twice, which many programs treat as "force quit".
+struct Forwarder {
+    ids: Vec<signal_hook_registry::SigId>,
+}
+
+impl Forwarder {
+    fn install() -> secref::Result<Forwarder> {
+        FORWARD_TO.store(0, Ordering::SeqCst);
+        let mut ids = Vec::new();
+        for signo in FORWARDED {
+            // SAFETY: the action only loads an atomic and calls kill(2), both
+            // async-signal-safe; it allocates and locks nothing.
+            let id = unsafe {
+                signal_hook_registry::register_sigaction(signo, move |info: &libc::siginfo_t| {
+                    let pid = FORWARD_TO.load(Ordering::SeqCst);
+                    if pid > 0 && info.si_code <= 0 {
+                        libc::kill(pid, signo);
+                    }
+                })
+            }
+            .map_err(|e| Error::internal(format!("cannot install a signal handler: {e}")))?;
+            ids.push(id);
+        }
+        Ok(Forwarder { ids })
+    }
+
+    fn set_target(&self, pid: Option<u32>) {
+        let pid = pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        FORWARD_TO.store(pid, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        // Called once the command has exited, before it is reaped.
+        FORWARD_TO.store(0, Ordering::SeqCst);
+        for id in self.ids.drain(..) {
+            signal_hook_registry::unregister(id);
         }
     }
 }
 
-/// Waits for the first of the handlers to fire; returns its signal number.
-async fn next_signal(handlers: &mut [(libc::c_int, Signal)]) -> libc::c_int {
-    std::future::poll_fn(|cx| {
-        for (signo, s) in handlers.iter_mut() {
-            if let std::task::Poll::Ready(Some(())) = s.poll_recv(cx) {
-                return std::task::Poll::Ready(*signo);
-            }
+/// Blocks until process `pid` (our child) has exited, leaving it waitable.
+fn wait_for_exit_without_reaping(pid: libc::id_t) {
+    loop {
+        // SAFETY: waitid writes only into `info`, which we own; WNOWAIT keeps
+        // the child waitable so tokio still reaps it and reads its status.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
         }
-        std::task::Poll::Pending
-    })
-    .await
+    }
 }
 
 /// Copies one output stream through a masker, flushing after every read so

@@ -101,7 +101,9 @@ pub enum Command {
     /// fails, each failing variable is listed (name, reference, error code)
     /// and the command is not run. The command's exit code is passed
     /// through; if it dies from a signal, secref exits 128+signal. SIGINT,
-    /// SIGTERM, SIGHUP and SIGQUIT received by secref are forwarded to it.
+    /// SIGTERM, SIGHUP and SIGQUIT sent to secref (kill) are forwarded to
+    /// it; those the terminal sends (Ctrl-C, Ctrl-\) reach it directly, as
+    /// it shares secref's process group, and are not sent a second time.
     ///
     /// Unless --no-masking is given, the command's stdout and stderr are
     /// piped through a masker that replaces every occurrence of each secret
