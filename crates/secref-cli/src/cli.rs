@@ -109,8 +109,10 @@ pub enum Command {
     /// piped through a masker that replaces every occurrence of each secret
     /// value (and its base64, URL-encoded and JSON-escaped forms, and each
     /// line of at least 8 bytes of a multi-line value) with
-    /// `<concealed by secref>`. Values shorter than 3 bytes are not masked
-    /// (a warning names the variable). stdin is passed through untouched.
+    /// `<concealed by secref>`. Only resolved references are masked, not
+    /// plain env-file values; values shorter than 3 bytes are not masked (a
+    /// warning names the variable), and values over 8 KiB are masked as
+    /// themselves and line by line only. stdin is passed through untouched.
     Run {
         #[command(flatten)]
         vars: VarArgs,

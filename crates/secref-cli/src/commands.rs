@@ -90,7 +90,7 @@ async fn run(
 ) -> secref::Result<i32> {
     let vars = vars::collect(args)?;
     let cfg = Config::load()?;
-    let resolved = vars::resolve_all(&resolver(&cfg)?, &vars).await?;
+    let resolved = vars::resolve_all(&resolver(&cfg)?, &vars, "nothing was run").await?;
     let patterns = if no_masking {
         None
     } else {
@@ -116,7 +116,7 @@ async fn run(
 async fn export_vars(args: &VarArgs, format: ExportFormat) -> secref::Result<i32> {
     let vars = vars::collect(args)?;
     let cfg = Config::load()?;
-    let resolved = vars::resolve_all(&resolver(&cfg)?, &vars).await?;
+    let resolved = vars::resolve_all(&resolver(&cfg)?, &vars, "nothing was exported").await?;
     let out = export::render(format, &resolved.values)?;
     write_stdout(&out)?;
     Ok(EXIT_OK)

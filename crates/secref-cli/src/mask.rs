@@ -7,7 +7,8 @@
 //! 3986, JavaScript, Python and encode-everything), its JSON-escaped forms (as
 //! `serde_json::to_string` writes it, and with non-ASCII as `\uXXXX`, both
 //! without the quotes) and, for a multi-line value, each line of at least
-//! [`MIN_LINE_LEN`] bytes. Values shorter than [`MIN_SECRET_LEN`] bytes are not
+//! [`MIN_LINE_LEN`] bytes. Values over [`MAX_ENCODED_LEN`] bytes are masked
+//! as themselves and line by line only. Values shorter than [`MIN_SECRET_LEN`] bytes are not
 //! masked: masking a one- or two-character value would destroy the output
 //! while protecting nothing.
 //!
@@ -30,7 +31,7 @@
 
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -45,6 +46,11 @@ pub const MIN_SECRET_LEN: usize = 3;
 /// Lines of a multi-line value are masked on their own when at least this
 /// long (shorter lines such as `{` or `-----` would mask unrelated output).
 pub const MIN_LINE_LEN: usize = 8;
+
+/// Encoded forms are generated only for values up to this size: beyond it
+/// (certificates, key files) the automaton would grow by ~20 copies of the
+/// value, and such values are masked as themselves and line by line.
+pub const MAX_ENCODED_LEN: usize = 8 * 1024;
 
 /// A held masked region is released once it grows past this many bytes, so
 /// that an endless run of back-to-back matches cannot stall the output.
@@ -107,9 +113,12 @@ impl Patterns {
             None
         } else {
             // Standard match kind: the only one that reports overlapping
-            // matches, which the union-of-ranges masking needs.
+            // matches, which the union-of-ranges masking needs. A contiguous
+            // NFA builds in milliseconds even for multi-KiB values, where the
+            // DFA the builder would pick for few patterns takes seconds.
             let built = AhoCorasickBuilder::new()
                 .match_kind(MatchKind::Standard)
+                .kind(Some(AhoCorasickKind::ContiguousNFA))
                 .build(patterns.iter().map(|p| p.as_slice()));
             // Building only fails past internal size limits; refusing to run
             // unmasked would be the safe answer, so the caller checks
@@ -196,6 +205,9 @@ pub fn variants(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
                 add(line.to_vec());
             }
         }
+    }
+    if value.len() > MAX_ENCODED_LEN {
+        return out;
     }
     for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
         add(engine.encode(value).into_bytes());
@@ -488,6 +500,17 @@ mod tests {
         assert_eq!(mask_all(&p, &input), want);
         let b64 = format!("={}=", STANDARD.encode(value));
         assert_eq!(mask_all(&p, b64.as_bytes()), [b"=", MASK, b"="].concat());
+    }
+
+    #[test]
+    fn large_values_are_masked_without_encodings() {
+        let big: String = (0..20_000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let p = patterns(&[&big]);
+        assert_eq!(p.patterns.len(), 1);
+        let input = format!("<{big}>");
+        assert_eq!(masked_in_steps(&[&big], &input, 4096), format!("<{M}>"));
     }
 
     #[test]

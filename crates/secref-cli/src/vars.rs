@@ -154,11 +154,16 @@ pub struct Resolved {
 
 /// Resolves every reference in one batch, all or nothing. On failure the
 /// error lists each failing variable, its reference and its error code.
-pub async fn resolve_all(resolver: &Resolver, vars: &[Var]) -> secref::Result<Resolved> {
+/// `consequence` ends the error's first line, e.g. "nothing was run".
+pub async fn resolve_all(
+    resolver: &Resolver,
+    vars: &[Var],
+    consequence: &str,
+) -> secref::Result<Resolved> {
     let refs = references(vars);
     let partial = resolver.resolve_many_partial(refs).await?;
     if !partial.failures.is_empty() {
-        return Err(failure_report(vars, &partial.failures));
+        return Err(failure_report(vars, &partial.failures, consequence));
     }
     let mut values = Vec::with_capacity(vars.len());
     let mut secrets = Vec::new();
@@ -181,7 +186,7 @@ pub async fn resolve_all(resolver: &Resolver, vars: &[Var]) -> secref::Result<Re
 
 /// One error naming every failing variable; its code (and so the exit code)
 /// is that of the first failing variable in order.
-fn failure_report(vars: &[Var], failures: &BTreeMap<SecretRef, Error>) -> Error {
+fn failure_report(vars: &[Var], failures: &BTreeMap<SecretRef, Error>, consequence: &str) -> Error {
     let mut lines = Vec::new();
     let mut first: Option<&Error> = None;
     let mut failed_vars = 0;
@@ -206,7 +211,7 @@ fn failure_report(vars: &[Var], failures: &BTreeMap<SecretRef, Error>) -> Error 
     Error::new(
         first.code(),
         format!(
-            "{failed_vars} of {} variables could not be resolved; nothing was run\n{}",
+            "{failed_vars} of {} variables could not be resolved; {consequence}\n{}",
             vars.len(),
             lines.join("\n")
         ),

@@ -432,7 +432,7 @@ fn run_env_file_mixes_references_and_plain_values() {
 
 // --- export ---------------------------------------------------------------
 
-const TRICKY: &str = "a \"quoted\" 'single' \\back$HOME ${X} `cmd` #hash\nline2\ttab é";
+const TRICKY: &str = "a \"quoted\" 'single' \\back$HOME ${X} `cmd` #hash\nline2\ttab é\r\nend\\";
 
 #[test]
 fn export_dotenv_round_trips_through_the_dotenv_reader() {
