@@ -26,6 +26,15 @@
 //! * an empty engine (`openbao+://…`) is `unsupported_engine`;
 //! * `file://` belongs to secref's file provider, not the reference's `file`
 //!   URI provider.
+//!
+//! The other schemes in the table above (`secret`, `infisical`, `coze+…`,
+//! `env`, `local`) are secref's own; the reference rejects them as
+//! `UNSUPPORTED_ENGINE`. The tenant mount guard
+//! ([`SecretRef::parse_for_tenant`]) runs at the reference's step 9, after the
+//! path checks and before the strictness checks above, so a foreign mount is
+//! `tenant_mount_mismatch` whatever else secref would object to.
+//! `tests/python/test_uri_differential.py` checks all of this against the
+//! real `secrets_sdk` 0.1.0 on a few thousand generated inputs.
 
 use std::fmt;
 use std::str::FromStr;
@@ -190,7 +199,7 @@ impl SecretRef {
     /// ```
     pub fn parse(input: impl AsRef<str>) -> Result<SecretRef> {
         let input = input.as_ref();
-        parse_any(input).map_err(|e| e.with_reference(printable(input)))
+        parse_any(input, &MountGuard::OFF).map_err(|e| e.with_reference(printable(input)))
     }
 
     /// Parses a reference and applies the tenant mount guard: a Canonical
@@ -210,22 +219,19 @@ impl SecretRef {
         tenant: &str,
         allowed_mounts: &[S],
     ) -> Result<SecretRef> {
-        let r = SecretRef::parse(input)?;
-        if allowed_mounts.is_empty() {
-            return Ok(r);
-        }
-        let mount = match r.kind() {
-            RefKind::Vault(u) => Some(u.mount.as_str()),
-            RefKind::Local(l) => l.path.first().map(String::as_str),
-            _ => None,
+        let allowed: Vec<&str> = allowed_mounts.iter().map(AsRef::as_ref).collect();
+        let guard = MountGuard {
+            tenant,
+            allowed: &allowed,
         };
-        if let Some(mount) = mount {
-            if !allowed_mounts.iter().any(|m| m.as_ref() == mount) {
-                return Err(Error::new(
-                    ErrorCode::TenantMountMismatch,
-                    format!("mount '{mount}' is not allowed for tenant '{tenant}'"),
-                )
-                .with_reference(r.to_canonical()));
+        let r = parse_any(input, &guard).map_err(|e| e.with_reference(printable(input)))?;
+        // A Canonical Secret URI was checked at step 9 of its algorithm; a
+        // local:// entry's first segment is its mount.
+        if let RefKind::Local(l) = r.kind() {
+            if let Some(mount) = l.path.first() {
+                guard
+                    .check(mount)
+                    .map_err(|e| e.with_reference(r.to_canonical()))?;
             }
         }
         Ok(r)
@@ -341,7 +347,11 @@ impl<'de> serde::Deserialize<'de> for SecretRef {
 /// Makes user input safe to echo in an error: control characters escaped,
 /// length bounded. References are not secrets, but they may be garbage.
 fn printable(input: &str) -> String {
-    let mut out: String = input.chars().take(256).flat_map(char::escape_debug).collect();
+    let mut out: String = input
+        .chars()
+        .take(256)
+        .flat_map(char::escape_debug)
+        .collect();
     if input.chars().count() > 256 {
         out.push('…');
     }
@@ -352,13 +362,40 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
     Error::new(code, msg.into())
 }
 
-fn parse_any(input: &str) -> Result<SecretRef> {
+/// The tenant mount guard: the mounts a tenant may read. An empty list turns
+/// the guard off, as in the reference SDK.
+struct MountGuard<'a> {
+    tenant: &'a str,
+    allowed: &'a [&'a str],
+}
+
+impl MountGuard<'_> {
+    const OFF: MountGuard<'static> = MountGuard {
+        tenant: "",
+        allowed: &[],
+    };
+
+    fn check(&self, mount: &str) -> Result<()> {
+        if self.allowed.is_empty() || self.allowed.contains(&mount) {
+            return Ok(());
+        }
+        Err(err(
+            ErrorCode::TenantMountMismatch,
+            format!(
+                "mount '{}' is not allowed for tenant '{}'",
+                printable(mount),
+                printable(self.tenant)
+            ),
+        ))
+    }
+}
+
+fn parse_any(input: &str, guard: &MountGuard<'_>) -> Result<SecretRef> {
     let Some((scheme_raw, rest)) = input.split_once("://") else {
-        return Err(err(
-            ErrorCode::IllegalSegment,
-            "missing scheme delimiter ://",
-        )
-        .with_hint("write a reference such as local://app/db#password"));
+        return Err(
+            err(ErrorCode::IllegalSegment, "missing scheme delimiter ://")
+                .with_hint("write a reference such as local://app/db#password"),
+        );
     };
     if scheme_raw.is_empty() {
         return Err(err(ErrorCode::IllegalSegment, "empty scheme"));
@@ -372,7 +409,7 @@ fn parse_any(input: &str) -> Result<SecretRef> {
         "env" => parse_env(rest),
         "file" => parse_file(rest),
         "local" => parse_local(rest),
-        _ => parse_canonical_uri(&scheme, rest),
+        _ => parse_canonical_uri(&scheme, rest, guard),
     }
 }
 
@@ -380,8 +417,7 @@ fn parse_any(input: &str) -> Result<SecretRef> {
 /// let through (see the module docs).
 fn is_plain_segment(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
@@ -631,11 +667,10 @@ fn parse_local(rest: &str) -> Result<SecretRef> {
         None => (rest, None),
     };
     if path.is_empty() {
-        return Err(err(
-            ErrorCode::IllegalSegment,
-            "local:// needs an entry path",
-        )
-        .with_hint("local://app/db#password"));
+        return Err(
+            err(ErrorCode::IllegalSegment, "local:// needs an entry path")
+                .with_hint("local://app/db#password"),
+        );
     }
     let segs: Vec<&str> = path.split('/').collect();
     check_segments("local://", segs.iter().copied())?;
@@ -662,7 +697,7 @@ fn parse_local(rest: &str) -> Result<SecretRef> {
 
 /// The `secrets_sdk` algorithm (protocols.md §2.2), step for step, followed by
 /// secref's documented strictness checks.
-fn parse_canonical_uri(scheme: &str, rest: &str) -> Result<SecretRef> {
+fn parse_canonical_uri(scheme: &str, rest: &str, guard: &MountGuard<'_>) -> Result<SecretRef> {
     // Steps 2-4: provider and engine.
     let (provider, engine) = match scheme.split_once('+') {
         Some((p, e)) => (p, Some(e)),
@@ -753,6 +788,9 @@ fn parse_canonical_uri(scheme: &str, rest: &str) -> Result<SecretRef> {
             ));
         }
     }
+    // Step 9: the tenant mount guard, before secref's own checks so that a
+    // foreign mount gets the reference's code whatever else is wrong.
+    guard.check(segs[0])?;
     // secref's strictness, after every check the reference makes.
     if engine == Some("") {
         return Err(err(
@@ -845,7 +883,10 @@ mod tests {
                 "hashicorp+kv2://secret/a/b?z=1&a=2&&b",
                 "hashicorp+kv2://secret/a/b?a=2&b=&z=1",
             ),
-            ("openbao+kv2://secret/a#tok?en", "openbao+kv2://secret/a#tok?en="),
+            (
+                "openbao+kv2://secret/a#tok?en",
+                "openbao+kv2://secret/a#tok?en=",
+            ),
             ("openbao://secret/a", "openbao://secret/a"),
             ("db+cred://secret/a", "db+cred://secret/a"),
             ("openbao+kv2://secret", "openbao+kv2://secret"),
@@ -876,7 +917,10 @@ mod tests {
             ("openbao+kv2://secret/a b", "illegal_segment"),
             ("openbao+kv2://secret/ünicode", "illegal_segment"),
             ("openbao+kv2://secret/a*", "invalid_wildcard"),
-            ("openbao+kv2://secret/a?version=1&version=2", "ambiguous_query"),
+            (
+                "openbao+kv2://secret/a?version=1&version=2",
+                "ambiguous_query",
+            ),
             ("openbao+kv2://secret/a?mount=secret", "double_mount_source"),
             ("openbao+kv2://secret/a#k#l", "illegal_segment"),
         ];
@@ -894,14 +938,21 @@ mod tests {
         );
         let e = SecretRef::parse("openbao+kv2://secret/myapp/api?version=3#token").unwrap_err();
         assert!(e.hint().unwrap().contains("#field?version=3"));
-        assert_eq!(code("openbao+kv2://secret/a?version=0"), "invalid_reference");
-        assert_eq!(code("openbao+kv2://secret/a?version=x"), "invalid_reference");
+        assert_eq!(
+            code("openbao+kv2://secret/a?version=0"),
+            "invalid_reference"
+        );
+        assert_eq!(
+            code("openbao+kv2://secret/a?version=x"),
+            "invalid_reference"
+        );
         assert_eq!(code("openbao+://secret/a"), "unsupported_engine");
     }
 
     #[test]
     fn tenant_guard() {
-        let e = SecretRef::parse_for_tenant("openbao+kv2://other/a", "t1", &["secret"]).unwrap_err();
+        let e =
+            SecretRef::parse_for_tenant("openbao+kv2://other/a", "t1", &["secret"]).unwrap_err();
         assert_eq!(e.code(), ErrorCode::TenantMountMismatch);
         assert!(SecretRef::parse_for_tenant("openbao+kv2://other/a", "t1", &[] as &[&str]).is_ok());
         assert!(SecretRef::parse_for_tenant("local://secret/a", "t1", &["secret"]).is_ok());
@@ -926,11 +977,17 @@ mod tests {
         }
         let r = SecretRef::parse("infisical://proj-1/dev/DB_PASS").unwrap();
         assert!(matches!(r.kind(), RefKind::Infisical(i) if i.secret_path == "/"));
-        assert_eq!(canon("coze+credential://github"), "coze+credential://github");
+        assert_eq!(
+            canon("coze+credential://github"),
+            "coze+credential://github"
+        );
         assert_eq!(canon("coze+env://123/MY_KEY"), "coze+env://123/MY_KEY");
         assert_eq!(canon("env://HOME"), "env://HOME");
         assert_eq!(code("env://1X"), "invalid_reference");
-        assert_eq!(canon("file:///etc/app.json#/db/password"), "file:///etc/app.json#/db/password");
+        assert_eq!(
+            canon("file:///etc/app.json#/db/password"),
+            "file:///etc/app.json#/db/password"
+        );
         assert_eq!(canon("local://app/db#password"), "local://app/db#password");
         assert_eq!(code("local://app/../db"), "illegal_segment");
         assert_eq!(code("local://app/db#a#b"), "illegal_segment");

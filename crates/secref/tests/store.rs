@@ -873,3 +873,26 @@ fn default_paths_follow_config_then_env() {
         PathBuf::from("/abs.store")
     );
 }
+
+#[test]
+fn concurrent_threads_on_shared_and_separate_handles_lose_nothing() {
+    let f = fixture();
+    let second = Store::open(&f.path, f.key.clone()).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let store = if t % 2 == 0 { &f.store } else { &second };
+            scope.spawn(move || {
+                for i in 0..10 {
+                    let r = local(&format!("local://t{t}/k{i}"));
+                    store
+                        .set(&r, Secret::from(format!("t{t}-value-{i}")))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(f.store.list().unwrap().len(), 40);
+    for t in 0..4 {
+        assert_eq!(check_writer_entries(&second, &format!("t{t}")), 10);
+    }
+}
