@@ -160,24 +160,11 @@ async fn check(args: &VarArgs) -> secref::Result<i32> {
     }
     write_stdout(table(&rows).as_bytes())?;
     for (name, e) in &failures {
-        report::print(&prefixed(name, e));
+        report::print(&report::prefixed(e, name));
     }
     Ok(failures
         .first()
         .map_or(EXIT_OK, |(_, e)| report::exit_code(e)))
-}
-
-/// The error with the variable's name in front of its message.
-fn prefixed(name: &str, e: &Error) -> Error {
-    let mut out =
-        Error::new(e.code(), format!("{name}: {}", e.message())).with_retryable(e.retryable());
-    if let Some(r) = e.reference() {
-        out = out.with_reference(r.to_string());
-    }
-    if let Some(h) = e.hint() {
-        out = out.with_hint(h.to_string());
-    }
-    out
 }
 
 /// Left-aligned columns separated by two spaces.

@@ -71,6 +71,20 @@ pub fn render(e: &Error) -> String {
     out
 }
 
+/// The same error with `prefix: ` in front of its message (which variable
+/// or file it concerns); code, retryability, reference and hint are kept.
+pub fn prefixed(e: &Error, prefix: &str) -> Error {
+    let mut out =
+        Error::new(e.code(), format!("{prefix}: {}", e.message())).with_retryable(e.retryable());
+    if let Some(r) = e.reference() {
+        out = out.with_reference(r.to_string());
+    }
+    if let Some(h) = e.hint() {
+        out = out.with_hint(h.to_string());
+    }
+    out
+}
+
 /// Prints the error to stderr.
 pub fn print(e: &Error) {
     // Nothing useful is left to do if stderr itself is gone.

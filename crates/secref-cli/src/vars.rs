@@ -8,6 +8,7 @@ use secref::{Error, Resolver, Secret, SecretRef};
 use zeroize::Zeroizing;
 
 use crate::cli::VarArgs;
+use crate::report;
 
 /// The schemes (before any `+engine`) that make an env-file value a
 /// reference. Kept in step with the grammar in `secref::reference`.
@@ -86,8 +87,8 @@ pub fn collect(args: &VarArgs) -> secref::Result<Vec<Var>> {
             let value = Zeroizing::new(value);
             check_name(&name, &origin)?;
             let value = if looks_like_reference(&value) {
-                let r =
-                    SecretRef::parse(value.as_str()).map_err(|e| in_context(e, &origin, &name))?;
+                let r = SecretRef::parse(value.as_str())
+                    .map_err(|e| report::prefixed(&e, &format!("{origin}: {name}")))?;
                 VarValue::Ref(r)
             } else {
                 VarValue::Plain(value)
@@ -103,7 +104,8 @@ pub fn collect(args: &VarArgs) -> secref::Result<Vec<Var>> {
             );
         };
         check_name(name, "--env")?;
-        let r = SecretRef::parse(reference).map_err(|e| in_context(e, "--env", name))?;
+        let r = SecretRef::parse(reference)
+            .map_err(|e| report::prefixed(&e, &format!("--env {name}")))?;
         put(Var {
             name: name.to_string(),
             value: VarValue::Ref(r),
@@ -115,19 +117,6 @@ pub fn collect(args: &VarArgs) -> secref::Result<Vec<Var>> {
         );
     }
     Ok(vars)
-}
-
-/// Prefixes an error's message with where the variable came from.
-fn in_context(e: Error, origin: &str, name: &str) -> Error {
-    let mut out = Error::new(e.code(), format!("{origin}: {name}: {}", e.message()))
-        .with_retryable(e.retryable());
-    if let Some(r) = e.reference() {
-        out = out.with_reference(r.to_string());
-    }
-    if let Some(h) = e.hint() {
-        out = out.with_hint(h.to_string());
-    }
-    out
 }
 
 /// The distinct references among the variables.

@@ -700,6 +700,12 @@ fn canary_never_leaks_with_trace_logging() {
     for mut c in cases {
         trace(&mut c);
         let o = run(&mut c);
+        // Logging is really on, so the absence of the canary means something.
+        assert!(
+            stderr(&o).contains("TRACE") || stderr(&o).contains("DEBUG"),
+            "{c:?}: no logs: {}",
+            stderr(&o)
+        );
         let text = format!("{}{}", stdout(&o), stderr(&o));
         assert!(!text.contains(CANARY), "{c:?} leaked: {text}");
         // The file path above deliberately contains the canary's prefix, so
