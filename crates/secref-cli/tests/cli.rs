@@ -901,3 +901,42 @@ fn run_export_check_with_local_references() {
     assert!(out.contains("not_found"), "{out}");
     assert_no_canary(&o);
 }
+
+#[test]
+fn init_with_key_in_environment_writes_no_key_file() {
+    let sb = Sandbox::new();
+    let key = STANDARD.encode([7u8; 32]);
+    let o = run(sb.cmd().env("SECREF_KEY", &key).arg("init"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("using existing key: $SECREF_KEY"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains(&key) && !stderr(&o).contains(&key));
+    assert!(!sb.path("store.key").exists());
+    // The store opens with that key, and not without it.
+    let o = feed_stdin(
+        sb.cmd()
+            .env("SECREF_KEY", &key)
+            .args(["set", "local://ci/token"]),
+        b"ci-token-value\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(sb
+        .cmd()
+        .env("SECREF_KEY", &key)
+        .args(["get", "local://ci/token"]));
+    assert_eq!(stdout(&o), "ci-token-value\n");
+    let other = STANDARD.encode([8u8; 32]);
+    let o = run(sb
+        .cmd()
+        .env("SECREF_KEY", &other)
+        .args(["get", "local://ci/token"]));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).starts_with("error[wrong_key]: "),
+        "{}",
+        stderr(&o)
+    );
+}
