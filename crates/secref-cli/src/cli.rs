@@ -107,8 +107,9 @@ pub enum Command {
     ///
     /// Unless --no-masking is given, the command's stdout and stderr are
     /// piped through a masker that replaces every occurrence of each secret
-    /// value (and its base64, URL-encoded and JSON-escaped forms, and each
-    /// line of at least 8 bytes of a multi-line value) with
+    /// value (and its base64 forms, also inside a longer encoding such as an
+    /// HTTP Basic credential, its URL-encoded and JSON-escaped forms, and
+    /// each line of at least 8 bytes of a multi-line value) with
     /// `<concealed by secref>`. Only resolved references are masked, not
     /// plain env-file values; values shorter than 3 bytes are not masked (a
     /// warning names the variable), and values over 8 KiB are masked as

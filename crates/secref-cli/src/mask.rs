@@ -24,10 +24,14 @@
 //! released at once, so output is never delayed while no partial match is
 //! possible, and all of it is flushed at end of stream.
 //!
-//! Limitations (documented, not bugs): a value base64-encoded as part of a
-//! longer byte string is found only when it starts on a 3-byte boundary of
-//! that string; other transformations (hex, reversed, split by the child with
-//! other bytes in between) are not recognised.
+//! A value base64-encoded as part of a longer byte string (an HTTP Basic
+//! `Authorization` header) is found too: for each of the three alignments the
+//! characters that depend on the value alone are a pattern (when at least
+//! [`MIN_BASE64_CORE`] long). The one or two characters at either edge, which
+//! mix in a few bits of the neighbouring bytes, are left as they are.
+//!
+//! Limitations (documented, not bugs): other transformations (hex, reversed,
+//! split by the child with other bytes in between) are not recognised.
 
 use std::sync::Arc;
 
@@ -46,6 +50,9 @@ pub const MIN_SECRET_LEN: usize = 3;
 /// Lines of a multi-line value are masked on their own when at least this
 /// long (shorter lines such as `{` or `-----` would mask unrelated output).
 pub const MIN_LINE_LEN: usize = 8;
+
+/// The shortest base64 core (see [`base64_cores`]) that is masked.
+const MIN_BASE64_CORE: usize = 6;
 
 /// Encoded forms are generated only for values up to this size: beyond it
 /// (certificates, key files) the automaton would grow by ~20 copies of the
@@ -214,6 +221,9 @@ pub fn variants(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
     for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
         add(engine.encode(value).into_bytes());
     }
+    for core in base64_cores(value) {
+        add(core);
+    }
     for set in URL_ENCODE_SETS {
         let percent = Zeroizing::new(percent_encode(value, set).to_string());
         let plus = Zeroizing::new(percent.replace("%20", "+"));
@@ -227,6 +237,36 @@ pub fn variants(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
             let quoted = Zeroizing::new(quoted);
             add(quoted.as_bytes()[1..quoted.len() - 1].to_vec());
             add(ascii_only_json(&quoted[1..quoted.len() - 1]).into_bytes());
+        }
+    }
+    out
+}
+
+/// Base64 characters that depend on `value` alone when it sits inside a
+/// longer encoded byte string (`Basic base64(user:password)`), for each of
+/// the three alignments, in both alphabets. Cores shorter than
+/// [`MIN_BASE64_CORE`] are skipped: they would match unrelated base64 text.
+fn base64_cores(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for offset in 0..3usize {
+        let mut shifted = Zeroizing::new(vec![0u8; offset]);
+        shifted.extend_from_slice(value);
+        let encoded = Zeroizing::new(STANDARD_NO_PAD.encode(&shifted[..]));
+        // Character j holds bits 6j..6j+6; keep those wholly inside the value.
+        let start = (8 * offset).div_ceil(6);
+        let end = 8 * (offset + value.len()) / 6;
+        if end >= start + MIN_BASE64_CORE {
+            let core = encoded.as_bytes()[start..end].to_vec();
+            let url_safe = core
+                .iter()
+                .map(|&b| match b {
+                    b'+' => b'-',
+                    b'/' => b'_',
+                    b => b,
+                })
+                .collect();
+            out.push(core);
+            out.push(url_safe);
         }
     }
     out
@@ -463,6 +503,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn base64_inside_a_longer_encoding_is_masked() {
+        let secret = "pa55-w0rd!";
+        for user in ["u", "us", "usr", "admin"] {
+            let header = STANDARD.encode(format!("{user}:{secret}"));
+            let out = masked(&[secret], &format!("Authorization: Basic {header}"));
+            assert!(out.contains(M), "{user}: {out}");
+            // Left unmasked: the user's characters, one mixed character on
+            // each side of the value, and the padding.
+            let remaining = out.len() - "Authorization: Basic ".len() - M.len();
+            let user_chars = ((user.len() + 1) * 8).div_ceil(6);
+            assert!(remaining <= user_chars + 1 + 2, "{user}: {out}");
+        }
+        // Followed by more data, aligned at the start.
+        let blob = URL_SAFE_NO_PAD.encode(format!("{secret} and more"));
+        assert!(masked(&[secret], &blob).starts_with(M));
     }
 
     #[test]

@@ -307,6 +307,8 @@ fn run_masks_the_value_and_its_encodings() {
                 .replace("%20", "+"),
         ),
         ("JSON", json[1..json.len() - 1].to_string()),
+        // An HTTP Basic credential: the value inside a longer encoding.
+        ("BASIC", STANDARD.encode(format!("user:{CANARY}"))),
     ];
     let mut c = sb.cmd();
     let mut script = String::new();
@@ -336,6 +338,14 @@ fn run_masks_the_value_and_its_encodings() {
     for (name, value) in &forms {
         assert!(!out.contains(value.as_str()), "{name} leaked: {out}");
         assert!(!err.contains(value.as_str()), "{name} leaked: {err}");
+        if *name == "BASIC" {
+            // "user:" and the mixed edge characters stay.
+            assert!(
+                out.contains(&format!("{name}=[dXNlcjp{MASK}")),
+                "{name}: {out}"
+            );
+            continue;
+        }
         assert!(out.contains(&format!("{name}=[{MASK}]")), "{name}: {out}");
         assert!(err.contains(&format!("{name}=[{MASK}]")), "{name}: {err}");
     }
@@ -724,7 +734,11 @@ fn feed_stdin(cmd: &mut Command, input: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
+    // secref may refuse before reading stdin (bad reference): a closed pipe
+    // is then expected.
+    if let Err(e) = child.stdin.take().unwrap().write_all(input) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
+    }
     child.wait_with_output().unwrap()
 }
 
