@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
 
 use crate::mask::{Patterns, StreamMasker};
+use crate::report::Failure;
 
 /// Exit code when the command does not exist (as shells do).
 pub const EXIT_COMMAND_NOT_FOUND: i32 = 127;
@@ -29,7 +30,7 @@ pub async fn run(
     command: &[OsString],
     env: &[(String, Secret)],
     patterns: Option<Arc<Patterns>>,
-) -> secref::Result<i32> {
+) -> Result<i32, Failure> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| Error::usage("no command given after --"))?;
@@ -94,25 +95,30 @@ pub async fn run(
     Ok(exit_code_of(status))
 }
 
-fn spawn_error(program: &OsString, e: std::io::Error) -> Error {
+/// A command that cannot be started exits 127 (not found) or 126 (anything
+/// else), as shells do.
+fn spawn_error(program: &OsString, e: std::io::Error) -> Failure {
     let name = program.to_string_lossy();
-    let (what, hint) = match e.kind() {
-        std::io::ErrorKind::NotFound => ("not found", "check the command name and PATH"),
-        std::io::ErrorKind::PermissionDenied => ("not executable", "check the file's permissions"),
-        _ => ("cannot be started", "check the command"),
+    let (what, hint, exit_code) = match e.kind() {
+        std::io::ErrorKind::NotFound => (
+            "not found",
+            "check the command name and PATH",
+            EXIT_COMMAND_NOT_FOUND,
+        ),
+        std::io::ErrorKind::PermissionDenied => (
+            "not executable",
+            "check the file's permissions",
+            EXIT_NOT_EXECUTABLE,
+        ),
+        _ => (
+            "cannot be started",
+            "check the command",
+            EXIT_NOT_EXECUTABLE,
+        ),
     };
-    Error::new(ErrorCode::Io, format!("command '{name}' {what}: {e}")).with_hint(hint)
-}
-
-/// The exit code for a spawn failure (127 / 126 as shells use).
-pub fn spawn_exit_code(e: &Error) -> Option<i32> {
-    if e.code() != ErrorCode::Io || !e.message().starts_with("command '") {
-        return None;
-    }
-    if e.message().contains("' not found") {
-        Some(EXIT_COMMAND_NOT_FOUND)
-    } else {
-        Some(EXIT_NOT_EXECUTABLE)
+    Failure {
+        error: Error::new(ErrorCode::Io, format!("command '{name}' {what}: {e}")).with_hint(hint),
+        exit_code,
     }
 }
 

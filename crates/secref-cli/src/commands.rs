@@ -9,13 +9,13 @@ use secref::{Config, Error, ErrorCode, RefKind, Resolver, SecretRef};
 
 use crate::cli::{Command, ExportFormat, VarArgs};
 use crate::mask::{Patterns, MIN_SECRET_LEN};
-use crate::report::{self, EXIT_OK};
+use crate::report::{self, Failure, EXIT_OK};
 use crate::vars::{self, VarValue};
 use crate::{child, export, store_cmds};
 
 /// Runs a subcommand and turns its outcome into an exit code.
 pub async fn dispatch(command: Command) -> i32 {
-    let result = match command {
+    let result: secref::Result<i32> = match command {
         Command::Init => store_cmds::init(),
         Command::Set { reference, raw } => store_cmds::set(&reference, raw),
         Command::Rm { reference } => store_cmds::rm(&reference),
@@ -28,7 +28,7 @@ pub async fn dispatch(command: Command) -> i32 {
             vars,
             no_masking,
             command,
-        } => run(&vars, no_masking, &command).await,
+        } => return finish(run(&vars, no_masking, &command).await),
         Command::Export { vars, format } => export_vars(&vars, format).await,
         Command::Ref {
             json,
@@ -43,11 +43,16 @@ pub async fn dispatch(command: Command) -> i32 {
         )),
         Command::Check { vars } => check(&vars).await,
     };
+    finish(result.map_err(Failure::from))
+}
+
+/// Prints a failure; returns the exit code.
+fn finish(result: Result<i32, Failure>) -> i32 {
     match result {
         Ok(code) => code,
-        Err(e) => {
-            report::print(&e);
-            child::spawn_exit_code(&e).unwrap_or_else(|| report::exit_code(&e))
+        Err(f) => {
+            report::print(&f.error);
+            f.exit_code
         }
     }
 }
@@ -87,7 +92,7 @@ async fn run(
     args: &VarArgs,
     no_masking: bool,
     command: &[std::ffi::OsString],
-) -> secref::Result<i32> {
+) -> Result<i32, Failure> {
     let vars = vars::collect(args)?;
     let cfg = Config::load()?;
     let resolved = vars::resolve_all(&resolver(&cfg)?, &vars, "nothing was run").await?;
@@ -105,7 +110,8 @@ async fn run(
                 ErrorCode::Unsupported,
                 "the secret values are too large to mask; nothing was run",
             )
-            .with_hint("pass --no-masking if the command's output is safe"));
+            .with_hint("pass --no-masking if the command's output is safe")
+            .into());
         }
         // Nothing long enough to mask: let the command write directly.
         (!patterns.is_empty()).then(|| Arc::new(patterns))

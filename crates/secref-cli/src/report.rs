@@ -48,6 +48,26 @@ pub fn exit_code(e: &Error) -> i32 {
     }
 }
 
+/// An error and the exit code it ends the process with: by default the
+/// code's category ([`exit_code`]); `run` overrides it for a command that
+/// cannot be started (127 / 126, as shells do).
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong.
+    pub error: Error,
+    /// The process exit code.
+    pub exit_code: i32,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            exit_code: exit_code(&error),
+            error,
+        }
+    }
+}
+
 /// The error as the lines printed to stderr: `error[code]: message`, its
 /// reference and request id when known, and a `hint:` line.
 pub fn render(e: &Error) -> String {
