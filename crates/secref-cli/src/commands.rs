@@ -101,7 +101,9 @@ async fn run(
     } else {
         for (name, value) in &resolved.secrets {
             if value.len() < MIN_SECRET_LEN {
-                tracing::warn!("{name}: values shorter than {MIN_SECRET_LEN} bytes are not masked");
+                eprintln!(
+                    "warning: {name}: values shorter than {MIN_SECRET_LEN} bytes are not masked"
+                );
             }
         }
         let patterns = Patterns::new(resolved.secrets.iter().map(|(_, s)| s.expose_bytes()));
