@@ -954,3 +954,81 @@ fn init_with_key_in_environment_writes_no_key_file() {
         stderr(&o)
     );
 }
+
+/// Ctrl-C in a terminal reaches the command once: the terminal signals the
+/// whole foreground process group, and secref does not forward it again.
+#[test]
+fn run_does_not_double_terminal_signals() {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+
+    let sb = Sandbox::new();
+    let (mut master, slave) = {
+        let (mut m, mut s) = (0, 0);
+        // SAFETY: openpty writes two fds into m and s; the other arguments may be null.
+        let rc = unsafe {
+            libc::openpty(
+                &mut m,
+                &mut s,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty failed");
+        // SAFETY: both fds were just opened and are owned by nobody else.
+        unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
+    };
+    let script = "trap 'echo GOT-INT' INT; echo ready; i=0; \
+                  while [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; echo done";
+    let mut cmd = sb.cmd();
+    cmd.args([
+        "run",
+        "--env",
+        "S=env://CANARY_VALUE",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ])
+    .stdin(slave.try_clone().unwrap())
+    .stdout(slave.try_clone().unwrap())
+    .stderr(slave.try_clone().unwrap());
+    // SAFETY: setsid and ioctl are async-signal-safe; they make the pty the
+    // controlling terminal of a new session led by secref.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(slave);
+    drop(cmd);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("ready") {
+        let n = master.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "secref ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    master.write_all(b"\x03").unwrap();
+    // Read until every holder of the slave side is gone (EIO or EOF).
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(child.wait().unwrap().success());
+    let text = String::from_utf8_lossy(&seen);
+    assert_eq!(text.matches("GOT-INT").count(), 1, "{text}");
+    assert!(text.contains("done"), "{text}");
+}
