@@ -128,10 +128,15 @@ pub enum Command {
 
     /// Resolve variables and print them in a format for other tools.
     ///
-    /// dotenv: `NAME="value"` with `\\`, `\"`, `\n` and `$` escaped, as
-    /// dotenv parsers read it back. json: one object of strings. shell:
-    /// `export NAME='value'`, safe to `eval`. Values that are not UTF-8 cannot
-    /// be exported as dotenv or json; values with NUL bytes not as shell.
+    /// All variables are written, plain env-file values included; if any
+    /// reference fails, nothing is written.
+    ///
+    /// dotenv: `NAME="value"` lines, with backslash, double quote and `$`
+    /// escaped by a backslash and a newline written as `\n`, as dotenv
+    /// parsers read it back. json: one object of strings, keys sorted. shell:
+    /// `export NAME='value'` lines (a `'` becomes `'\''`), safe to `eval`.
+    /// Values that are not UTF-8 cannot be exported as dotenv or json, nor
+    /// values with NUL bytes as shell.
     Export {
         #[command(flatten)]
         vars: VarArgs,
