@@ -55,9 +55,10 @@ pub struct Cli {
 pub enum Command {
     /// Create the store key (if absent) and an empty local store.
     ///
-    /// Prints the key file and store paths, never the key. Refuses to
-    /// overwrite an existing key file; if the key exists but the store does
-    /// not, the existing key is reused for the new store.
+    /// Prints the key file and store paths, never the key. Never overwrites
+    /// a key file: if the key exists but the store does not, the existing key
+    /// (file or $SECREF_KEY) is reused for the new store; if the store exists
+    /// (with or without its key), nothing is changed and it exits 2.
     Init,
 
     /// Store a value in the local store, read from stdin.
@@ -87,6 +88,8 @@ pub enum Command {
     },
 
     /// Remove an entry (or one field of it) from the local store.
+    ///
+    /// Exits 3 (not found) when there is nothing to remove.
     Rm {
         /// A `local://` reference.
         reference: String,
@@ -113,7 +116,9 @@ pub enum Command {
     /// `<concealed by secref>`. Only resolved references are masked, not
     /// plain env-file values; values shorter than 3 bytes are not masked (a
     /// warning names the variable), and values over 8 KiB are masked as
-    /// themselves and line by line only. stdin is passed through untouched.
+    /// themselves and line by line only. stdin is passed through untouched;
+    /// with masking on, the command's stdout and stderr are pipes, not the
+    /// terminal.
     Run {
         #[command(flatten)]
         vars: VarArgs,
