@@ -98,6 +98,31 @@ fn cache_hit(c: &mut Criterion) {
             start.elapsed()
         })
     });
+    // The machine's own scaling on the same two threads, for the ratio: a
+    // pure-CPU loop timed exactly like the resolver above.
+    let spin = |n: u64| {
+        let mut x = 0u64;
+        for i in 0..n {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+        x
+    };
+    g.bench_function("cpu_baseline_1_thread", |b| b.iter(|| spin(20)));
+    g.bench_function("cpu_baseline_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(move || {
+                        for _ in 0..iters {
+                            std::hint::black_box(spin(20));
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
     g.finish();
 }
 

@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, ErrorCode};
 use crate::provider::Resolved;
+use crate::secret::Secret;
 
 /// Cache settings, per resolver or per provider.
 ///
@@ -208,6 +209,29 @@ impl Cache {
                 Lookup::Negative(error.clone())
             }
             _ => Lookup::Miss,
+        }
+    }
+
+    /// The fast path: a clone of a fresh value's secret when no refresh is
+    /// due, touching nothing but the shard's read lock and the secret's
+    /// reference count.
+    pub fn fresh_secret(&self, key: &str, cfg: &CacheConfig, now: Instant) -> Option<Secret> {
+        match self.shard(key).read().get(key) {
+            Some(Slot::Value {
+                value,
+                fetched,
+                expires,
+                ..
+            }) if now < *expires => {
+                if cfg.refresh_ahead > 0.0 {
+                    let ttl = expires.saturating_duration_since(*fetched);
+                    if expires.saturating_duration_since(now) < ttl.mul_f64(cfg.refresh_ahead) {
+                        return None;
+                    }
+                }
+                Some(value.secret.clone())
+            }
+            _ => None,
         }
     }
 

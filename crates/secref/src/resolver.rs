@@ -40,16 +40,28 @@ use crate::secret::Secret;
 pub trait IntoSecretRef {
     /// Parses (or clones) into a reference.
     fn into_secret_ref(self) -> Result<SecretRef>;
+
+    /// The reference, if it is already parsed (lets a cache hit skip the
+    /// clone).
+    fn as_parsed(&self) -> Option<&SecretRef> {
+        None
+    }
 }
 
 impl IntoSecretRef for SecretRef {
     fn into_secret_ref(self) -> Result<SecretRef> {
         Ok(self)
     }
+    fn as_parsed(&self) -> Option<&SecretRef> {
+        Some(self)
+    }
 }
 impl IntoSecretRef for &SecretRef {
     fn into_secret_ref(self) -> Result<SecretRef> {
         Ok(self.clone())
+    }
+    fn as_parsed(&self) -> Option<&SecretRef> {
+        Some(self)
     }
 }
 impl IntoSecretRef for &str {
@@ -296,6 +308,9 @@ impl Resolver {
 
     /// Resolves one reference.
     pub async fn resolve(&self, reference: impl IntoSecretRef) -> Result<Secret> {
+        if let Some(hit) = reference.as_parsed().and_then(|r| self.cached(r)) {
+            return Ok(hit);
+        }
         let r = reference.into_secret_ref()?;
         if let Some(hit) = self.cached(&r) {
             return Ok(hit);
@@ -625,19 +640,11 @@ impl Resolver {
         if !reg.cache.enabled {
             return None;
         }
-        match reg
+        let hit = reg
             .store
-            .lookup(r.to_canonical(), &reg.cache, Instant::now())
-        {
-            Lookup::Fresh {
-                value,
-                refresh: false,
-            } => {
-                tracing::trace!(reference = %r, cache = "hit", "secref.resolve");
-                Some(value.secret.clone())
-            }
-            _ => None,
-        }
+            .fresh_secret(r.to_canonical(), &reg.cache, Instant::now())?;
+        tracing::trace!(reference = %r, cache = "hit", "secref.resolve");
+        Some(hit)
     }
 
     /// The core: cache, single-flight, batching, retries. Results are in

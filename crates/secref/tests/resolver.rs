@@ -616,17 +616,28 @@ impl std::io::Write for Capture {
     }
 }
 
+/// One global TRACE subscriber for this test binary. Tracing caches each
+/// callsite's interest globally, so a thread-local subscriber would miss
+/// events whose callsites other tests registered first.
+fn global_capture() -> &'static Capture {
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+        capture
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn traces_never_contain_values() {
     const CANARY: &str = "canary-7f3e9c1d";
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let capture = global_capture();
 
     let fake = Fake::new("fake", "env");
     fake.set(A, Answer::Value(CANARY, Some("1")));
