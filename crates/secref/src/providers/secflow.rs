@@ -32,8 +32,10 @@
 //! `request_id`/`trace_id` on such a retry, as the SDK does, the provider
 //! remembers the ids of a batch whose call failed retryably (keyed by
 //! operation and the batch's references) for 60 s and reuses them when the
-//! same batch is sent again; any success or non-retryable answer forgets
-//! them. Unrelated calls always get fresh ids.
+//! same batch is sent again, at most twice (the SDK's 3 attempts); any
+//! success or non-retryable answer forgets them. Other calls get fresh ids.
+//! (A new call for the very same batch within that window after a
+//! retryable failure is indistinguishable from a retry and re-sends them.)
 //!
 //! # Error mapping
 //!
@@ -131,6 +133,10 @@ pub struct SecFlowProvider {
     client: reqwest::Client,
     retry_ids: Mutex<HashMap<u64, (Ids, Instant)>>,
 }
+
+/// How often a batch's ids are re-sent after its first attempt (the SDK makes
+/// at most 3 attempts).
+const MAX_ID_REUSE: u8 = 2;
 
 impl fmt::Debug for SecFlowProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -456,7 +462,10 @@ impl SecFlowProvider {
     fn ids_for(&self, fingerprint: u64) -> Ids {
         let mut map = self.retry_ids.lock();
         match map.remove(&fingerprint) {
-            Some((ids, at)) if at.elapsed() < RETRY_ID_WINDOW => ids,
+            Some((ids, at)) if at.elapsed() < RETRY_ID_WINDOW && ids.reuses < MAX_ID_REUSE => Ids {
+                reuses: ids.reuses + 1,
+                ..ids
+            },
             _ => Ids::fresh(),
         }
     }
@@ -489,6 +498,8 @@ impl SecFlowProvider {
 struct Ids {
     request_id: String,
     trace_id: String,
+    /// How many times these ids were re-sent.
+    reuses: u8,
 }
 
 impl Ids {
@@ -496,6 +507,7 @@ impl Ids {
         Ids {
             request_id: format!("secref-{}", uuid::Uuid::new_v4()),
             trace_id: format!("secref-{}", uuid::Uuid::new_v4()),
+            reuses: 0,
         }
     }
 }
