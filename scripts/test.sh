@@ -26,7 +26,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 # --- build once, then the Rust tests ----------------------------------------
 step "cargo build"
-cargo build --workspace --quiet
+cargo build --workspace --examples --quiet
 export SECREF_BIN="$ROOT/target/debug/secref"
 step "cargo test"
 cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log

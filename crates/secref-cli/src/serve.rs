@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use secref::providers::{EnvProvider, FileProvider};
 use secref::{Config, Error, ErrorCode, Resolver, Result, Secret};
 use secref_server::{Server, ServerConfig};
 
@@ -61,7 +60,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         server_cfg.bind = bind;
     }
     let token = obtain_token(&cfg, args.token_file.as_deref())?;
-    let resolver = build_resolver(&cfg)?;
+    let resolver = Resolver::from_config(&cfg)?;
     let server = Server::with_env(resolver, server_cfg, token, &cfg.env)?;
     let listener = server.bind().await?;
     let addr = listener
@@ -71,24 +70,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
     server
         .serve(listener, secref_server::shutdown_signal())
         .await
-}
-
-/// The resolver the server reads through.
-// TODO(store): use `Resolver::from_config` once it lands, for local:// and
-// the remote providers; until then env:// and file:// only.
-fn build_resolver(cfg: &Config) -> Result<Resolver> {
-    Resolver::builder()
-        .cache(cfg.cache.clone())
-        .retry(cfg.retry.clone())
-        .provider_arc(
-            std::sync::Arc::new(EnvProvider::new()),
-            Some(cfg.cache_for("env")),
-        )
-        .provider_arc(
-            std::sync::Arc::new(FileProvider::new()),
-            Some(cfg.cache_for("file")),
-        )
-        .build()
 }
 
 fn obtain_token(cfg: &Config, token_file: Option<&Path>) -> Result<Secret> {
