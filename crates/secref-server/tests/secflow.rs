@@ -552,3 +552,49 @@ async fn resolver_retry_resends_the_same_request_id() {
     let ids = seen.lock().request_ids.clone();
     assert_ne!(ids[3], ids[0]);
 }
+
+#[tokio::test]
+async fn default_template_reads_the_local_store() {
+    use secref::store::{Store, StoreKey, KEY_ENV, STORE_ENV};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secref.store");
+    let key = StoreKey::generate();
+    let store = Store::create(&path, &key).unwrap();
+    let local = |s: &str| match SecretRef::parse(s).unwrap().kind() {
+        secref::RefKind::Local(l) => l.clone(),
+        _ => unreachable!(),
+    };
+    store
+        .set(
+            &local("local://secflow/dev/app/password/db"),
+            Secret::from(CANARY),
+        )
+        .unwrap();
+    let mut cfg = secref::Config::default();
+    cfg.env = secref::config::Env::from_pairs([
+        (STORE_ENV, path.to_str().unwrap().to_string()),
+        (KEY_ENV, key.to_base64().to_string()),
+    ]);
+    let resolver = Resolver::from_config(&cfg).unwrap();
+    let table: toml::Table = toml::from_str("bind = '127.0.0.1:0'").unwrap();
+    let server = Server::new(
+        resolver,
+        ServerConfig::from_table(Some(&table)).unwrap(),
+        Secret::from(TOKEN),
+    )
+    .unwrap();
+    let listener = server.bind().await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    let p = client(&url, TOKEN, "dev");
+    let out = p
+        .resolve_many(&[
+            r("secret://dev/app/password/db"),
+            r("local://secflow/dev/app/password/db"),
+        ])
+        .await
+        .unwrap();
+    for o in &out {
+        assert_eq!(o.as_ref().unwrap().secret.expose_bytes(), CANARY.as_bytes());
+    }
+}
