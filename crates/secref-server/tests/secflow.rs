@@ -570,11 +570,13 @@ async fn default_template_reads_the_local_store() {
             Secret::from(CANARY),
         )
         .unwrap();
-    let mut cfg = secref::Config::default();
-    cfg.env = secref::config::Env::from_pairs([
-        (STORE_ENV, path.to_str().unwrap().to_string()),
-        (KEY_ENV, key.to_base64().to_string()),
-    ]);
+    let cfg = secref::Config {
+        env: secref::config::Env::from_pairs([
+            (STORE_ENV, path.to_str().unwrap().to_string()),
+            (KEY_ENV, key.to_base64().to_string()),
+        ]),
+        ..secref::Config::default()
+    };
     let resolver = Resolver::from_config(&cfg).unwrap();
     let table: toml::Table = toml::from_str("bind = '127.0.0.1:0'").unwrap();
     let server = Server::new(
