@@ -26,6 +26,10 @@ pub struct ServeArgs {
     /// it does not exist.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// Also listen on this Unix socket (mode 0600); its callers are
+    /// identified by their uid and executable instead of a token.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
     /// The config file (default: ./secref.toml, else $SECREF_CONFIG).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -58,6 +62,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let mut server_cfg = ServerConfig::from_table(cfg.server.as_ref())?;
     if let Some(bind) = args.bind {
         server_cfg.bind = bind;
+    }
+    if let Some(socket) = args.socket {
+        server_cfg.socket = Some(socket);
     }
     let token = obtain_token(&cfg, args.token_file.as_deref())?;
     let resolver = Resolver::from_config(&cfg)?;

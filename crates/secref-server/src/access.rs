@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! [[server.rules]]
-//! principals = ["ci"]                       # token names; "*" = any caller
+//! principals = ["ci"]                       # token names, "uid:1000", "exe:/usr/bin/app"; "*" = any
 //! refs = ["secret://dev/app/*", "env://APP_TOKEN"]
 //! actions = ["read", "metadata_read"]       # default: all actions
 //! ```
@@ -72,7 +72,7 @@ impl AccessRules {
     ///     refs: vec!["secret://dev/app/*".into()],
     ///     actions: vec![Action::Read],
     /// }]);
-    /// let ci = Principal { name: "ci".into() };
+    /// let ci = Principal::named("ci");
     /// assert!(rules.decide(&ci, "secret://dev/app/token/a", Action::Read).allowed);
     /// assert!(!rules.decide(&ci, "secret://prod/app/token/a", Action::Read).allowed);
     /// ```
@@ -84,10 +84,7 @@ impl AccessRules {
             };
         }
         for (i, rule) in self.rules.iter().enumerate() {
-            let who = rule
-                .principals
-                .iter()
-                .any(|p| p == "*" || *p == principal.name);
+            let who = rule.principals.iter().any(|p| principal.is_named(p));
             if who
                 && rule.actions.contains(&action)
                 && rule.refs.iter().any(|p| pattern_matches(p, reference))
@@ -117,7 +114,7 @@ mod tests {
     use super::*;
 
     fn p(name: &str) -> Principal {
-        Principal { name: name.into() }
+        Principal::named(name)
     }
 
     #[test]

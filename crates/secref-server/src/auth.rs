@@ -15,8 +15,76 @@ pub const DEFAULT_TOKEN_NAME: &str = "default";
 /// An authenticated caller: the names access rules can match on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
-    /// The token's configured name (`default` for the start-up token).
+    /// The token's configured name (`default` for the start-up token), or
+    /// `uid:<n>` for a Unix-socket peer. Leases are bound to it.
     pub name: String,
+    /// Other names rules may use (`exe:<path>` for a Unix-socket peer).
+    pub aliases: Vec<String>,
+}
+
+impl Principal {
+    /// A principal known by one name.
+    pub fn named(name: impl Into<String>) -> Principal {
+        Principal {
+            name: name.into(),
+            aliases: Vec::new(),
+        }
+    }
+
+    /// Whether a rule's principal entry names this caller (`*` names all).
+    pub fn is_named(&self, entry: &str) -> bool {
+        entry == "*" || entry == self.name || self.aliases.iter().any(|a| a == entry)
+    }
+}
+
+/// The peer of a Unix-socket connection, from the kernel (`SO_PEERCRED`):
+/// its uid, and the executable of its pid (`/proc/<pid>/exe`) when readable.
+#[derive(Clone, Debug)]
+pub struct PeerCredentials {
+    uid: Option<u32>,
+    exe: Option<std::path::PathBuf>,
+}
+
+impl PeerCredentials {
+    /// Reads a connected stream's peer credentials.
+    pub fn of(stream: &tokio::net::UnixStream) -> PeerCredentials {
+        match stream.peer_cred() {
+            Ok(c) => PeerCredentials {
+                uid: Some(c.uid()),
+                exe: c
+                    .pid()
+                    .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok()),
+            },
+            Err(_) => PeerCredentials {
+                uid: None,
+                exe: None,
+            },
+        }
+    }
+
+    /// The caller as rules see it: `uid:<n>`, also known as `exe:<path>`.
+    /// `None` when the kernel gave no credentials.
+    pub fn principal(&self) -> Option<Principal> {
+        let uid = self.uid?;
+        Some(Principal {
+            name: format!("uid:{uid}"),
+            aliases: self
+                .exe
+                .iter()
+                .map(|e| format!("exe:{}", e.display()))
+                .collect(),
+        })
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, tokio::net::UnixListener>,
+    > for PeerCredentials
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        PeerCredentials::of(stream.io())
+    }
 }
 
 /// The accepted tokens, by name. Debug never shows them.
@@ -53,9 +121,7 @@ impl Auth {
                 found = Some(name);
             }
         }
-        found.map(|name| Principal {
-            name: name.to_string(),
-        })
+        found.map(Principal::named)
     }
 }
 

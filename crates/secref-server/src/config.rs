@@ -7,6 +7,7 @@
 //! lease_ttl_seconds = 300
 //! max_body_bytes = 1048576
 //! request_timeout_seconds = 30
+//! socket = "/run/user/1000/secref.sock"   # optional Unix socket (0600)
 //! # where `secret://<environment>/<service>/<kind>/<name>` is read from:
 //! secflow_ref_template = "local://secflow/{environment}/{service}/{kind}/{name}"
 //!
@@ -51,6 +52,9 @@ pub struct ServerConfig {
     pub tokens: BTreeMap<String, TokenSource>,
     /// Access rules (empty = everything allowed).
     pub rules: Vec<Rule>,
+    /// A Unix socket to listen on too (mode 0600; callers identified by
+    /// their peer credentials instead of a token).
+    pub socket: Option<PathBuf>,
 }
 
 /// Where a named token comes from.
@@ -111,6 +115,7 @@ struct RawServerConfig {
     tokens: BTreeMap<String, TokenSource>,
     #[serde(default)]
     rules: Vec<Rule>,
+    socket: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -123,6 +128,7 @@ impl Default for ServerConfig {
             secflow_ref_template: DEFAULT_SECFLOW_TEMPLATE.to_string(),
             tokens: BTreeMap::new(),
             rules: Vec::new(),
+            socket: None,
         }
     }
 }
@@ -181,6 +187,7 @@ impl ServerConfig {
         }
         cfg.tokens = raw.tokens;
         cfg.rules = raw.rules;
+        cfg.socket = raw.socket;
         Ok(cfg)
     }
 }

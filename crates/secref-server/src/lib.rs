@@ -49,7 +49,7 @@ use tokio::net::TcpListener;
 pub use config::ServerConfig;
 
 use access::AccessRules;
-use auth::{Auth, Principal};
+use auth::{Auth, PeerCredentials, Principal};
 use leases::Leases;
 
 /// State shared by every protocol module. Cheap to clone.
@@ -76,6 +76,21 @@ impl AppState {
     /// Authenticates a request's bearer token.
     pub fn authenticate(&self, headers: &axum::http::HeaderMap) -> Option<Principal> {
         self.inner.auth.authenticate(headers)
+    }
+
+    /// Who is calling: a Unix-socket peer is who the kernel says (any token
+    /// is ignored); a TCP caller must show a bearer token. Protocol handlers
+    /// take `Option<Extension<ConnectInfo<PeerCredentials>>>`, present only
+    /// on the Unix listener.
+    pub fn caller(
+        &self,
+        peer: Option<&PeerCredentials>,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<Principal> {
+        match peer {
+            Some(p) => p.principal(),
+            None => self.authenticate(headers),
+        }
     }
 
     /// The access rules.
@@ -175,10 +190,53 @@ impl Server {
         })
     }
 
+    /// Creates the Unix socket `path` with mode 0600 (an existing socket
+    /// file there is replaced; any other file is an error).
+    #[cfg(unix)]
+    pub fn bind_unix(&self, path: &std::path::Path) -> Result<tokio::net::UnixListener> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(Error::config(format!(
+                    "{} exists and is not a socket",
+                    path.display()
+                )));
+            }
+            std::fs::remove_file(path)?;
+        }
+        // The umask makes the socket 0600 from its creation: no window in
+        // which another user could connect.
+        // SAFETY: umask only swaps the process's file-creation mask.
+        let old = unsafe { libc::umask(0o177) };
+        let bound = tokio::net::UnixListener::bind(path);
+        // SAFETY: as above, restoring the previous mask.
+        unsafe { libc::umask(old) };
+        let listener = bound.map_err(|e| {
+            Error::new(
+                ErrorCode::Io,
+                format!("cannot listen on {}: {}", path.display(), e.kind()),
+            )
+        })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    }
+
     /// Serves until `shutdown` completes, then finishes in-flight requests.
     pub async fn serve(
         self,
         listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        self.serve_all(listener, None, shutdown).await
+    }
+
+    /// Serves TCP and, if given, a Unix socket (whose callers are identified
+    /// by peer credentials), until `shutdown` completes.
+    pub async fn serve_all(
+        self,
+        listener: TcpListener,
+        #[cfg(unix)] unix: Option<tokio::net::UnixListener>,
+        #[cfg(not(unix))] unix: Option<std::convert::Infallible>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let local = listener.local_addr().ok();
@@ -190,10 +248,35 @@ impl Server {
             }
         }
         tracing::info!(addr = ?local, "secref serve listening");
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| Error::new(ErrorCode::Io, format!("server failed: {}", e.kind())))
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let router = self.router();
+        let tcp =
+            axum::serve(listener, router.clone()).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let io =
+            |e: std::io::Error| Error::new(ErrorCode::Io, format!("server failed: {}", e.kind()));
+        match unix {
+            #[cfg(unix)]
+            Some(unix) => {
+                let uds = axum::serve(
+                    unix,
+                    router.into_make_service_with_connect_info::<PeerCredentials>(),
+                )
+                .with_graceful_shutdown(stopped(stop_rx));
+                let (a, b) = tokio::join!(async { tcp.await }, async { uds.await });
+                a.map_err(io)?;
+                b.map_err(io)
+            }
+            #[cfg(not(unix))]
+            Some(never) => match never {},
+            None => tcp.await.map_err(io),
+        }
     }
 }
 

@@ -30,11 +30,11 @@
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use futures::future::join_all;
 use secref::provider::{Action, RevokeReason};
@@ -42,7 +42,7 @@ use secref::{Error, ErrorCode, Resolved, SecretRef};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::auth::Principal;
+use crate::auth::{PeerCredentials, Principal};
 use crate::config::fill_template;
 use crate::{AppState, LoggedPrincipal};
 
@@ -132,26 +132,59 @@ impl Ids {
     }
 }
 
-async fn resolve(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    handle(s, headers, body, Op::Resolve).await
+async fn resolve(
+    State(s): State<AppState>,
+    peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(s, peer, headers, body, Op::Resolve).await
 }
-async fn validate(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    handle(s, headers, body, Op::Validate).await
+async fn validate(
+    State(s): State<AppState>,
+    peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(s, peer, headers, body, Op::Validate).await
 }
-async fn metadata(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    handle(s, headers, body, Op::Metadata).await
+async fn metadata(
+    State(s): State<AppState>,
+    peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(s, peer, headers, body, Op::Metadata).await
 }
-async fn permission_check(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    handle(s, headers, body, Op::PermissionCheck).await
+async fn permission_check(
+    State(s): State<AppState>,
+    peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(s, peer, headers, body, Op::PermissionCheck).await
 }
-async fn revoke(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    handle(s, headers, body, Op::Revoke).await
+async fn revoke(
+    State(s): State<AppState>,
+    peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(s, peer, headers, body, Op::Revoke).await
 }
 
 /// Authenticate, read and check the envelope, answer each item — within the
 /// request timeout.
-async fn handle(state: AppState, headers: HeaderMap, body: Body, op: Op) -> Response {
-    let Some(principal) = state.authenticate(&headers) else {
+async fn handle(
+    state: AppState,
+    peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
+    headers: HeaderMap,
+    body: Body,
+    op: Op,
+) -> Response {
+    // Unix-socket callers are who the kernel says; TCP callers show a token.
+    let principal = state.caller(peer.as_ref().map(|p| &p.0 .0), &headers);
+    let Some(principal) = principal else {
         // Nothing is read or resolved for an unauthenticated caller.
         return request_error(
             StatusCode::UNAUTHORIZED,

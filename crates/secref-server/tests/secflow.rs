@@ -600,3 +600,81 @@ async fn default_template_reads_the_local_store() {
         assert_eq!(o.as_ref().unwrap().secret.expose_bytes(), CANARY.as_bytes());
     }
 }
+
+/// One raw HTTP/1.1 request over a Unix socket; returns (status, JSON body).
+#[cfg(unix)]
+async fn unix_post(path: &std::path::Path, uri: &str, body: &Value) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(path).await.unwrap();
+    let body = body.to_string();
+    let req = format!(
+        "POST {uri} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let status: u16 = text[9..12].parse().unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    // The server answers with a fixed length (no chunking) for JSON bodies.
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn unix_socket_callers_are_identified_by_uid_and_exe() {
+    use std::os::unix::fs::PermissionsExt;
+    let uid = unsafe { libc::getuid() };
+    let exe = std::env::current_exe().unwrap();
+    let rules = format!(
+        "[[rules]]\nprincipals = ['uid:{uid}']\nrefs = ['env://SECREF_UDS_A']\nactions = ['read']\n\
+         [[rules]]\nprincipals = ['exe:{}']\nrefs = ['env://SECREF_UDS_B']\nactions = ['read']\n",
+        exe.display()
+    );
+    std::env::set_var("SECREF_UDS_A", CANARY);
+    std::env::set_var("SECREF_UDS_B", "b-value");
+    std::env::set_var("SECREF_UDS_C", "c-value");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("secref.sock");
+    let table: toml::Table = toml::from_str(&format!("bind = '127.0.0.1:0'\n{rules}")).unwrap();
+    let resolver = Resolver::builder()
+        .provider(EnvProvider::new())
+        .build()
+        .unwrap();
+    let server = Server::new(
+        resolver,
+        ServerConfig::from_table(Some(&table)).unwrap(),
+        Secret::from(TOKEN),
+    )
+    .unwrap();
+    let tcp = server.bind().await.unwrap();
+    let tcp_url = format!("http://{}", tcp.local_addr().unwrap());
+    let unix = server.bind_unix(&sock).unwrap();
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    tokio::spawn(server.serve_all(tcp, Some(unix), std::future::pending()));
+
+    let req = json!({"request_id":"r-uds","trace_id":"t-uds","target_environment":"dev",
+        "purpose":"secret.runtime_resolve","items":[
+        {"item_id":"item-1","secret_ref":"env://SECREF_UDS_A"},
+        {"item_id":"item-2","secret_ref":"env://SECREF_UDS_B"},
+        {"item_id":"item-3","secret_ref":"env://SECREF_UDS_C"}]});
+    // No token needed on the socket: the kernel says who we are.
+    let (status, body) = unix_post(&sock, "/v1/secrets/resolve:batch", &req).await;
+    assert_eq!(status, 200, "{body}");
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items[0]["value"]["data"], CANARY);
+    assert_eq!(items[0]["decision_id"], "rule-1");
+    assert_eq!(items[1]["value"]["data"], "b-value");
+    assert_eq!(items[1]["decision_id"], "rule-2");
+    assert_eq!(items[2]["result"], "denied");
+    // Over TCP, the default token matches no rule: denied.
+    let p = client(&tcp_url, TOKEN, "dev");
+    let out = p.resolve_many(&[r("env://SECREF_UDS_A")]).await.unwrap();
+    assert_eq!(
+        out[0].as_ref().unwrap_err().code(),
+        ErrorCode::PermissionDenied
+    );
+}
