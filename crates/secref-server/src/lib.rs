@@ -109,10 +109,15 @@ impl AppState {
     }
 }
 
-/// The principal of a request, put into the response's extensions by the
-/// protocol handlers so the access log can name it.
+/// What the access log says about a request beyond method and status; the
+/// protocol handlers put it into the response's extensions.
 #[derive(Clone, Debug)]
-pub struct LoggedPrincipal(pub String);
+pub struct Logged {
+    /// The caller's principal name.
+    pub principal: String,
+    /// How many items the request carried.
+    pub items: usize,
+}
 
 /// The server: state plus settings. Build with [`Server::new`], then
 /// [`Server::bind`] and [`Server::serve`].
@@ -303,24 +308,26 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// One structured line per request: method, path, status, caller, latency.
-/// Never bodies or headers (they hold tokens and values).
+/// One structured line per request: method, route, status, caller, item
+/// count, latency. Never bodies, headers or unmatched paths (they may hold
+/// tokens or values a client put in the wrong place).
 async fn access_log(State(_state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let resp = next.run(req).await;
-    let principal = resp
+    let route = req
         .extensions()
-        .get::<LoggedPrincipal>()
-        .map(|p| p.0.as_str())
-        .unwrap_or("-");
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "<unmatched>".to_string());
+    let resp = next.run(req).await;
+    let logged = resp.extensions().get::<Logged>();
     tracing::info!(
         target: "secref_server::access",
         method = %method,
-        path = %path,
+        route = %route,
         status = resp.status().as_u16(),
-        principal,
+        principal = logged.map(|l| l.principal.as_str()).unwrap_or("-"),
+        items = logged.map(|l| l.items).unwrap_or(0),
         duration_ms = started.elapsed().as_millis() as u64,
         "request"
     );

@@ -44,7 +44,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::{PeerCredentials, Principal};
 use crate::config::fill_template;
-use crate::{AppState, LoggedPrincipal};
+use crate::{AppState, Logged};
 
 /// Most items in one request (the SDK's `MAX_BATCH_ITEMS`).
 pub const MAX_ITEMS: usize = 100;
@@ -208,8 +208,12 @@ async fn handle(
                 &Ids::fresh(),
             ),
         };
-    resp.extensions_mut()
-        .insert(LoggedPrincipal(principal.name));
+    if resp.extensions().get::<Logged>().is_none() {
+        resp.extensions_mut().insert(Logged {
+            principal: principal.name,
+            items: 0,
+        });
+    }
     resp
 }
 
@@ -235,11 +239,22 @@ async fn handle_authenticated(
     let envelope: Envelope = match serde_json::from_slice(&bytes) {
         Ok(e) => e,
         Err(e) => {
-            // serde_json's message names fields and positions, not input text.
+            // Only the kind and position: serde_json's messages can quote
+            // input values.
+            let kind = match e.classify() {
+                serde_json::error::Category::Data => {
+                    "a field is missing, unknown or of the wrong type"
+                }
+                _ => "the body is not valid JSON",
+            };
             return request_error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_REQUEST",
-                &format!("invalid request body: {e}"),
+                &format!(
+                    "invalid request body: {kind} (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
                 false,
                 &Ids::fresh(),
             );
@@ -273,7 +288,12 @@ async fn handle_authenticated(
         "trace_id": ids.trace_id,
         "items": items,
     });
-    Json(body).into_response()
+    let mut resp = Json(body).into_response();
+    resp.extensions_mut().insert(Logged {
+        principal: principal.name.clone(),
+        items: envelope.items.len(),
+    });
+    resp
 }
 
 fn check_envelope(e: &Envelope, op: Op) -> Result<(), String> {
