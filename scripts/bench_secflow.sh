@@ -10,6 +10,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-cargo build --release --quiet -p secref-cli -p secref-server --example secflow_bench_client
+cargo build --release --quiet -p secref-cli
+cargo build --release --quiet -p secref-server --example secflow_bench_client
 "$VENV/bin/python" scripts/bench_secflow.py \
   "$ROOT/target/release/secref" "$ROOT/target/release/examples/secflow_bench_client"

@@ -262,6 +262,10 @@ impl Server {
             let _ = rx.wait_for(|s| *s).await;
         };
         let router = self.router();
+        // Answers go out at once, not held back by Nagle's algorithm.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let tcp =
             axum::serve(listener, router.clone()).with_graceful_shutdown(stopped(stop_rx.clone()));
         let io =

@@ -304,7 +304,24 @@ impl SecFlowProvider {
             let chunk_items: Vec<&(String, Value)> = chunk.iter().map(|i| &items[*i]).collect();
             answers.extend(self.call(op, &chunk_items).await?);
         }
-        Ok(slot.into_iter().map(|s| answers[s].clone()).collect())
+        // Move each answer out; only a duplicated reference gets a copy.
+        let mut uses = vec![0usize; answers.len()];
+        for s in &slot {
+            uses[*s] += 1;
+        }
+        let mut answers: Vec<Option<Result<Map<String, Value>>>> =
+            answers.into_iter().map(Some).collect();
+        Ok(slot
+            .into_iter()
+            .map(|s| {
+                uses[s] -= 1;
+                if uses[s] == 0 {
+                    answers[s].take().expect("answered once")
+                } else {
+                    answers[s].clone().expect("answered")
+                }
+            })
+            .collect())
     }
 
     /// One request.
