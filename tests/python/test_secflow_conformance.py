@@ -84,8 +84,8 @@ actions = ["read"]
         time.sleep(0.05)
     assert url, "secref serve did not start"
     yield {"url": url, "log": log, "proc": proc}
-    proc.terminate()
-    proc.wait(timeout=10)
+    proc.terminate()  # SIGTERM: graceful shutdown, exit status 0
+    assert proc.wait(timeout=10) == 0
 
 
 @pytest.fixture
@@ -226,6 +226,38 @@ def test_sdk_cached_provider(client):
     assert provider.get_many_bytes(["secret://dev/app/token/bin"]) == {
         "secret://dev/app/token/bin": BINARY
     }
+
+
+def test_generated_token_file(secref_bin, tmp_path):
+    token_file = tmp_path / "serve.token"
+    log = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k != "SECREF_SERVE_TOKEN"}
+    (tmp_path / "secref.toml").write_text("[server]\nbind = '127.0.0.1:0'\n")
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [secref_bin, "serve", "--token-file", str(token_file)],
+            stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=tmp_path,
+        )
+    try:
+        url = None
+        for _ in range(200):
+            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
+            if m:
+                url = m.group(1)
+                break
+            time.sleep(0.05)
+        assert url, log.read_text(errors="replace")
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text()
+        assert len(token) >= 32
+        assert token not in log.read_text(errors="replace")
+        c = SecFlowClient(url, sdk_token=token, timeout=5)
+        with pytest.raises(SecFlowItemError) as err:
+            c.resolve_text("env://SECREF_SURELY_UNSET_VARIABLE_X")
+        assert err.value.code == "NOT_FOUND"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_zz_no_value_or_token_in_server_log(serve):

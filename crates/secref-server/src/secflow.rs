@@ -14,6 +14,12 @@
 //! ref (`local://…`, `env://…`, `file://…`) may be passed as `secret_ref`
 //! directly and is resolved as is.
 //!
+//! **Leases.** Every resolved item gets a fresh lease (`lease-<uuid>`), bound
+//! to the caller, lasting `lease_ttl_seconds` from the request (≤ 1 day) or
+//! the server's `lease_ttl_seconds` (default 300). `revoke:batch` revokes the
+//! caller's own leases; anyone else's are `NOT_FOUND`. Leases are bookkeeping
+//! for the client: the value is not taken back.
+//!
 //! **Environments.** `target_environment` must be one of `dev`, `stage`,
 //! `prod`, `shared`. A `secret://` ref whose environment segment differs from
 //! it is *denied* (`PERMISSION_DENIED`): a client configured for `dev` never
@@ -48,6 +54,8 @@ use crate::{AppState, Logged};
 
 /// Most items in one request (the SDK's `MAX_BATCH_ITEMS`).
 pub const MAX_ITEMS: usize = 100;
+/// The longest lease a client may ask for with `lease_ttl_seconds`.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(86_400);
 /// The environments `target_environment` may name.
 pub const ENVIRONMENTS: &[&str] = &["dev", "stage", "prod", "shared"];
 
@@ -565,10 +573,11 @@ async fn resolve_item(
             return item_failure(&item.item_id, Some(shown), "failed", &e, Some(decision_id));
         }
     }
+    // The client may ask for any lease length up to a day.
     let ttl = lease_ttl_seconds
         .map(Duration::from_secs)
         .unwrap_or(state.config().lease_ttl)
-        .min(state.config().lease_ttl.max(Duration::from_secs(86_400)));
+        .min(MAX_LEASE_TTL);
     let lease = match state.leases().issue(&principal.name, ttl) {
         Ok(l) => l,
         Err(code) => {
