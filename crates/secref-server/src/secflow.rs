@@ -531,7 +531,6 @@ async fn ref_items(state: &AppState, principal: &Principal, e: &Envelope, op: Op
                         state,
                         principal,
                         item,
-                        &client_ref,
                         &backend_ref,
                         &decision_id,
                         e.lease_ttl_seconds,
@@ -550,12 +549,11 @@ async fn resolve_item(
     state: &AppState,
     principal: &Principal,
     item: &ItemIn,
-    client_ref: &SecretRef,
     backend_ref: &SecretRef,
     decision_id: &str,
     lease_ttl_seconds: Option<u64>,
 ) -> Value {
-    let shown = client_ref.to_canonical();
+    let shown = echoed_ref(item);
     let resolved: Resolved = match state.resolver().resolve_detailed(backend_ref).await {
         Ok(r) => r,
         Err(e) => return item_failure(&item.item_id, Some(shown), "failed", &e, Some(decision_id)),
@@ -606,6 +604,11 @@ async fn resolve_item(
     })
 }
 
+/// The ref as the client sent it (trimmed): items echo it.
+fn echoed_ref(item: &ItemIn) -> &str {
+    item.secret_ref.as_deref().unwrap_or_default().trim()
+}
+
 /// Namespace and type of a `secret://` ref (for validate/metadata answers).
 fn secflow_parts(r: &SecretRef) -> Option<&secref::reference::SecFlowRef> {
     match r.kind() {
@@ -620,7 +623,7 @@ async fn validate_item(
     client_ref: &SecretRef,
     backend_ref: &SecretRef,
 ) -> Value {
-    let shown = client_ref.to_canonical();
+    let shown = echoed_ref(item);
     let validation = match state.resolver().validate(backend_ref).await {
         Ok(v) => Ok((v.valid, v.exists, v.namespace, v.secret_type)),
         // Providers without a validate operation: find out by reading (the
@@ -657,7 +660,7 @@ async fn metadata_item(
     client_ref: &SecretRef,
     backend_ref: &SecretRef,
 ) -> Value {
-    let shown = client_ref.to_canonical();
+    let shown = echoed_ref(item);
     let meta = match state.resolver().metadata(backend_ref).await {
         Ok(m) => Ok(m),
         Err(e) if e.code() == ErrorCode::Unsupported => state
@@ -703,13 +706,9 @@ fn permission_item(
     action: Action,
 ) -> Value {
     match prepare(state, principal, env, item, action) {
-        Prepared::Ask {
-            client_ref,
-            decision_id,
-            ..
-        } => json!({
+        Prepared::Ask { decision_id, .. } => json!({
             "item_id": item.item_id,
-            "secret_ref": client_ref.to_canonical(),
+            "secret_ref": echoed_ref(item),
             "result": "allowed",
             "allowed": true,
             "decision_id": decision_id,

@@ -124,6 +124,7 @@ const RETRY_ID_WINDOW: Duration = Duration::from_secs(60);
 /// let p = SecFlowProvider::from_env(&env).unwrap();
 /// assert_eq!(p.base_url().as_str(), "http://127.0.0.1:8787/");
 /// assert!(!format!("{p:?}").contains("tok-canary"));
+/// assert!(format!("{p:?}").contains("[REDACTED]"));
 /// ```
 pub struct SecFlowProvider {
     base_url: Url,
