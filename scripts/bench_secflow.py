@@ -40,7 +40,7 @@ def start_serve(secref_bin, root):
         f"secflow_ref_template = 'file://{root}/s/{{environment}}/{{service}}/{{kind}}/{{name}}'\n"
     )
     log = root / "serve.log"
-    env = dict(os.environ, SECREF_SERVE_TOKEN=TOKEN, SECREF_LOG="warn")
+    env = dict(os.environ, SECREF_SERVE_TOKEN=TOKEN, RUST_LOG="warn")
     with open(log, "wb") as err:
         proc = subprocess.Popen(
             [secref_bin, "serve", "--config", str(config)],

@@ -63,7 +63,7 @@ actions = ["read"]
         SECREF_SERVE_TOKEN=TOKEN,
         LIMITED_TOKEN=LIMITED_TOKEN,
         SF_CONF_CANARY=ENV_CANARY,
-        SECREF_LOG="debug",
+        RUST_LOG="debug",
     )
     with open(log, "wb") as err:
         proc = subprocess.Popen(

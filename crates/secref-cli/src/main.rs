@@ -1,23 +1,76 @@
+//! `secref`: the command-line tool, a thin layer over the `secref` library.
+//!
+//! Commands: `init`, `set`, `get`, `rm`, `ls` (the local store), `run` (a
+//! command with secrets in its environment, output masked), `export`,
+//! `ref` (parse only) and `check` (resolve without printing values).
+//!
+//! Exit codes (also in `secref --help`):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (`run`: the command's own exit code) |
+//! | 1 | any other error |
+//! | 2 | usage, configuration or bad reference |
+//! | 3 | not found (`not_found`, `field_not_found`, `version_*`) |
+//! | 4 | denied (`permission_denied`, `unauthenticated`) |
+//! | 5 | backend unavailable (any retryable error) |
+//! | 126 / 127 | `run`: the command cannot be executed / is not found |
+//! | 128+N | `run`: the command was killed by signal N |
+//!
+//! Errors go to stderr as `error[code]: message` plus a `hint:` line.
+
+mod child;
+mod cli;
+mod commands;
+mod export;
+mod mask;
+mod report;
 mod serve;
+mod store_cmds;
+mod vars;
+
+use std::io::IsTerminal;
 
 use clap::Parser;
+use tracing_subscriber::EnvFilter;
 
-/// secref: secrets at runtime.
-#[derive(Parser)]
-#[command(name = "secref", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
+fn main() {
+    let cli = cli::Cli::parse();
+    init_logging(cli.verbose);
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(commands::dispatch(cli.command)),
+        Err(e) => {
+            report::print(&secref::Error::internal(format!(
+                "cannot start the async runtime: {e}"
+            )));
+            report::EXIT_OTHER
+        }
+    };
+    std::process::exit(code);
 }
 
-#[derive(clap::Subcommand)]
-enum Command {
-    /// Serve secrets over the SecFlow (and Vault) wire APIs on loopback.
-    Serve(serve::ServeArgs),
-}
-
-fn main() -> std::process::ExitCode {
-    match Cli::parse().command {
-        Command::Serve(args) => serve::run(args),
+/// Logs go to stderr. `RUST_LOG` wins over `-v`; without either only
+/// warnings are shown.
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,secref_server=info", // `serve`'s access log
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::try_new(spec),
+        _ => EnvFilter::try_new(default),
     }
+    .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
 }

@@ -10,7 +10,6 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use secref::{Config, Error, ErrorCode, Resolver, Result, Secret};
 use secref_server::{Server, ServerConfig};
@@ -36,25 +35,7 @@ pub struct ServeArgs {
 }
 
 /// Runs the server until ctrl-c / SIGTERM.
-pub fn run(args: ServeArgs) -> ExitCode {
-    init_tracing();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("secref serve: cannot start the runtime: {}", e.kind());
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(serve(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("secref serve: error [{}]: {e}", e.code());
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn serve(args: ServeArgs) -> Result<()> {
+pub async fn run(args: ServeArgs) -> Result<()> {
     let cfg = match &args.config {
         Some(p) => Config::from_file(p)?,
         None => Config::load()?,
@@ -128,14 +109,4 @@ fn write_new_0600(path: &Path, bytes: &[u8]) -> Result<()> {
             format!("cannot write token file: {}", e.kind()),
         )
     })
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SECREF_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }

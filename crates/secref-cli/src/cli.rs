@@ -1,0 +1,231 @@
+//! The command line, as clap derive types. The help text is the user's
+//! manual, so it says what each command prints and how it fails.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+References:
+  local://app/db#password           the embedded encrypted store
+  env://VAR                         an environment variable
+  file:///path[#/json/pointer]      a file, or one value in a JSON file
+  secret://env/service/kind/name    SecFlow
+  openbao+kv2://mount/path#field?version=N   Vault / OpenBao KV
+
+Exit codes:
+  0  success (for `run`: the command's own exit code is passed through)
+  1  other error
+  2  usage, configuration or bad reference
+  3  not found (not_found, field_not_found, version_deleted, version_destroyed)
+  4  denied (permission_denied, unauthenticated)
+  5  backend unavailable (any retryable error: backend_unavailable, timeout, rate_limited)
+  `run` exits 128+N when the command is killed by signal N, 127 when it
+  cannot be found and 126 when it cannot be executed.
+
+Errors are printed to stderr as `error[code]: message`, with a `hint:` line
+when there is one. Secret values are never printed except by `get` and
+`export`, whose job it is, and never logged (`-v` / RUST_LOG).
+
+Files: the store is $SECREF_STORE (or [local] store in secref.toml), the key
+is $SECREF_KEY (base64) or the file $SECREF_KEY_FILE (or [local] key_file);
+secref.toml is read from the working directory, else $SECREF_CONFIG.";
+
+/// secref: one reference grammar for every secret backend.
+///
+/// Resolves secret references such as `local://app/db#password` or
+/// `openbao+kv2://secret/app#token` from the embedded encrypted store, the
+/// environment, files and remote backends, and hands them to programs without
+/// putting them on command lines or in files.
+#[derive(Debug, Parser)]
+#[command(name = "secref", version, after_long_help = AFTER_HELP)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG
+    /// overrides it. Logs never contain secret values.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the store key (if absent) and an empty local store.
+    ///
+    /// Prints the key file and store paths, never the key. Never overwrites
+    /// a key file: if the key exists but the store does not, the existing key
+    /// (file or $SECREF_KEY) is reused for the new store; if the store exists
+    /// (with or without its key), nothing is changed and it exits 2.
+    Init,
+
+    /// Store a value in the local store, read from stdin.
+    ///
+    /// The value is read from stdin only, never from the command line, so it
+    /// does not end up in shell history or process listings. One trailing
+    /// newline (`\n` or `\r\n`) is stripped unless --raw is given:
+    /// `printf '%s' "$VALUE" | secref set local://app/db#password`
+    Set {
+        /// A `local://` reference, e.g. `local://app/db#password`.
+        reference: String,
+        /// Store stdin byte for byte (keep a trailing newline).
+        #[arg(long)]
+        raw: bool,
+    },
+
+    /// Resolve one reference and print its value to stdout.
+    ///
+    /// The value is written byte for byte, followed by a newline unless
+    /// --no-newline is given (as `op read` does).
+    Get {
+        /// Any reference, e.g. `local://app/db#password` or `env://HOME`.
+        reference: String,
+        /// Do not add a newline after the value.
+        #[arg(short = 'n', long)]
+        no_newline: bool,
+    },
+
+    /// Remove an entry (or one field of it) from the local store.
+    ///
+    /// Exits 3 (not found) when there is nothing to remove.
+    Rm {
+        /// A `local://` reference.
+        reference: String,
+    },
+
+    /// List the local store's entries (names only, never values).
+    Ls,
+
+    /// Run a command with resolved secrets in its environment.
+    ///
+    /// Every reference is resolved in one batch before anything runs; if any
+    /// fails, each failing variable is listed (name, reference, error code)
+    /// and the command is not run. The command's exit code is passed
+    /// through; if it dies from a signal, secref exits 128+signal. SIGINT,
+    /// SIGTERM, SIGHUP and SIGQUIT sent to secref (kill) are forwarded to
+    /// it; those the terminal sends (Ctrl-C, Ctrl-\) reach it directly, as
+    /// it shares secref's process group, and are not sent a second time.
+    ///
+    /// Unless --no-masking is given, the command's stdout and stderr are
+    /// piped through a masker that replaces every occurrence of each secret
+    /// value (and its base64 forms, also inside a longer encoding such as an
+    /// HTTP Basic credential, its URL-encoded and JSON-escaped forms, and
+    /// each line of at least 8 bytes of a multi-line value) with
+    /// `<concealed by secref>`. Only resolved references are masked, not
+    /// plain env-file values; values shorter than 3 bytes are not masked (a
+    /// warning names the variable), and values over 8 KiB are masked as
+    /// themselves and line by line only. stdin is passed through untouched;
+    /// with masking on, the command's stdout and stderr are pipes, not the
+    /// terminal.
+    Run {
+        #[command(flatten)]
+        vars: VarArgs,
+        /// Do not mask secret values in the command's output (its stdout and
+        /// stderr are then inherited directly).
+        #[arg(long)]
+        no_masking: bool,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, last = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+
+    /// Resolve variables and print them in a format for other tools.
+    ///
+    /// All variables are written, plain env-file values included; if any
+    /// reference fails, nothing is written.
+    ///
+    /// dotenv: `NAME="value"` lines, with backslash, double quote and `$`
+    /// escaped by a backslash and a newline written as `\n`, as dotenv
+    /// parsers read it back. json: one object of strings, keys sorted. shell:
+    /// `export NAME='value'` lines (a `'` becomes `'\''`), safe to `eval`.
+    /// Values that are not UTF-8 cannot be exported as dotenv or json, nor
+    /// values with NUL bytes as shell.
+    Export {
+        #[command(flatten)]
+        vars: VarArgs,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+    },
+
+    /// Parse references and print their canonical form and parts.
+    ///
+    /// Resolves nothing. Each reference that does not parse is reported as
+    /// `error[code]: message`; the exit status is non-zero if any fails.
+    Ref {
+        /// Print one JSON object per reference in a JSON array.
+        #[arg(long)]
+        json: bool,
+        /// Apply the tenant mount guard for this tenant.
+        #[arg(long, requires = "allowed_mounts")]
+        tenant: Option<String>,
+        /// The mounts the tenant may use (comma-separated).
+        #[arg(long, value_delimiter = ',', requires = "tenant")]
+        allowed_mounts: Vec<String>,
+        /// The references to parse.
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+
+    /// Resolve variables and report which resolve, without printing values.
+    ///
+    /// Prints a table of NAME, REF, PROVIDER and STATUS (`ok` or the error
+    /// code), then the error messages on stderr. Exits non-zero if any fails.
+    Check {
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+
+    /// Serve secrets over the SecFlow Runtime API (and Vault KV v2) on
+    /// loopback.
+    ///
+    /// Clients authenticate with a bearer token: $SECREF_SERVE_TOKEN, else
+    /// the content of --token-file, else a fresh token (written to
+    /// --token-file with mode 0600, or printed once to stderr). Unix-socket
+    /// callers (--socket) are identified by uid and executable instead.
+    /// Access rules, leases and the `secret://` mapping are set in the
+    /// `[server]` table of secref.toml. Stops on Ctrl-C or SIGTERM.
+    Serve(crate::serve::ServeArgs),
+}
+
+/// Where the variables of `run`, `export` and `check` come from.
+///
+/// `--env-file` files are read first, in order, then `--env` flags; a later
+/// definition of a name replaces an earlier one.
+///
+/// A value in an env file is a reference iff it starts with a known scheme
+/// followed by `://` (secret, openbao, hashicorp, db, bootstrap, yaml,
+/// infisical, coze+…, env, file, local; any case, with or without `+engine`).
+/// Such a value must then parse, or it is an error: a mistyped reference is
+/// never passed on as a literal. Every other value (`https://…`,
+/// `postgres://…`, plain text) is passed through unchanged.
+#[derive(Debug, Args)]
+pub struct VarArgs {
+    /// A variable and its reference, e.g. `--env DB_PASSWORD=local://app/db#password`.
+    #[arg(long = "env", value_name = "NAME=REF")]
+    pub env: Vec<String>,
+    /// A dotenv file of NAME=VALUE lines; references in it are resolved.
+    ///
+    /// A value is a reference iff it starts with a known scheme followed by
+    /// `://` (secret, openbao, hashicorp, db, bootstrap, yaml, infisical,
+    /// coze+…, env, file, local; any case). Such a value must parse, or it is
+    /// an error (a mistyped reference is never passed on as text). Every other
+    /// value (`https://…`, `postgres://…`, plain text) passes through
+    /// unchanged. Files are read in order, then --env flags; a later
+    /// definition of a name replaces an earlier one.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+}
+
+/// The output formats of `secref export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// `NAME="value"` lines.
+    Dotenv,
+    /// A JSON object.
+    Json,
+    /// `export NAME='value'` lines.
+    Shell,
+}

@@ -1,0 +1,349 @@
+//! One function per subcommand. Each returns the process exit code; errors
+//! are printed here, in one place, by [`dispatch`].
+
+use std::io::Write;
+use std::sync::Arc;
+
+use secref::reference::VaultUri;
+use secref::{Config, Error, ErrorCode, RefKind, Resolver, SecretRef};
+
+use crate::cli::{Command, ExportFormat, VarArgs};
+use crate::mask::{Patterns, MIN_SECRET_LEN};
+use crate::report::{self, Failure, EXIT_OK};
+use crate::vars::{self, VarValue};
+use crate::{child, export, store_cmds};
+
+/// Runs a subcommand and turns its outcome into an exit code.
+pub async fn dispatch(command: Command) -> i32 {
+    let result: secref::Result<i32> = match command {
+        Command::Init => store_cmds::init(),
+        Command::Set { reference, raw } => store_cmds::set(&reference, raw),
+        Command::Rm { reference } => store_cmds::rm(&reference),
+        Command::Ls => store_cmds::ls(),
+        Command::Get {
+            reference,
+            no_newline,
+        } => get(&reference, no_newline).await,
+        Command::Run {
+            vars,
+            no_masking,
+            command,
+        } => return finish(run(&vars, no_masking, &command).await),
+        Command::Export { vars, format } => export_vars(&vars, format).await,
+        Command::Ref {
+            json,
+            tenant,
+            allowed_mounts,
+            references,
+        } => Ok(parse_refs(
+            &references,
+            json,
+            tenant.as_deref(),
+            &allowed_mounts,
+        )),
+        Command::Check { vars } => check(&vars).await,
+        Command::Serve(args) => crate::serve::run(args).await.map(|()| EXIT_OK),
+    };
+    finish(result.map_err(Failure::from))
+}
+
+/// Prints a failure; returns the exit code.
+fn finish(result: Result<i32, Failure>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            report::print(&f.error);
+            f.exit_code
+        }
+    }
+}
+
+/// The resolver every command uses, from `secref.toml` and the environment.
+fn resolver(cfg: &Config) -> secref::Result<Resolver> {
+    Resolver::from_config(cfg)
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a
+/// message, so it ends the command quietly.
+pub fn write_stdout(bytes: &[u8]) -> secref::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::new(
+            ErrorCode::Io,
+            format!("cannot write to stdout: {}", e.kind()),
+        )),
+    }
+}
+
+async fn get(reference: &str, no_newline: bool) -> secref::Result<i32> {
+    let r = SecretRef::parse(reference)?;
+    let cfg = Config::load()?;
+    let secret = resolver(&cfg)?.resolve(&r).await?;
+    let mut out = zeroize::Zeroizing::new(secret.expose_bytes().to_vec());
+    if !no_newline {
+        out.push(b'\n');
+    }
+    write_stdout(&out)?;
+    Ok(EXIT_OK)
+}
+
+async fn run(
+    args: &VarArgs,
+    no_masking: bool,
+    command: &[std::ffi::OsString],
+) -> Result<i32, Failure> {
+    let vars = vars::collect(args)?;
+    let cfg = Config::load()?;
+    let resolved = vars::resolve_all(&resolver(&cfg)?, &vars, "nothing was run").await?;
+    let patterns = if no_masking {
+        None
+    } else {
+        for (name, value) in &resolved.secrets {
+            if value.len() < MIN_SECRET_LEN {
+                eprintln!(
+                    "warning: {name}: values shorter than {MIN_SECRET_LEN} bytes are not masked"
+                );
+            }
+        }
+        let patterns = Patterns::new(resolved.secrets.iter().map(|(_, s)| s.expose_bytes()));
+        if !patterns.is_usable() {
+            return Err(Error::new(
+                ErrorCode::Unsupported,
+                "the secret values are too large to mask; nothing was run",
+            )
+            .with_hint("pass --no-masking if the command's output is safe")
+            .into());
+        }
+        // Nothing long enough to mask: let the command write directly.
+        (!patterns.is_empty()).then(|| Arc::new(patterns))
+    };
+    child::run(command, &resolved.values, patterns).await
+}
+
+async fn export_vars(args: &VarArgs, format: ExportFormat) -> secref::Result<i32> {
+    let vars = vars::collect(args)?;
+    let cfg = Config::load()?;
+    let resolved = vars::resolve_all(&resolver(&cfg)?, &vars, "nothing was exported").await?;
+    let out = export::render(format, &resolved.values)?;
+    write_stdout(&out)?;
+    Ok(EXIT_OK)
+}
+
+async fn check(args: &VarArgs) -> secref::Result<i32> {
+    let vars = vars::collect(args)?;
+    let cfg = Config::load()?;
+    let resolver = resolver(&cfg)?;
+    let partial = resolver
+        .resolve_many_partial(vars::references(&vars))
+        .await?;
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "REF".to_string(),
+        "PROVIDER".to_string(),
+        "STATUS".to_string(),
+    ]];
+    let mut failures = Vec::new();
+    for v in &vars {
+        let row = match &v.value {
+            VarValue::Plain(_) => [
+                v.name.clone(),
+                "(plain value)".to_string(),
+                "-".to_string(),
+                "ok".to_string(),
+            ],
+            VarValue::Ref(r) => {
+                let provider = resolver.provider_for(r).unwrap_or("-").to_string();
+                let status = match partial.failures.get(r) {
+                    Some(e) => {
+                        failures.push((v.name.clone(), e.clone()));
+                        e.code().as_str().to_string()
+                    }
+                    None => "ok".to_string(),
+                };
+                [v.name.clone(), r.to_string(), provider, status]
+            }
+        };
+        rows.push(row);
+    }
+    write_stdout(table(&rows).as_bytes())?;
+    for (name, e) in &failures {
+        report::print(&report::prefixed(e, name));
+    }
+    Ok(failures
+        .first()
+        .map_or(EXIT_OK, |(_, e)| report::exit_code(e)))
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(rows: &[[String; 4]]) -> String {
+    let mut widths = [0usize; 4];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `secref ref`: parses each reference and prints it; returns the exit code.
+fn parse_refs(
+    references: &[String],
+    json: bool,
+    tenant: Option<&str>,
+    allowed_mounts: &[String],
+) -> i32 {
+    let mut exit = EXIT_OK;
+    let mut json_out = Vec::new();
+    let mut text_out = String::new();
+    for input in references {
+        let parsed = match tenant {
+            Some(t) => SecretRef::parse_for_tenant(input, t, allowed_mounts),
+            None => SecretRef::parse(input),
+        };
+        match parsed {
+            Ok(r) => {
+                if json {
+                    let mut obj = serde_json::Map::new();
+                    obj.insert("input".into(), input.as_str().into());
+                    obj.insert("ok".into(), true.into());
+                    obj.insert("canonical".into(), r.to_canonical().into());
+                    obj.insert("scheme".into(), r.scheme().into());
+                    obj.insert("provider".into(), r.provider_family().into());
+                    let parts: serde_json::Map<String, serde_json::Value> = ref_parts(&r)
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect();
+                    obj.insert("parts".into(), parts.into());
+                    json_out.push(serde_json::Value::Object(obj));
+                } else {
+                    text_out.push_str(&format!("{r}\n"));
+                    text_out.push_str(&format!("  scheme: {}\n", r.scheme()));
+                    text_out.push_str(&format!("  provider: {}\n", r.provider_family()));
+                    for (k, v) in ref_parts(&r) {
+                        let shown = match v {
+                            serde_json::Value::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        text_out.push_str(&format!("  {k}: {shown}\n"));
+                    }
+                }
+            }
+            Err(e) => {
+                if exit == EXIT_OK {
+                    exit = report::exit_code(&e);
+                }
+                if json {
+                    let mut err = serde_json::Map::new();
+                    err.insert("code".into(), e.code().as_str().into());
+                    err.insert("message".into(), e.message().into());
+                    if let Some(h) = e.hint() {
+                        err.insert("hint".into(), h.into());
+                    }
+                    let mut obj = serde_json::Map::new();
+                    obj.insert("input".into(), input.as_str().into());
+                    obj.insert("ok".into(), false.into());
+                    obj.insert("error".into(), err.into());
+                    json_out.push(serde_json::Value::Object(obj));
+                } else {
+                    // Flush what came before so stdout and stderr stay in order.
+                    let _ = write_stdout(std::mem::take(&mut text_out).as_bytes());
+                    report::print(&e);
+                }
+            }
+        }
+    }
+    if json {
+        let text = serde_json::to_string_pretty(&json_out).unwrap_or_default();
+        let _ = write_stdout(format!("{text}\n").as_bytes());
+    } else {
+        let _ = write_stdout(text_out.as_bytes());
+    }
+    exit
+}
+
+/// The kind-specific parts of a reference, in a stable order.
+fn ref_parts(r: &SecretRef) -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::Value;
+    let s = |v: &str| Value::String(v.to_string());
+    match r.kind() {
+        RefKind::SecFlow(f) => vec![
+            ("environment", s(&f.environment)),
+            ("service", s(&f.service)),
+            ("kind", s(&f.kind)),
+            ("name", s(&f.name)),
+        ],
+        RefKind::Vault(u) => vault_parts(u),
+        RefKind::Infisical(i) => {
+            let mut v = vec![
+                ("project_id", s(&i.project_id)),
+                ("environment", s(&i.environment)),
+                ("secret_path", s(&i.secret_path)),
+                ("key", s(&i.key)),
+            ];
+            if let Some(n) = i.version {
+                v.push(("version", n.into()));
+            }
+            v
+        }
+        RefKind::CozeCredential { integration } => vec![("integration", s(integration))],
+        RefKind::CozeEnv { project_id, key } => {
+            vec![("project_id", s(project_id)), ("key", s(key))]
+        }
+        RefKind::Env { var } => vec![("var", s(var))],
+        RefKind::File { path, pointer } => {
+            let mut v = vec![("path", s(path))];
+            if let Some(p) = pointer {
+                v.push(("pointer", s(p)));
+            }
+            v
+        }
+        RefKind::Local(l) => {
+            let mut v = vec![("entry", s(&l.entry()))];
+            if let Some(f) = &l.field {
+                v.push(("field", s(f)));
+            }
+            v
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn vault_parts(u: &VaultUri) -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::Value;
+    let mut v = vec![("mount", Value::String(u.mount.clone()))];
+    if let Some(e) = &u.engine {
+        v.push(("engine", Value::String(e.clone())));
+    }
+    v.push(("path", Value::String(u.path_string())));
+    if let Some(f) = &u.field {
+        v.push(("field", Value::String(f.clone())));
+    }
+    if let Some(n) = u.version() {
+        v.push(("version", n.into()));
+    }
+    let others: serde_json::Map<String, Value> = u
+        .params
+        .iter()
+        .filter(|(k, _)| k != "version")
+        .map(|(k, val)| (k.clone(), Value::String(val.clone())))
+        .collect();
+    if !others.is_empty() {
+        v.push(("params", Value::Object(others)));
+    }
+    v
+}

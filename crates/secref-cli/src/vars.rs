@@ -1,0 +1,238 @@
+//! The variables of `run`, `export` and `check`: collected from `--env-file`
+//! and `--env`, classified as references or plain values, and resolved in
+//! one batch.
+
+use std::collections::BTreeMap;
+
+use secref::{Error, Resolver, Secret, SecretRef};
+use zeroize::Zeroizing;
+
+use crate::cli::VarArgs;
+use crate::report;
+
+/// The schemes (before any `+engine`) that make an env-file value a
+/// reference. Kept in step with the grammar in `secref::reference`.
+const REFERENCE_SCHEMES: &[&str] = &[
+    "secret",
+    "openbao",
+    "hashicorp",
+    "db",
+    "bootstrap",
+    "yaml",
+    "infisical",
+    "coze",
+    "env",
+    "file",
+    "local",
+];
+
+/// One variable to hand on.
+pub struct Var {
+    /// The environment variable's name.
+    pub name: String,
+    /// Its value: a reference to resolve, or text to pass through.
+    pub value: VarValue,
+}
+
+/// A variable's value before resolution.
+pub enum VarValue {
+    /// A reference, resolved before use.
+    Ref(SecretRef),
+    /// A plain env-file value, passed through unchanged (it may itself be
+    /// sensitive, so it is never printed either).
+    Plain(Zeroizing<String>),
+}
+
+/// Whether an env-file value is meant as a reference (see `VarArgs` docs).
+pub fn looks_like_reference(value: &str) -> bool {
+    let Some((scheme, _)) = value.split_once("://") else {
+        return false;
+    };
+    let family = scheme.split('+').next().unwrap_or_default();
+    REFERENCE_SCHEMES
+        .iter()
+        .any(|known| known.eq_ignore_ascii_case(family))
+}
+
+/// Checks an environment variable name: a letter or `_`, then letters,
+/// digits or `_`.
+fn check_name(name: &str, origin: &str) -> secref::Result<()> {
+    let valid = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "{origin}: '{}' is not a valid variable name",
+            name.escape_debug()
+        ))
+        .with_hint("names are a letter or _ followed by letters, digits or _"))
+    }
+}
+
+/// Reads `--env-file` files, then `--env` flags. A later definition of a name
+/// replaces an earlier one in place (the first definition fixes the order).
+pub fn collect(args: &VarArgs) -> secref::Result<Vec<Var>> {
+    let mut vars: Vec<Var> = Vec::new();
+    let mut put = |var: Var| match vars.iter_mut().find(|v| v.name == var.name) {
+        Some(existing) => *existing = var,
+        None => vars.push(var),
+    };
+    for path in &args.env_files {
+        let origin = path.display().to_string();
+        for (name, value) in secref::config::read_dotenv(path)? {
+            let value = Zeroizing::new(value);
+            check_name(&name, &origin)?;
+            let value = if looks_like_reference(&value) {
+                let r = SecretRef::parse(value.as_str())
+                    .map_err(|e| report::prefixed(&e, &format!("{origin}: {name}")))?;
+                VarValue::Ref(r)
+            } else {
+                VarValue::Plain(value)
+            };
+            put(Var { name, value });
+        }
+    }
+    for flag in &args.env {
+        let Some((name, reference)) = flag.split_once('=') else {
+            return Err(
+                Error::usage(format!("--env '{}' is not NAME=REF", flag.escape_debug()))
+                    .with_hint("write --env DB_PASSWORD=local://app/db#password"),
+            );
+        };
+        check_name(name, "--env")?;
+        let r = SecretRef::parse(reference)
+            .map_err(|e| report::prefixed(&e, &format!("--env {name}")))?;
+        put(Var {
+            name: name.to_string(),
+            value: VarValue::Ref(r),
+        });
+    }
+    if vars.is_empty() {
+        return Err(
+            Error::usage("no variables given").with_hint("pass --env NAME=REF or --env-file FILE")
+        );
+    }
+    Ok(vars)
+}
+
+/// The distinct references among the variables.
+pub fn references(vars: &[Var]) -> Vec<SecretRef> {
+    let mut refs: Vec<SecretRef> = vars
+        .iter()
+        .filter_map(|v| match &v.value {
+            VarValue::Ref(r) => Some(r.clone()),
+            VarValue::Plain(_) => None,
+        })
+        .collect();
+    refs.sort();
+    refs.dedup();
+    refs
+}
+
+/// The variables with their values, in order.
+pub struct Resolved {
+    /// `(name, value)`; plain values are carried as secrets too.
+    pub values: Vec<(String, Secret)>,
+    /// The values that came from references (for masking).
+    pub secrets: Vec<(String, Secret)>,
+}
+
+/// Resolves every reference in one batch, all or nothing. On failure the
+/// error lists each failing variable, its reference and its error code.
+/// `consequence` ends the error's first line, e.g. "nothing was run".
+pub async fn resolve_all(
+    resolver: &Resolver,
+    vars: &[Var],
+    consequence: &str,
+) -> secref::Result<Resolved> {
+    let refs = references(vars);
+    let partial = resolver.resolve_many_partial(refs).await?;
+    if !partial.failures.is_empty() {
+        return Err(failure_report(vars, &partial.failures, consequence));
+    }
+    let mut values = Vec::with_capacity(vars.len());
+    let mut secrets = Vec::new();
+    for v in vars {
+        match &v.value {
+            VarValue::Ref(r) => {
+                let s = partial
+                    .resolved
+                    .get(r)
+                    .cloned()
+                    .ok_or_else(|| Error::internal("a resolved reference is missing"))?;
+                secrets.push((v.name.clone(), s.clone()));
+                values.push((v.name.clone(), s));
+            }
+            VarValue::Plain(p) => values.push((v.name.clone(), Secret::from(p.as_str()))),
+        }
+    }
+    Ok(Resolved { values, secrets })
+}
+
+/// One error naming every failing variable; its code (and so the exit code)
+/// is that of the first failing variable in order.
+fn failure_report(vars: &[Var], failures: &BTreeMap<SecretRef, Error>, consequence: &str) -> Error {
+    let mut lines = Vec::new();
+    let mut first: Option<&Error> = None;
+    let mut failed_vars = 0;
+    for v in vars {
+        let VarValue::Ref(r) = &v.value else { continue };
+        if let Some(e) = failures.get(r) {
+            first.get_or_insert(e);
+            failed_vars += 1;
+            lines.push(format!(
+                "  {} = {} → {}: {}",
+                v.name,
+                r,
+                e.code(),
+                e.message()
+            ));
+        }
+    }
+    let Some(first) = first else {
+        return Error::internal("resolution failed for no variable");
+    };
+    let retryable = failures.values().all(Error::retryable);
+    Error::new(
+        first.code(),
+        format!(
+            "{failed_vars} of {} variables could not be resolved; {consequence}\n{}",
+            vars.len(),
+            lines.join("\n")
+        ),
+    )
+    .with_retryable(retryable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_rule() {
+        for yes in [
+            "local://app/db#pw",
+            "env://HOME",
+            "OPENBAO+KV2://secret/a",
+            "coze+env://1/K",
+            "file:///etc/x",
+            "openbao+kv2://secret/a b", // malformed, but meant as a reference
+        ] {
+            assert!(looks_like_reference(yes), "{yes}");
+        }
+        for no in [
+            "https://example.com",
+            "postgres://u:p@h/db",
+            "plain value",
+            "",
+            "local:/x",
+            "x-local://a",
+        ] {
+            assert!(!looks_like_reference(no), "{no}");
+        }
+    }
+}
