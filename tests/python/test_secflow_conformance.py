@@ -26,6 +26,25 @@ TOKEN = "conformance-token-0123456789"
 LIMITED_TOKEN = "limited-token-0123456789ab"
 
 
+def start_serve(secref_bin, cwd, env, *args):
+    """Starts `secref serve` with stderr to cwd/serve.log; returns (proc, url, log)."""
+    log = pathlib.Path(cwd) / "serve.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [secref_bin, "serve", *args],
+            stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=cwd,
+        )
+    for _ in range(200):
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
+        if m:
+            return proc, m.group(1), log
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("secref serve did not start: " + log.read_text(errors="replace"))
+
+
 @pytest.fixture(scope="module")
 def serve(secref_bin, tmp_path_factory):
     root = tmp_path_factory.mktemp("secflow")
@@ -57,7 +76,6 @@ refs = ["secret://dev/app/token/public"]
 actions = ["read"]
 """
     )
-    log = root / "serve.log"
     env = dict(os.environ)
     env.update(
         SECREF_SERVE_TOKEN=TOKEN,
@@ -65,24 +83,7 @@ actions = ["read"]
         SF_CONF_CANARY=ENV_CANARY,
         RUST_LOG="debug",
     )
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [secref_bin, "serve", "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=err,
-            stderr=err,
-            env=env,
-            cwd=root,
-        )
-    url = None
-    for _ in range(200):
-        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
-        if m:
-            url = m.group(1)
-            break
-        assert proc.poll() is None, log.read_text(errors="replace")
-        time.sleep(0.05)
-    assert url, "secref serve did not start"
+    proc, url, log = start_serve(secref_bin, root, env, "--config", str(config))
     yield {"url": url, "log": log, "proc": proc}
     proc.terminate()  # SIGTERM: graceful shutdown, exit status 0
     assert proc.wait(timeout=10) == 0
@@ -230,23 +231,10 @@ def test_sdk_cached_provider(client):
 
 def test_generated_token_file(secref_bin, tmp_path):
     token_file = tmp_path / "serve.token"
-    log = tmp_path / "serve.log"
     env = {k: v for k, v in os.environ.items() if k != "SECREF_SERVE_TOKEN"}
     (tmp_path / "secref.toml").write_text("[server]\nbind = '127.0.0.1:0'\n")
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [secref_bin, "serve", "--token-file", str(token_file)],
-            stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=tmp_path,
-        )
+    proc, url, log = start_serve(secref_bin, tmp_path, env, "--token-file", str(token_file))
     try:
-        url = None
-        for _ in range(200):
-            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
-            if m:
-                url = m.group(1)
-                break
-            time.sleep(0.05)
-        assert url, log.read_text(errors="replace")
         assert token_file.stat().st_mode & 0o777 == 0o600
         token = token_file.read_text()
         assert len(token) >= 32
@@ -258,6 +246,31 @@ def test_generated_token_file(secref_bin, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_default_mapping_reads_values_seeded_with_secref_set(secref_bin, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECREF_")}
+    env.update(
+        SECREF_STORE=str(tmp_path / "data" / "secref.store"),
+        SECREF_KEY_FILE=str(tmp_path / "config" / "key"),
+        SECREF_SERVE_TOKEN=TOKEN,
+    )
+    subprocess.run([secref_bin, "init"], env=env, cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(
+        [secref_bin, "set", "local://secflow/dev/app/password/db"],
+        input=CANARY.encode(), env=env, cwd=tmp_path, check=True, capture_output=True,
+    )
+    (tmp_path / "secref.toml").write_text("[server]\nbind = '127.0.0.1:0'\n")
+    proc, url, log = start_serve(secref_bin, tmp_path, env)
+    try:
+        c = SecFlowClient(url, sdk_token=TOKEN, timeout=5)
+        assert c.resolve_text("secret://dev/app/password/db") == CANARY
+        meta = c.metadata(["secret://dev/app/password/db"])["secret://dev/app/password/db"]
+        assert (meta.environment, meta.service) == ("dev", "app")
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+    assert CANARY not in log.read_text(errors="replace")
 
 
 def test_zz_no_value_or_token_in_server_log(serve):
