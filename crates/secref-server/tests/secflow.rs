@@ -678,3 +678,51 @@ async fn unix_socket_callers_are_identified_by_uid_and_exe() {
         ErrorCode::PermissionDenied
     );
 }
+
+/// A provider that never answers in time.
+#[derive(Debug)]
+struct Stuck;
+
+#[async_trait::async_trait]
+impl Provider for Stuck {
+    fn name(&self) -> &str {
+        "stuck"
+    }
+    fn families(&self) -> &[&'static str] {
+        &["env"]
+    }
+    async fn resolve_many(
+        &self,
+        refs: &[SecretRef],
+    ) -> secref::provider::BatchResult<secref::Resolved> {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok(refs
+            .iter()
+            .map(|_| Ok(secref::Resolved::new(Secret::from("late"))))
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn slow_backends_hit_the_request_timeout() {
+    let table: toml::Table =
+        toml::from_str("bind = '127.0.0.1:0'\nrequest_timeout_seconds = 0.2").unwrap();
+    let resolver = Resolver::builder().provider(Stuck).build().unwrap();
+    let server = Server::new(
+        resolver,
+        ServerConfig::from_table(Some(&table)).unwrap(),
+        Secret::from(TOKEN),
+    )
+    .unwrap();
+    let listener = server.bind().await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    let e = client(&url, TOKEN, "dev")
+        .resolve_many(&[r("env://ANY")])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.retryable(), e.remote_code()),
+        (ErrorCode::Timeout, true, Some("TIMEOUT"))
+    );
+}
