@@ -451,7 +451,6 @@ impl SecFlowProvider {
         let Some(Value::Array(items)) = top.remove("items") else {
             return Err(invalid("items must be an array", ids));
         };
-        let _ = op;
         items
             .into_iter()
             .map(|v| match v {
