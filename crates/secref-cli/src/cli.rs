@@ -177,6 +177,17 @@ pub enum Command {
         #[command(flatten)]
         vars: VarArgs,
     },
+
+    /// Serve secrets over the SecFlow Runtime API (and Vault KV v2) on
+    /// loopback.
+    ///
+    /// Clients authenticate with a bearer token: $SECREF_SERVE_TOKEN, else
+    /// the content of --token-file, else a fresh token (written to
+    /// --token-file with mode 0600, or printed once to stderr). Unix-socket
+    /// callers (--socket) are identified by uid and executable instead.
+    /// Access rules, leases and the `secret://` mapping are set in the
+    /// `[server]` table of secref.toml. Stops on Ctrl-C or SIGTERM.
+    Serve(crate::serve::ServeArgs),
 }
 
 /// Where the variables of `run`, `export` and `check` come from.

@@ -42,6 +42,7 @@ pub async fn dispatch(command: Command) -> i32 {
             &allowed_mounts,
         )),
         Command::Check { vars } => check(&vars).await,
+        Command::Serve(args) => crate::serve::run(args).await.map(|()| EXIT_OK),
     };
     finish(result.map_err(Failure::from))
 }

@@ -25,6 +25,7 @@ mod commands;
 mod export;
 mod mask;
 mod report;
+mod serve;
 mod store_cmds;
 mod vars;
 
@@ -56,7 +57,7 @@ fn main() {
 /// warnings are shown.
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,secref_server=info", // `serve`'s access log
         1 => "info",
         2 => "debug",
         _ => "trace",

@@ -59,5 +59,9 @@ fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
     // Vault / OpenBao from `cfg.vault` / VAULT_*), each with
     // `Some(cfg.cache_for("<provider name>"))`. The first provider registered
     // for a family wins, so order matters only within a family.
+    #[cfg(feature = "secflow")]
+    if let Some(p) = crate::providers::secflow::SecFlowProvider::from_config(cfg)? {
+        builder = builder.provider_arc(Arc::new(p), Some(cfg.cache_for("secflow")));
+    }
     Ok(builder)
 }

@@ -4,6 +4,8 @@
 mod env;
 mod file;
 pub mod local;
+#[cfg(feature = "secflow")]
+pub mod secflow;
 
 pub use env::EnvProvider;
 pub use file::FileProvider;

@@ -1,0 +1,339 @@
+//! # secref-server
+//!
+//! `secref serve`: one local HTTP server that speaks secret-manager wire
+//! APIs over one [`secref::Resolver`], so that existing SDKs (the official
+//! SecFlow SDK, Vault clients) can read secrets from secref's providers.
+//!
+//! * one protocol module per wire API: [`secflow`] (the SecFlow Runtime API)
+//!   and [`vault`] (Vault KV v2);
+//! * shared state ([`AppState`]): the resolver, bearer-token [`auth`],
+//!   [`access`] rules and issued [`leases`];
+//! * loopback only (no TLS yet: a non-loopback bind is refused), bounded
+//!   request bodies, a per-request timeout, graceful shutdown, and an access
+//!   log (target `secref_server::access`) that never contains values.
+//!
+//! ```no_run
+//! # async fn demo() -> secref::Result<()> {
+//! use secref::{providers::EnvProvider, Resolver};
+//! use secref_server::{Server, ServerConfig};
+//! let resolver = Resolver::builder().provider(EnvProvider::new()).build()?;
+//! let token = secref_server::auth::generate_token();
+//! let server = Server::new(resolver, ServerConfig::default(), token)?;
+//! let listener = server.bind().await?;
+//! server.serve(listener, secref_server::shutdown_signal()).await
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod access;
+pub mod auth;
+pub mod config;
+pub mod leases;
+pub mod secflow;
+pub mod vault;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use secref::config::Env;
+use secref::{Error, ErrorCode, Resolver, Result, Secret};
+use tokio::net::TcpListener;
+
+pub use config::ServerConfig;
+
+use access::AccessRules;
+use auth::{Auth, PeerCredentials, Principal};
+use leases::Leases;
+
+/// State shared by every protocol module. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+#[derive(Debug)]
+struct StateInner {
+    resolver: Resolver,
+    auth: Auth,
+    access: AccessRules,
+    leases: Leases,
+    config: ServerConfig,
+}
+
+impl AppState {
+    /// The resolver every request goes through.
+    pub fn resolver(&self) -> &Resolver {
+        &self.inner.resolver
+    }
+
+    /// Authenticates a request's bearer token.
+    pub fn authenticate(&self, headers: &axum::http::HeaderMap) -> Option<Principal> {
+        self.inner.auth.authenticate(headers)
+    }
+
+    /// Who is calling: a Unix-socket peer is who the kernel says (any token
+    /// is ignored); a TCP caller must show a bearer token. Protocol handlers
+    /// take `Option<Extension<ConnectInfo<PeerCredentials>>>`, present only
+    /// on the Unix listener.
+    pub fn caller(
+        &self,
+        peer: Option<&PeerCredentials>,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<Principal> {
+        match peer {
+            Some(p) => p.principal(),
+            None => self.authenticate(headers),
+        }
+    }
+
+    /// The access rules.
+    pub fn access(&self) -> &AccessRules {
+        &self.inner.access
+    }
+
+    /// The issued leases.
+    pub fn leases(&self) -> &Leases {
+        &self.inner.leases
+    }
+
+    /// The server settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+}
+
+/// What the access log says about a request beyond method and status; the
+/// protocol handlers put it into the response's extensions.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    /// The caller's principal name.
+    pub principal: String,
+    /// How many items the request carried.
+    pub items: usize,
+}
+
+/// The server: state plus settings. Build with [`Server::new`], then
+/// [`Server::bind`] and [`Server::serve`].
+#[derive(Debug)]
+pub struct Server {
+    state: AppState,
+}
+
+impl Server {
+    /// A server over `resolver`, accepting `token` (named `default`) and the
+    /// named tokens of `config` (read from the process environment).
+    pub fn new(resolver: Resolver, config: ServerConfig, token: Secret) -> Result<Server> {
+        Server::with_env(resolver, config, token, &Env::from_process())
+    }
+
+    /// As [`Server::new`], reading named tokens from `env`.
+    pub fn with_env(
+        resolver: Resolver,
+        config: ServerConfig,
+        token: Secret,
+        env: &Env,
+    ) -> Result<Server> {
+        let mut tokens = vec![(auth::DEFAULT_TOKEN_NAME.to_string(), token)];
+        for (name, source) in &config.tokens {
+            tokens.push((name.clone(), source.load(name, env)?));
+        }
+        Ok(Server {
+            state: AppState {
+                inner: Arc::new(StateInner {
+                    resolver,
+                    auth: Auth::new(tokens),
+                    access: AccessRules::new(config.rules.clone()),
+                    leases: Leases::default(),
+                    config,
+                }),
+            },
+        })
+    }
+
+    /// The shared state (for protocol modules and tests).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The whole HTTP API: `/healthz`, the SecFlow Runtime API and the Vault
+    /// API, with the access log around them.
+    pub fn router(&self) -> Router {
+        let state = self.state.clone();
+        Router::new()
+            .route(
+                "/healthz",
+                get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            )
+            .merge(secflow::router(state.clone()))
+            .merge(vault::router(state.clone()))
+            .fallback(secflow::not_found)
+            .layer(axum::middleware::from_fn_with_state(state, access_log))
+    }
+
+    /// Binds the configured address; refuses anything but loopback (TLS is
+    /// not supported, and the token must not cross a network in clear).
+    pub async fn bind(&self) -> Result<TcpListener> {
+        let addr = self.state.config().bind;
+        if !addr.ip().is_loopback() {
+            return Err(Error::config(format!(
+                "refusing to listen on non-loopback address {addr}: secref serve has no TLS; \
+                 bind 127.0.0.1 or ::1"
+            )));
+        }
+        TcpListener::bind(addr).await.map_err(|e| {
+            Error::new(
+                ErrorCode::Io,
+                format!("cannot listen on {addr}: {}", e.kind()),
+            )
+        })
+    }
+
+    /// Creates the Unix socket `path` with mode 0600 (an existing socket
+    /// file there is replaced; any other file is an error).
+    #[cfg(unix)]
+    pub fn bind_unix(&self, path: &std::path::Path) -> Result<tokio::net::UnixListener> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(Error::config(format!(
+                    "{} exists and is not a socket",
+                    path.display()
+                )));
+            }
+            std::fs::remove_file(path)?;
+        }
+        // The umask makes the socket 0600 from its creation: no window in
+        // which another user could connect.
+        // SAFETY: umask only swaps the process's file-creation mask.
+        let old = unsafe { libc::umask(0o177) };
+        let bound = tokio::net::UnixListener::bind(path);
+        // SAFETY: as above, restoring the previous mask.
+        unsafe { libc::umask(old) };
+        let listener = bound.map_err(|e| {
+            Error::new(
+                ErrorCode::Io,
+                format!("cannot listen on {}: {}", path.display(), e.kind()),
+            )
+        })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        self.serve_all(listener, None, shutdown).await
+    }
+
+    /// Serves TCP and, if given, a Unix socket (whose callers are identified
+    /// by peer credentials), until `shutdown` completes.
+    pub async fn serve_all(
+        self,
+        listener: TcpListener,
+        #[cfg(unix)] unix: Option<tokio::net::UnixListener>,
+        #[cfg(not(unix))] unix: Option<std::convert::Infallible>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let local = listener.local_addr().ok();
+        if let Some(addr) = local {
+            if !addr.ip().is_loopback() {
+                return Err(Error::config(format!(
+                    "refusing to serve on non-loopback address {addr}"
+                )));
+            }
+        }
+        tracing::info!(addr = ?local, "secref serve listening");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let router = self.router();
+        // Answers go out at once, not held back by Nagle's algorithm.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let tcp =
+            axum::serve(listener, router.clone()).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let io =
+            |e: std::io::Error| Error::new(ErrorCode::Io, format!("server failed: {}", e.kind()));
+        match unix {
+            #[cfg(unix)]
+            Some(unix) => {
+                let uds = axum::serve(
+                    unix,
+                    router.into_make_service_with_connect_info::<PeerCredentials>(),
+                )
+                .with_graceful_shutdown(stopped(stop_rx));
+                let (a, b) = tokio::join!(async { tcp.await }, async { uds.await });
+                a.map_err(io)?;
+                b.map_err(io)
+            }
+            #[cfg(not(unix))]
+            Some(never) => match never {},
+            None => tcp.await.map_err(io),
+        }
+    }
+}
+
+/// Completes on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// One structured line per request: method, route, status, caller, item
+/// count, latency. Never bodies, headers or unmatched paths (they may hold
+/// tokens or values a client put in the wrong place).
+async fn access_log(State(_state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "<unmatched>".to_string());
+    let resp = next.run(req).await;
+    let logged = resp.extensions().get::<Logged>();
+    tracing::info!(
+        target: "secref_server::access",
+        method = %method,
+        route = %route,
+        status = resp.status().as_u16(),
+        principal = logged.map(|l| l.principal.as_str()).unwrap_or("-"),
+        items = logged.map(|l| l.items).unwrap_or(0),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    resp.into_response()
+}

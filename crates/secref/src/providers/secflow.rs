@@ -1,0 +1,1075 @@
+//! `secret://<environment>/<service>/<kind>/<name>`: the SecFlow Runtime API,
+//! wire-compatible with `secflow-sdk` 0.1.9.
+//!
+//! # Configuration
+//!
+//! | source | key | default | rule |
+//! |---|---|---|---|
+//! | env / `[secflow] base_url` | `SECFLOW_BASE_URL` | `https://secflow.intflow.dev` | `https://`, or `http://` for loopback only ([`validate_base_url`]) |
+//! | env / `[secflow] token_env` or `token_file` | `SECFLOW_SDK_TOKEN` | — (required) | trimmed, non-empty; held as a [`Secret`] |
+//! | env / `[secflow] target_environment` | `SECFLOW_TARGET_ENVIRONMENT` | `dev` | `dev`, `stage`, `prod` or `shared` |
+//! | env / `[secflow] timeout_seconds` | `SECFLOW_TIMEOUT_SECONDS` | `30` | > 0 and ≤ 300 ([`parse_timeout`]) |
+//!
+//! A `[secflow]` table wins over the environment key by key; `token_env`
+//! names the variable holding the token (default `SECFLOW_SDK_TOKEN`).
+//! Dotenv files are applied to the [`Env`] first ([`Env::apply_dotenv`]).
+//!
+//! # Transport
+//!
+//! One pooled keep-alive client ([`crate::http::ClientOptions`]; the SDK opens
+//! a connection per request). Redirects are never followed (`3xx` →
+//! `redirect_refused`, so the token never reaches another host); bodies are
+//! capped at 4 MiB; the timeout covers the whole request (the SDK's covers
+//! each socket operation).
+//!
+//! Every call is `POST` with `{"request_id","trace_id","target_environment",
+//! "purpose","items":[{"item_id":"item-N",…}]}`; ids are `secref-<uuid4>`.
+//! Batches above 100 references are split (`max_batch` is 100 for resolves;
+//! validate/metadata/permission checks are split here).
+//!
+//! **Retries and request ids.** The resolver retries retryable request-level
+//! failures by calling the provider again. To re-send the same
+//! `request_id`/`trace_id` on such a retry, as the SDK does, the provider
+//! remembers the ids of a batch whose call failed retryably (keyed by
+//! operation and the batch's references) for 60 s and reuses them when the
+//! same batch is sent again, at most twice (the SDK's 3 attempts); any
+//! success or non-retryable answer forgets them. Other calls get fresh ids.
+//! (A new call for the very same batch within that window after a
+//! retryable failure is indistinguishable from a retry and re-sends them.)
+//!
+//! # Error mapping
+//!
+//! The server's code is kept ([`Error::remote_code`]), and so are its
+//! `retryable` flag and request id. Codes map as follows (request-level HTTP
+//! 401 is always `unauthenticated`):
+//!
+//! | SecFlow code | secref code |
+//! |---|---|
+//! | `NOT_FOUND`, `SECRET_NOT_FOUND`, `REVISION_NOT_FOUND`, `LEASE_NOT_FOUND`, `NAMESPACE_NOT_FOUND` | `not_found` |
+//! | `PERMISSION_DENIED`, `ACCESS_DENIED`, `FORBIDDEN`, any `*_DENIED` | `permission_denied` |
+//! | `UNAUTHENTICATED`, `UNAUTHORIZED`, `INVALID_TOKEN`, `TOKEN_EXPIRED`, `TOKEN_REVOKED` | `unauthenticated` |
+//! | `EXPIRED`, `SECRET_EXPIRED`, `LEASE_EXPIRED`, `REVISION_EXPIRED` | `expired` |
+//! | `INVALID_SECRET_REF`, `INVALID_REF`, `INVALID_REFERENCE` | `invalid_reference` |
+//! | `INVALID_REQUEST`, `VALIDATION_ERROR`, `BAD_REQUEST`, `PAYLOAD_TOO_LARGE` | `usage` |
+//! | `RATE_LIMITED`, `TOO_MANY_REQUESTS`, `QUOTA_EXCEEDED` | `rate_limited` |
+//! | `UNAVAILABLE`, `SERVICE_UNAVAILABLE`, `BACKEND_UNAVAILABLE`, `INTERNAL`, `INTERNAL_ERROR`, `TRANSPORT_ERROR`, `HTTP_ERROR` (5xx) | `backend_unavailable` |
+//! | `TIMEOUT`, `DEADLINE_EXCEEDED`, `TRANSPORT_TIMEOUT` | `timeout` |
+//! | `HTTP_REDIRECT` | `redirect_refused` |
+//! | `INVALID_RESPONSE` | `invalid_response` |
+//! | any secref code in upper case (what `secref serve` sends) | that code |
+//! | anything else | `permission_denied` if the item's `result` is `denied`; else by HTTP status (403, 404, 408/504, 429, 5xx); else `invalid_response` |
+//!
+//! Transport failures: connect errors and broken connections are
+//! `backend_unavailable` (`TRANSPORT_ERROR`), timeouts `timeout`
+//! (`TRANSPORT_TIMEOUT`), both retryable. An error status *without* a JSON
+//! error body is retryable only for 502/503/504 (a deliberate difference: the
+//! SDK never retries a bare 503, but proxies answer those without bodies).
+//!
+//! # Cache semantics
+//!
+//! The resolver's cache gives `SecFlowSecretProvider`'s semantics; its options
+//! map onto [`CacheConfig`](crate::CacheConfig) (`[cache]` or
+//! `[provider_cache.secflow]` in `secref.toml`):
+//!
+//! | `SecFlowSecretProvider` | `CacheConfig` |
+//! |---|---|
+//! | `ttl_seconds=300` | `ttl_seconds = 300` |
+//! | `stale_grace_seconds=0` | `stale_grace_seconds = 0` (stale only on retryable request-level errors; not extended) |
+//! | `min_refresh_interval_seconds=5` | no equivalent: `Resolver::invalidate` is never rate-limited (the SDK's flight-leak quirk does not exist) |
+//! | item failure drops the entry | same (fail closed); `not_found`/`permission_denied` are also remembered for `negative_ttl_seconds` |
+//! | one `resolve_many_partial` per refresh | one `resolve:batch` per ≤ 100 refs, single-flight per ref |
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use url::Url;
+use zeroize::Zeroizing;
+
+use crate::config::{check_timeout, parse_timeout, validate_base_url, Config, Env};
+use crate::error::{Error, ErrorCode, Result};
+use crate::http::{self, ClientOptions, MAX_BODY};
+use crate::provider::{
+    Action, BatchResult, Lease, LeaseRevocation, Metadata, Permission, Provider, Resolved,
+    RevokeReason, Validation,
+};
+use crate::reference::SecretRef;
+use crate::secret::Secret;
+
+/// The default service URL.
+pub const DEFAULT_BASE_URL: &str = "https://secflow.intflow.dev";
+/// The environments a client may target.
+pub const ENVIRONMENTS: &[&str] = &["dev", "stage", "prod", "shared"];
+/// Most items in one request.
+pub const MAX_BATCH: usize = 100;
+/// How long the ids of a retryably failed batch are kept for its retry.
+const RETRY_ID_WINDOW: Duration = Duration::from_secs(60);
+
+/// The SecFlow Runtime API client. `Debug` never shows the token.
+///
+/// ```
+/// use secref::config::Env;
+/// use secref::providers::secflow::SecFlowProvider;
+/// let env = Env::from_pairs([
+///     ("SECFLOW_BASE_URL", "http://127.0.0.1:8787/"),
+///     ("SECFLOW_SDK_TOKEN", "tok-canary"),
+/// ]);
+/// let p = SecFlowProvider::from_env(&env).unwrap();
+/// assert_eq!(p.base_url().as_str(), "http://127.0.0.1:8787/");
+/// assert!(!format!("{p:?}").contains("tok-canary"));
+/// assert!(format!("{p:?}").contains("[REDACTED]"));
+/// ```
+pub struct SecFlowProvider {
+    base_url: Url,
+    token: Secret,
+    target_environment: String,
+    timeout: Duration,
+    client: reqwest::Client,
+    retry_ids: Mutex<HashMap<u64, (Ids, Instant)>>,
+}
+
+/// How often a batch's ids are re-sent after its first attempt (the SDK makes
+/// at most 3 attempts).
+const MAX_ID_REUSE: u8 = 2;
+
+impl fmt::Debug for SecFlowProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecFlowProvider")
+            .field("base_url", &self.base_url.as_str())
+            .field("token", &"[REDACTED]")
+            .field("target_environment", &self.target_environment)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// The `[secflow]` table of `secref.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecFlowTable {
+    base_url: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    target_environment: Option<String>,
+    timeout_seconds: Option<f64>,
+}
+
+impl SecFlowProvider {
+    /// A client for `base_url` (validated) with explicit settings.
+    pub fn new(
+        base_url: &str,
+        token: Secret,
+        target_environment: &str,
+        timeout: Duration,
+    ) -> Result<SecFlowProvider> {
+        let base_url = validate_base_url("SECFLOW_BASE_URL", base_url)?;
+        let target_environment = target_environment.trim();
+        if !ENVIRONMENTS.contains(&target_environment) {
+            return Err(Error::config(
+                "SECFLOW_TARGET_ENVIRONMENT must be one of dev, stage, prod, shared",
+            ));
+        }
+        if token.is_empty() {
+            return Err(Error::config("SECFLOW_SDK_TOKEN is required"));
+        }
+        let timeout = check_timeout("SECFLOW_TIMEOUT_SECONDS", timeout.as_secs_f64())?;
+        let client = ClientOptions::default().timeout(timeout).build()?;
+        Ok(SecFlowProvider {
+            base_url,
+            token,
+            target_environment: target_environment.to_string(),
+            timeout,
+            client,
+            retry_ids: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// From `SECFLOW_*` variables (empty values count as unset).
+    pub fn from_env(env: &Env) -> Result<SecFlowProvider> {
+        SecFlowProvider::from_table(&toml::Table::new(), env)
+    }
+
+    /// From a `[secflow]` table, falling back to `SECFLOW_*` per key.
+    ///
+    /// ```
+    /// use secref::config::Env;
+    /// use secref::providers::secflow::SecFlowProvider;
+    /// let env = Env::from_pairs([("MY_TOKEN", "t")]);
+    /// let t: toml::Table = toml::from_str(
+    ///     "base_url = 'http://localhost:1'\ntoken_env = 'MY_TOKEN'\ntarget_environment = 'prod'",
+    /// ).unwrap();
+    /// assert!(SecFlowProvider::from_table(&t, &env).is_ok());
+    /// let bad: toml::Table = toml::from_str("base_ur = 'x'").unwrap();
+    /// assert!(SecFlowProvider::from_table(&bad, &env).is_err());
+    /// ```
+    pub fn from_table(table: &toml::Table, env: &Env) -> Result<SecFlowProvider> {
+        let t: SecFlowTable =
+            toml::Value::Table(table.clone())
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    Error::config(format!("invalid [secflow] table: {}", e.message()))
+                })?;
+        let base_url = t
+            .base_url
+            .or_else(|| env.get("SECFLOW_BASE_URL").map(str::to_string))
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        let token = match (&t.token_env, &t.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(Error::config(
+                    "[secflow] takes one of token_env and token_file, not both",
+                ))
+            }
+            (None, Some(path)) => {
+                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                    Error::config(format!(
+                        "cannot read SecFlow token file {}: {}",
+                        path.display(),
+                        e.kind()
+                    ))
+                })?);
+                Secret::from(text.trim())
+            }
+            (var, None) => {
+                let var = var.as_deref().unwrap_or("SECFLOW_SDK_TOKEN");
+                let value = env.get(var).map(str::trim).unwrap_or_default();
+                if value.is_empty() {
+                    return Err(Error::config(format!("{var} is required"))
+                        .with_hint("set the SecFlow SDK token in the environment"));
+                }
+                Secret::from(value)
+            }
+        };
+        let target = t
+            .target_environment
+            .or_else(|| env.get("SECFLOW_TARGET_ENVIRONMENT").map(str::to_string))
+            .unwrap_or_else(|| "dev".to_string());
+        let timeout = match t.timeout_seconds {
+            Some(secs) => check_timeout("[secflow] timeout_seconds", secs)?,
+            None => match env.get("SECFLOW_TIMEOUT_SECONDS") {
+                Some(raw) => parse_timeout("SECFLOW_TIMEOUT_SECONDS", raw)?,
+                None => Duration::from_secs(30),
+            },
+        };
+        SecFlowProvider::new(&base_url, token, &target, timeout)
+    }
+
+    /// From a loaded config: the `[secflow]` table if present, else the
+    /// environment if `SECFLOW_SDK_TOKEN` is set, else `None` (not
+    /// configured).
+    pub fn from_config(cfg: &Config) -> Result<Option<SecFlowProvider>> {
+        match &cfg.secflow {
+            Some(t) => SecFlowProvider::from_table(t, &cfg.env).map(Some),
+            None if cfg.env.get("SECFLOW_SDK_TOKEN").is_some() => {
+                SecFlowProvider::from_env(&cfg.env).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The service URL (validated).
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    /// The environment requests target.
+    pub fn target_environment(&self) -> &str {
+        &self.target_environment
+    }
+
+    /// One operation over any number of items: split into requests of at
+    /// most [`MAX_BATCH`] unique items, answered in input order (each raw
+    /// item, or an item-level error when the server left it out).
+    async fn batch(&self, op: Op, items: Vec<(String, Value)>) -> BatchResult<Map<String, Value>> {
+        // Duplicates (same key) are sent once and fanned out.
+        let mut unique: Vec<usize> = Vec::new();
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        let slot: Vec<usize> = items
+            .iter()
+            .enumerate()
+            .map(|(i, (key, _))| {
+                *first.entry(key.as_str()).or_insert_with(|| {
+                    unique.push(i);
+                    unique.len() - 1
+                })
+            })
+            .collect();
+        let mut answers: Vec<Result<Map<String, Value>>> = Vec::with_capacity(unique.len());
+        for chunk in unique.chunks(MAX_BATCH) {
+            let chunk_items: Vec<&(String, Value)> = chunk.iter().map(|i| &items[*i]).collect();
+            answers.extend(self.call(op, &chunk_items).await?);
+        }
+        // Move each answer out; only a duplicated reference gets a copy.
+        let mut uses = vec![0usize; answers.len()];
+        for s in &slot {
+            uses[*s] += 1;
+        }
+        let mut answers: Vec<Option<Result<Map<String, Value>>>> =
+            answers.into_iter().map(Some).collect();
+        Ok(slot
+            .into_iter()
+            .map(|s| {
+                uses[s] -= 1;
+                if uses[s] == 0 {
+                    answers[s].take().expect("answered once")
+                } else {
+                    answers[s].clone().expect("answered")
+                }
+            })
+            .collect())
+    }
+
+    /// One request.
+    async fn call(&self, op: Op, items: &[&(String, Value)]) -> BatchResult<Map<String, Value>> {
+        let fingerprint = self.fingerprint(op, items);
+        let ids = self.ids_for(fingerprint);
+        let wire_items: Vec<Value> = items
+            .iter()
+            .enumerate()
+            .map(|(i, (_, fields))| {
+                let mut item = fields.clone();
+                item["item_id"] = json!(format!("item-{}", i + 1));
+                item
+            })
+            .collect();
+        let payload = json!({
+            "request_id": ids.request_id,
+            "trace_id": ids.trace_id,
+            "target_environment": self.target_environment,
+            "purpose": op.purpose(),
+            "items": wire_items,
+        });
+        let outcome = self.send(op, &payload, &ids).await;
+        self.remember_ids(fingerprint, ids.clone(), outcome.as_ref().err());
+        let (response_id, mut items_out) = outcome?;
+        let request_id = response_id.unwrap_or(ids.request_id);
+        // Back to input order by item_id.
+        let mut by_id: HashMap<String, Map<String, Value>> = HashMap::new();
+        for item in items_out.drain(..) {
+            if let Some(Value::String(id)) = item.get("item_id") {
+                by_id.insert(id.clone(), item);
+            }
+        }
+        Ok((0..items.len())
+            .map(|i| {
+                by_id.remove(&format!("item-{}", i + 1)).ok_or_else(|| {
+                    Error::new(
+                        ErrorCode::InvalidResponse,
+                        "SecFlow left an item out of its answer",
+                    )
+                    .with_request_id(request_id.clone())
+                })
+            })
+            .map(|r| r.and_then(|item| item_outcome(op, item, &request_id)))
+            .collect())
+    }
+
+    /// Sends one payload; returns the response's request id and its items.
+    async fn send(
+        &self,
+        op: Op,
+        payload: &Value,
+        ids: &Ids,
+    ) -> Result<(Option<String>, Vec<Map<String, Value>>)> {
+        let url = format!(
+            "{}{}",
+            self.base_url.as_str().trim_end_matches('/'),
+            op.path()
+        );
+        let token = Zeroizing::new(format!(
+            "Bearer {}",
+            self.token
+                .as_text()
+                .map_err(|_| Error::config("SECFLOW_SDK_TOKEN must be UTF-8 text"))?
+        ));
+        let mut auth = reqwest::header::HeaderValue::from_str(&token).map_err(|_| {
+            Error::config("SECFLOW_SDK_TOKEN contains characters not allowed in a header")
+        })?;
+        auth.set_sensitive(true);
+        let body =
+            serde_json::to_vec(payload).map_err(|_| Error::internal("cannot encode request"))?;
+        let resp = self
+            .client
+            .post(url)
+            .header(reqwest::header::AUTHORIZATION, auth)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport(&e, ids))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Err(Error::new(
+                ErrorCode::RedirectRefused,
+                format!(
+                    "SecFlow answered HTTP {}: redirects are not followed",
+                    status.as_u16()
+                ),
+            )
+            .with_retryable(false)
+            .with_remote_code("HTTP_REDIRECT")
+            .with_request_id(ids.request_id.clone()));
+        }
+        let body = Zeroizing::new(match http::read_body(resp, MAX_BODY).await {
+            Ok(b) => b,
+            Err(e) if e.code() == ErrorCode::InvalidResponse => {
+                return Err(e
+                    .with_remote_code("INVALID_RESPONSE")
+                    .with_request_id(ids.request_id.clone()))
+            }
+            Err(e) => {
+                return Err(e
+                    .with_remote_code("TRANSPORT_ERROR")
+                    .with_retryable(true)
+                    .with_request_id(ids.request_id.clone()))
+            }
+        });
+        let parsed: Option<Map<String, Value>> = match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(m)) => Some(m),
+            _ => None,
+        };
+        if !status.is_success() {
+            return Err(status_error(status.as_u16(), parsed.as_ref(), ids));
+        }
+        let Some(mut top) = parsed else {
+            return Err(invalid("response body is not a JSON object", ids));
+        };
+        if top.contains_key("error") {
+            return Err(status_error(200, Some(&top), ids).with_provider("secflow"));
+        }
+        let response_id = top
+            .get("request_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let Some(Value::Array(items)) = top.remove("items") else {
+            return Err(invalid("items must be an array", ids));
+        };
+        items
+            .into_iter()
+            .map(|v| match v {
+                Value::Object(m) if m.get("item_id").is_some_and(Value::is_string) => Ok(m),
+                _ => Err(invalid(
+                    "each item must be an object with a string item_id",
+                    ids,
+                )),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(|items| (response_id, items))
+    }
+
+    fn fingerprint(&self, op: Op, items: &[&(String, Value)]) -> u64 {
+        // The map's own (per-provider, fixed) hasher: the same batch hashes
+        // alike across calls.
+        let mut h = self.retry_ids.lock().hasher().build_hasher();
+        op.path().hash(&mut h);
+        for (key, fields) in items {
+            key.hash(&mut h);
+            fields.to_string().hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn ids_for(&self, fingerprint: u64) -> Ids {
+        let mut map = self.retry_ids.lock();
+        match map.remove(&fingerprint) {
+            Some((ids, at)) if at.elapsed() < RETRY_ID_WINDOW && ids.reuses < MAX_ID_REUSE => Ids {
+                reuses: ids.reuses + 1,
+                ..ids
+            },
+            _ => Ids::fresh(),
+        }
+    }
+
+    fn remember_ids(&self, fingerprint: u64, ids: Ids, error: Option<&Error>) {
+        if error.is_some_and(Error::retryable) {
+            let mut map = self.retry_ids.lock();
+            if map.len() >= 1024 {
+                map.retain(|_, (_, at)| at.elapsed() < RETRY_ID_WINDOW);
+            }
+            if map.len() < 1024 {
+                map.insert(fingerprint, (ids, Instant::now()));
+            }
+        }
+    }
+
+    fn ref_items(refs: &[SecretRef], extra: impl Fn(&mut Value)) -> Vec<(String, Value)> {
+        refs.iter()
+            .map(|r| {
+                let mut v = json!({"secret_ref": r.to_canonical()});
+                extra(&mut v);
+                (r.to_canonical().to_string(), v)
+            })
+            .collect()
+    }
+}
+
+/// Correlation ids of one logical call.
+#[derive(Clone, Debug)]
+struct Ids {
+    request_id: String,
+    trace_id: String,
+    /// How many times these ids were re-sent.
+    reuses: u8,
+}
+
+impl Ids {
+    fn fresh() -> Ids {
+        Ids {
+            request_id: format!("secref-{}", uuid::Uuid::new_v4()),
+            trace_id: format!("secref-{}", uuid::Uuid::new_v4()),
+            reuses: 0,
+        }
+    }
+}
+
+/// The Runtime API's operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Resolve,
+    Validate,
+    Metadata,
+    PermissionCheck,
+    Revoke,
+}
+
+impl Op {
+    fn path(self) -> &'static str {
+        match self {
+            Op::Resolve => "/v1/secrets/resolve:batch",
+            Op::Validate => "/v1/secrets/validate:batch",
+            Op::Metadata => "/v1/secrets/metadata:batch",
+            Op::PermissionCheck => "/v1/secrets/permission-check:batch",
+            Op::Revoke => "/v1/leases/revoke:batch",
+        }
+    }
+
+    fn purpose(self) -> &'static str {
+        match self {
+            Op::Resolve => "secret.runtime_resolve",
+            Op::Validate => "secret.validate",
+            Op::Metadata => "secret.metadata",
+            Op::PermissionCheck => "secret.permission_check",
+            Op::Revoke => "secret.lease_revoke",
+        }
+    }
+}
+
+fn transport(e: &reqwest::Error, ids: &Ids) -> Error {
+    let err = http::transport_error(e);
+    let remote = if err.code() == ErrorCode::Timeout {
+        "TRANSPORT_TIMEOUT"
+    } else {
+        "TRANSPORT_ERROR"
+    };
+    err.with_retryable(true)
+        .with_remote_code(remote)
+        .with_request_id(ids.request_id.clone())
+}
+
+fn invalid(what: &str, ids: &Ids) -> Error {
+    Error::new(
+        ErrorCode::InvalidResponse,
+        format!("SecFlow answer not understood: {what}"),
+    )
+    .with_remote_code("INVALID_RESPONSE")
+    .with_request_id(ids.request_id.clone())
+}
+
+/// A request-level error from a status and (maybe) a JSON error body.
+fn status_error(status: u16, body: Option<&Map<String, Value>>, ids: &Ids) -> Error {
+    let error = body.and_then(|b| b.get("error")).and_then(Value::as_object);
+    let request_id = body
+        .and_then(|b| b.get("request_id"))
+        .and_then(Value::as_str)
+        .unwrap_or(&ids.request_id)
+        .to_string();
+    let Some(error) = error else {
+        if status == 200 {
+            return invalid("error must be an object", ids);
+        }
+        let code = by_status(status).unwrap_or(ErrorCode::InvalidResponse);
+        return Error::new(code, format!("SecFlow answered HTTP {status}"))
+            .with_retryable(matches!(status, 502..=504))
+            .with_remote_code("HTTP_ERROR")
+            .with_request_id(request_id);
+    };
+    let remote = error
+        .get("code")
+        .and_then(Value::as_str)
+        .unwrap_or("HTTP_ERROR");
+    let retryable = error
+        .get("retryable")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let code = if status == 401 {
+        ErrorCode::Unauthenticated
+    } else {
+        map_code(remote, None, Some(status))
+    };
+    Error::new(
+        code,
+        format!("SecFlow: {}", safe_message(error.get("message"))),
+    )
+    .with_retryable(retryable)
+    .with_remote_code(remote)
+    .with_request_id(request_id)
+}
+
+/// Maps a SecFlow error code (see the module table).
+pub fn map_code(remote: &str, result: Option<&str>, status: Option<u16>) -> ErrorCode {
+    match remote {
+        "NOT_FOUND"
+        | "SECRET_NOT_FOUND"
+        | "REVISION_NOT_FOUND"
+        | "LEASE_NOT_FOUND"
+        | "NAMESPACE_NOT_FOUND" => ErrorCode::NotFound,
+        "PERMISSION_DENIED" | "ACCESS_DENIED" | "FORBIDDEN" => ErrorCode::PermissionDenied,
+        c if c.ends_with("_DENIED") => ErrorCode::PermissionDenied,
+        "UNAUTHENTICATED" | "UNAUTHORIZED" | "INVALID_TOKEN" | "TOKEN_EXPIRED"
+        | "TOKEN_REVOKED" => ErrorCode::Unauthenticated,
+        "EXPIRED" | "SECRET_EXPIRED" | "LEASE_EXPIRED" | "REVISION_EXPIRED" => ErrorCode::Expired,
+        "INVALID_SECRET_REF" | "INVALID_REF" | "INVALID_REFERENCE" => ErrorCode::InvalidReference,
+        "INVALID_REQUEST" | "VALIDATION_ERROR" | "BAD_REQUEST" | "PAYLOAD_TOO_LARGE" => {
+            ErrorCode::Usage
+        }
+        "RATE_LIMITED" | "TOO_MANY_REQUESTS" | "QUOTA_EXCEEDED" => ErrorCode::RateLimited,
+        "UNAVAILABLE"
+        | "SERVICE_UNAVAILABLE"
+        | "BACKEND_UNAVAILABLE"
+        | "INTERNAL"
+        | "INTERNAL_ERROR"
+        | "TRANSPORT_ERROR" => ErrorCode::BackendUnavailable,
+        "TIMEOUT" | "DEADLINE_EXCEEDED" | "TRANSPORT_TIMEOUT" => ErrorCode::Timeout,
+        "HTTP_REDIRECT" => ErrorCode::RedirectRefused,
+        "INVALID_RESPONSE" => ErrorCode::InvalidResponse,
+        other => ErrorCode::parse(&other.to_ascii_lowercase())
+            .or_else(|| (result == Some("denied")).then_some(ErrorCode::PermissionDenied))
+            .or_else(|| status.and_then(by_status))
+            .unwrap_or(ErrorCode::InvalidResponse),
+    }
+}
+
+fn by_status(status: u16) -> Option<ErrorCode> {
+    Some(match status {
+        401 => ErrorCode::Unauthenticated,
+        403 => ErrorCode::PermissionDenied,
+        404 => ErrorCode::NotFound,
+        408 | 504 => ErrorCode::Timeout,
+        429 => ErrorCode::RateLimited,
+        500..=599 => ErrorCode::BackendUnavailable,
+        _ => return None,
+    })
+}
+
+/// The server's message, bounded and without control characters (it is
+/// shown to users; servers do not put values in messages).
+fn safe_message(v: Option<&Value>) -> String {
+    let s = v.and_then(Value::as_str).unwrap_or("(no message)");
+    s.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// An item's failure (when `result` says so), mapped.
+fn item_outcome(op: Op, item: Map<String, Value>, request_id: &str) -> Result<Map<String, Value>> {
+    let result = item.get("result").and_then(Value::as_str).unwrap_or("");
+    let failed = match op {
+        // A denial is a normal permission-check answer.
+        Op::PermissionCheck => result == "failed",
+        _ => result != "allowed",
+    };
+    if !failed {
+        return Ok(item);
+    }
+    let error = item.get("error").and_then(Value::as_object);
+    let remote = error
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or("ITEM_FAILED");
+    let retryable = error
+        .and_then(|e| e.get("retryable"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let code = map_code(remote, Some(result), None);
+    let mut e = Error::new(
+        code,
+        format!(
+            "SecFlow: {}",
+            safe_message(error.and_then(|e| e.get("message")))
+        ),
+    )
+    .with_retryable(retryable)
+    .with_remote_code(remote)
+    .with_request_id(request_id);
+    if let Some(d) = error
+        .and_then(|e| e.get("decision_id"))
+        .and_then(Value::as_str)
+    {
+        e = e.with_hint(format!("decision id {d}"));
+    }
+    Err(e)
+}
+
+fn str_field<'a>(item: &'a Map<String, Value>, key: &str) -> Result<&'a str> {
+    item.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| field_error(key, "a string"))
+}
+
+fn opt_str(item: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+    match item.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(field_error(key, "a string or null")),
+    }
+}
+
+fn field_error(key: &str, what: &str) -> Error {
+    Error::new(
+        ErrorCode::InvalidResponse,
+        format!("SecFlow answer not understood: {key} must be {what}"),
+    )
+    .with_remote_code("INVALID_RESPONSE")
+}
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(s.trim_end_matches('Z').trim_end_matches("+00:00")).ok()
+}
+
+fn resolved_from(mut item: Map<String, Value>) -> Result<Resolved> {
+    let Some(Value::Object(mut value)) = item.remove("value") else {
+        return Err(field_error("value", "an object"));
+    };
+    let encoding = value
+        .get("encoding")
+        .and_then(Value::as_str)
+        .ok_or_else(|| field_error("value.encoding", "a string"))?
+        .to_string();
+    let Some(Value::String(data)) = value.remove("data") else {
+        return Err(field_error("value.data", "a string"));
+    };
+    let data = Zeroizing::new(data);
+    let secret = match encoding.as_str() {
+        "utf8" => Secret::copy_from(data.as_bytes()),
+        "base64" => Secret::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(data.as_bytes())
+                .map_err(|_| field_error("value.data", "valid base64"))?,
+        ),
+        other => {
+            return Err(Error::new(
+                ErrorCode::InvalidResponse,
+                format!(
+                    "unsupported plaintext encoding '{}'",
+                    safe_message(Some(&json!(other)))
+                ),
+            )
+            .with_remote_code("INVALID_RESPONSE"))
+        }
+    };
+    let lease_id = str_field(&item, "lease_id")?.to_string();
+    let revision_id = str_field(&item, "revision_id")?.to_string();
+    let expires_at = opt_str(&item, "expires_at")?
+        .as_deref()
+        .and_then(parse_time);
+    let ttl = expires_at.and_then(|t| t.duration_since(SystemTime::now()).ok());
+    let mut out = Resolved::new(secret)
+        .with_version(revision_id)
+        .with_lease(Lease {
+            id: lease_id,
+            ttl,
+            renewable: false,
+        });
+    out.expires_at = expires_at;
+    Ok(out)
+}
+
+fn validation_from(item: Map<String, Value>) -> Result<Validation> {
+    let valid = item
+        .get("valid")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| field_error("valid", "a boolean"))?;
+    let exists = match item.get("exists") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(field_error("exists", "a boolean or null")),
+    };
+    Ok(Validation {
+        valid,
+        exists,
+        namespace: opt_str(&item, "namespace")?,
+        secret_type: opt_str(&item, "secret_type")?,
+    })
+}
+
+fn metadata_from(r: &SecretRef, item: Map<String, Value>) -> Result<Metadata> {
+    let tags = match item.get("tags") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|t| {
+                t.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| field_error("tags", "strings"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        _ => return Err(field_error("tags", "an array")),
+    };
+    let mut custom = std::collections::BTreeMap::new();
+    for key in ["environment", "service"] {
+        custom.insert(key.to_string(), str_field(&item, key)?.to_string());
+    }
+    Ok(Metadata {
+        reference: r.to_canonical().to_string(),
+        secret_id: Some(str_field(&item, "secret_id")?.to_string()),
+        current_version: opt_str(&item, "active_revision_id")?,
+        expires_at: opt_str(&item, "expiration")?,
+        owner: Some(str_field(&item, "owner")?.to_string()),
+        description: opt_str(&item, "description")?,
+        rotation_required: item
+            .get("rotation_required")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| field_error("rotation_required", "a boolean"))?,
+        tags,
+        custom,
+        ..Metadata::default()
+    })
+}
+
+fn permission_from(item: Map<String, Value>) -> Result<Permission> {
+    Ok(Permission {
+        allowed: item
+            .get("allowed")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| field_error("allowed", "a boolean"))?,
+        decision_id: opt_str(&item, "decision_id")?,
+        evaluated_revision_id: opt_str(&item, "evaluated_revision_id")?,
+    })
+}
+
+fn revocation_from(item: Map<String, Value>) -> Result<LeaseRevocation> {
+    Ok(LeaseRevocation {
+        lease_id: str_field(&item, "lease_id")?.to_string(),
+        status: str_field(&item, "status")?.to_string(),
+        revoked_at: opt_str(&item, "revoked_at")?,
+    })
+}
+
+#[async_trait]
+impl Provider for SecFlowProvider {
+    fn name(&self) -> &str {
+        "secflow"
+    }
+
+    fn families(&self) -> &[&'static str] {
+        &["secflow"]
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
+        let items = Self::ref_items(refs, |_| {});
+        let out = self.batch(Op::Resolve, items).await?;
+        Ok(out.into_iter().map(|r| r.and_then(resolved_from)).collect())
+    }
+
+    async fn validate(&self, refs: &[SecretRef]) -> BatchResult<Validation> {
+        let out = self
+            .batch(Op::Validate, Self::ref_items(refs, |_| {}))
+            .await?;
+        Ok(out
+            .into_iter()
+            .map(|r| r.and_then(validation_from))
+            .collect())
+    }
+
+    async fn metadata(&self, refs: &[SecretRef]) -> BatchResult<Metadata> {
+        let out = self
+            .batch(Op::Metadata, Self::ref_items(refs, |_| {}))
+            .await?;
+        Ok(refs
+            .iter()
+            .zip(out)
+            .map(|(r, item)| item.and_then(|m| metadata_from(r, m)))
+            .collect())
+    }
+
+    async fn permission_check(
+        &self,
+        refs: &[SecretRef],
+        action: Action,
+    ) -> BatchResult<Permission> {
+        let items = Self::ref_items(refs, |v| v["action"] = json!(action.as_str()));
+        let out = self.batch(Op::PermissionCheck, items).await?;
+        Ok(out
+            .into_iter()
+            .map(|r| r.and_then(permission_from))
+            .collect())
+    }
+
+    async fn revoke_leases(
+        &self,
+        lease_ids: &[String],
+        reason: RevokeReason,
+    ) -> BatchResult<LeaseRevocation> {
+        let items = lease_ids
+            .iter()
+            .map(|id| {
+                let id = id.trim().to_string();
+                (
+                    id.clone(),
+                    json!({"lease_id": id, "reason": reason.as_str()}),
+                )
+            })
+            .collect();
+        let out = self.batch(Op::Revoke, items).await?;
+        Ok(out
+            .into_iter()
+            .map(|r| r.and_then(revocation_from))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn config_rules() {
+        let ok = SecFlowProvider::from_env(&env(&[("SECFLOW_SDK_TOKEN", " t ")])).unwrap();
+        assert_eq!(ok.base_url().as_str(), "https://secflow.intflow.dev/");
+        assert_eq!(ok.target_environment(), "dev");
+        assert_eq!(ok.timeout, Duration::from_secs(30));
+        let cases: &[&[(&str, &str)]] = &[
+            &[],
+            &[("SECFLOW_SDK_TOKEN", "  ")],
+            &[
+                ("SECFLOW_SDK_TOKEN", "t"),
+                ("SECFLOW_BASE_URL", "http://example.com"),
+            ],
+            &[
+                ("SECFLOW_SDK_TOKEN", "t"),
+                ("SECFLOW_TARGET_ENVIRONMENT", "qa"),
+            ],
+            &[("SECFLOW_SDK_TOKEN", "t"), ("SECFLOW_TIMEOUT_SECONDS", "0")],
+            &[
+                ("SECFLOW_SDK_TOKEN", "t"),
+                ("SECFLOW_TIMEOUT_SECONDS", "301"),
+            ],
+            &[
+                ("SECFLOW_SDK_TOKEN", "t"),
+                ("SECFLOW_TIMEOUT_SECONDS", "nan"),
+            ],
+        ];
+        for c in cases {
+            let e = SecFlowProvider::from_env(&env(c)).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::Config, "{c:?}");
+        }
+        let p = SecFlowProvider::from_env(&env(&[
+            ("SECFLOW_SDK_TOKEN", "t"),
+            ("SECFLOW_BASE_URL", "http://[::1]:8080/"),
+            ("SECFLOW_TARGET_ENVIRONMENT", " prod "),
+            ("SECFLOW_TIMEOUT_SECONDS", "1e1"),
+        ]))
+        .unwrap();
+        assert_eq!(p.target_environment(), "prod");
+        assert_eq!(p.timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn table_is_strict_and_wins_over_env() {
+        let t: toml::Table = toml::from_str(
+            "base_url = 'http://127.0.0.1:9'\ntarget_environment = 'stage'\ntimeout_seconds = 5",
+        )
+        .unwrap();
+        let p = SecFlowProvider::from_table(
+            &t,
+            &env(&[
+                ("SECFLOW_SDK_TOKEN", "t"),
+                ("SECFLOW_TARGET_ENVIRONMENT", "prod"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(p.target_environment(), "stage");
+        assert_eq!(p.timeout, Duration::from_secs(5));
+        let both: toml::Table = toml::from_str("token_env = 'A'\ntoken_file = 'b'").unwrap();
+        assert!(SecFlowProvider::from_table(&both, &env(&[("A", "x")])).is_err());
+        let unknown: toml::Table = toml::from_str("timeout = 5").unwrap();
+        assert!(
+            SecFlowProvider::from_table(&unknown, &env(&[("SECFLOW_SDK_TOKEN", "t")])).is_err()
+        );
+    }
+
+    #[test]
+    fn token_file_and_dotenv() {
+        let dir = tempfile::tempdir().unwrap();
+        let tf = dir.path().join("tok");
+        std::fs::write(&tf, "file-token\n").unwrap();
+        let t: toml::Table =
+            toml::from_str(&format!("token_file = {:?}", tf.to_str().unwrap())).unwrap();
+        let p = SecFlowProvider::from_table(&t, &Env::default()).unwrap();
+        assert!(p.token.ct_eq(b"file-token"));
+        let de = dir.path().join(".env.secflow");
+        std::fs::write(
+            &de,
+            "SECFLOW_SDK_TOKEN='dot-token'\nSECFLOW_TARGET_ENVIRONMENT=shared\n",
+        )
+        .unwrap();
+        let mut e = Env::default();
+        e.apply_dotenv(&de).unwrap();
+        let p = SecFlowProvider::from_env(&e).unwrap();
+        assert!(p.token.ct_eq(b"dot-token"));
+        assert_eq!(p.target_environment(), "shared");
+    }
+
+    #[test]
+    fn code_table() {
+        for (remote, result, status, want) in [
+            ("SECRET_NOT_FOUND", None, None, ErrorCode::NotFound),
+            ("POLICY_DENIED", None, None, ErrorCode::PermissionDenied),
+            ("FORBIDDEN", None, None, ErrorCode::PermissionDenied),
+            ("LEASE_EXPIRED", None, None, ErrorCode::Expired),
+            ("INVALID_REFERENCE", None, None, ErrorCode::InvalidReference),
+            ("FIELD_NOT_FOUND", None, None, ErrorCode::FieldNotFound),
+            ("WEIRD", Some("denied"), None, ErrorCode::PermissionDenied),
+            ("WEIRD", Some("failed"), None, ErrorCode::InvalidResponse),
+            ("WEIRD", None, Some(503), ErrorCode::BackendUnavailable),
+            ("WEIRD", None, Some(429), ErrorCode::RateLimited),
+            ("INTERNAL", None, None, ErrorCode::BackendUnavailable),
+        ] {
+            assert_eq!(map_code(remote, result, status), want, "{remote}");
+        }
+    }
+
+    #[test]
+    fn resolved_item_decoding() {
+        let item = |enc: &str, data: &str| {
+            json!({"item_id":"item-1","result":"allowed","value":{"encoding":enc,"data":data},
+                   "lease_id":"l1","revision_id":"r7","expires_at":"2999-01-01T00:00:00Z"})
+            .as_object()
+            .unwrap()
+            .clone()
+        };
+        let r = resolved_from(item("utf8", "héllo")).unwrap();
+        assert_eq!(r.secret.expose_bytes(), "héllo".as_bytes());
+        assert_eq!(r.version.as_deref(), Some("r7"));
+        assert_eq!(r.lease.as_ref().unwrap().id, "l1");
+        assert!(r.expires_at.is_some());
+        let b = resolved_from(item("base64", "/wBiaW4=")).unwrap();
+        assert_eq!(b.secret.expose_bytes(), b"\xff\x00bin");
+        for (enc, data) in [("base64", "not base64!"), ("hex", "00")] {
+            let e = resolved_from(item(enc, data)).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidResponse);
+        }
+    }
+}
