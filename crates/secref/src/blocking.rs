@@ -15,7 +15,9 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::provider::{Action, LeaseRevocation, Metadata, Permission, Resolved, RevokeReason, Validation};
+use crate::provider::{
+    Action, LeaseRevocation, Metadata, Permission, Resolved, RevokeReason, Validation,
+};
 use crate::reference::SecretRef;
 use crate::resolver::{IntoSecretRef, Partial, ResolverBuilder};
 use crate::secret::Secret;
@@ -115,7 +117,8 @@ impl Resolver {
 
     /// See [`crate::Resolver::permission_check`].
     pub fn permission_check(&self, r: impl IntoSecretRef, action: Action) -> Result<Permission> {
-        self.runtime.block_on(self.inner.permission_check(r, action))
+        self.runtime
+            .block_on(self.inner.permission_check(r, action))
     }
 
     /// See [`crate::Resolver::revoke_leases`].

@@ -37,15 +37,15 @@ pub struct CacheConfig {
     #[serde(default = "defaults::enabled")]
     pub enabled: bool,
     /// How long a value is served without asking the backend.
-    #[serde(default = "defaults::ttl", rename = "ttl_seconds", with = "crate::config::secs")]
+    #[serde(
+        default = "defaults::ttl",
+        rename = "ttl_seconds",
+        with = "crate::config::secs"
+    )]
     pub ttl: Duration,
     /// How long past `ttl` a value may be served while the backend is
     /// unreachable (retryable request-level errors only). Default 0.
-    #[serde(
-        default,
-        rename = "stale_grace_seconds",
-        with = "crate::config::secs"
-    )]
+    #[serde(default, rename = "stale_grace_seconds", with = "crate::config::secs")]
     pub stale_grace: Duration,
     /// How long `not_found` / `permission_denied` answers are remembered.
     #[serde(

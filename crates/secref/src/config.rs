@@ -181,9 +181,8 @@ impl Config {
 
     /// Loads a specific file.
     pub fn from_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!("cannot read {}: {}", path.display(), e.kind()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("cannot read {}: {}", path.display(), e.kind())))?;
         let mut cfg = Config::from_toml_str(&text)
             .map_err(|e| Error::config(format!("{}: {}", path.display(), e.message())))?;
         cfg.source = Some(path.to_path_buf());
@@ -326,7 +325,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors() {
-        for bad in ["nope = 1", "[local]\nstor = 'x'", "[retry]\nmax_attempts = 0"] {
+        for bad in [
+            "nope = 1",
+            "[local]\nstor = 'x'",
+            "[retry]\nmax_attempts = 0",
+        ] {
             let e = Config::from_toml_str(bad).unwrap_err();
             assert_eq!(e.code(), crate::ErrorCode::Config, "{bad}");
         }

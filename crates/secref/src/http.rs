@@ -53,7 +53,11 @@ impl ClientOptions {
     /// Trusts an extra CA (PEM file).
     pub fn ca_cert_file(mut self, path: &Path) -> Result<Self> {
         self.ca_cert_pem = Some(std::fs::read(path).map_err(|e| {
-            Error::config(format!("cannot read CA file {}: {}", path.display(), e.kind()))
+            Error::config(format!(
+                "cannot read CA file {}: {}",
+                path.display(),
+                e.kind()
+            ))
         })?);
         Ok(self)
     }
@@ -105,7 +109,10 @@ pub fn transport_error(e: &reqwest::Error) -> Error {
     if e.is_timeout() {
         Error::new(ErrorCode::Timeout, "the backend did not answer in time")
     } else if e.is_connect() {
-        Error::new(ErrorCode::BackendUnavailable, "cannot connect to the backend")
+        Error::new(
+            ErrorCode::BackendUnavailable,
+            "cannot connect to the backend",
+        )
     } else if e.is_body() || e.is_decode() {
         Error::new(
             ErrorCode::BackendUnavailable,

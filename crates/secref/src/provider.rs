@@ -294,7 +294,11 @@ pub trait Provider: Send + Sync + fmt::Debug {
     }
 
     /// Asks whether `action` is allowed on each reference.
-    async fn permission_check(&self, refs: &[SecretRef], action: Action) -> BatchResult<Permission> {
+    async fn permission_check(
+        &self,
+        refs: &[SecretRef],
+        action: Action,
+    ) -> BatchResult<Permission> {
         let _ = action;
         Err(unsupported(self.name(), "permission_check", refs))
     }

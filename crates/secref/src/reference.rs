@@ -341,7 +341,11 @@ impl<'de> serde::Deserialize<'de> for SecretRef {
 /// Makes user input safe to echo in an error: control characters escaped,
 /// length bounded. References are not secrets, but they may be garbage.
 fn printable(input: &str) -> String {
-    let mut out: String = input.chars().take(256).flat_map(char::escape_debug).collect();
+    let mut out: String = input
+        .chars()
+        .take(256)
+        .flat_map(char::escape_debug)
+        .collect();
     if input.chars().count() > 256 {
         out.push('…');
     }
@@ -354,11 +358,10 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
 
 fn parse_any(input: &str) -> Result<SecretRef> {
     let Some((scheme_raw, rest)) = input.split_once("://") else {
-        return Err(err(
-            ErrorCode::IllegalSegment,
-            "missing scheme delimiter ://",
-        )
-        .with_hint("write a reference such as local://app/db#password"));
+        return Err(
+            err(ErrorCode::IllegalSegment, "missing scheme delimiter ://")
+                .with_hint("write a reference such as local://app/db#password"),
+        );
     };
     if scheme_raw.is_empty() {
         return Err(err(ErrorCode::IllegalSegment, "empty scheme"));
@@ -380,8 +383,7 @@ fn parse_any(input: &str) -> Result<SecretRef> {
 /// let through (see the module docs).
 fn is_plain_segment(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
@@ -631,11 +633,10 @@ fn parse_local(rest: &str) -> Result<SecretRef> {
         None => (rest, None),
     };
     if path.is_empty() {
-        return Err(err(
-            ErrorCode::IllegalSegment,
-            "local:// needs an entry path",
-        )
-        .with_hint("local://app/db#password"));
+        return Err(
+            err(ErrorCode::IllegalSegment, "local:// needs an entry path")
+                .with_hint("local://app/db#password"),
+        );
     }
     let segs: Vec<&str> = path.split('/').collect();
     check_segments("local://", segs.iter().copied())?;
@@ -845,7 +846,10 @@ mod tests {
                 "hashicorp+kv2://secret/a/b?z=1&a=2&&b",
                 "hashicorp+kv2://secret/a/b?a=2&b=&z=1",
             ),
-            ("openbao+kv2://secret/a#tok?en", "openbao+kv2://secret/a#tok?en="),
+            (
+                "openbao+kv2://secret/a#tok?en",
+                "openbao+kv2://secret/a#tok?en=",
+            ),
             ("openbao://secret/a", "openbao://secret/a"),
             ("db+cred://secret/a", "db+cred://secret/a"),
             ("openbao+kv2://secret", "openbao+kv2://secret"),
@@ -876,7 +880,10 @@ mod tests {
             ("openbao+kv2://secret/a b", "illegal_segment"),
             ("openbao+kv2://secret/ünicode", "illegal_segment"),
             ("openbao+kv2://secret/a*", "invalid_wildcard"),
-            ("openbao+kv2://secret/a?version=1&version=2", "ambiguous_query"),
+            (
+                "openbao+kv2://secret/a?version=1&version=2",
+                "ambiguous_query",
+            ),
             ("openbao+kv2://secret/a?mount=secret", "double_mount_source"),
             ("openbao+kv2://secret/a#k#l", "illegal_segment"),
         ];
@@ -894,14 +901,21 @@ mod tests {
         );
         let e = SecretRef::parse("openbao+kv2://secret/myapp/api?version=3#token").unwrap_err();
         assert!(e.hint().unwrap().contains("#field?version=3"));
-        assert_eq!(code("openbao+kv2://secret/a?version=0"), "invalid_reference");
-        assert_eq!(code("openbao+kv2://secret/a?version=x"), "invalid_reference");
+        assert_eq!(
+            code("openbao+kv2://secret/a?version=0"),
+            "invalid_reference"
+        );
+        assert_eq!(
+            code("openbao+kv2://secret/a?version=x"),
+            "invalid_reference"
+        );
         assert_eq!(code("openbao+://secret/a"), "unsupported_engine");
     }
 
     #[test]
     fn tenant_guard() {
-        let e = SecretRef::parse_for_tenant("openbao+kv2://other/a", "t1", &["secret"]).unwrap_err();
+        let e =
+            SecretRef::parse_for_tenant("openbao+kv2://other/a", "t1", &["secret"]).unwrap_err();
         assert_eq!(e.code(), ErrorCode::TenantMountMismatch);
         assert!(SecretRef::parse_for_tenant("openbao+kv2://other/a", "t1", &[] as &[&str]).is_ok());
         assert!(SecretRef::parse_for_tenant("local://secret/a", "t1", &["secret"]).is_ok());
@@ -926,11 +940,17 @@ mod tests {
         }
         let r = SecretRef::parse("infisical://proj-1/dev/DB_PASS").unwrap();
         assert!(matches!(r.kind(), RefKind::Infisical(i) if i.secret_path == "/"));
-        assert_eq!(canon("coze+credential://github"), "coze+credential://github");
+        assert_eq!(
+            canon("coze+credential://github"),
+            "coze+credential://github"
+        );
         assert_eq!(canon("coze+env://123/MY_KEY"), "coze+env://123/MY_KEY");
         assert_eq!(canon("env://HOME"), "env://HOME");
         assert_eq!(code("env://1X"), "invalid_reference");
-        assert_eq!(canon("file:///etc/app.json#/db/password"), "file:///etc/app.json#/db/password");
+        assert_eq!(
+            canon("file:///etc/app.json#/db/password"),
+            "file:///etc/app.json#/db/password"
+        );
         assert_eq!(canon("local://app/db#password"), "local://app/db#password");
         assert_eq!(code("local://app/../db"), "illegal_segment");
         assert_eq!(code("local://app/db#a#b"), "illegal_segment");

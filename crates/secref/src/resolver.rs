@@ -339,7 +339,10 @@ impl Resolver {
             count = refs.len(),
             failures = field::Empty
         );
-        let results = self.resolve_refs(&refs, false).instrument(span.clone()).await;
+        let results = self
+            .resolve_refs(&refs, false)
+            .instrument(span.clone())
+            .await;
         let mut out = Partial {
             resolved: BTreeMap::new(),
             failures: BTreeMap::new(),
@@ -375,7 +378,10 @@ impl Resolver {
     {
         let refs = collect_refs(references)?;
         let res = self
-            .per_provider(refs.clone(), |p, refs| async move { p.metadata(&refs).await })
+            .per_provider(
+                refs.clone(),
+                |p, refs| async move { p.metadata(&refs).await },
+            )
             .await;
         Ok(partial(refs, res))
     }
@@ -397,7 +403,10 @@ impl Resolver {
     {
         let refs = collect_refs(references)?;
         let res = self
-            .per_provider(refs.clone(), |p, refs| async move { p.validate(&refs).await })
+            .per_provider(
+                refs.clone(),
+                |p, refs| async move { p.validate(&refs).await },
+            )
             .await;
         Ok(partial(refs, res))
     }
@@ -479,7 +488,10 @@ impl Resolver {
                 }
             }
         }
-        Ok(out.into_iter().map(|o| o.expect("every lease answered")).collect())
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every lease answered"))
+            .collect())
     }
 
     /// Drops the cached value (and any negative entry) for a reference.
@@ -631,9 +643,9 @@ impl Resolver {
             self.spawn_refresh(p, r);
         }
         if !to_fetch.is_empty() {
-            let fetches = to_fetch
-                .into_iter()
-                .map(|(p, idxs)| async move { (idxs.clone(), self.fetch_group(p, refs, idxs).await) });
+            let fetches = to_fetch.into_iter().map(|(p, idxs)| async move {
+                (idxs.clone(), self.fetch_group(p, refs, idxs).await)
+            });
             for (idxs, res) in join_all(fetches).await {
                 for (i, r) in idxs.into_iter().zip(res) {
                     results[i] = Some(r);
@@ -648,7 +660,12 @@ impl Resolver {
 
     /// Fetches one provider's references with single-flight: references
     /// already in flight are awaited, the rest are fetched by this call.
-    async fn fetch_group(&self, p: usize, refs: &[SecretRef], idxs: Vec<usize>) -> Vec<FetchResult> {
+    async fn fetch_group(
+        &self,
+        p: usize,
+        refs: &[SecretRef],
+        idxs: Vec<usize>,
+    ) -> Vec<FetchResult> {
         let mut own: Vec<usize> = Vec::new();
         let mut waits: Vec<(usize, FlightRx)> = Vec::new();
         let mut guard = FlightGuard {
@@ -776,7 +793,8 @@ impl Resolver {
                 let can_retry = attempt < policy.max_attempts;
                 match answer {
                     Ok(items) => {
-                        for (i, item) in pending.iter().zip(pad(items, batch.len(), provider.name()))
+                        for (i, item) in
+                            pending.iter().zip(pad(items, batch.len(), provider.name()))
                         {
                             match item {
                                 Ok(v) => results[*i] = Some(Ok(v)),
@@ -812,7 +830,11 @@ impl Resolver {
                 if started.elapsed() + delay >= policy.deadline {
                     break;
                 }
-                debug!(attempt, delay_ms = delay.as_millis() as u64, "retrying provider call");
+                debug!(
+                    attempt,
+                    delay_ms = delay.as_millis() as u64,
+                    "retrying provider call"
+                );
                 tokio::time::sleep(delay).await;
                 pending = retry_idx;
             }

@@ -44,13 +44,23 @@ fn read(r: &SecretRef) -> Result<Secret> {
     let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         Error::new(
             ErrorCode::InvalidResponse,
-            format!("file {path} is not valid JSON (line {}, column {})", e.line(), e.column()),
+            format!(
+                "file {path} is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
         )
     })?;
     let json_pointer = if pointer.starts_with('/') {
         pointer.clone()
     } else {
-        format!("/{}", pointer.replace('~', "~0").replace('/', "~1").replace('.', "/"))
+        format!(
+            "/{}",
+            pointer
+                .replace('~', "~0")
+                .replace('/', "~1")
+                .replace('.', "/")
+        )
     };
     match doc.pointer(&json_pointer) {
         Some(serde_json::Value::String(s)) => Ok(Secret::copy_from(s.as_bytes())),

@@ -38,7 +38,12 @@ impl Provider for LocalProvider {
 
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         let _ = &self.store;
-        Err(Error::new(ErrorCode::Unsupported, "local store not implemented yet")
-            .with_reference(refs.first().map(|r| r.to_canonical().to_string()).unwrap_or_default()))
+        Err(
+            Error::new(ErrorCode::Unsupported, "local store not implemented yet").with_reference(
+                refs.first()
+                    .map(|r| r.to_canonical().to_string())
+                    .unwrap_or_default(),
+            ),
+        )
     }
 }

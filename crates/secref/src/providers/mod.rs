@@ -4,6 +4,8 @@
 mod env;
 mod file;
 pub mod local;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 pub use env::EnvProvider;
 pub use file::FileProvider;
