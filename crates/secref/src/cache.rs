@@ -12,9 +12,11 @@
 //!   (plus up to 10 % jitter so that a fleet does not retry in lockstep).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use parking_lot::RwLock;
 use serde::Deserialize;
@@ -173,9 +175,7 @@ impl Cache {
     }
 
     fn shard(&self, key: &Key) -> &RwLock<HashMap<Key, Slot>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     pub fn lookup(&self, key: &Key, cfg: &CacheConfig, now: Instant) -> Lookup {

@@ -1,0 +1,153 @@
+//! `secref serve`: runs the local server (see the `secref-server` crate).
+//!
+//! The bearer token is, in order: `$SECREF_SERVE_TOKEN`; the content of
+//! `--token-file` if that file exists; else a fresh random token, written to
+//! `--token-file` (created with mode 0600) when given, or printed once to
+//! stderr. The listening address is printed to stderr as
+//! `secref serve: listening on http://<addr>` (useful with `--bind
+//! 127.0.0.1:0`).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use secref::providers::{EnvProvider, FileProvider};
+use secref::{Config, Error, ErrorCode, Resolver, Result, Secret};
+use secref_server::{Server, ServerConfig};
+
+/// Arguments of `secref serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback only; default from `[server] bind`,
+    /// else 127.0.0.1:8787).
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+    /// File holding the bearer token; created (0600) with a fresh token if
+    /// it does not exist.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The config file (default: ./secref.toml, else $SECREF_CONFIG).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Runs the server until ctrl-c / SIGTERM.
+pub fn run(args: ServeArgs) -> ExitCode {
+    init_tracing();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("secref serve: cannot start the runtime: {}", e.kind());
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("secref serve: error [{}]: {e}", e.code());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let cfg = match &args.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::load()?,
+    };
+    let mut server_cfg = ServerConfig::from_table(cfg.server.as_ref())?;
+    if let Some(bind) = args.bind {
+        server_cfg.bind = bind;
+    }
+    let token = obtain_token(&cfg, args.token_file.as_deref())?;
+    let resolver = build_resolver(&cfg)?;
+    let server = Server::with_env(resolver, server_cfg, token, &cfg.env)?;
+    let listener = server.bind().await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::new(ErrorCode::Io, format!("no local address: {}", e.kind())))?;
+    eprintln!("secref serve: listening on http://{addr}");
+    server
+        .serve(listener, secref_server::shutdown_signal())
+        .await
+}
+
+/// The resolver the server reads through.
+// TODO(store): use `Resolver::from_config` once it lands, for local:// and
+// the remote providers; until then env:// and file:// only.
+fn build_resolver(cfg: &Config) -> Result<Resolver> {
+    Resolver::builder()
+        .cache(cfg.cache.clone())
+        .retry(cfg.retry.clone())
+        .provider_arc(
+            std::sync::Arc::new(EnvProvider::new()),
+            Some(cfg.cache_for("env")),
+        )
+        .provider_arc(
+            std::sync::Arc::new(FileProvider::new()),
+            Some(cfg.cache_for("file")),
+        )
+        .build()
+}
+
+fn obtain_token(cfg: &Config, token_file: Option<&Path>) -> Result<Secret> {
+    if let Some(t) = cfg.env.get("SECREF_SERVE_TOKEN") {
+        return checked(t.trim());
+    }
+    if let Some(path) = token_file {
+        if path.exists() {
+            let text = zeroize::Zeroizing::new(secref_server::config::read_token_file(path)?);
+            return checked(text.trim());
+        }
+        let token = secref_server::auth::generate_token();
+        write_new_0600(path, token.expose_bytes())?;
+        eprintln!("secref serve: wrote a new token to {}", path.display());
+        return Ok(token);
+    }
+    let token = secref_server::auth::generate_token();
+    // Printed once, on purpose: the operator needs it to configure clients.
+    eprintln!(
+        "secref serve: token (shown once): {}",
+        token.as_text().expect("generated tokens are ASCII")
+    );
+    Ok(token)
+}
+
+fn checked(token: &str) -> Result<Secret> {
+    if token.len() < 16 {
+        return Err(Error::config(
+            "the serve token must be at least 16 characters",
+        ));
+    }
+    Ok(Secret::from(token))
+}
+
+fn write_new_0600(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).map_err(|e| {
+        Error::new(
+            ErrorCode::Io,
+            format!("cannot create token file {}: {}", path.display(), e.kind()),
+        )
+    })?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| {
+        Error::new(
+            ErrorCode::Io,
+            format!("cannot write token file: {}", e.kind()),
+        )
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SECREF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

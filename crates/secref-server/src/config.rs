@@ -1,0 +1,206 @@
+//! The `[server]` table of `secref.toml`, parsed strictly (unknown keys are
+//! errors).
+//!
+//! ```toml
+//! [server]
+//! bind = "127.0.0.1:8787"             # loopback only (no TLS support yet)
+//! lease_ttl_seconds = 300
+//! max_body_bytes = 1048576
+//! request_timeout_seconds = 30
+//! # where `secret://<environment>/<service>/<kind>/<name>` is read from:
+//! secflow_ref_template = "local://secflow/{environment}/{service}/{kind}/{name}"
+//!
+//! [server.tokens.ci]                  # extra named tokens (besides `default`)
+//! token_env = "SECREF_CI_TOKEN"       # or token_file = "/path"
+//!
+//! [[server.rules]]                    # see the `access` module
+//! principals = ["ci"]
+//! refs = ["secret://dev/app/*"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secref::config::{check_timeout, Env};
+use secref::{Error, Result, Secret, SecretRef};
+use serde::Deserialize;
+
+use crate::access::Rule;
+
+/// The default listen address.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8787";
+/// The default mapping of SecFlow refs onto secref refs.
+pub const DEFAULT_SECFLOW_TEMPLATE: &str = "local://secflow/{environment}/{service}/{kind}/{name}";
+
+/// The server's settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// How long issued leases last unless the client asks for less.
+    pub lease_ttl: Duration,
+    /// Largest request body accepted (larger → 413).
+    pub max_body_bytes: usize,
+    /// Longest a request may take (longer → 504 `TIMEOUT`, retryable).
+    pub request_timeout: Duration,
+    /// Template mapping `secret://` refs onto secref refs.
+    pub secflow_ref_template: String,
+    /// Extra named tokens: name → where to read the token.
+    pub tokens: BTreeMap<String, TokenSource>,
+    /// Access rules (empty = everything allowed).
+    pub rules: Vec<Rule>,
+}
+
+/// Where a named token comes from.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSource {
+    /// An environment variable holding the token.
+    pub token_env: Option<String>,
+    /// A file holding the token (trimmed).
+    pub token_file: Option<PathBuf>,
+}
+
+impl TokenSource {
+    /// Reads the token.
+    pub fn load(&self, name: &str, env: &Env) -> Result<Secret> {
+        let raw = match (&self.token_env, &self.token_file) {
+            (Some(var), None) => env
+                .get(var)
+                .ok_or_else(|| Error::config(format!("server token '{name}': {var} is not set")))?
+                .to_string(),
+            (None, Some(path)) => read_token_file(path)?,
+            _ => {
+                return Err(Error::config(format!(
+                    "server token '{name}' needs exactly one of token_env, token_file"
+                )))
+            }
+        };
+        let token = raw.trim();
+        if token.len() < 16 {
+            return Err(Error::config(format!(
+                "server token '{name}' must be at least 16 characters"
+            )));
+        }
+        Ok(Secret::from(token))
+    }
+}
+
+/// Reads a token file (trimmed); the message names the path, never content.
+pub fn read_token_file(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::config(format!(
+            "cannot read token file {}: {}",
+            path.display(),
+            e.kind()
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerConfig {
+    bind: Option<String>,
+    lease_ttl_seconds: Option<u64>,
+    max_body_bytes: Option<usize>,
+    request_timeout_seconds: Option<f64>,
+    secflow_ref_template: Option<String>,
+    #[serde(default)]
+    tokens: BTreeMap<String, TokenSource>,
+    #[serde(default)]
+    rules: Vec<Rule>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: DEFAULT_BIND.parse().expect("valid default"),
+            lease_ttl: Duration::from_secs(300),
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            secflow_ref_template: DEFAULT_SECFLOW_TEMPLATE.to_string(),
+            tokens: BTreeMap::new(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Parses the `[server]` table (absent = defaults).
+    ///
+    /// ```
+    /// let t: toml::Table = toml::from_str("bind = '127.0.0.1:0'\nlease_ttl_seconds = 60").unwrap();
+    /// let c = secref_server::ServerConfig::from_table(Some(&t)).unwrap();
+    /// assert_eq!(c.lease_ttl.as_secs(), 60);
+    /// let bad: toml::Table = toml::from_str("bnid = 'x'").unwrap();
+    /// assert!(secref_server::ServerConfig::from_table(Some(&bad)).is_err());
+    /// ```
+    pub fn from_table(table: Option<&toml::Table>) -> Result<ServerConfig> {
+        let Some(table) = table else {
+            return Ok(ServerConfig::default());
+        };
+        let raw: RawServerConfig =
+            toml::Value::Table(table.clone())
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    Error::config(format!("invalid [server] table: {}", e.message()))
+                })?;
+        let mut cfg = ServerConfig::default();
+        if let Some(b) = raw.bind {
+            cfg.bind = b.parse().map_err(|_| {
+                Error::config(format!(
+                    "server bind '{b}' is not an address like 127.0.0.1:8787"
+                ))
+            })?;
+        }
+        if let Some(t) = raw.lease_ttl_seconds {
+            if t == 0 || t > 86_400 {
+                return Err(Error::config("server lease_ttl_seconds must be 1..=86400"));
+            }
+            cfg.lease_ttl = Duration::from_secs(t);
+        }
+        if let Some(n) = raw.max_body_bytes {
+            if n < 1024 {
+                return Err(Error::config("server max_body_bytes must be at least 1024"));
+            }
+            cfg.max_body_bytes = n;
+        }
+        if let Some(t) = raw.request_timeout_seconds {
+            cfg.request_timeout = check_timeout("server request_timeout_seconds", t)?;
+        }
+        if let Some(t) = raw.secflow_ref_template {
+            cfg.secflow_ref_template = t;
+        }
+        check_template(&cfg.secflow_ref_template)?;
+        if raw.tokens.contains_key(crate::auth::DEFAULT_TOKEN_NAME) {
+            return Err(Error::config(
+                "server token name 'default' is reserved for the start-up token",
+            ));
+        }
+        cfg.tokens = raw.tokens;
+        cfg.rules = raw.rules;
+        Ok(cfg)
+    }
+}
+
+/// Fills the SecFlow template with a ref's segments.
+pub fn fill_template(template: &str, env: &str, service: &str, kind: &str, name: &str) -> String {
+    template
+        .replace("{environment}", env)
+        .replace("{service}", service)
+        .replace("{kind}", kind)
+        .replace("{name}", name)
+}
+
+fn check_template(template: &str) -> Result<()> {
+    let sample = fill_template(template, "dev", "svc", "token", "name");
+    SecretRef::parse(&sample).map_err(|e| {
+        Error::config(format!(
+            "server secflow_ref_template does not give a valid reference: {}",
+            e.message()
+        ))
+    })?;
+    Ok(())
+}

@@ -1,0 +1,718 @@
+//! The SecFlow Runtime API (`secflow-sdk` 0.1.9's wire format).
+//!
+//! | path | purpose | action checked |
+//! |---|---|---|
+//! | `POST /v1/secrets/resolve:batch` | values, with a lease per item | `read` |
+//! | `POST /v1/secrets/validate:batch` | does the ref name a usable secret | `metadata_read` |
+//! | `POST /v1/secrets/metadata:batch` | non-secret facts | `metadata_read` |
+//! | `POST /v1/secrets/permission-check:batch` | policy question; a denial is `allowed:false` | (the asked one) |
+//! | `POST /v1/leases/revoke:batch` | revoke leases this caller got | — (leases are per caller) |
+//!
+//! **References.** `secret://<environment>/<service>/<kind>/<name>` is mapped
+//! onto a secref ref with `secflow_ref_template` (default
+//! `local://secflow/{environment}/{service}/{kind}/{name}`); any other secref
+//! ref (`local://…`, `env://…`, `file://…`) may be passed as `secret_ref`
+//! directly and is resolved as is.
+//!
+//! **Environments.** `target_environment` must be one of `dev`, `stage`,
+//! `prod`, `shared`. A `secret://` ref whose environment segment differs from
+//! it is *denied* (`PERMISSION_DENIED`): a client configured for `dev` never
+//! reads `prod`. Other schemes have no environment and are not checked.
+//!
+//! **Errors.** Request-level problems answer with an HTTP error status and
+//! `{"error":{"code","message","retryable"},"request_id","trace_id"}`; item
+//! problems are items with `result:"failed"` (or `"denied"` for access
+//! denials) and `error{code,message,retryable,decision_id}`. Codes are
+//! secref's [`ErrorCode`]s in upper case (`NOT_FOUND`, `PERMISSION_DENIED`,
+//! `INVALID_REFERENCE` …), plus `INVALID_REQUEST`, `UNAUTHENTICATED`,
+//! `PAYLOAD_TOO_LARGE` and `TIMEOUT` at request level.
+
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine as _;
+use futures::future::join_all;
+use secref::provider::{Action, RevokeReason};
+use secref::{Error, ErrorCode, Resolved, SecretRef};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::auth::Principal;
+use crate::config::fill_template;
+use crate::{AppState, LoggedPrincipal};
+
+/// Most items in one request (the SDK's `MAX_BATCH_ITEMS`).
+pub const MAX_ITEMS: usize = 100;
+/// The environments `target_environment` may name.
+pub const ENVIRONMENTS: &[&str] = &["dev", "stage", "prod", "shared"];
+
+/// The SecFlow routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/secrets/resolve:batch", post(resolve))
+        .route("/v1/secrets/validate:batch", post(validate))
+        .route("/v1/secrets/metadata:batch", post(metadata))
+        .route("/v1/secrets/permission-check:batch", post(permission_check))
+        .route("/v1/leases/revoke:batch", post(revoke))
+        .with_state(state)
+}
+
+/// Unknown paths answer in the SecFlow error shape too.
+pub async fn not_found() -> Response {
+    request_error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "no such endpoint",
+        false,
+        &Ids::fresh(),
+    )
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Resolve,
+    Validate,
+    Metadata,
+    PermissionCheck,
+    Revoke,
+}
+
+impl Op {
+    fn purpose(self) -> &'static str {
+        match self {
+            Op::Resolve => "secret.runtime_resolve",
+            Op::Validate => "secret.validate",
+            Op::Metadata => "secret.metadata",
+            Op::PermissionCheck => "secret.permission_check",
+            Op::Revoke => "secret.lease_revoke",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    request_id: Option<String>,
+    trace_id: Option<String>,
+    target_environment: Option<String>,
+    purpose: Option<String>,
+    items: Vec<ItemIn>,
+    #[serde(default)]
+    lease_ttl_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemIn {
+    item_id: String,
+    secret_ref: Option<String>,
+    revision_id: Option<String>,
+    action: Option<String>,
+    lease_id: Option<String>,
+    reason: Option<String>,
+}
+
+/// The correlation ids echoed in every answer.
+struct Ids {
+    request_id: String,
+    trace_id: String,
+}
+
+impl Ids {
+    fn fresh() -> Ids {
+        Ids {
+            request_id: format!("secref-serve-{}", uuid::Uuid::new_v4()),
+            trace_id: format!("secref-serve-{}", uuid::Uuid::new_v4()),
+        }
+    }
+}
+
+async fn resolve(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, headers, body, Op::Resolve).await
+}
+async fn validate(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, headers, body, Op::Validate).await
+}
+async fn metadata(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, headers, body, Op::Metadata).await
+}
+async fn permission_check(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, headers, body, Op::PermissionCheck).await
+}
+async fn revoke(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, headers, body, Op::Revoke).await
+}
+
+/// Authenticate, read and check the envelope, answer each item — within the
+/// request timeout.
+async fn handle(state: AppState, headers: HeaderMap, body: Body, op: Op) -> Response {
+    let Some(principal) = state.authenticate(&headers) else {
+        // Nothing is read or resolved for an unauthenticated caller.
+        return request_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "missing or invalid bearer token",
+            false,
+            &Ids::fresh(),
+        );
+    };
+    let timeout = state.config().request_timeout;
+    let mut resp =
+        match tokio::time::timeout(timeout, handle_authenticated(&state, &principal, body, op))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => request_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "TIMEOUT",
+                "the request did not finish in time",
+                true,
+                &Ids::fresh(),
+            ),
+        };
+    resp.extensions_mut()
+        .insert(LoggedPrincipal(principal.name));
+    resp
+}
+
+async fn handle_authenticated(
+    state: &AppState,
+    principal: &Principal,
+    body: Body,
+    op: Op,
+) -> Response {
+    let limit = state.config().max_body_bytes;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return request_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                &format!("request body exceeds {limit} bytes"),
+                false,
+                &Ids::fresh(),
+            )
+        }
+    };
+    let envelope: Envelope = match serde_json::from_slice(&bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            // serde_json's message names fields and positions, not input text.
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                &format!("invalid request body: {e}"),
+                false,
+                &Ids::fresh(),
+            );
+        }
+    };
+    let ids = Ids {
+        request_id: envelope
+            .request_id
+            .clone()
+            .unwrap_or_else(|| Ids::fresh().request_id),
+        trace_id: envelope
+            .trace_id
+            .clone()
+            .unwrap_or_else(|| Ids::fresh().trace_id),
+    };
+    if let Err(msg) = check_envelope(&envelope, op) {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            &msg,
+            false,
+            &ids,
+        );
+    }
+    let items = match op {
+        Op::Revoke => revoke_items(state, principal, &envelope.items),
+        _ => ref_items(state, principal, &envelope, op).await,
+    };
+    let body = json!({
+        "request_id": ids.request_id,
+        "trace_id": ids.trace_id,
+        "items": items,
+    });
+    Json(body).into_response()
+}
+
+fn check_envelope(e: &Envelope, op: Op) -> Result<(), String> {
+    if e.items.is_empty() || e.items.len() > MAX_ITEMS {
+        return Err(format!("items must hold 1 to {MAX_ITEMS} entries"));
+    }
+    if let Some(p) = &e.purpose {
+        if p != op.purpose() {
+            return Err(format!(
+                "purpose must be '{}' on this endpoint",
+                op.purpose()
+            ));
+        }
+    }
+    if op != Op::Revoke {
+        match e.target_environment.as_deref() {
+            Some(env) if ENVIRONMENTS.contains(&env) => {}
+            _ => return Err("target_environment must be one of dev, stage, prod, shared".into()),
+        }
+    }
+    if e.lease_ttl_seconds == Some(0) || (op != Op::Resolve && e.lease_ttl_seconds.is_some()) {
+        return Err("lease_ttl_seconds must be a positive integer, on resolve only".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for item in &e.items {
+        if item.item_id.is_empty() || !seen.insert(item.item_id.as_str()) {
+            return Err("item_id values must be non-empty and unique".into());
+        }
+        let needed = match op {
+            Op::Revoke => item
+                .lease_id
+                .as_deref()
+                .is_some_and(|s| !s.trim().is_empty()),
+            _ => item
+                .secret_ref
+                .as_deref()
+                .is_some_and(|s| !s.trim().is_empty()),
+        };
+        if !needed {
+            let field = if op == Op::Revoke {
+                "lease_id"
+            } else {
+                "secret_ref"
+            };
+            return Err(format!("item {} has no {field}", item.item_id));
+        }
+        let extra = match op {
+            Op::Resolve => {
+                item.action.is_some() || item.lease_id.is_some() || item.reason.is_some()
+            }
+            Op::PermissionCheck => {
+                item.revision_id.is_some() || item.lease_id.is_some() || item.reason.is_some()
+            }
+            Op::Revoke => {
+                item.secret_ref.is_some() || item.revision_id.is_some() || item.action.is_some()
+            }
+            Op::Validate | Op::Metadata => {
+                item.action.is_some()
+                    || item.lease_id.is_some()
+                    || item.reason.is_some()
+                    || item.revision_id.is_some()
+            }
+        };
+        if extra {
+            return Err(format!(
+                "item {} has fields this endpoint does not take",
+                item.item_id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An item that failed before reaching a backend, or a backend's failure.
+fn item_failure(
+    item_id: &str,
+    secret_ref: Option<&str>,
+    result: &str,
+    e: &Error,
+    decision_id: Option<&str>,
+) -> Value {
+    let mut m = Map::new();
+    m.insert("item_id".into(), json!(item_id));
+    if let Some(r) = secret_ref {
+        m.insert("secret_ref".into(), json!(r));
+    }
+    m.insert("result".into(), json!(result));
+    m.insert(
+        "error".into(),
+        json!({
+            "code": remote_code(e.code()),
+            "message": e.message(),
+            "retryable": e.retryable(),
+            "decision_id": decision_id,
+        }),
+    );
+    Value::Object(m)
+}
+
+/// Our code in the SecFlow style (upper snake case).
+pub fn remote_code(code: ErrorCode) -> String {
+    code.as_str().to_ascii_uppercase()
+}
+
+/// A ref item after parsing, environment and access checks.
+enum Prepared {
+    /// Already answered (a failure or denial item).
+    Done(Value),
+    /// To be asked of the resolver.
+    Ask {
+        client_ref: SecretRef,
+        backend_ref: SecretRef,
+        decision_id: String,
+    },
+}
+
+fn prepare(
+    state: &AppState,
+    principal: &Principal,
+    env: &str,
+    item: &ItemIn,
+    action: Action,
+) -> Prepared {
+    let raw = item.secret_ref.as_deref().unwrap_or_default().trim();
+    let client_ref = match SecretRef::parse(raw) {
+        Ok(r) => r,
+        Err(e) => {
+            return Prepared::Done(item_failure(&item.item_id, Some(raw), "failed", &e, None))
+        }
+    };
+    let canonical = client_ref.to_canonical().to_string();
+    if let secref::RefKind::SecFlow(sf) = client_ref.kind() {
+        if sf.environment != env {
+            let e = Error::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "reference environment '{}' does not match target_environment '{env}'",
+                    sf.environment
+                ),
+            );
+            return Prepared::Done(item_failure(
+                &item.item_id,
+                Some(raw),
+                "denied",
+                &e,
+                Some("environment-mismatch"),
+            ));
+        }
+    }
+    let decision = state.access().decide(principal, &canonical, action);
+    if !decision.allowed {
+        let e = Error::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "caller '{}' may not {} this reference",
+                principal.name,
+                action.as_str()
+            ),
+        );
+        return Prepared::Done(item_failure(
+            &item.item_id,
+            Some(raw),
+            "denied",
+            &e,
+            Some(&decision.decision_id),
+        ));
+    }
+    let backend_ref = match backend_ref(state, &client_ref) {
+        Ok(r) => r,
+        Err(e) => {
+            return Prepared::Done(item_failure(&item.item_id, Some(raw), "failed", &e, None))
+        }
+    };
+    Prepared::Ask {
+        client_ref,
+        backend_ref,
+        decision_id: decision.decision_id,
+    }
+}
+
+/// Maps a client's ref onto the ref the resolver reads.
+fn backend_ref(state: &AppState, r: &SecretRef) -> secref::Result<SecretRef> {
+    match r.kind() {
+        secref::RefKind::SecFlow(sf) => SecretRef::parse(fill_template(
+            &state.config().secflow_ref_template,
+            &sf.environment,
+            &sf.service,
+            &sf.kind,
+            &sf.name,
+        )),
+        _ => Ok(r.clone()),
+    }
+}
+
+async fn ref_items(state: &AppState, principal: &Principal, e: &Envelope, op: Op) -> Vec<Value> {
+    let env = e.target_environment.as_deref().unwrap_or_default();
+    let answers = e.items.iter().map(|item| async move {
+        let action = match op {
+            Op::Resolve => Action::Read,
+            Op::Validate | Op::Metadata => Action::MetadataRead,
+            Op::PermissionCheck => match Action::parse(item.action.as_deref().unwrap_or("read")) {
+                Ok(a) => a,
+                Err(err) => {
+                    return item_failure(
+                        &item.item_id,
+                        item.secret_ref.as_deref(),
+                        "failed",
+                        &err,
+                        None,
+                    )
+                }
+            },
+            Op::Revoke => unreachable!("revoke has no refs"),
+        };
+        if op == Op::PermissionCheck {
+            return permission_item(state, principal, env, item, action);
+        }
+        match prepare(state, principal, env, item, action) {
+            Prepared::Done(v) => v,
+            Prepared::Ask {
+                client_ref,
+                backend_ref,
+                decision_id,
+            } => match op {
+                Op::Resolve => {
+                    resolve_item(
+                        state,
+                        principal,
+                        item,
+                        &client_ref,
+                        &backend_ref,
+                        &decision_id,
+                        e.lease_ttl_seconds,
+                    )
+                    .await
+                }
+                Op::Validate => validate_item(state, item, &client_ref, &backend_ref).await,
+                _ => metadata_item(state, item, &client_ref, &backend_ref).await,
+            },
+        }
+    });
+    join_all(answers).await
+}
+
+async fn resolve_item(
+    state: &AppState,
+    principal: &Principal,
+    item: &ItemIn,
+    client_ref: &SecretRef,
+    backend_ref: &SecretRef,
+    decision_id: &str,
+    lease_ttl_seconds: Option<u64>,
+) -> Value {
+    let shown = client_ref.to_canonical();
+    let resolved: Resolved = match state.resolver().resolve_detailed(backend_ref).await {
+        Ok(r) => r,
+        Err(e) => return item_failure(&item.item_id, Some(shown), "failed", &e, Some(decision_id)),
+    };
+    let revision = resolved
+        .version
+        .clone()
+        .unwrap_or_else(|| "current".to_string());
+    if let Some(wanted) = item.revision_id.as_deref().map(str::trim) {
+        if wanted != revision {
+            let e = Error::new(
+                ErrorCode::NotFound,
+                format!("revision '{wanted}' is not available"),
+            );
+            return item_failure(&item.item_id, Some(shown), "failed", &e, Some(decision_id));
+        }
+    }
+    let ttl = lease_ttl_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(state.config().lease_ttl)
+        .min(state.config().lease_ttl.max(Duration::from_secs(86_400)));
+    let lease = match state.leases().issue(&principal.name, ttl) {
+        Ok(l) => l,
+        Err(code) => {
+            let e = Error::new(code, "too many live leases; revoke some or wait");
+            return item_failure(&item.item_id, Some(shown), "failed", &e, Some(decision_id));
+        }
+    };
+    let bytes = resolved.secret.expose_bytes();
+    let value = match std::str::from_utf8(bytes) {
+        Ok(text) => json!({"encoding": "utf8", "data": text}),
+        Err(_) => {
+            json!({"encoding": "base64", "data": base64::engine::general_purpose::STANDARD.encode(bytes)})
+        }
+    };
+    json!({
+        "item_id": item.item_id,
+        "secret_ref": shown,
+        "result": "allowed",
+        "value": value,
+        "lease_id": lease.id,
+        "revision_id": revision,
+        "expires_at": rfc3339(lease.expires_at),
+        "secret_id": backend_ref.to_canonical(),
+        "issued_at": rfc3339(SystemTime::now()),
+        "decision_id": decision_id,
+    })
+}
+
+/// Namespace and type of a `secret://` ref (for validate/metadata answers).
+fn secflow_parts(r: &SecretRef) -> Option<&secref::reference::SecFlowRef> {
+    match r.kind() {
+        secref::RefKind::SecFlow(sf) => Some(sf),
+        _ => None,
+    }
+}
+
+async fn validate_item(
+    state: &AppState,
+    item: &ItemIn,
+    client_ref: &SecretRef,
+    backend_ref: &SecretRef,
+) -> Value {
+    let shown = client_ref.to_canonical();
+    let validation = match state.resolver().validate(backend_ref).await {
+        Ok(v) => Ok((v.valid, v.exists, v.namespace, v.secret_type)),
+        // Providers without a validate operation: find out by reading (the
+        // value is dropped at once and never leaves the server).
+        Err(e) if e.code() == ErrorCode::Unsupported => {
+            match state.resolver().resolve(backend_ref).await {
+                Ok(_) => Ok((true, Some(true), None, None)),
+                Err(e) if e.code() == ErrorCode::NotFound => Ok((true, Some(false), None, None)),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match validation {
+        Ok((valid, exists, namespace, secret_type)) => {
+            let sf = secflow_parts(client_ref);
+            json!({
+                "item_id": item.item_id,
+                "secret_ref": shown,
+                "result": "allowed",
+                "valid": valid,
+                "exists": exists,
+                "namespace": namespace.or_else(|| sf.map(|s| format!("{}/{}", s.environment, s.service))),
+                "secret_type": secret_type.or_else(|| sf.map(|s| s.kind.clone())),
+            })
+        }
+        Err(e) => item_failure(&item.item_id, Some(shown), "failed", &e, None),
+    }
+}
+
+async fn metadata_item(
+    state: &AppState,
+    item: &ItemIn,
+    client_ref: &SecretRef,
+    backend_ref: &SecretRef,
+) -> Value {
+    let shown = client_ref.to_canonical();
+    let meta = match state.resolver().metadata(backend_ref).await {
+        Ok(m) => Ok(m),
+        Err(e) if e.code() == ErrorCode::Unsupported => state
+            .resolver()
+            .resolve_detailed(backend_ref)
+            .await
+            .map(|r| secref::provider::Metadata {
+                reference: backend_ref.to_canonical().to_string(),
+                current_version: r.version,
+                ..Default::default()
+            }),
+        Err(e) => Err(e),
+    };
+    match meta {
+        Ok(m) => {
+            let sf = secflow_parts(client_ref);
+            json!({
+                "item_id": item.item_id,
+                "secret_ref": shown,
+                "result": "allowed",
+                "secret_id": m.secret_id.unwrap_or_else(|| backend_ref.to_canonical().to_string()),
+                "active_revision_id": m.current_version,
+                "owner": m.owner.unwrap_or_default(),
+                "environment": sf.map(|s| s.environment.clone()).unwrap_or_default(),
+                "service": sf.map(|s| s.service.clone()).unwrap_or_default(),
+                "expiration": m.expires_at,
+                "rotation_required": m.rotation_required,
+                "tags": m.tags,
+                "description": m.description.unwrap_or_default(),
+            })
+        }
+        Err(e) => item_failure(&item.item_id, Some(shown), "failed", &e, None),
+    }
+}
+
+/// A permission check is a policy question only: denials are `allowed:false`,
+/// and only an unparseable ref is `failed`.
+fn permission_item(
+    state: &AppState,
+    principal: &Principal,
+    env: &str,
+    item: &ItemIn,
+    action: Action,
+) -> Value {
+    match prepare(state, principal, env, item, action) {
+        Prepared::Ask {
+            client_ref,
+            decision_id,
+            ..
+        } => json!({
+            "item_id": item.item_id,
+            "secret_ref": client_ref.to_canonical(),
+            "result": "allowed",
+            "allowed": true,
+            "decision_id": decision_id,
+        }),
+        Prepared::Done(v) if v["result"] == "denied" => json!({
+            "item_id": item.item_id,
+            "secret_ref": v["secret_ref"],
+            "result": "denied",
+            "allowed": false,
+            "decision_id": v["error"]["decision_id"],
+        }),
+        Prepared::Done(v) => v,
+    }
+}
+
+fn revoke_items(state: &AppState, principal: &Principal, items: &[ItemIn]) -> Vec<Value> {
+    items
+        .iter()
+        .map(|item| {
+            let lease_id = item.lease_id.as_deref().unwrap_or_default().trim();
+            if let Err(e) = RevokeReason::parse(item.reason.as_deref().unwrap_or("job_completed")) {
+                return revoke_failure(item, lease_id, &e);
+            }
+            match state.leases().revoke(&principal.name, lease_id) {
+                Ok(at) => json!({
+                    "item_id": item.item_id,
+                    "result": "allowed",
+                    "lease_id": lease_id,
+                    "status": "revoked",
+                    "revoked_at": rfc3339(at),
+                }),
+                Err(code) => {
+                    let msg = match code {
+                        ErrorCode::Expired => "the lease has expired",
+                        _ => "no such lease for this caller",
+                    };
+                    revoke_failure(item, lease_id, &Error::new(code, msg))
+                }
+            }
+        })
+        .collect()
+}
+
+fn revoke_failure(item: &ItemIn, lease_id: &str, e: &Error) -> Value {
+    let mut v = item_failure(&item.item_id, None, "failed", e, None);
+    v["lease_id"] = json!(lease_id);
+    v
+}
+
+/// A request-level error in SecFlow's shape.
+fn request_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    retryable: bool,
+    ids: &Ids,
+) -> Response {
+    let body = json!({
+        "error": {"code": code, "message": message, "retryable": retryable},
+        "request_id": ids.request_id,
+        "trace_id": ids.trace_id,
+    });
+    (status, Json(body)).into_response()
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
