@@ -94,7 +94,7 @@ echo "rusty_vault listening on $SECREF_TEST_VAULT_ADDR (pid $RV_PID)"
 
 # --- build once, then the Rust tests ----------------------------------------
 step "cargo build"
-cargo build --workspace --quiet
+cargo build --workspace --examples --quiet
 export SECREF_BIN="$ROOT/target/debug/secref"
 step "cargo test"
 cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log

@@ -60,7 +60,8 @@ pub struct CacheConfig {
     /// the TTL left (0 disables refresh-ahead).
     #[serde(default)]
     pub refresh_ahead: f64,
-    /// Most entries kept; the ones closest to expiry are evicted first.
+    /// Most entries kept (rounded up to a multiple of the 32 shards); the
+    /// ones closest to the end of their life are evicted first.
     #[serde(default = "defaults::max_entries")]
     pub max_entries: usize,
 }
@@ -121,23 +122,16 @@ impl CacheConfig {
 /// What a cache lookup found.
 pub(crate) enum Lookup {
     /// A fresh value; `refresh` says it is due for refresh-ahead.
-    Fresh { value: Resolved, refresh: bool },
+    Fresh { value: Arc<Resolved>, refresh: bool },
     /// A remembered not-found or denial.
     Negative(Error),
     /// Nothing usable; maybe an expired value kept for stale grace.
     Miss,
 }
 
-/// The key: provider instance + scope (identity/tenant) + canonical reference.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-pub(crate) struct Key {
-    pub provider: usize,
-    pub reference: Arc<str>,
-}
-
 enum Slot {
     Value {
-        value: Resolved,
+        value: Arc<Resolved>,
         fetched: Instant,
         expires: Instant,
         stale_until: Instant,
@@ -158,27 +152,39 @@ impl Slot {
     }
 }
 
-const SHARDS: usize = 16;
+const SHARDS: usize = 32;
 
-/// A sharded map: readers on different keys rarely touch the same lock.
+type Map = HashMap<Arc<str>, Slot, foldhash::fast::RandomState>;
+
+/// One shard on its own cache lines, so readers of different shards on
+/// different cores never contend (no false sharing).
+#[repr(align(128))]
+struct Shard(RwLock<Map>);
+
+/// One provider's cache, keyed by canonical reference. Each resolver has its
+/// own caches, and each provider instance its own, so answers for different
+/// identities or backends never mix. Sharded: readers on different keys
+/// rarely touch the same lock.
 pub(crate) struct Cache {
-    shards: Box<[RwLock<HashMap<Key, Slot>>]>,
-    hasher: std::collections::hash_map::RandomState,
+    shards: Box<[Shard]>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl Cache {
     pub fn new() -> Cache {
         Cache {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Shard(RwLock::new(Map::default())))
+                .collect(),
             hasher: Default::default(),
         }
     }
 
-    fn shard(&self, key: &Key) -> &RwLock<HashMap<Key, Slot>> {
-        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    fn shard(&self, key: &str) -> &RwLock<Map> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS].0
     }
 
-    pub fn lookup(&self, key: &Key, cfg: &CacheConfig, now: Instant) -> Lookup {
+    pub fn lookup(&self, key: &str, cfg: &CacheConfig, now: Instant) -> Lookup {
         let shard = self.shard(key);
         let guard = shard.read();
         match guard.get(key) {
@@ -207,7 +213,7 @@ impl Cache {
 
     /// Marks a fresh entry as being refreshed ahead; false if another caller
     /// already did.
-    pub fn claim_refresh(&self, key: &Key) -> bool {
+    pub fn claim_refresh(&self, key: &str) -> bool {
         let mut guard = self.shard(key).write();
         match guard.get_mut(key) {
             Some(Slot::Value { refreshing, .. }) if !*refreshing => {
@@ -219,7 +225,7 @@ impl Cache {
     }
 
     /// The expired value still inside its stale window, if any.
-    pub fn stale(&self, key: &Key, now: Instant) -> Option<Resolved> {
+    pub fn stale(&self, key: &str, now: Instant) -> Option<Arc<Resolved>> {
         match self.shard(key).read().get(key) {
             Some(Slot::Value {
                 value, stale_until, ..
@@ -228,7 +234,7 @@ impl Cache {
         }
     }
 
-    pub fn insert(&self, key: Key, value: Resolved, cfg: &CacheConfig, now: Instant) {
+    pub fn insert(&self, key: Arc<str>, value: Resolved, cfg: &CacheConfig, now: Instant) {
         let mut ttl = cfg.ttl;
         // Never serve past what the backend said.
         if let Some(exp) = value.expires_at {
@@ -239,7 +245,7 @@ impl Cache {
             }
         }
         let slot = Slot::Value {
-            value,
+            value: Arc::new(value),
             fetched: now,
             expires: now + ttl,
             stale_until: now + ttl + cfg.stale_grace,
@@ -248,7 +254,7 @@ impl Cache {
         self.put(key, slot, cfg, now);
     }
 
-    pub fn insert_negative(&self, key: Key, error: Error, cfg: &CacheConfig, now: Instant) {
+    pub fn insert_negative(&self, key: Arc<str>, error: Error, cfg: &CacheConfig, now: Instant) {
         if cfg.negative_ttl.is_zero() {
             self.remove(&key);
             return;
@@ -261,7 +267,7 @@ impl Cache {
         self.put(key, slot, cfg, now);
     }
 
-    fn put(&self, key: Key, slot: Slot, cfg: &CacheConfig, now: Instant) {
+    fn put(&self, key: Arc<str>, slot: Slot, cfg: &CacheConfig, now: Instant) {
         let per_shard = cfg.max_entries.div_ceil(SHARDS).max(1);
         let mut guard = self.shard(&key).write();
         if guard.len() >= per_shard && !guard.contains_key(&key) {
@@ -281,30 +287,24 @@ impl Cache {
     }
 
     /// Clears the refresh-ahead mark after a failed background refresh.
-    pub fn release_refresh(&self, key: &Key) {
+    pub fn release_refresh(&self, key: &str) {
         if let Some(Slot::Value { refreshing, .. }) = self.shard(key).write().get_mut(key) {
             *refreshing = false;
         }
     }
 
-    pub fn remove(&self, key: &Key) {
+    pub fn remove(&self, key: &str) {
         self.shard(key).write().remove(key);
-    }
-
-    pub fn remove_reference(&self, reference: &str) {
-        for shard in self.shards.iter() {
-            shard.write().retain(|k, _| &*k.reference != reference);
-        }
     }
 
     pub fn clear(&self) {
         for shard in self.shards.iter() {
-            shard.write().clear();
+            shard.0.write().clear();
         }
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.shards.iter().map(|s| s.0.read().len()).sum()
     }
 }
 

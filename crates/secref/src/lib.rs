@@ -33,6 +33,7 @@ pub mod reference;
 mod resolver;
 pub mod retry;
 mod secret;
+mod setup;
 pub mod store;
 
 pub use cache::CacheConfig;

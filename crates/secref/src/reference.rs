@@ -26,6 +26,15 @@
 //! * an empty engine (`openbao+://…`) is `unsupported_engine`;
 //! * `file://` belongs to secref's file provider, not the reference's `file`
 //!   URI provider.
+//!
+//! The other schemes in the table above (`secret`, `infisical`, `coze+…`,
+//! `env`, `local`) are secref's own; the reference rejects them as
+//! `UNSUPPORTED_ENGINE`. The tenant mount guard
+//! ([`SecretRef::parse_for_tenant`]) runs at the reference's step 9, after the
+//! path checks and before the strictness checks above, so a foreign mount is
+//! `tenant_mount_mismatch` whatever else secref would object to.
+//! `tests/python/test_uri_differential.py` checks all of this against the
+//! real `secrets_sdk` 0.1.0 on a few thousand generated inputs.
 
 use std::fmt;
 use std::str::FromStr;
@@ -190,7 +199,7 @@ impl SecretRef {
     /// ```
     pub fn parse(input: impl AsRef<str>) -> Result<SecretRef> {
         let input = input.as_ref();
-        parse_any(input).map_err(|e| e.with_reference(printable(input)))
+        parse_any(input, &MountGuard::OFF).map_err(|e| e.with_reference(printable(input)))
     }
 
     /// Parses a reference and applies the tenant mount guard: a Canonical
@@ -210,22 +219,19 @@ impl SecretRef {
         tenant: &str,
         allowed_mounts: &[S],
     ) -> Result<SecretRef> {
-        let r = SecretRef::parse(input)?;
-        if allowed_mounts.is_empty() {
-            return Ok(r);
-        }
-        let mount = match r.kind() {
-            RefKind::Vault(u) => Some(u.mount.as_str()),
-            RefKind::Local(l) => l.path.first().map(String::as_str),
-            _ => None,
+        let allowed: Vec<&str> = allowed_mounts.iter().map(AsRef::as_ref).collect();
+        let guard = MountGuard {
+            tenant,
+            allowed: &allowed,
         };
-        if let Some(mount) = mount {
-            if !allowed_mounts.iter().any(|m| m.as_ref() == mount) {
-                return Err(Error::new(
-                    ErrorCode::TenantMountMismatch,
-                    format!("mount '{mount}' is not allowed for tenant '{tenant}'"),
-                )
-                .with_reference(r.to_canonical()));
+        let r = parse_any(input, &guard).map_err(|e| e.with_reference(printable(input)))?;
+        // A Canonical Secret URI was checked at step 9 of its algorithm; a
+        // local:// entry's first segment is its mount.
+        if let RefKind::Local(l) = r.kind() {
+            if let Some(mount) = l.path.first() {
+                guard
+                    .check(mount)
+                    .map_err(|e| e.with_reference(r.to_canonical()))?;
             }
         }
         Ok(r)
@@ -356,7 +362,35 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
     Error::new(code, msg.into())
 }
 
-fn parse_any(input: &str) -> Result<SecretRef> {
+/// The tenant mount guard: the mounts a tenant may read. An empty list turns
+/// the guard off, as in the reference SDK.
+struct MountGuard<'a> {
+    tenant: &'a str,
+    allowed: &'a [&'a str],
+}
+
+impl MountGuard<'_> {
+    const OFF: MountGuard<'static> = MountGuard {
+        tenant: "",
+        allowed: &[],
+    };
+
+    fn check(&self, mount: &str) -> Result<()> {
+        if self.allowed.is_empty() || self.allowed.contains(&mount) {
+            return Ok(());
+        }
+        Err(err(
+            ErrorCode::TenantMountMismatch,
+            format!(
+                "mount '{}' is not allowed for tenant '{}'",
+                printable(mount),
+                printable(self.tenant)
+            ),
+        ))
+    }
+}
+
+fn parse_any(input: &str, guard: &MountGuard<'_>) -> Result<SecretRef> {
     let Some((scheme_raw, rest)) = input.split_once("://") else {
         return Err(
             err(ErrorCode::IllegalSegment, "missing scheme delimiter ://")
@@ -375,7 +409,7 @@ fn parse_any(input: &str) -> Result<SecretRef> {
         "env" => parse_env(rest),
         "file" => parse_file(rest),
         "local" => parse_local(rest),
-        _ => parse_canonical_uri(&scheme, rest),
+        _ => parse_canonical_uri(&scheme, rest, guard),
     }
 }
 
@@ -663,7 +697,7 @@ fn parse_local(rest: &str) -> Result<SecretRef> {
 
 /// The `secrets_sdk` algorithm (protocols.md §2.2), step for step, followed by
 /// secref's documented strictness checks.
-fn parse_canonical_uri(scheme: &str, rest: &str) -> Result<SecretRef> {
+fn parse_canonical_uri(scheme: &str, rest: &str, guard: &MountGuard<'_>) -> Result<SecretRef> {
     // Steps 2-4: provider and engine.
     let (provider, engine) = match scheme.split_once('+') {
         Some((p, e)) => (p, Some(e)),
@@ -754,6 +788,9 @@ fn parse_canonical_uri(scheme: &str, rest: &str) -> Result<SecretRef> {
             ));
         }
     }
+    // Step 9: the tenant mount guard, before secref's own checks so that a
+    // foreign mount gets the reference's code whatever else is wrong.
+    guard.check(segs[0])?;
     // secref's strictness, after every check the reference makes.
     if engine == Some("") {
         return Err(err(

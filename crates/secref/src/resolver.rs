@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tracing::{debug, field, Instrument};
 use zeroize::Zeroizing;
 
-use crate::cache::{is_negative_cacheable, Cache, CacheConfig, Key, Lookup};
+use crate::cache::{is_negative_cacheable, Cache, CacheConfig, Lookup};
 use crate::error::{Error, ErrorCode, Result};
 use crate::provider::{
     Action, BatchResult, LeaseRevocation, Metadata, Permission, Provider, Resolved, RevokeReason,
@@ -141,7 +141,6 @@ pub struct ResolverBuilder {
     providers: Vec<(Arc<dyn Provider>, Option<CacheConfig>)>,
     cache: CacheConfig,
     retry: RetryPolicy,
-    scope: String,
     max_concurrency: usize,
 }
 
@@ -170,13 +169,6 @@ impl ResolverBuilder {
         self
     }
 
-    /// The identity or tenant this resolver acts for; part of every cache key
-    /// so that two scopes never share answers.
-    pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        self.scope = scope.into();
-        self
-    }
-
     /// How many provider batches run at once (default 8).
     pub fn max_concurrency(mut self, n: usize) -> Self {
         self.max_concurrency = n;
@@ -188,22 +180,26 @@ impl ResolverBuilder {
         self.retry.validate()?;
         self.cache.validate()?;
         let mut providers = Vec::new();
-        let mut by_family: HashMap<&'static str, usize> = HashMap::new();
+        let mut by_family: Vec<(&'static str, usize)> = Vec::new();
         for (i, (p, cache)) in self.providers.into_iter().enumerate() {
             let cache = cache.unwrap_or_else(|| self.cache.clone());
             cache.validate()?;
             for fam in p.families() {
-                by_family.entry(fam).or_insert(i);
+                if !by_family.iter().any(|(f, _)| f == fam) {
+                    by_family.push((fam, i));
+                }
             }
-            providers.push(Registered { provider: p, cache });
+            providers.push(Registered {
+                provider: p,
+                cache,
+                store: Cache::new(),
+            });
         }
         Ok(Resolver {
             inner: Arc::new(Inner {
                 providers,
                 by_family,
-                cache: Cache::new(),
                 retry: self.retry,
-                scope: self.scope.into(),
                 flights: Mutex::new(HashMap::new()),
                 leases: Mutex::new(HashMap::new()),
                 permits: tokio::sync::Semaphore::new(self.max_concurrency.max(1)),
@@ -220,6 +216,15 @@ impl ResolverBuilder {
 struct Registered {
     provider: Arc<dyn Provider>,
     cache: CacheConfig,
+    /// This provider's cached answers (per resolver, per provider instance).
+    store: Cache,
+}
+
+/// A reference in flight to one provider.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct Key {
+    provider: usize,
+    reference: Arc<str>,
 }
 
 /// Resolves references to secrets through the configured providers.
@@ -233,10 +238,9 @@ pub struct Resolver {
 
 struct Inner {
     providers: Vec<Registered>,
-    by_family: HashMap<&'static str, usize>,
-    cache: Cache,
+    /// Few providers: a linear scan beats hashing.
+    by_family: Vec<(&'static str, usize)>,
     retry: RetryPolicy,
-    scope: Arc<str>,
     flights: Mutex<HashMap<Key, FlightRx>>,
     leases: Mutex<HashMap<String, usize>>,
     permits: tokio::sync::Semaphore,
@@ -255,7 +259,15 @@ impl fmt::Debug for Resolver {
                     .map(|p| p.provider.name())
                     .collect::<Vec<_>>(),
             )
-            .field("cached_entries", &self.inner.cache.len())
+            .field(
+                "cached_entries",
+                &self
+                    .inner
+                    .providers
+                    .iter()
+                    .map(|p| p.store.len())
+                    .sum::<usize>(),
+            )
             .finish()
     }
 }
@@ -284,7 +296,11 @@ impl Resolver {
 
     /// Resolves one reference.
     pub async fn resolve(&self, reference: impl IntoSecretRef) -> Result<Secret> {
-        Ok(self.resolve_detailed(reference).await?.secret)
+        let r = reference.into_secret_ref()?;
+        if let Some(hit) = self.cached(&r) {
+            return Ok(hit);
+        }
+        Ok(self.resolve_detailed(r).await?.secret)
     }
 
     /// Resolves one reference and returns the version and lease too.
@@ -499,13 +515,17 @@ impl Resolver {
     /// Drops the cached value (and any negative entry) for a reference.
     pub fn invalidate(&self, reference: impl IntoSecretRef) -> Result<()> {
         let r = reference.into_secret_ref()?;
-        self.inner.cache.remove_reference(r.to_canonical());
+        for p in &self.inner.providers {
+            p.store.remove(r.to_canonical());
+        }
         Ok(())
     }
 
     /// Drops every cached value.
     pub fn invalidate_all(&self) {
-        self.inner.cache.clear();
+        for p in &self.inner.providers {
+            p.store.clear();
+        }
     }
 
     /// Watches a reference: the stream yields the value now, then again each
@@ -571,10 +591,12 @@ impl Resolver {
     }
 
     fn route(&self, r: &SecretRef) -> Result<usize> {
+        let family = r.provider_family();
         self.inner
             .by_family
-            .get(r.provider_family())
-            .copied()
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map(|(_, p)| *p)
             .ok_or_else(|| {
                 Error::new(
                     ErrorCode::NoProvider,
@@ -586,14 +608,31 @@ impl Resolver {
     }
 
     fn key(&self, provider: usize, r: &SecretRef) -> Key {
-        let reference = if self.inner.scope.is_empty() {
-            r.canonical_arc()
-        } else {
-            format!("{}\u{0}{}", self.inner.scope, r.to_canonical()).into()
-        };
         Key {
             provider,
-            reference,
+            reference: r.canonical_arc(),
+        }
+    }
+
+    /// The fast path: a fresh cached value, without spans or allocation.
+    fn cached(&self, r: &SecretRef) -> Option<Secret> {
+        let p = self.route(r).ok()?;
+        let reg = &self.inner.providers[p];
+        if !reg.cache.enabled {
+            return None;
+        }
+        match reg
+            .store
+            .lookup(r.to_canonical(), &reg.cache, Instant::now())
+        {
+            Lookup::Fresh {
+                value,
+                refresh: false,
+            } => {
+                tracing::trace!(reference = %r, cache = "hit", "secref.resolve");
+                Some(value.secret.clone())
+            }
+            _ => None,
         }
     }
 
@@ -618,13 +657,14 @@ impl Resolver {
             };
             let cfg = &self.inner.providers[p].cache;
             if cfg.enabled && !bypass_cache {
-                match self.inner.cache.lookup(&self.key(p, r), cfg, now) {
+                let store = &self.inner.providers[p].store;
+                match store.lookup(r.to_canonical(), cfg, now) {
                     Lookup::Fresh { value, refresh } => {
                         tracing::Span::current().record("cache", "hit");
-                        if refresh && self.inner.cache.claim_refresh(&self.key(p, r)) {
+                        if refresh && store.claim_refresh(r.to_canonical()) {
                             refresh_ahead.push((p, r.clone()));
                         }
-                        results[i] = Some(Ok(value));
+                        results[i] = Some(Ok(Resolved::clone(&value)));
                         continue;
                     }
                     Lookup::Negative(e) => {
@@ -720,6 +760,7 @@ impl Resolver {
     /// Applies the cache rules to a fresh outcome.
     fn settle(&self, p: usize, key: &Key, r: &SecretRef, res: FetchResult) -> FetchResult {
         let cfg = &self.inner.providers[p].cache;
+        let store = &self.inner.providers[p].store;
         let now = Instant::now();
         match res {
             Ok(v) => {
@@ -727,31 +768,29 @@ impl Resolver {
                     self.inner.leases.lock().insert(lease.id.clone(), p);
                 }
                 if cfg.enabled {
-                    self.inner.cache.insert(key.clone(), v.clone(), cfg, now);
+                    store.insert(key.reference.clone(), v.clone(), cfg, now);
                 }
                 Ok(v)
             }
             Err(e) if e.request_level && e.error.retryable() => {
                 if cfg.enabled {
-                    if let Some(stale) = self.inner.cache.stale(key, now) {
+                    if let Some(stale) = store.stale(&key.reference, now) {
                         debug!(reference = %r, error_code = %e.error.code(), "serving stale value within grace");
                         tracing::Span::current().record("cache", "stale");
-                        self.inner.cache.release_refresh(key);
-                        return Ok(stale);
+                        store.release_refresh(&key.reference);
+                        return Ok(Resolved::clone(&stale));
                     }
-                    self.inner.cache.release_refresh(key);
+                    store.release_refresh(&key.reference);
                 }
                 Err(e)
             }
             Err(e) => {
                 if cfg.enabled {
                     if !e.request_level && is_negative_cacheable(e.error.code()) {
-                        self.inner
-                            .cache
-                            .insert_negative(key.clone(), e.error.clone(), cfg, now);
+                        store.insert_negative(key.reference.clone(), e.error.clone(), cfg, now);
                     } else {
                         // Fail closed: the backend said no, forget the value.
-                        self.inner.cache.remove(key);
+                        store.remove(&key.reference);
                     }
                 }
                 Err(e)
@@ -853,7 +892,9 @@ impl Resolver {
 
     fn spawn_refresh(&self, p: usize, r: SecretRef) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            self.inner.cache.release_refresh(&self.key(p, &r));
+            self.inner.providers[p]
+                .store
+                .release_refresh(r.to_canonical());
             return;
         };
         let this = self.clone();

@@ -83,6 +83,14 @@ impl Secret {
         self.inner.len
     }
 
+    /// Whether the value's memory is locked against swapping (best effort:
+    /// false when the OS refused, e.g. RLIMIT_MEMLOCK spent).
+    pub fn is_memory_locked(&self) -> bool {
+        match &self.inner.origin {
+            Origin::Slot { locked, .. } | Origin::Pages { locked, .. } => *locked,
+        }
+    }
+
     /// Whether the value is empty.
     pub fn is_empty(&self) -> bool {
         self.inner.len == 0
@@ -140,20 +148,30 @@ impl fmt::Display for Secret {
     }
 }
 
-/// A page-aligned, page-sized buffer that is mlocked and excluded from core
-/// dumps, and zeroized before it is freed. Page granularity means unlocking one
-/// secret never unlocks a page another secret shares.
+/// Plaintext in locked, not-dumpable memory, zeroized before reuse or free.
+///
+/// Small values come from size-classed slots carved out of locked pages (one
+/// mlock per page, not per value, so resolving many small secrets stays
+/// cheap); values over [`LARGEST_SLOT`] get pages of their own.
 struct Protected {
     ptr: NonNull<u8>,
     len: usize,
-    layout: Layout,
-    locked: bool,
+    origin: Origin,
+}
+
+enum Origin {
+    Slot { class: usize, locked: bool },
+    Pages { layout: Layout, locked: bool },
 }
 
 // SAFETY: the buffer is owned exclusively and never mutated after creation
 // (until drop), so sharing references across threads is sound.
 unsafe impl Send for Protected {}
 unsafe impl Sync for Protected {}
+
+const SMALLEST_SLOT: usize = 32;
+const LARGEST_SLOT: usize = 2048;
+const CLASSES: usize = 7; // 32, 64, 128, 256, 512, 1024, 2048
 
 fn page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();
@@ -168,23 +186,72 @@ fn page_size() -> usize {
     })
 }
 
+/// Free slots per size class. Pages are never returned to the OS: the pool
+/// is bounded by the peak number of live secrets.
+struct SlotPool {
+    free: [parking_lot::Mutex<Vec<(usize, bool)>>; CLASSES],
+}
+
+fn pool() -> &'static SlotPool {
+    static POOL: OnceLock<SlotPool> = OnceLock::new();
+    POOL.get_or_init(|| SlotPool {
+        free: std::array::from_fn(|_| parking_lot::Mutex::new(Vec::new())),
+    })
+}
+
+fn class_of(len: usize) -> Option<usize> {
+    if len > LARGEST_SLOT {
+        return None;
+    }
+    let size = len.max(SMALLEST_SLOT).next_power_of_two();
+    Some(size.trailing_zeros() as usize - SMALLEST_SLOT.trailing_zeros() as usize)
+}
+
+fn slot_size(class: usize) -> usize {
+    SMALLEST_SLOT << class
+}
+
+fn alloc_pages(size: usize) -> (NonNull<u8>, Layout, bool) {
+    let page = page_size();
+    let size = size.max(1).div_ceil(page) * page;
+    let layout = Layout::from_size_align(size, page).expect("page layout");
+    // SAFETY: layout has non-zero size.
+    let raw = unsafe { alloc::alloc_zeroed(layout) };
+    let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+    let locked = protect(ptr.as_ptr(), size);
+    (ptr, layout, locked)
+}
+
 impl Protected {
     fn copy_from(bytes: &[u8]) -> Protected {
-        let page = page_size();
-        let size = bytes.len().max(1).div_ceil(page) * page;
-        let layout = Layout::from_size_align(size, page).expect("page layout");
-        // SAFETY: layout has non-zero size.
-        let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        // SAFETY: the allocation is `size >= bytes.len()` bytes and does not
-        // overlap `bytes`.
+        let (ptr, origin) = match class_of(bytes.len()) {
+            Some(class) => {
+                let mut free = pool().free[class].lock();
+                if free.is_empty() {
+                    // Carve a fresh locked page into slots of this class.
+                    let (page, _, locked) = alloc_pages(page_size().max(slot_size(class)));
+                    let base = page.as_ptr() as usize;
+                    let n = page_size().max(slot_size(class)) / slot_size(class);
+                    free.extend((0..n).rev().map(|i| (base + i * slot_size(class), locked)));
+                }
+                let (addr, locked) = free.pop().expect("a free slot");
+                (
+                    NonNull::new(addr as *mut u8).expect("non-null slot"),
+                    Origin::Slot { class, locked },
+                )
+            }
+            None => {
+                let (ptr, layout, locked) = alloc_pages(bytes.len());
+                (ptr, Origin::Pages { layout, locked })
+            }
+        };
+        // SAFETY: the slot or pages hold at least bytes.len() bytes and do
+        // not overlap `bytes`.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr.as_ptr(), bytes.len()) };
-        let locked = protect(ptr.as_ptr(), size);
         Protected {
             ptr,
             len: bytes.len(),
-            layout,
-            locked,
+            origin,
         }
     }
 
@@ -213,16 +280,30 @@ fn protect(_ptr: *mut u8, _size: usize) -> bool {
 
 impl Drop for Protected {
     fn drop(&mut self) {
-        // SAFETY: we own the allocation; volatile zeroing via zeroize.
-        let all = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) };
-        all.zeroize();
-        #[cfg(unix)]
-        if self.locked {
-            // SAFETY: same range that was locked.
-            unsafe { libc::munlock(self.ptr.as_ptr().cast(), self.layout.size()) };
+        match &self.origin {
+            Origin::Slot { class, locked } => {
+                // SAFETY: the slot is ours until pushed back; volatile zeroing.
+                let slot =
+                    unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), slot_size(*class)) };
+                slot.zeroize();
+                pool().free[*class]
+                    .lock()
+                    .push((self.ptr.as_ptr() as usize, *locked));
+            }
+            Origin::Pages { layout, locked } => {
+                // SAFETY: we own the allocation; volatile zeroing via zeroize.
+                let all =
+                    unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), layout.size()) };
+                all.zeroize();
+                #[cfg(unix)]
+                if *locked {
+                    // SAFETY: same range that was locked.
+                    unsafe { libc::munlock(self.ptr.as_ptr().cast(), layout.size()) };
+                }
+                // SAFETY: allocated with this layout in alloc_pages.
+                unsafe { alloc::dealloc(self.ptr.as_ptr(), *layout) };
+            }
         }
-        // SAFETY: allocated with this layout in copy_from.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
     }
 }
 
@@ -245,6 +326,22 @@ mod tests {
         assert_eq!(empty.as_text().unwrap(), "");
         let big = vec![7u8; 3 * page_size() + 5];
         assert_eq!(Secret::copy_from(&big).expose_bytes(), &big[..]);
+        for len in [0, 1, 31, 32, 33, 2047, 2048, 2049] {
+            let v: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            assert_eq!(Secret::copy_from(&v).expose_bytes(), &v[..], "len {len}");
+        }
+    }
+
+    #[test]
+    fn slots_are_reused_zeroized() {
+        let addr = {
+            let s = Secret::copy_from(b"slot-canary");
+            s.expose_bytes().as_ptr() as usize
+        };
+        // The freed slot is zero before anyone reuses it.
+        // SAFETY: pool pages are never freed, so the address stays mapped.
+        let after = unsafe { std::slice::from_raw_parts(addr as *const u8, 11) };
+        assert!(after.iter().all(|b| *b == 0) || after != b"slot-canary");
     }
 
     #[test]

@@ -1,28 +1,84 @@
 //! `local://path[#field]`: the embedded encrypted store.
 //!
-//! (Being implemented: see `crate::store` for the file format.)
+//! See [`crate::store`] for the file format, keys and entry kinds.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::error::{Error, ErrorCode};
-use crate::provider::{BatchResult, Provider, Resolved};
-use crate::reference::SecretRef;
+use crate::error::{Error, Result};
+use crate::provider::{BatchResult, Metadata, Provider, Resolved, Validation};
+use crate::reference::{LocalRef, RefKind, SecretRef};
+use crate::store::format::StoreFile;
 use crate::store::Store;
 
-/// Serves `local://` references from a [`Store`].
+/// Serves `local://` references from a [`Store`]. Each batch reads and
+/// verifies the store file once, on a blocking thread.
+///
+/// When the store cannot be opened (no store file yet, no key, wrong key),
+/// [`LocalProvider::unavailable`] registers a provider that answers every
+/// `local://` reference with that error, so that other references keep
+/// working.
 #[derive(Debug, Clone)]
 pub struct LocalProvider {
-    store: Arc<Store>,
+    state: State,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Open(Arc<Store>),
+    Unavailable(Error),
 }
 
 impl LocalProvider {
     /// A provider over an opened store.
     pub fn new(store: Store) -> Self {
         LocalProvider {
-            store: Arc::new(store),
+            state: State::Open(Arc::new(store)),
         }
+    }
+
+    /// A provider that answers every reference with `error` (for example
+    /// `not_found` with the hint `secref init` when there is no store).
+    pub fn unavailable(error: Error) -> Self {
+        LocalProvider {
+            state: State::Unavailable(error),
+        }
+    }
+
+    /// The store, if it is open.
+    pub fn store(&self) -> Option<&Store> {
+        match &self.state {
+            State::Open(s) => Some(s),
+            State::Unavailable(_) => None,
+        }
+    }
+
+    /// Runs `per_ref` for every reference against one snapshot of the store,
+    /// on a blocking thread. Store-level failures (missing file, wrong key,
+    /// integrity) fail the whole batch; the rest are per reference.
+    async fn with_snapshot<T, F>(&self, refs: &[SecretRef], per_ref: F) -> BatchResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Store, &StoreFile, &SecretRef, &LocalRef) -> Result<T> + Send + 'static,
+    {
+        let store = match &self.state {
+            State::Open(s) => s.clone(),
+            State::Unavailable(e) => return Err(e.clone().with_provider(self.name())),
+        };
+        let refs = refs.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let file = store.snapshot()?;
+            Ok(refs
+                .iter()
+                .map(|r| match r.kind() {
+                    RefKind::Local(l) => per_ref(&store, &file, r, l),
+                    _ => Err(Error::internal("local provider got a non-local reference")),
+                })
+                .collect())
+        })
+        .await
+        .map_err(|_| Error::internal("local store task failed"))?
     }
 }
 
@@ -37,13 +93,48 @@ impl Provider for LocalProvider {
     }
 
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
-        let _ = &self.store;
-        Err(
-            Error::new(ErrorCode::Unsupported, "local store not implemented yet").with_reference(
-                refs.first()
-                    .map(|r| r.to_canonical().to_string())
-                    .unwrap_or_default(),
-            ),
-        )
+        self.with_snapshot(refs, |store, file, _, l| {
+            store.get_in(file, l).map(Resolved::new)
+        })
+        .await
+    }
+
+    async fn validate(&self, refs: &[SecretRef]) -> BatchResult<Validation> {
+        self.with_snapshot(refs, |store, file, _, l| {
+            let exists = store.describe_in(file, l)?.is_some();
+            Ok(Validation {
+                valid: true,
+                exists: Some(exists),
+                namespace: None,
+                secret_type: None,
+            })
+        })
+        .await
+    }
+
+    /// `custom.entry_kind` is `single` or `fields`; `custom.fields` lists the
+    /// field names (comma-separated) of a field-map entry. No values.
+    async fn metadata(&self, refs: &[SecretRef]) -> BatchResult<Metadata> {
+        self.with_snapshot(refs, |store, file, r, l| {
+            let Some(fields) = store.describe_in(file, l)? else {
+                // Same error as a read would give, without the value.
+                return store.get_in(file, l).map(|_| Metadata::default());
+            };
+            let mut meta = Metadata {
+                reference: r.to_canonical().to_string(),
+                ..Metadata::default()
+            };
+            let kind = if fields.is_empty() {
+                "single"
+            } else {
+                "fields"
+            };
+            meta.custom.insert("entry_kind".into(), kind.into());
+            if !fields.is_empty() {
+                meta.custom.insert("fields".into(), fields.join(","));
+            }
+            Ok(meta)
+        })
+        .await
     }
 }

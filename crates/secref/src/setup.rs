@@ -1,0 +1,63 @@
+//! [`Resolver::from_config`]: the standard set of providers, built from a
+//! [`Config`].
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::providers::{EnvProvider, FileProvider, LocalProvider};
+use crate::resolver::{Resolver, ResolverBuilder};
+use crate::store::Store;
+
+impl Resolver {
+    /// A resolver with every provider `cfg` configures, using its cache
+    /// settings (per provider via `[provider_cache.<name>]`) and retry policy.
+    ///
+    /// * `local://`: the store at [`Store::default_path`], opened now. If it
+    ///   cannot be opened (no store yet, no key, wrong key, corrupt file),
+    ///   `local://` references fail with that error (`not_found` with the
+    ///   hint `secref init` when there is no store) and every other scheme
+    ///   still works.
+    /// * `env://` and `file://`: always.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mut cfg = secref::Config::default();
+    /// cfg.env = secref::config::Env::from_pairs([("SECREF_STORE", "/nonexistent/secref.store")]);
+    /// let resolver = secref::Resolver::from_config(&cfg).unwrap();
+    /// let err = resolver.resolve("local://app/db").await.unwrap_err();
+    /// assert_eq!(err.code(), secref::ErrorCode::NotFound);
+    /// assert!(err.hint().unwrap().contains("secref init"));
+    /// # });
+    /// ```
+    pub fn from_config(cfg: &Config) -> Result<Resolver> {
+        builder_from_config(cfg)?.build()
+    }
+}
+
+/// The builder behind [`Resolver::from_config`].
+fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
+    let mut builder = Resolver::builder()
+        .cache(cfg.cache.clone())
+        .retry(cfg.retry.clone());
+
+    // ---- Local providers ---------------------------------------------------
+    let local = match Store::open_from_config(cfg) {
+        Ok(store) => LocalProvider::new(store),
+        Err(e) => {
+            tracing::debug!(error_code = %e.code(), "local store unavailable");
+            LocalProvider::unavailable(e)
+        }
+    };
+    builder = builder
+        .provider_arc(Arc::new(local), Some(cfg.cache_for("local")))
+        .provider_arc(Arc::new(EnvProvider::new()), Some(cfg.cache_for("env")))
+        .provider_arc(Arc::new(FileProvider::new()), Some(cfg.cache_for("file")));
+
+    // ---- Remote providers --------------------------------------------------
+    // REGISTER REMOTE PROVIDERS HERE (SecFlow from `cfg.secflow` / SECFLOW_*,
+    // Vault / OpenBao from `cfg.vault` / VAULT_*), each with
+    // `Some(cfg.cache_for("<provider name>"))`. The first provider registered
+    // for a family wins, so order matters only within a family.
+    Ok(builder)
+}
