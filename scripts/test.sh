@@ -100,6 +100,14 @@ step "cargo test"
 cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log
 grep -q '^test result: ok' target/cargo-test.log
 
+# --- RustyVault: the CLI end to end (once `secref get` exists) ---------------
+if "$SECREF_BIN" help get >/dev/null 2>&1; then
+  step "secref get hashicorp://… against rusty_vault"
+  RV_GOT=$(VAULT_ADDR="$SECREF_TEST_VAULT_ADDR" VAULT_TOKEN="$SECREF_TEST_VAULT_TOKEN" \
+    SECREF_STORE="$RV_DIR/none.store" "$SECREF_BIN" get 'hashicorp://secret/myapp/api#token')
+  [ "$RV_GOT" = "rv-canary-value-5e11" ] || { echo "secref get returned the wrong value" >&2; exit 1; }
+fi
+
 # --- Python conformance suites ------------------------------------------------
 step "pytest"
 "$VENV/bin/python" -m pytest -q tests/python

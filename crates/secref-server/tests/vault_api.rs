@@ -331,3 +331,28 @@ async fn the_rust_provider_against_the_server() {
         }
     }
 }
+
+/// What `secref get openbao+kv2://secret/myapp/api#token?version=2` does:
+/// `Resolver::from_config` picks the Vault provider up from `VAULT_*`.
+#[tokio::test]
+async fn resolver_from_config_reads_kv2_from_the_server() {
+    let addr = start().await;
+    let mut cfg = secref::Config {
+        env: Env::from_pairs([
+            ("VAULT_ADDR", format!("http://{addr}")),
+            ("VAULT_TOKEN", TOKEN.to_string()),
+            ("SECREF_STORE", "/nonexistent/secref.store".to_string()),
+        ]),
+        ..secref::Config::default()
+    };
+    let resolver = Resolver::from_config(&cfg).unwrap();
+    let v = resolver
+        .resolve_text("openbao+kv2://secret/myapp/api#token?version=2")
+        .await
+        .unwrap();
+    assert_eq!(v.as_str(), "canary-kv2-v2-51c7");
+
+    cfg.env.set("VAULT_VERIFY_SSL", "maybe");
+    let e = Resolver::from_config(&cfg).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Config);
+}

@@ -59,5 +59,11 @@ fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
     // Vault / OpenBao from `cfg.vault` / VAULT_*), each with
     // `Some(cfg.cache_for("<provider name>"))`. The first provider registered
     // for a family wins, so order matters only within a family.
+    // Vault / OpenBao: when `[vault]`, VAULT_ADDR or VAULT_URL is set;
+    // invalid settings are an error, never silently skipped.
+    #[cfg(feature = "vault")]
+    if let Some(vault) = crate::providers::vault::VaultProvider::configured(cfg)? {
+        builder = builder.provider_arc(Arc::new(vault), Some(cfg.cache_for("vault")));
+    }
     Ok(builder)
 }

@@ -166,3 +166,26 @@ async fn bad_credentials_are_typed_and_quiet() {
     let text = format!("{e:?} {e}");
     assert!(!text.contains(bad_sid) && !text.contains(&s.role_id));
 }
+
+/// What `secref get hashicorp://secret/myapp/api#token` does against
+/// RustyVault: `Resolver::from_config` with `VAULT_ADDR` / `VAULT_TOKEN`.
+#[tokio::test]
+async fn resolver_from_config_reads_kv1() {
+    let Some(s) = server("resolver_from_config_reads_kv1") else {
+        return;
+    };
+    let cfg = secref::Config {
+        env: Env::from_pairs([
+            ("VAULT_ADDR", s.addr.as_str()),
+            ("VAULT_TOKEN", s.root.as_str()),
+            ("SECREF_STORE", "/nonexistent/secref.store"),
+        ]),
+        ..secref::Config::default()
+    };
+    let resolver = Resolver::from_config(&cfg).unwrap();
+    let v = resolver
+        .resolve_text("hashicorp://secret/myapp/api#token")
+        .await
+        .unwrap();
+    assert_eq!(v.as_str(), TOKEN_VALUE);
+}
