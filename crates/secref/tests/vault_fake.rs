@@ -706,3 +706,26 @@ async fn canaries_stay_out_of_logs_spans_and_errors() {
     assert_clean(&logs);
     assert_clean(&errors);
 }
+
+#[tokio::test]
+async fn connect_fails_fast_on_wrong_credentials() {
+    let fake = Arc::new(Fake::default());
+    let addr = start(fake.clone()).await;
+    let cfg = |env: Env| secref::Config {
+        env,
+        ..secref::Config::default()
+    };
+    assert!(VaultProvider::connect(&cfg(token_env(addr))).await.is_ok());
+    let mut env = approle_env(addr);
+    env.set("VAULT_SECRET_ID", "canary-secret-id-bad");
+    let e = VaultProvider::connect(&cfg(env)).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unauthenticated);
+    assert_clean(&format!("{e:?} {e}"));
+    let mut env = token_env(addr);
+    env.set("VAULT_TOKEN", "canary-root-token-bad");
+    let e = VaultProvider::connect(&cfg(env)).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unauthenticated);
+    // Nothing configured at all: no provider, not an error.
+    let none = cfg(Env::from_pairs(Vec::<(String, String)>::new()));
+    assert!(VaultProvider::configured(&none).unwrap().is_none());
+}

@@ -155,6 +155,14 @@ impl VaultProvider {
         })
     }
 
+    /// [`VaultProvider::from_config`], then [`VaultProvider::lookup_self`]:
+    /// wrong credentials fail here, at start-up, not on the first read.
+    pub async fn connect(config: &Config) -> Result<VaultProvider> {
+        let p = Self::from_config(config)?;
+        p.lookup_self().await?;
+        Ok(p)
+    }
+
     /// Logs in if needed and calls `auth/token/lookup-self`: a cheap way to
     /// fail fast at start-up when the credentials are wrong.
     pub async fn lookup_self(&self) -> Result<TokenInfo> {
@@ -164,8 +172,9 @@ impl VaultProvider {
     }
 
     /// Sends an authenticated request. A 403 with AppRole credentials is
-    /// checked with `lookup-self`: if the token itself is gone, log in again
-    /// and retry once; otherwise it is a real denial.
+    /// checked with `lookup-self`: if the token itself is rejected (revoked,
+    /// expired early), log in again and retry once; otherwise it is a real
+    /// denial. Logging in only then spares secret ids with limited uses.
     async fn call(&self, mut req: Request<'_>, token: &Secret) -> Result<Response> {
         let t = &self.inner.transport;
         req.token = Some(token);
@@ -173,8 +182,11 @@ impl VaultProvider {
         if resp.status != 403 || !self.inner.auth.can_relogin() {
             return Ok(resp);
         }
-        if auth::lookup_self(t, token).await.is_ok() {
-            return Ok(resp);
+        match auth::lookup_self(t, token).await {
+            // Only a rejected token is worth a new login; a transient
+            // failure of the check leaves the original answer standing.
+            Err(e) if e.code() == ErrorCode::Unauthenticated => {}
+            _ => return Ok(resp),
         }
         self.inner.auth.invalidate(token);
         let fresh = self.inner.auth.token(t).await?;
