@@ -666,16 +666,31 @@ impl std::io::Write for Capture {
     }
 }
 
+/// One process-wide subscriber at TRACE level writing into a buffer. Global
+/// rather than per-test (`set_default`): tracing caches callsite interest
+/// process-wide, and a thread-local subscriber can miss events when other
+/// tests run in parallel. Every test's logs land here, which only widens
+/// the canary check.
+fn global_capture() -> Capture {
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            let capture = Capture::default();
+            let writer = capture.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            capture
+        })
+        .clone()
+}
+
 #[tokio::test]
 async fn canaries_stay_out_of_logs_spans_and_errors() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let capture = global_capture();
 
     let fake = Arc::new(Fake::default());
     fake.login_ttl.store(3600, Ordering::SeqCst);
