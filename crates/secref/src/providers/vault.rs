@@ -132,12 +132,27 @@ impl VaultProvider {
             .timeout(s.timeout)
             .danger_accept_invalid_certs(!s.verify_tls);
         if let Some(ca) = &s.ca_cert {
+            // The PEM parser skips anything that is not a certificate, so a
+            // wrong file would silently add no trust at all: check first.
+            if !contains_pem(&read_pem(ca)?, "CERTIFICATE") {
+                return Err(Error::config(format!(
+                    "VAULT_CACERT {} contains no PEM certificate",
+                    ca.display()
+                )));
+            }
             opts = opts.ca_cert_file(ca)?;
         }
         if let Some((cert, key)) = &s.client_identity {
-            let mut pem = Zeroizing::new(read_pem(cert)?);
+            let cert_pem = read_pem(cert)?;
+            let key_pem = Zeroizing::new(read_pem(key)?);
+            if !contains_pem(&cert_pem, "CERTIFICATE") || !contains_pem(&key_pem, "PRIVATE KEY") {
+                return Err(Error::config(
+                    "VAULT_CLIENT_CERT must hold a PEM certificate and VAULT_CLIENT_KEY a PEM private key",
+                ));
+            }
+            let mut pem = Zeroizing::new(cert_pem);
             pem.extend_from_slice(b"\n");
-            pem.extend_from_slice(&read_pem(key)?);
+            pem.extend_from_slice(&key_pem);
             opts = opts.identity_pem(pem.to_vec());
         }
         let transport = Transport::new(
@@ -301,6 +316,16 @@ impl VaultProvider {
             )),
         }
     }
+}
+
+/// Whether `pem` has a `-----BEGIN …<label>-----` line. Works on the bytes
+/// (no copy of a private key is made).
+fn contains_pem(pem: &[u8], label: &str) -> bool {
+    let end = format!("{label}-----");
+    pem.split(|b| *b == b'\n').any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line.starts_with(b"-----BEGIN ") && line.ends_with(end.as_bytes())
+    })
 }
 
 fn read_pem(path: &std::path::Path) -> Result<Vec<u8>> {
