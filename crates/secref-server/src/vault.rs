@@ -47,6 +47,10 @@ pub const SEED_ENV: &str = "SECREF_SERVE_VAULT_SEED";
 /// Longest wrap TTL accepted (Vault's default max is 32 days; keep it short).
 const MAX_WRAP_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// Outstanding wrapping tokens kept at most; beyond this a wrapped read is
+/// answered 503 (retryable) instead of growing memory without bound.
+const MAX_WRAPS: usize = 10_000;
+
 /// The Vault API's routes over an in-memory KV v2 store seeded from
 /// [`SEED_ENV`]. An unreadable seed makes every Vault request answer 500
 /// (and is logged) rather than silently serving an empty store.
@@ -435,6 +439,12 @@ fn wrap(api: &Api, body: Value, ttl: Duration, creation_path: &str) -> Response 
         let mut wraps = api.wraps.lock();
         let now = Instant::now();
         wraps.retain(|_, (_, exp)| *exp > now);
+        if wraps.len() >= MAX_WRAPS {
+            return vault_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many outstanding wrapping tokens; unwrap or let them expire",
+            );
+        }
         wraps.insert(token.clone(), (body, now + ttl));
     }
     axum::Json(json!({
