@@ -34,6 +34,7 @@ struct Fake {
     login_ttl: AtomicUsize,
     seq: AtomicUsize,
     seen: Mutex<Vec<String>>,
+    namespaces: Mutex<Vec<String>>,
     /// Answer every `status/*` path with this status (error mapping tests).
     redirect_to: Mutex<Option<String>>,
 }
@@ -117,6 +118,9 @@ impl Fake {
             .lock()
             .unwrap()
             .push(format!("{method} {}", uri.path_and_query().unwrap()));
+        if let Some(ns) = h.get("x-vault-namespace").and_then(|v| v.to_str().ok()) {
+            self.namespaces.lock().unwrap().push(ns.to_string());
+        }
         let query = uri.query().unwrap_or("");
         if let Some(target) = self.redirect_to.lock().unwrap().clone() {
             if path.starts_with("secret/") {
@@ -743,4 +747,20 @@ async fn connect_fails_fast_on_wrong_credentials() {
     // Nothing configured at all: no provider, not an error.
     let none = cfg(Env::from_pairs(Vec::<(String, String)>::new()));
     assert!(VaultProvider::configured(&none).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn namespace_header_is_sent() {
+    let fake = Arc::new(Fake::default());
+    let addr = start(fake.clone()).await;
+    let mut env = token_env(addr);
+    env.set("VAULT_NAMESPACE", "/team-a/");
+    let p = VaultProvider::from_env(&env).unwrap();
+    read(&p, "openbao://kv1/app/db#user").await.unwrap();
+    assert_eq!(*fake.namespaces.lock().unwrap(), ["team-a"]);
+    env.set("VAULT_NAMESPACE", "team a");
+    assert_eq!(
+        VaultProvider::from_env(&env).unwrap_err().code(),
+        ErrorCode::Config
+    );
 }

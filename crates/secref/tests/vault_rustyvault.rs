@@ -189,3 +189,19 @@ async fn resolver_from_config_reads_kv1() {
         .unwrap();
     assert_eq!(v.as_str(), TOKEN_VALUE);
 }
+
+/// RustyVault ignores `X-Vault-Wrap-TTL` and answers in clear: a wrapped
+/// read must refuse that downgrade rather than accept the value.
+#[tokio::test]
+async fn unwrapped_answer_to_a_wrapped_read_is_refused() {
+    let Some(s) = server("unwrapped_answer_to_a_wrapped_read_is_refused") else {
+        return;
+    };
+    let p = token_provider(&s, &s.root);
+    let e = read(&p, "openbao://secret/myapp/api#token?wrap_ttl=60s")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidResponse, "{e}");
+    assert!(e.message().contains("downgrade"));
+    assert!(!format!("{e:?}").contains(TOKEN_VALUE));
+}
