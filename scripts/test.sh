@@ -24,6 +24,78 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+# --- RustyVault: a real Vault-compatible server (vault provider tests) -------
+# Installs rusty_vault 0.2.1 into .cache/ (once), starts it on 127.0.0.1 with
+# throwaway file storage, initialises and unseals it, enables AppRole, writes
+# a KV v1 secret, and exports SECREF_TEST_VAULT_* for
+# crates/secref/tests/vault_rustyvault.rs. Stopped on exit.
+step "rusty_vault"
+RV_ROOT="$ROOT/.cache/rusty_vault"
+RV_BIN="$RV_ROOT/bin/rvault"
+if [ ! -x "$RV_BIN" ]; then
+  # rusty_vault links OpenSSL; the image has it, a leaner one may not.
+  if ! pkg-config --exists openssl 2>/dev/null; then
+    apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config >/dev/null
+  fi
+  CARGO_TARGET_DIR="$ROOT/.cache/rusty_vault-target" \
+    cargo install rusty_vault --version 0.2.1 --locked --root "$RV_ROOT" --quiet
+  rm -rf "$ROOT/.cache/rusty_vault-target"
+fi
+RV_DIR=$(mktemp -d)
+RV_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$RV_DIR/config.hcl" <<EOF
+storage "file" {
+  path = "$RV_DIR/data"
+}
+listener "tcp" {
+  address     = "127.0.0.1:$RV_PORT"
+  tls_disable = true
+}
+api_addr = "http://127.0.0.1:$RV_PORT"
+EOF
+"$RV_BIN" server --config "$RV_DIR/config.hcl" >"$RV_DIR/server.log" 2>&1 &
+RV_PID=$!
+rv_stop() {
+  kill "$RV_PID" 2>/dev/null || true
+  wait "$RV_PID" 2>/dev/null || true
+  rm -rf "$RV_DIR"
+}
+# Chain any EXIT trap another section set before this one.
+RV_PREV_TRAP=$(trap -p EXIT | sed -E "s/^trap -- '(.*)' EXIT$/\1/")
+trap "rv_stop; ${RV_PREV_TRAP}" EXIT
+export SECREF_TEST_VAULT_ADDR="http://127.0.0.1:$RV_PORT"
+# Init, unseal and seed; prints shell exports (tokens stay out of the log).
+RV_EXPORTS=$(python3 - "$SECREF_TEST_VAULT_ADDR" <<'EOF'
+import json, sys, time, urllib.request, urllib.error
+addr = sys.argv[1]
+def call(method, path, body=None, token=None):
+    req = urllib.request.Request(addr + "/v1/" + path, method=method,
+        data=None if body is None else json.dumps(body).encode())
+    if token:
+        req.add_header("X-Vault-Token", token)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        raw = r.read()
+        return json.loads(raw) if raw else {}
+for _ in range(100):
+    try:
+        call("GET", "sys/seal-status")
+        break
+    except (urllib.error.URLError, ConnectionError):
+        time.sleep(0.1)
+init = call("PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1})
+call("PUT", "sys/unseal", {"key": init["keys"][0]})
+root = init["root_token"]
+call("POST", "sys/auth/approle", {"type": "approle"}, root)
+call("POST", "auth/approle/role/myapp", {"token_ttl": "1h", "token_max_ttl": "4h"}, root)
+role_id = call("GET", "auth/approle/role/myapp/role-id", token=root)["data"]["role_id"]
+secret_id = call("POST", "auth/approle/role/myapp/secret-id", {}, root)["data"]["secret_id"]
+call("POST", "secret/myapp/api", {"token": "rv-canary-value-5e11", "user": "app"}, root)
+print(f"export SECREF_TEST_VAULT_TOKEN='{root}' SECREF_TEST_VAULT_ROLE_ID='{role_id}' SECREF_TEST_VAULT_SECRET_ID='{secret_id}'")
+EOF
+)
+eval "$RV_EXPORTS"
+echo "rusty_vault listening on $SECREF_TEST_VAULT_ADDR (pid $RV_PID)"
+
 # --- build once, then the Rust tests ----------------------------------------
 step "cargo build"
 cargo build --workspace --examples --quiet
@@ -31,6 +103,14 @@ export SECREF_BIN="$ROOT/target/debug/secref"
 step "cargo test"
 cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log
 grep -q '^test result: ok' target/cargo-test.log
+
+# --- RustyVault: the CLI end to end (once `secref get` exists) ---------------
+if "$SECREF_BIN" help get >/dev/null 2>&1; then
+  step "secref get hashicorp://… against rusty_vault"
+  RV_GOT=$(VAULT_ADDR="$SECREF_TEST_VAULT_ADDR" VAULT_TOKEN="$SECREF_TEST_VAULT_TOKEN" \
+    SECREF_STORE="$RV_DIR/none.store" "$SECREF_BIN" get 'hashicorp://secret/myapp/api#token')
+  [ "$RV_GOT" = "rv-canary-value-5e11" ] || { echo "secref get returned the wrong value" >&2; exit 1; }
+fi
 
 # --- Python conformance suites ------------------------------------------------
 step "pytest"

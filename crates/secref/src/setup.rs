@@ -63,5 +63,11 @@ fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
     if let Some(p) = crate::providers::secflow::SecFlowProvider::from_config(cfg)? {
         builder = builder.provider_arc(Arc::new(p), Some(cfg.cache_for("secflow")));
     }
+    // Vault / OpenBao: when `[vault]`, VAULT_ADDR or VAULT_URL is set;
+    // invalid settings are an error, never silently skipped.
+    #[cfg(feature = "vault")]
+    if let Some(vault) = crate::providers::vault::VaultProvider::configured(cfg)? {
+        builder = builder.provider_arc(Arc::new(vault), Some(cfg.cache_for("vault")));
+    }
     Ok(builder)
 }

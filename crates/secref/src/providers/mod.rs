@@ -6,6 +6,8 @@ mod file;
 pub mod local;
 #[cfg(feature = "secflow")]
 pub mod secflow;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 pub use env::EnvProvider;
 pub use file::FileProvider;

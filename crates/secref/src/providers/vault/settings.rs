@@ -1,0 +1,398 @@
+//! Vault provider settings: the `[vault]` table of `secref.toml` overlaid
+//! with `VAULT_*` environment variables (the environment wins), validated
+//! strictly. Credentials are read into [`Secret`]s and never echoed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::{self, Env};
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+/// The `[vault]` table. Unknown keys are an error; secrets themselves are
+/// not accepted inline (use `token_file` / `secret_id_file` or the env).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VaultTable {
+    url: Option<String>,
+    token_file: Option<PathBuf>,
+    namespace: Option<String>,
+    timeout_seconds: Option<f64>,
+    verify_ssl: Option<bool>,
+    ca_cert: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    approle_mount: Option<String>,
+    role_id: Option<String>,
+    role_id_file: Option<PathBuf>,
+    secret_id_file: Option<PathBuf>,
+    wrap_ttl: Option<String>,
+    renew_margin_seconds: Option<f64>,
+    redirect_allow: Option<Vec<String>>,
+}
+
+/// How the provider authenticates.
+pub(super) enum Credentials {
+    /// A token used as is (`VAULT_TOKEN`, `token_file` or `~/.vault-token`).
+    Token(Secret),
+    /// AppRole login; the issued token is renewed and re-obtained as needed.
+    AppRole {
+        mount: String,
+        role_id: Secret,
+        secret_id: Secret,
+    },
+}
+
+/// Validated settings.
+pub(super) struct Settings {
+    pub base: Url,
+    pub namespace: Option<String>,
+    pub timeout: Duration,
+    pub verify_tls: bool,
+    pub ca_cert: Option<PathBuf>,
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    pub credentials: Credentials,
+    pub wrap_ttl: Option<String>,
+    pub renew_margin: Option<Duration>,
+    pub redirect_allow: Vec<url::Origin>,
+}
+
+/// Whether anything Vault-related is configured at all.
+pub(super) fn is_configured(table: Option<&toml::Table>, env: &Env) -> bool {
+    table.is_some() || env.get("VAULT_ADDR").is_some() || env.get("VAULT_URL").is_some()
+}
+
+impl Settings {
+    pub fn load(table: Option<&toml::Table>, env: &Env) -> Result<Settings> {
+        let t: VaultTable = match table {
+            Some(t) => t.clone().try_into().map_err(|e: toml::de::Error| {
+                Error::config(format!("invalid [vault] table: {}", e.message()))
+            })?,
+            None => VaultTable::default(),
+        };
+        let credentials = load_credentials(&t, env)?;
+
+        let url = env
+            .get("VAULT_URL")
+            .or_else(|| env.get("VAULT_ADDR"))
+            .map(str::to_string)
+            .or(t.url.clone())
+            .ok_or_else(|| {
+                Error::config("no Vault address: set VAULT_ADDR (or VAULT_URL) or [vault] url")
+            })?;
+        let base = config::validate_base_url("VAULT_ADDR", &url)?;
+
+        let namespace = env
+            .get("VAULT_NAMESPACE")
+            .map(str::to_string)
+            .or(t.namespace.clone())
+            .map(|ns| ns.trim().trim_matches('/').to_string())
+            .filter(|ns| !ns.is_empty());
+        if let Some(ns) = &namespace {
+            if !ns.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Error::config(
+                    "VAULT_NAMESPACE may only contain printable ASCII without spaces",
+                ));
+            }
+        }
+
+        let timeout = match env.get("VAULT_TIMEOUT") {
+            Some(raw) => config::parse_timeout("VAULT_TIMEOUT", raw)?,
+            None => match t.timeout_seconds {
+                Some(s) => config::check_timeout("[vault] timeout_seconds", s)?,
+                None => Duration::from_secs(30),
+            },
+        };
+
+        // Strict: the reference SDK turns verification off for any value
+        // other than true/1/yes, including typos. Here a typo is an error.
+        let verify_tls = match env.get("VAULT_VERIFY_SSL") {
+            Some(raw) => config::parse_bool("VAULT_VERIFY_SSL", raw)?,
+            None => t.verify_ssl.unwrap_or(true),
+        };
+
+        let ca_cert = env.get("VAULT_CACERT").map(PathBuf::from).or(t.ca_cert);
+        let cert = env
+            .get("VAULT_CLIENT_CERT")
+            .map(PathBuf::from)
+            .or(t.client_cert);
+        let key = env
+            .get("VAULT_CLIENT_KEY")
+            .map(PathBuf::from)
+            .or(t.client_key);
+        let client_identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(Error::config(
+                    "VAULT_CLIENT_CERT and VAULT_CLIENT_KEY must be set together",
+                ))
+            }
+        };
+
+        let wrap_ttl = match env
+            .get("VAULT_WRAP_TTL")
+            .map(str::to_string)
+            .or(t.wrap_ttl.clone())
+        {
+            Some(raw) => Some(parse_wrap_ttl("VAULT_WRAP_TTL", &raw)?),
+            None => None,
+        };
+
+        let renew_margin = match env.get("VAULT_RENEW_MARGIN") {
+            Some(raw) => Some(parse_margin("VAULT_RENEW_MARGIN", raw.trim().parse().ok())?),
+            None => match t.renew_margin_seconds {
+                Some(s) => Some(parse_margin("[vault] renew_margin_seconds", Some(s))?),
+                None => None,
+            },
+        };
+
+        let mut redirect_allow = Vec::new();
+        let allow_raw: Vec<String> = match env.get("VAULT_REDIRECT_ALLOW") {
+            Some(raw) => raw
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            None => t.redirect_allow.clone().unwrap_or_default(),
+        };
+        for raw in allow_raw {
+            let u = config::validate_base_url("VAULT_REDIRECT_ALLOW", &raw)?;
+            redirect_allow.push(u.origin());
+        }
+
+        Ok(Settings {
+            base,
+            namespace,
+            timeout,
+            verify_tls,
+            ca_cert,
+            client_identity,
+            credentials,
+            wrap_ttl,
+            renew_margin,
+            redirect_allow,
+        })
+    }
+}
+
+fn parse_margin(name: &str, secs: Option<f64>) -> Result<Duration> {
+    match secs {
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(Error::config(format!(
+            "{name} must be a non-negative number of seconds"
+        ))),
+    }
+}
+
+/// AppRole when a role id is configured, else a token.
+fn load_credentials(t: &VaultTable, env: &Env) -> Result<Credentials> {
+    let role_id = one_of(
+        "VAULT_ROLE_ID",
+        env.get("VAULT_ROLE_ID")
+            .map(str::to_string)
+            .or(t.role_id.clone()),
+        env.get("VAULT_ROLE_ID_FILE")
+            .map(PathBuf::from)
+            .or(t.role_id_file.clone()),
+    )?;
+    let secret_id = one_of(
+        "VAULT_SECRET_ID",
+        env.get("VAULT_SECRET_ID").map(str::to_string),
+        env.get("VAULT_SECRET_ID_FILE")
+            .map(PathBuf::from)
+            .or(t.secret_id_file.clone()),
+    )?;
+    match (role_id, secret_id) {
+        (Some(role_id), Some(secret_id)) => {
+            let mount = env
+                .get("VAULT_APPROLE_MOUNT")
+                .map(str::to_string)
+                .or(t.approle_mount.clone())
+                .unwrap_or_else(|| "approle".to_string());
+            let mount = mount.trim_matches('/').to_string();
+            if mount.is_empty()
+                || !mount.split('/').all(|s| {
+                    !s.is_empty()
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                })
+            {
+                return Err(Error::config(
+                    "VAULT_APPROLE_MOUNT must be a path of A-Z a-z 0-9 . _ - segments",
+                ));
+            }
+            Ok(Credentials::AppRole {
+                mount,
+                role_id,
+                secret_id,
+            })
+        }
+        (Some(_), None) => Err(Error::config(
+            "VAULT_ROLE_ID is set but no secret id: set VAULT_SECRET_ID or VAULT_SECRET_ID_FILE",
+        )),
+        (None, Some(_)) => Err(Error::config(
+            "a Vault secret id is set but no role id: set VAULT_ROLE_ID or VAULT_ROLE_ID_FILE",
+        )),
+        (None, None) => {
+            if let Some(tok) = env.get("VAULT_TOKEN") {
+                return Ok(Credentials::Token(Secret::from(tok.trim())));
+            }
+            if let Some(path) = &t.token_file {
+                return Ok(Credentials::Token(read_secret_file(
+                    "[vault] token_file",
+                    path,
+                )?));
+            }
+            if let Some(home) = env.get("HOME") {
+                let path = Path::new(home).join(".vault-token");
+                if path.is_file() {
+                    return Ok(Credentials::Token(read_secret_file(
+                        "~/.vault-token",
+                        &path,
+                    )?));
+                }
+            }
+            Err(Error::config(
+                "no Vault credentials: set VAULT_TOKEN, write ~/.vault-token, or set VAULT_ROLE_ID and VAULT_SECRET_ID",
+            ))
+        }
+    }
+}
+
+/// A credential given either inline or as a file, never both.
+fn one_of(name: &str, inline: Option<String>, file: Option<PathBuf>) -> Result<Option<Secret>> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(Error::config(format!(
+            "set either {name} or {name}_FILE, not both"
+        ))),
+        (Some(v), None) => {
+            let v = Secret::from(v.trim());
+            if v.is_empty() {
+                return Err(Error::config(format!("{name} is empty")));
+            }
+            Ok(Some(v))
+        }
+        (None, Some(path)) => Ok(Some(read_secret_file(&format!("{name}_FILE"), &path)?)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Reads a credential file; surrounding whitespace is dropped. Errors name
+/// the file, never its contents.
+fn read_secret_file(name: &str, path: &Path) -> Result<Secret> {
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
+        Error::config(format!(
+            "{name}: cannot read {}: {}",
+            path.display(),
+            e.kind()
+        ))
+    })?);
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Error::config(format!("{name}: {} is not UTF-8", path.display())))?
+        .trim();
+    if text.is_empty() {
+        return Err(Error::config(format!(
+            "{name}: {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Secret::from(text))
+}
+
+/// A Vault duration for `X-Vault-Wrap-TTL`: whole seconds, optionally with an
+/// `s`, `m` or `h` unit (`60`, `60s`, `5m`, `1h`), greater than zero.
+///
+/// Returned normalised with a unit so the header is unambiguous.
+pub(super) fn parse_wrap_ttl(name: &str, raw: &str) -> Result<String> {
+    let raw = raw.trim();
+    let (digits, unit) = match raw.char_indices().last() {
+        Some((i, c @ ('s' | 'm' | 'h'))) => (&raw[..i], c),
+        _ => (raw, 's'),
+    };
+    let ok = !digits.is_empty() && digits.len() <= 9 && digits.bytes().all(|b| b.is_ascii_digit());
+    match digits.parse::<u64>() {
+        Ok(n) if ok && n > 0 => Ok(format!("{n}{unit}")),
+        _ => Err(Error::config(format!(
+            "{name} must be a positive duration such as 60s, 5m or 1h"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn verify_ssl_is_strict() {
+        let base = [
+            ("VAULT_ADDR", "http://127.0.0.1:8200"),
+            ("VAULT_TOKEN", "t"),
+        ];
+        for bad in ["False-ish", "off", "nope"] {
+            let mut e = env(&base);
+            e.set("VAULT_VERIFY_SSL", bad);
+            let err = Settings::load(None, &e).err().expect("must fail");
+            assert_eq!(err.code(), crate::ErrorCode::Config, "{bad}");
+        }
+        let mut e = env(&base);
+        e.set("VAULT_VERIFY_SSL", "false");
+        assert!(!Settings::load(None, &e).unwrap().verify_tls);
+        assert!(Settings::load(None, &env(&base)).unwrap().verify_tls);
+    }
+
+    #[test]
+    fn addresses_and_credentials() {
+        let e = env(&[
+            ("VAULT_ADDR", "http://vault.example.com"),
+            ("VAULT_TOKEN", "t"),
+        ]);
+        assert!(Settings::load(None, &e).is_err(), "plain http off loopback");
+        let e = env(&[("VAULT_ADDR", "https://vault.example.com")]);
+        let err = Settings::load(None, &e).err().unwrap();
+        assert!(err.message().contains("no Vault credentials"));
+        let e = env(&[("VAULT_ADDR", "https://v.example"), ("VAULT_ROLE_ID", "r")]);
+        assert!(Settings::load(None, &e).is_err());
+        let e = env(&[
+            ("VAULT_ADDR", "https://v.example"),
+            ("VAULT_ROLE_ID", "r"),
+            ("VAULT_SECRET_ID", "canary-sid"),
+            ("VAULT_SECRET_ID_FILE", "/nonexistent"),
+        ]);
+        let err = Settings::load(None, &e).err().unwrap();
+        assert!(!format!("{err:?}").contains("canary-sid"));
+    }
+
+    #[test]
+    fn toml_table_is_strict() {
+        let t: toml::Table = toml::from_str("url = 'https://v.example'\ntoken = 'x'").unwrap();
+        let err = Settings::load(Some(&t), &env(&[("VAULT_TOKEN", "t")]))
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), crate::ErrorCode::Config);
+        let t: toml::Table =
+            toml::from_str("url = 'https://v.example'\nverify_ssl = false\nwrap_ttl = '5m'")
+                .unwrap();
+        let s = Settings::load(Some(&t), &env(&[("VAULT_TOKEN", "t")])).unwrap();
+        assert!(!s.verify_tls);
+        assert_eq!(s.wrap_ttl.as_deref(), Some("5m"));
+    }
+
+    #[test]
+    fn wrap_ttls() {
+        assert_eq!(parse_wrap_ttl("W", "60").unwrap(), "60s");
+        assert_eq!(parse_wrap_ttl("W", "60s").unwrap(), "60s");
+        assert_eq!(parse_wrap_ttl("W", "5m").unwrap(), "5m");
+        for bad in ["0", "", "s", "-1s", "1d", "1.5s", "1 s"] {
+            assert!(parse_wrap_ttl("W", bad).is_err(), "{bad}");
+        }
+    }
+}
