@@ -50,6 +50,18 @@ pub struct Config {
     /// The Vault / OpenBao provider (also configurable from `VAULT_*`).
     #[serde(default)]
     pub vault: Option<toml::Table>,
+    /// The Infisical provider (also configurable from `INFISICAL_*`).
+    #[serde(default)]
+    pub infisical: Option<toml::Table>,
+    /// The Coze workload-identity provider (also configurable from `COZE_*`).
+    #[serde(default)]
+    pub coze: Option<toml::Table>,
+    /// Access policy enforced by the resolver (grants, tenant mounts, PDP).
+    #[serde(default)]
+    pub policy: Option<toml::Table>,
+    /// Non-leaky audit events (sinks, HMAC salt source).
+    #[serde(default)]
+    pub audit: Option<toml::Table>,
     /// The local server (`secref serve`); validated by the server crate.
     #[serde(default)]
     pub server: Option<toml::Table>,
