@@ -1,0 +1,1 @@
+//! A faithful Coze outbound-auth double (integration credentials, project env vars).

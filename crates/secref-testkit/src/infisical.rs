@@ -1,0 +1,1 @@
+//! A faithful Infisical API double (universal auth, secrets v3).

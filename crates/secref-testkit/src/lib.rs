@@ -1,0 +1,8 @@
+//! Test doubles for backends that cannot run here, each proven faithful by
+//! running the backend's own Python SDK against it (see `tests/python/`),
+//! plus helpers shared by secref's test suites.
+//!
+//! Every double binds 127.0.0.1 only.
+
+pub mod coze;
+pub mod infisical;
