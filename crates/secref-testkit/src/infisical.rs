@@ -342,26 +342,36 @@ fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     req_id: &str,
-) -> Result<Option<String>, Response> {
+) -> Result<Option<String>, Box<Response>> {
     let mut inner = state.inner.lock();
     if let Some(status) = inner.faults.pop_front() {
-        return Err(error(
+        return Err(Box::new(error(
             status,
             error_name(status),
             "Injected failure",
             req_id,
-        ));
+        )));
     }
     let Some(token) = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return Err(error(401, "UnauthorizedError", "Token missing", req_id));
+        return Err(Box::new(error(
+            401,
+            "UnauthorizedError",
+            "Token missing",
+            req_id,
+        )));
     };
     if jwt_exp(token).is_some_and(|exp| exp <= now_secs()) {
         inner.expired_rejections += 1;
-        return Err(error(401, "UnauthorizedError", "Token expired", req_id));
+        return Err(Box::new(error(
+            401,
+            "UnauthorizedError",
+            "Token expired",
+            req_id,
+        )));
     }
     if let Some(client) = inner.issued.get(token) {
         return Ok(Some(client.clone()));
@@ -369,7 +379,12 @@ fn authorize(
     if inner.seed.tokens.iter().any(|t| t == token) {
         return Ok(None);
     }
-    Err(error(401, "UnauthorizedError", "Invalid token", req_id))
+    Err(Box::new(error(
+        401,
+        "UnauthorizedError",
+        "Invalid token",
+        req_id,
+    )))
 }
 
 fn may_read(inner: &Inner, client: &Option<String>, project: &str) -> bool {
@@ -536,7 +551,7 @@ async fn list_secrets(
     let req_id = record(&state, &method, &uri);
     let client = match authorize(&state, &headers, &req_id) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Some(r) = missing_params(&q, &["workspaceId", "environment"], &req_id) {
         return r;
@@ -587,7 +602,7 @@ async fn retrieve_secret(
     let req_id = record(&state, &method, &uri);
     let client = match authorize(&state, &headers, &req_id) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Some(r) = missing_params(&q, &["workspaceId", "environment"], &req_id) {
         return r;
@@ -642,7 +657,7 @@ async fn list_folders(
     let req_id = record(&state, &method, &uri);
     let client = match authorize(&state, &headers, &req_id) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Some(r) = missing_params(&q, &["workspaceId", "environment"], &req_id) {
         return r;

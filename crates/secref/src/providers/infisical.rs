@@ -899,8 +899,10 @@ impl Provider for InfisicalProvider {
         for i in singles {
             jobs.push(Box::pin(async move {
                 let ir = infisical_ref(&refs[i])?;
-                let res = self.read_one(ir, true).await.and_then(resolved_from);
-                Ok(vec![(i, res)])
+                match self.read_one(ir, true).await {
+                    Err(e) if is_request_level(&e) => Err(e),
+                    res => Ok(vec![(i, res.and_then(resolved_from))]),
+                }
             }));
         }
         let mut answers = futures::stream::iter(jobs).buffer_unordered(CONCURRENCY);
@@ -916,10 +918,6 @@ impl Provider for InfisicalProvider {
             .map(|(res, r)| {
                 res.unwrap_or_else(|| Err(Error::internal("unanswered reference")))
                     .map_err(|e| e.with_reference(r.to_canonical()))
-            })
-            .map(|res| match res {
-                Err(e) if is_request_level(&e) => Err(e),
-                other => other,
             })
             .collect())
     }
