@@ -220,19 +220,34 @@ async fn token_refreshes_before_expiry() {
 
 #[tokio::test]
 async fn concurrent_resolves_share_one_login() {
-    let d = InfisicalDouble::start(seed(600)).await.unwrap();
+    let mut s = seed(600);
+    for i in 0..50 {
+        s.secrets.push(
+            serde_json::from_value(json!({
+                "project": "proj-1", "environment": "dev", "path": "/bulk",
+                "key": format!("K{i}"), "values": [format!("CANARY-bulk-{i}")]
+            }))
+            .unwrap(),
+        );
+    }
+    let d = InfisicalDouble::start(s).await.unwrap();
     let home = tempfile::tempdir().unwrap();
-    let p = Arc::new(universal(&d, home.path()));
+    let resolver = Arc::new(
+        Resolver::builder()
+            .provider(universal(&d, home.path()))
+            .build()
+            .unwrap(),
+    );
+    // 50 distinct references at once, before any token exists.
     let tasks: Vec<_> = (0..50)
         .map(|i| {
-            let p = p.clone();
-            let key = if i % 2 == 0 { "DB_PASS" } else { "API_KEY" };
+            let resolver = resolver.clone();
             tokio::spawn(async move {
-                let out = p
-                    .resolve_many(&[r(&format!("infisical://proj-1/dev/app/{key}"))])
+                let v = resolver
+                    .resolve(format!("infisical://proj-1/dev/bulk/K{i}").as_str())
                     .await
                     .unwrap();
-                assert!(out[0].is_ok());
+                assert_eq!(v.as_text().unwrap(), format!("CANARY-bulk-{i}"));
             })
         })
         .collect();
@@ -240,6 +255,12 @@ async fn concurrent_resolves_share_one_login() {
         t.await.unwrap();
     }
     assert_eq!(d.logins("cid"), 1);
+    let reads = d
+        .requests()
+        .iter()
+        .filter(|q| q.path.starts_with("/api/v3/secrets/raw"))
+        .count();
+    assert!((1..=50).contains(&reads), "{reads}");
 }
 
 #[tokio::test]
@@ -304,6 +325,23 @@ async fn errors_are_typed() {
     let wrong = InfisicalProvider::new(InfisicalSettings::from_config(&cfg).unwrap()).unwrap();
     let e = wrong.resolve_many(&one).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Unauthenticated);
+    // Nobody listening: a request-level, retryable failure.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let cfg = config(
+        &[
+            ("INFISICAL_URL", &closed),
+            ("INFISICAL_CLIENT_ID", "cid"),
+            ("INFISICAL_CLIENT_SECRET", CLIENT_SECRET),
+        ],
+        home.path(),
+    );
+    let down = InfisicalProvider::new(InfisicalSettings::from_config(&cfg).unwrap()).unwrap();
+    let e = down.resolve_many(&one).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BackendUnavailable);
+    assert!(e.retryable());
     // Nothing configured at all.
     let cfg = config(&[("INFISICAL_URL", &d.url)], home.path());
     let none = InfisicalProvider::new(InfisicalSettings::from_config(&cfg).unwrap()).unwrap();
