@@ -649,3 +649,25 @@ async fn canaries_stay_out_of_logs_errors_and_debug() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_oversized_refresh_margin_does_not_log_in_on_every_call() {
+    let d = InfisicalDouble::start(seed(600)).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut cfg = Config::from_toml_str(&format!(
+        "[infisical]\nurl = \"{}\"\nrefresh_margin_seconds = 3600\n",
+        d.url
+    ))
+    .unwrap();
+    cfg.env = Env::from_pairs([
+        ("HOME", home.path().display().to_string()),
+        ("INFISICAL_CLIENT_ID", "cid".to_string()),
+        ("INFISICAL_CLIENT_SECRET", CLIENT_SECRET.to_string()),
+    ]);
+    let p = InfisicalProvider::new(InfisicalSettings::from_config(&cfg).unwrap()).unwrap();
+    let one = [r("infisical://proj-1/dev/app/API_KEY")];
+    for _ in 0..3 {
+        assert!(p.resolve_many(&one).await.unwrap()[0].is_ok());
+    }
+    assert_eq!(d.logins("cid"), 1);
+}

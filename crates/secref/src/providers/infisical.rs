@@ -353,7 +353,10 @@ impl TokenManager {
         let margin = match (&self.credentials, self.margin, cur.lifetime) {
             // A static token cannot be renewed: use it until it expires.
             (Credentials::Token(_), _, _) => Duration::ZERO,
-            (_, Some(m), _) => m,
+            // A margin as long as the token's life would log in on every
+            // call: never wait less than half of it.
+            (_, Some(m), Some(life)) => m.min(life / 2),
+            (_, Some(m), None) => m,
             (_, None, Some(life)) => (life / 3).min(MAX_DEFAULT_MARGIN),
             (_, None, None) => MAX_DEFAULT_MARGIN,
         };
