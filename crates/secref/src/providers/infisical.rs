@@ -857,7 +857,8 @@ fn is_request_level(e: &Error) -> bool {
     ) || (e.code() == ErrorCode::BackendUnavailable && e.request_id().is_none())
 }
 
-type Group<'a> = ((&'a str, &'a str, &'a str), Vec<usize>);
+/// Boxed so the batch's futures have one nameable lifetime (async_trait's
+/// `Send` check cannot infer it through stream combinators).
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 #[async_trait]
@@ -886,18 +887,14 @@ impl Provider for InfisicalProvider {
                     .push(i),
             }
         }
-        let mut lists: Vec<Group<'_>> = Vec::new();
-        for (k, idx) in groups {
+        // One list request per folder with ≥2 references; the rest read singly.
+        let mut jobs: Vec<BoxFuture<'_, Result<Vec<(usize, Result<Resolved>)>>>> = Vec::new();
+        for ((p, e, path), idx) in groups {
             if idx.len() >= 2 {
-                lists.push((k, idx));
+                jobs.push(Box::pin(self.resolve_group(refs, p, e, path, idx)));
             } else {
                 singles.extend(idx);
             }
-        }
-
-        let mut jobs: Vec<BoxFuture<'_, Result<Vec<(usize, Result<Resolved>)>>>> = Vec::new();
-        for ((p, e, path), idx) in lists {
-            jobs.push(Box::pin(self.resolve_group(refs, p, e, path, idx)));
         }
         for i in singles {
             jobs.push(Box::pin(async move {
