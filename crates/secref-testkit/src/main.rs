@@ -3,7 +3,13 @@
 //! conformance suites.
 
 fn main() {
-    let backend = std::env::args().nth(1).unwrap_or_default();
-    eprintln!("secref-fake: unknown backend '{backend}' (available: none yet)");
-    std::process::exit(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let backend = args.first().cloned().unwrap_or_default();
+    match backend.as_str() {
+        "infisical" => secref_testkit::infisical::run_cli(&args[1..]),
+        _ => {
+            eprintln!("secref-fake: unknown backend '{backend}' (available: infisical)");
+            std::process::exit(2);
+        }
+    }
 }

@@ -3,6 +3,8 @@
 
 mod env;
 mod file;
+#[cfg(feature = "infisical")]
+pub mod infisical;
 pub mod local;
 #[cfg(feature = "secflow")]
 pub mod secflow;
