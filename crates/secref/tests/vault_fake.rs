@@ -1,3 +1,4 @@
+#![cfg(feature = "vault")]
 //! The Vault provider against a small in-process fake that answers with the
 //! JSON shapes of the Vault API docs: KV v2 versions (deleted, destroyed),
 //! KV v1, AppRole login, renew-self, lookup-self, response wrapping, leases,
