@@ -4,5 +4,6 @@
 //!
 //! Every double binds 127.0.0.1 only.
 
+pub mod capture;
 pub mod coze;
 pub mod infisical;

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use secref::provider::{BatchResult, Lease, LeaseRevocation, Provider, Resolved, RevokeReason};
 use secref::{CacheConfig, Error, ErrorCode, Resolver, RetryPolicy, Secret, SecretRef};
+use secref_testkit::capture::assert_no_canary;
 
 /// What the fake answers for one reference.
 #[derive(Clone)]
@@ -602,42 +603,10 @@ fn blocking_api_from_plain_main() {
     assert_eq!(fake.calls(), 1);
 }
 
-/// A tracing writer that keeps everything written to it.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// One global TRACE subscriber for this test binary. Tracing caches each
-/// callsite's interest globally, so a thread-local subscriber would miss
-/// events whose callsites other tests registered first.
-fn global_capture() -> &'static Capture {
-    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
-        capture
-    })
-}
-
 #[tokio::test(start_paused = true)]
 async fn traces_never_contain_values() {
     const CANARY: &str = "canary-7f3e9c1d";
-    let capture = global_capture();
+    let capture = secref_testkit::capture::install();
 
     let fake = Fake::new("fake", "env");
     fake.set(A, Answer::Value(CANARY, Some("1")));
@@ -648,9 +617,9 @@ async fn traces_never_contain_values() {
     let _ = r.resolve_many_partial([A, B]).await.unwrap();
     let debug = format!("{got:?} {r:?} {:?}", r.resolve(B).await.unwrap_err());
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(logs.contains("secref.resolve"), "spans were recorded");
     assert!(logs.contains("env://A"), "refs are safe to log");
-    assert!(!logs.contains(CANARY), "value leaked into traces");
-    assert!(!debug.contains(CANARY), "value leaked into Debug");
+    assert_no_canary(&logs, CANARY);
+    assert_no_canary(&debug, CANARY);
 }
