@@ -60,6 +60,13 @@ fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("secref runs")
 }
 
+/// [`run`], asserting the command succeeded (showing its stderr if not).
+fn run_ok(cmd: &mut Command) -> Output {
+    let o = run(cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    o
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -129,8 +136,7 @@ fn usage_errors_exit_2() {
 #[test]
 fn get_prints_value_with_newline_unless_told_not_to() {
     let sb = Sandbox::new();
-    let o = run(sb.cmd().args(["get", "env://CANARY_VALUE"]));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_ok(sb.cmd().args(["get", "env://CANARY_VALUE"]));
     assert_eq!(stdout(&o), format!("{CANARY}\n"));
     let o = run(sb.cmd().args(["get", "--no-newline", "env://CANARY_VALUE"]));
     assert_eq!(stdout(&o), CANARY);
@@ -324,7 +330,7 @@ fn run_masks_the_value_and_its_encodings() {
         "printf 'SPLIT=[%s' \"$(printf %s \"$S\" | cut -c1-8)\"; sleep 0.2; \
          printf '%s]\\n' \"$(printf %s \"$S\" | cut -c9-)\"",
     );
-    let o = run(c.args([
+    let o = run_ok(c.args([
         "run",
         "--env",
         "S=env://CANARY_VALUE",
@@ -333,7 +339,6 @@ fn run_masks_the_value_and_its_encodings() {
         "-c",
         &script,
     ]));
-    assert!(o.status.success(), "{}", stderr(&o));
     let (out, err) = (stdout(&o), stderr(&o));
     for (name, value) in &forms {
         assert!(!out.contains(value.as_str()), "{name} leaked: {out}");
@@ -366,7 +371,7 @@ fn run_masks_multi_line_values() {
     let value = "-----BEGIN TEST KEY-----\nMIIBOgIBAAJBAKj34GkxFhD9\n-----END TEST KEY-----\n";
     let f = sb.write("key.pem", value);
     let r = format!("K=file://{}", f.display());
-    let o = run(sb.cmd().args([
+    let o = run_ok(sb.cmd().args([
         "run",
         "--env",
         &r,
@@ -375,7 +380,6 @@ fn run_masks_multi_line_values() {
         "-c",
         "printf 'key:\\n%s\\nline:%s\\n' \"$K\" \"$(printf %s \"$K\" | sed -n 2p)\"",
     ]));
-    assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(!out.contains("MIIBOgIBAAJBAKj34GkxFhD9"), "{out}");
     assert!(out.contains(&format!("line:{MASK}")), "{out}");
@@ -401,11 +405,11 @@ fn run_env_file_mixes_references_and_plain_values() {
         "app.env",
         "# comment\nPLAIN='hello world'\nURL=https://example.com/x\nS=env://CANARY_VALUE\n",
     );
-    let o = run(sb
-        .cmd()
-        .args(["run", "--env-file", env_file.to_str().unwrap(), "--"])
-        .args(["sh", "-c", "printf '%s|%s|%s' \"$PLAIN\" \"$URL\" \"$S\""]));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_ok(
+        sb.cmd()
+            .args(["run", "--env-file", env_file.to_str().unwrap(), "--"])
+            .args(["sh", "-c", "printf '%s|%s|%s' \"$PLAIN\" \"$URL\" \"$S\""]),
+    );
     assert_eq!(
         stdout(&o),
         format!("hello world|https://example.com/x|{MASK}")
@@ -447,17 +451,17 @@ const TRICKY: &str = "a \"quoted\" 'single' \\back$HOME ${X} `cmd` #hash\nline2\
 #[test]
 fn export_dotenv_round_trips_through_the_dotenv_reader() {
     let sb = Sandbox::new();
-    let o = run(sb
-        .cmd()
-        .env("TRICKY_VALUE", TRICKY)
-        .args(["export", "--format", "dotenv"])
-        .args([
-            "--env",
-            "T=env://TRICKY_VALUE",
-            "--env",
-            "C=env://CANARY_VALUE",
-        ]));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_ok(
+        sb.cmd()
+            .env("TRICKY_VALUE", TRICKY)
+            .args(["export", "--format", "dotenv"])
+            .args([
+                "--env",
+                "T=env://TRICKY_VALUE",
+                "--env",
+                "C=env://CANARY_VALUE",
+            ]),
+    );
     let file = sb.path("out.env");
     std::fs::write(&file, &o.stdout).unwrap();
     let pairs = secref::config::read_dotenv(&file).unwrap();
@@ -473,14 +477,13 @@ fn export_dotenv_round_trips_through_the_dotenv_reader() {
 #[test]
 fn export_shell_round_trips_through_sh() {
     let sb = Sandbox::new();
-    let o = run(sb.cmd().env("TRICKY_VALUE", TRICKY).args([
+    let o = run_ok(sb.cmd().env("TRICKY_VALUE", TRICKY).args([
         "export",
         "--format",
         "shell",
         "--env",
         "T=env://TRICKY_VALUE",
     ]));
-    assert!(o.status.success(), "{}", stderr(&o));
     let script = String::from_utf8(o.stdout).unwrap();
     assert!(script.starts_with("export T='"), "{script}");
     let out = Command::new("sh")
@@ -495,18 +498,18 @@ fn export_shell_round_trips_through_sh() {
 fn export_json_is_an_object_of_strings() {
     let sb = Sandbox::new();
     let env_file = sb.write("a.env", "PLAIN=\"plain text\"\n");
-    let o = run(sb
-        .cmd()
-        .env("TRICKY_VALUE", TRICKY)
-        .args([
-            "export",
-            "--format",
-            "json",
-            "--env-file",
-            env_file.to_str().unwrap(),
-        ])
-        .args(["--env", "T=env://TRICKY_VALUE"]));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_ok(
+        sb.cmd()
+            .env("TRICKY_VALUE", TRICKY)
+            .args([
+                "export",
+                "--format",
+                "json",
+                "--env-file",
+                env_file.to_str().unwrap(),
+            ])
+            .args(["--env", "T=env://TRICKY_VALUE"]),
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v, serde_json::json!({"T": TRICKY, "PLAIN": "plain text"}));
 }
@@ -533,13 +536,12 @@ fn export_fails_whole_on_any_failure() {
 #[test]
 fn ref_prints_canonical_form_and_parts() {
     let sb = Sandbox::new();
-    let o = run(sb.cmd().args([
+    let o = run_ok(sb.cmd().args([
         "ref",
         "OpenBao+KV2://secret/myapp/api/#token?version=3",
         "local://app/db#password",
         "secret://dev/svc/token/name",
     ]));
-    assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     for needle in [
         "openbao+kv2://secret/myapp/api#token?version=3\n",
@@ -585,8 +587,7 @@ fn ref_json_and_errors() {
 fn ref_applies_the_tenant_mount_guard() {
     let sb = Sandbox::new();
     let args = ["ref", "--tenant", "t1", "--allowed-mounts", "secret,kv"];
-    let o = run(sb.cmd().args(args).arg("openbao+kv2://kv/a"));
-    assert!(o.status.success(), "{}", stderr(&o));
+    run_ok(sb.cmd().args(args).arg("openbao+kv2://kv/a"));
     let o = run(sb.cmd().args(args).arg("openbao+kv2://other/a"));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).starts_with("error[tenant_mount_mismatch]: "));
@@ -745,8 +746,7 @@ fn feed_stdin(cmd: &mut Command, input: &[u8]) -> Output {
 // --- the local store ----------------------------------------------------------
 
 fn init(sb: &Sandbox) {
-    let o = run(sb.cmd().arg("init"));
-    assert!(o.status.success(), "{}", stderr(&o));
+    run_ok(sb.cmd().arg("init"));
 }
 
 fn set(sb: &Sandbox, reference: &str, value: &[u8], extra: &[&str]) -> Output {
@@ -756,8 +756,7 @@ fn set(sb: &Sandbox, reference: &str, value: &[u8], extra: &[&str]) -> Output {
 #[test]
 fn init_creates_key_and_store_and_never_overwrites() {
     let sb = Sandbox::new();
-    let o = run(sb.cmd().arg("init"));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_ok(sb.cmd().arg("init"));
     let out = stdout(&o);
     assert!(out.contains(&format!(
         "created key file: {}",
@@ -789,8 +788,7 @@ fn init_creates_key_and_store_and_never_overwrites() {
 
     // Key exists, store missing: the key is reused.
     std::fs::remove_file(sb.path("secrets.store")).unwrap();
-    let o = run(sb.cmd().arg("init"));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_ok(sb.cmd().arg("init"));
     assert!(stdout(&o).contains("using existing key"), "{}", stdout(&o));
     assert_eq!(std::fs::read(sb.path("store.key")).unwrap(), key);
 
@@ -837,8 +835,7 @@ fn set_get_ls_rm_round_trip() {
     );
     assert_no_canary(&o);
 
-    let o = run(sb.cmd().args(["rm", "local://app/db#user"]));
-    assert!(o.status.success(), "{}", stderr(&o));
+    run_ok(sb.cmd().args(["rm", "local://app/db#user"]));
     let o = run(sb.cmd().args(["rm", "local://app/db#user"]));
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).starts_with("error[not_found]: "));
@@ -887,12 +884,11 @@ fn run_export_check_with_local_references() {
     let env_file = sb.write("app.env", "DB_PASSWORD=local://app/db#password\nMODE=dev\n");
     let ef = env_file.to_str().unwrap();
 
-    let o = run(sb.cmd().args(["run", "--env-file", ef, "--"]).args([
+    let o = run_ok(sb.cmd().args(["run", "--env-file", ef, "--"]).args([
         "sh",
         "-c",
         "[ \"$DB_PASSWORD\" = \"$CANARY_VALUE\" ] && echo \"same:$DB_PASSWORD:$MODE\"",
     ]));
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), format!("same:{MASK}:dev\n"));
 
     let o = run(sb
@@ -920,8 +916,7 @@ fn run_export_check_with_local_references() {
 fn init_with_key_in_environment_writes_no_key_file() {
     let sb = Sandbox::new();
     let key = STANDARD.encode([7u8; 32]);
-    let o = run(sb.cmd().env("SECREF_KEY", &key).arg("init"));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_ok(sb.cmd().env("SECREF_KEY", &key).arg("init"));
     assert!(
         stdout(&o).contains("using existing key: $SECREF_KEY"),
         "{}",
