@@ -42,7 +42,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use futures::future::join_all;
-use secref::provider::{Action, RevokeReason};
+use secref::provider::{Action, RevokeReason, Validation};
 pub use secref::providers::secflow::wire::ENVIRONMENTS;
 use secref::providers::secflow::wire::{
     self, ErrorResponse, ItemError, Op, Request, RequestError, RequestItem,
@@ -539,29 +539,28 @@ async fn validate_item(
 ) -> Value {
     let shown = echoed_ref(item);
     let validation = match state.resolver().validate(backend_ref).await {
-        Ok(v) => Ok((v.valid, v.exists, v.namespace, v.secret_type)),
         // Providers without a validate operation: find out by reading (the
         // value is dropped at once and never leaves the server).
         Err(e) if e.code() == ErrorCode::Unsupported => {
             match state.resolver().resolve(backend_ref).await {
-                Ok(_) => Ok((true, Some(true), None, None)),
-                Err(e) if e.code() == ErrorCode::NotFound => Ok((true, Some(false), None, None)),
+                Ok(_) => Ok(Validation::existence(true)),
+                Err(e) if e.code() == ErrorCode::NotFound => Ok(Validation::existence(false)),
                 Err(e) => Err(e),
             }
         }
-        Err(e) => Err(e),
+        other => other,
     };
     match validation {
-        Ok((valid, exists, namespace, secret_type)) => {
+        Ok(v) => {
             let sf = secflow_parts(client_ref);
             json!({
                 "item_id": item.item_id,
                 "secret_ref": shown,
                 "result": "allowed",
-                "valid": valid,
-                "exists": exists,
-                "namespace": namespace.or_else(|| sf.map(|s| format!("{}/{}", s.environment, s.service))),
-                "secret_type": secret_type.or_else(|| sf.map(|s| s.kind.clone())),
+                "valid": v.valid,
+                "exists": v.exists,
+                "namespace": v.namespace.or_else(|| sf.map(|s| format!("{}/{}", s.environment, s.service))),
+                "secret_type": v.secret_type.or_else(|| sf.map(|s| s.kind.clone())),
             })
         }
         Err(e) => item_failure(&item.item_id, Some(shown), "failed", &e, None),
