@@ -5,5 +5,6 @@
 //! Every double binds 127.0.0.1 only.
 
 pub mod capture;
+pub mod cli;
 pub mod coze;
 pub mod infisical;
