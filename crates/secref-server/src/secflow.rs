@@ -1,4 +1,5 @@
-//! The SecFlow Runtime API (`secflow-sdk` 0.1.9's wire format).
+//! The SecFlow Runtime API (`secflow-sdk` 0.1.9's wire format, defined once
+//! in [`secref::providers::secflow::wire`] for this server and the client).
 //!
 //! | path | purpose | action checked |
 //! |---|---|---|

@@ -24,6 +24,7 @@
 //!
 //! Every call is `POST` with `{"request_id","trace_id","target_environment",
 //! "purpose","items":[{"item_id":"item-N",…}]}`; ids are `secref-<uuid4>`.
+//! The wire types live in [`wire`], shared with `secref serve`.
 //! Batches above 100 references are split (`max_batch` is 100 for resolves;
 //! validate/metadata/permission checks are split here).
 //!
