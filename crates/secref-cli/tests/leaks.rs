@@ -70,6 +70,18 @@ fn assert_files_clean(sb: &Sandbox) {
 }
 
 #[test]
+fn the_file_sweep_finds_an_encoded_canary_anywhere_below_the_sandbox() {
+    let sb = planted();
+    std::fs::create_dir_all(sb.path("home/.cache/deep")).unwrap();
+    let url_encoded =
+        percent_encoding::utf8_percent_encode(CANARY, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    sb.write("home/.cache/deep/leak.log", &format!("x={url_encoded}\n"));
+    let caught = std::panic::catch_unwind(|| assert_files_clean(&sb));
+    assert!(caught.is_err(), "the sweep missed a planted leak");
+}
+
+#[test]
 fn cli_commands_never_leak_the_canary() {
     // RUST_LOG=trace reaches the binary (so a clean stderr means something):
     // a missing store is a DEBUG event.
