@@ -1,71 +1,23 @@
 //! End-to-end tests of the `secref` binary. Every run gets a temporary HOME,
-//! store and key path and working directory, so the real home is never read
-//! or written.
+//! store and key path and working directory ([`Sandbox`]), so the real home
+//! is never read or written.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
+use secref_testkit::cli::{feed_stdin, run, run_ok, stderr, stdout, Sandbox};
 
 /// A value that must never appear in any output except where a command's job
 /// is to print it.
 const CANARY: &str = "canary-7f3a q/+=&\"x\\y";
 const MASK: &str = "<concealed by secref>";
 
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        Sandbox {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `secref` with a sandboxed environment.
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_secref"));
-        let home = self.path("home");
-        std::fs::create_dir_all(&home).unwrap();
-        c.current_dir(self.dir.path())
-            .env("HOME", &home)
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env("XDG_DATA_HOME", home.join(".local/share"))
-            .env("SECREF_STORE", self.path("secrets.store"))
-            .env("SECREF_KEY_FILE", self.path("store.key"))
-            .env_remove("SECREF_KEY")
-            .env_remove("SECREF_CONFIG")
-            .env_remove("RUST_LOG")
-            .env("CANARY_VALUE", CANARY)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("secref runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// A sandbox whose commands see the canary as `$CANARY_VALUE`.
+fn sandbox() -> Sandbox {
+    Sandbox::new(env!("CARGO_BIN_EXE_secref")).with_env("CANARY_VALUE", CANARY)
 }
 
 fn assert_no_canary(o: &Output) {
@@ -82,7 +34,7 @@ fn assert_no_canary(o: &Output) {
 
 #[test]
 fn help_lists_commands_and_exit_codes() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let o = run(sb.cmd().arg("--help"));
     assert!(o.status.success());
     let text = stdout(&o);
@@ -109,7 +61,7 @@ fn help_lists_commands_and_exit_codes() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let o = run(sb.cmd().arg("no-such-command"));
     assert_eq!(o.status.code(), Some(2));
     let o = run(sb.cmd().args(["run", "--env", "NOEQUALS", "--", "true"]));
@@ -128,9 +80,8 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn get_prints_value_with_newline_unless_told_not_to() {
-    let sb = Sandbox::new();
-    let o = run(sb.cmd().args(["get", "env://CANARY_VALUE"]));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let sb = sandbox();
+    let o = run_ok(sb.cmd().args(["get", "env://CANARY_VALUE"]));
     assert_eq!(stdout(&o), format!("{CANARY}\n"));
     let o = run(sb.cmd().args(["get", "--no-newline", "env://CANARY_VALUE"]));
     assert_eq!(stdout(&o), CANARY);
@@ -143,7 +94,7 @@ fn get_prints_value_with_newline_unless_told_not_to() {
 
 #[test]
 fn get_errors_have_codes_hints_and_exit_codes() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let o = run(sb.cmd().args(["get", "env://SECREF_TEST_UNSET_VAR"]));
     assert_eq!(o.status.code(), Some(3));
     assert!(
@@ -172,7 +123,7 @@ fn get_errors_have_codes_hints_and_exit_codes() {
 
 #[test]
 fn run_passes_secrets_in_the_environment_and_propagates_exit_code() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let marker = sb.path("seen");
     let script = format!(
         "[ \"$S\" = \"$CANARY_VALUE\" ] && touch '{}'; exit 7",
@@ -194,7 +145,7 @@ fn run_passes_secrets_in_the_environment_and_propagates_exit_code() {
 
 #[test]
 fn run_reports_signal_death_as_128_plus_signo() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     for extra in [None, Some("--no-masking")] {
         let mut c = sb.cmd();
         c.args(["run", "--env", "S=env://CANARY_VALUE"]);
@@ -211,7 +162,7 @@ fn run_reports_signal_death_as_128_plus_signo() {
 
 #[test]
 fn run_forwards_sigterm_to_the_command() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     // The child announces itself, then waits (boundedly) for SIGTERM.
     let script = "trap 'echo got-term; exit 42' TERM; echo ready; i=0; \
                   while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; exit 99";
@@ -241,7 +192,7 @@ fn run_forwards_sigterm_to_the_command() {
 
 #[test]
 fn run_resolves_all_or_nothing() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let marker = sb.path("ran");
     let o = run(sb.cmd().args([
         "run",
@@ -276,7 +227,7 @@ fn run_resolves_all_or_nothing() {
 
 #[test]
 fn run_command_not_found_exits_127() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let o = run(sb.cmd().args([
         "run",
         "--env",
@@ -290,7 +241,7 @@ fn run_command_not_found_exits_127() {
 
 #[test]
 fn run_masks_the_value_and_its_encodings() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let json = serde_json::to_string(CANARY).unwrap();
     let forms = [
         ("PLAIN", CANARY.to_string()),
@@ -324,7 +275,7 @@ fn run_masks_the_value_and_its_encodings() {
         "printf 'SPLIT=[%s' \"$(printf %s \"$S\" | cut -c1-8)\"; sleep 0.2; \
          printf '%s]\\n' \"$(printf %s \"$S\" | cut -c9-)\"",
     );
-    let o = run(c.args([
+    let o = run_ok(c.args([
         "run",
         "--env",
         "S=env://CANARY_VALUE",
@@ -333,7 +284,6 @@ fn run_masks_the_value_and_its_encodings() {
         "-c",
         &script,
     ]));
-    assert!(o.status.success(), "{}", stderr(&o));
     let (out, err) = (stdout(&o), stderr(&o));
     for (name, value) in &forms {
         assert!(!out.contains(value.as_str()), "{name} leaked: {out}");
@@ -362,11 +312,11 @@ fn run_masks_the_value_and_its_encodings() {
 
 #[test]
 fn run_masks_multi_line_values() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let value = "-----BEGIN TEST KEY-----\nMIIBOgIBAAJBAKj34GkxFhD9\n-----END TEST KEY-----\n";
     let f = sb.write("key.pem", value);
     let r = format!("K=file://{}", f.display());
-    let o = run(sb.cmd().args([
+    let o = run_ok(sb.cmd().args([
         "run",
         "--env",
         &r,
@@ -375,7 +325,6 @@ fn run_masks_multi_line_values() {
         "-c",
         "printf 'key:\\n%s\\nline:%s\\n' \"$K\" \"$(printf %s \"$K\" | sed -n 2p)\"",
     ]));
-    assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(!out.contains("MIIBOgIBAAJBAKj34GkxFhD9"), "{out}");
     assert!(out.contains(&format!("line:{MASK}")), "{out}");
@@ -383,7 +332,7 @@ fn run_masks_multi_line_values() {
 
 #[test]
 fn run_warns_about_values_too_short_to_mask() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let o = run(sb
         .cmd()
         .env("SHORT_VALUE", "ab")
@@ -396,16 +345,16 @@ fn run_warns_about_values_too_short_to_mask() {
 
 #[test]
 fn run_env_file_mixes_references_and_plain_values() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let env_file = sb.write(
         "app.env",
         "# comment\nPLAIN='hello world'\nURL=https://example.com/x\nS=env://CANARY_VALUE\n",
     );
-    let o = run(sb
-        .cmd()
-        .args(["run", "--env-file", env_file.to_str().unwrap(), "--"])
-        .args(["sh", "-c", "printf '%s|%s|%s' \"$PLAIN\" \"$URL\" \"$S\""]));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_ok(
+        sb.cmd()
+            .args(["run", "--env-file", env_file.to_str().unwrap(), "--"])
+            .args(["sh", "-c", "printf '%s|%s|%s' \"$PLAIN\" \"$URL\" \"$S\""]),
+    );
     assert_eq!(
         stdout(&o),
         format!("hello world|https://example.com/x|{MASK}")
@@ -446,18 +395,18 @@ const TRICKY: &str = "a \"quoted\" 'single' \\back$HOME ${X} `cmd` #hash\nline2\
 
 #[test]
 fn export_dotenv_round_trips_through_the_dotenv_reader() {
-    let sb = Sandbox::new();
-    let o = run(sb
-        .cmd()
-        .env("TRICKY_VALUE", TRICKY)
-        .args(["export", "--format", "dotenv"])
-        .args([
-            "--env",
-            "T=env://TRICKY_VALUE",
-            "--env",
-            "C=env://CANARY_VALUE",
-        ]));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let sb = sandbox();
+    let o = run_ok(
+        sb.cmd()
+            .env("TRICKY_VALUE", TRICKY)
+            .args(["export", "--format", "dotenv"])
+            .args([
+                "--env",
+                "T=env://TRICKY_VALUE",
+                "--env",
+                "C=env://CANARY_VALUE",
+            ]),
+    );
     let file = sb.path("out.env");
     std::fs::write(&file, &o.stdout).unwrap();
     let pairs = secref::config::read_dotenv(&file).unwrap();
@@ -472,15 +421,14 @@ fn export_dotenv_round_trips_through_the_dotenv_reader() {
 
 #[test]
 fn export_shell_round_trips_through_sh() {
-    let sb = Sandbox::new();
-    let o = run(sb.cmd().env("TRICKY_VALUE", TRICKY).args([
+    let sb = sandbox();
+    let o = run_ok(sb.cmd().env("TRICKY_VALUE", TRICKY).args([
         "export",
         "--format",
         "shell",
         "--env",
         "T=env://TRICKY_VALUE",
     ]));
-    assert!(o.status.success(), "{}", stderr(&o));
     let script = String::from_utf8(o.stdout).unwrap();
     assert!(script.starts_with("export T='"), "{script}");
     let out = Command::new("sh")
@@ -493,27 +441,27 @@ fn export_shell_round_trips_through_sh() {
 
 #[test]
 fn export_json_is_an_object_of_strings() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let env_file = sb.write("a.env", "PLAIN=\"plain text\"\n");
-    let o = run(sb
-        .cmd()
-        .env("TRICKY_VALUE", TRICKY)
-        .args([
-            "export",
-            "--format",
-            "json",
-            "--env-file",
-            env_file.to_str().unwrap(),
-        ])
-        .args(["--env", "T=env://TRICKY_VALUE"]));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_ok(
+        sb.cmd()
+            .env("TRICKY_VALUE", TRICKY)
+            .args([
+                "export",
+                "--format",
+                "json",
+                "--env-file",
+                env_file.to_str().unwrap(),
+            ])
+            .args(["--env", "T=env://TRICKY_VALUE"]),
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v, serde_json::json!({"T": TRICKY, "PLAIN": "plain text"}));
 }
 
 #[test]
 fn export_fails_whole_on_any_failure() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let o = run(sb.cmd().args([
         "export",
         "--format",
@@ -532,14 +480,13 @@ fn export_fails_whole_on_any_failure() {
 
 #[test]
 fn ref_prints_canonical_form_and_parts() {
-    let sb = Sandbox::new();
-    let o = run(sb.cmd().args([
+    let sb = sandbox();
+    let o = run_ok(sb.cmd().args([
         "ref",
         "OpenBao+KV2://secret/myapp/api/#token?version=3",
         "local://app/db#password",
         "secret://dev/svc/token/name",
     ]));
-    assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     for needle in [
         "openbao+kv2://secret/myapp/api#token?version=3\n",
@@ -561,7 +508,7 @@ fn ref_prints_canonical_form_and_parts() {
 
 #[test]
 fn ref_json_and_errors() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let o = run(sb.cmd().args([
         "ref",
         "--json",
@@ -583,10 +530,9 @@ fn ref_json_and_errors() {
 
 #[test]
 fn ref_applies_the_tenant_mount_guard() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let args = ["ref", "--tenant", "t1", "--allowed-mounts", "secret,kv"];
-    let o = run(sb.cmd().args(args).arg("openbao+kv2://kv/a"));
-    assert!(o.status.success(), "{}", stderr(&o));
+    run_ok(sb.cmd().args(args).arg("openbao+kv2://kv/a"));
     let o = run(sb.cmd().args(args).arg("openbao+kv2://other/a"));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).starts_with("error[tenant_mount_mismatch]: "));
@@ -599,7 +545,7 @@ fn ref_applies_the_tenant_mount_guard() {
 
 #[test]
 fn check_prints_a_table_and_never_values() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let env_file = sb.write("a.env", "PLAIN='canary-7f3a plain'\n");
     let o = run(sb.cmd().args([
         "check",
@@ -642,7 +588,7 @@ fn check_prints_a_table_and_never_values() {
 
 #[test]
 fn canary_never_leaks_with_trace_logging() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let trace = |c: &mut Command| {
         c.env("RUST_LOG", "trace");
     };
@@ -726,27 +672,10 @@ fn canary_never_leaks_with_trace_logging() {
     }
 }
 
-/// Runs `cmd` with `input` on stdin.
-fn feed_stdin(cmd: &mut Command, input: &[u8]) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // secref may refuse before reading stdin (bad reference): a closed pipe
-    // is then expected.
-    if let Err(e) = child.stdin.take().unwrap().write_all(input) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
-    }
-    child.wait_with_output().unwrap()
-}
-
 // --- the local store ----------------------------------------------------------
 
 fn init(sb: &Sandbox) {
-    let o = run(sb.cmd().arg("init"));
-    assert!(o.status.success(), "{}", stderr(&o));
+    run_ok(sb.cmd().arg("init"));
 }
 
 fn set(sb: &Sandbox, reference: &str, value: &[u8], extra: &[&str]) -> Output {
@@ -755,9 +684,8 @@ fn set(sb: &Sandbox, reference: &str, value: &[u8], extra: &[&str]) -> Output {
 
 #[test]
 fn init_creates_key_and_store_and_never_overwrites() {
-    let sb = Sandbox::new();
-    let o = run(sb.cmd().arg("init"));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let sb = sandbox();
+    let o = run_ok(sb.cmd().arg("init"));
     let out = stdout(&o);
     assert!(out.contains(&format!(
         "created key file: {}",
@@ -789,8 +717,7 @@ fn init_creates_key_and_store_and_never_overwrites() {
 
     // Key exists, store missing: the key is reused.
     std::fs::remove_file(sb.path("secrets.store")).unwrap();
-    let o = run(sb.cmd().arg("init"));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_ok(sb.cmd().arg("init"));
     assert!(stdout(&o).contains("using existing key"), "{}", stdout(&o));
     assert_eq!(std::fs::read(sb.path("store.key")).unwrap(), key);
 
@@ -803,7 +730,7 @@ fn init_creates_key_and_store_and_never_overwrites() {
 
 #[test]
 fn set_get_ls_rm_round_trip() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     init(&sb);
     let o = set(
         &sb,
@@ -837,8 +764,7 @@ fn set_get_ls_rm_round_trip() {
     );
     assert_no_canary(&o);
 
-    let o = run(sb.cmd().args(["rm", "local://app/db#user"]));
-    assert!(o.status.success(), "{}", stderr(&o));
+    run_ok(sb.cmd().args(["rm", "local://app/db#user"]));
     let o = run(sb.cmd().args(["rm", "local://app/db#user"]));
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).starts_with("error[not_found]: "));
@@ -850,7 +776,7 @@ fn set_get_ls_rm_round_trip() {
 
 #[test]
 fn set_refuses_non_local_references_and_empty_values() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     init(&sb);
     let o = set(&sb, "env://HOME", b"x\n", &[]);
     assert_eq!(o.status.code(), Some(2));
@@ -868,7 +794,7 @@ fn set_refuses_non_local_references_and_empty_values() {
 
 #[test]
 fn store_commands_before_init_explain_what_to_do() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let o = run(sb.cmd().arg("ls"));
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("secref init"), "{}", stderr(&o));
@@ -879,7 +805,7 @@ fn store_commands_before_init_explain_what_to_do() {
 
 #[test]
 fn run_export_check_with_local_references() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     init(&sb);
     assert!(set(&sb, "local://app/db#password", CANARY.as_bytes(), &[])
         .status
@@ -887,12 +813,11 @@ fn run_export_check_with_local_references() {
     let env_file = sb.write("app.env", "DB_PASSWORD=local://app/db#password\nMODE=dev\n");
     let ef = env_file.to_str().unwrap();
 
-    let o = run(sb.cmd().args(["run", "--env-file", ef, "--"]).args([
+    let o = run_ok(sb.cmd().args(["run", "--env-file", ef, "--"]).args([
         "sh",
         "-c",
         "[ \"$DB_PASSWORD\" = \"$CANARY_VALUE\" ] && echo \"same:$DB_PASSWORD:$MODE\"",
     ]));
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), format!("same:{MASK}:dev\n"));
 
     let o = run(sb
@@ -918,10 +843,9 @@ fn run_export_check_with_local_references() {
 
 #[test]
 fn init_with_key_in_environment_writes_no_key_file() {
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let key = STANDARD.encode([7u8; 32]);
-    let o = run(sb.cmd().env("SECREF_KEY", &key).arg("init"));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_ok(sb.cmd().env("SECREF_KEY", &key).arg("init"));
     assert!(
         stdout(&o).contains("using existing key: $SECREF_KEY"),
         "{}",
@@ -963,7 +887,7 @@ fn run_does_not_double_terminal_signals() {
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
 
-    let sb = Sandbox::new();
+    let sb = sandbox();
     let (mut master, slave) = {
         let (mut m, mut s) = (0, 0);
         // SAFETY: openpty writes two fds into m and s; the other arguments may be null.

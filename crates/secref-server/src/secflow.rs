@@ -1,4 +1,5 @@
-//! The SecFlow Runtime API (`secflow-sdk` 0.1.9's wire format).
+//! The SecFlow Runtime API (`secflow-sdk` 0.1.9's wire format, defined once
+//! in [`secref::providers::secflow::wire`] for this server and the client).
 //!
 //! | path | purpose | action checked |
 //! |---|---|---|
@@ -41,11 +42,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use base64::Engine as _;
 use futures::future::join_all;
-use secref::provider::{Action, RevokeReason};
+use secref::provider::{Action, RevokeReason, Validation};
+pub use secref::providers::secflow::wire::ENVIRONMENTS;
+use secref::providers::secflow::wire::{
+    self, ErrorResponse, ItemError, Op, Request, RequestError, RequestItem,
+};
 use secref::{Error, ErrorCode, Resolved, SecretRef};
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::auth::{PeerCredentials, Principal};
@@ -53,20 +56,25 @@ use crate::config::fill_template;
 use crate::{AppState, Logged};
 
 /// Most items in one request (the SDK's `MAX_BATCH_ITEMS`).
-pub const MAX_ITEMS: usize = 100;
+pub const MAX_ITEMS: usize = wire::MAX_BATCH_ITEMS;
 /// The longest lease a client may ask for with `lease_ttl_seconds`.
 pub const MAX_LEASE_TTL: Duration = Duration::from_secs(86_400);
-/// The environments `target_environment` may name.
-pub const ENVIRONMENTS: &[&str] = &["dev", "stage", "prod", "shared"];
 
-/// The SecFlow routes.
+/// The SecFlow routes: one per [`Op`], all answered by the same handler.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/secrets/resolve:batch", post(resolve))
-        .route("/v1/secrets/validate:batch", post(validate))
-        .route("/v1/secrets/metadata:batch", post(metadata))
-        .route("/v1/secrets/permission-check:batch", post(permission_check))
-        .route("/v1/leases/revoke:batch", post(revoke))
+    Op::ALL
+        .into_iter()
+        .fold(Router::new(), |router, op| {
+            router.route(
+                op.path(),
+                post(
+                    move |State(state): State<AppState>,
+                          peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
+                          headers: HeaderMap,
+                          body: Body| handle(state, peer, headers, body, op),
+                ),
+            )
+        })
         .with_state(state)
 }
 
@@ -79,50 +87,6 @@ pub async fn not_found() -> Response {
         false,
         &Ids::fresh(),
     )
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
-    Resolve,
-    Validate,
-    Metadata,
-    PermissionCheck,
-    Revoke,
-}
-
-impl Op {
-    fn purpose(self) -> &'static str {
-        match self {
-            Op::Resolve => "secret.runtime_resolve",
-            Op::Validate => "secret.validate",
-            Op::Metadata => "secret.metadata",
-            Op::PermissionCheck => "secret.permission_check",
-            Op::Revoke => "secret.lease_revoke",
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Envelope {
-    request_id: Option<String>,
-    trace_id: Option<String>,
-    target_environment: Option<String>,
-    purpose: Option<String>,
-    items: Vec<ItemIn>,
-    #[serde(default)]
-    lease_ttl_seconds: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ItemIn {
-    item_id: String,
-    secret_ref: Option<String>,
-    revision_id: Option<String>,
-    action: Option<String>,
-    lease_id: Option<String>,
-    reason: Option<String>,
 }
 
 /// The correlation ids echoed in every answer.
@@ -138,47 +102,6 @@ impl Ids {
             trace_id: format!("secref-serve-{}", uuid::Uuid::new_v4()),
         }
     }
-}
-
-async fn resolve(
-    State(s): State<AppState>,
-    peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(s, peer, headers, body, Op::Resolve).await
-}
-async fn validate(
-    State(s): State<AppState>,
-    peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(s, peer, headers, body, Op::Validate).await
-}
-async fn metadata(
-    State(s): State<AppState>,
-    peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(s, peer, headers, body, Op::Metadata).await
-}
-async fn permission_check(
-    State(s): State<AppState>,
-    peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(s, peer, headers, body, Op::PermissionCheck).await
-}
-async fn revoke(
-    State(s): State<AppState>,
-    peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(s, peer, headers, body, Op::Revoke).await
 }
 
 /// Authenticate, read and check the envelope, answer each item — within the
@@ -244,7 +167,7 @@ async fn handle_authenticated(
             )
         }
     };
-    let envelope: Envelope = match serde_json::from_slice(&bytes) {
+    let envelope: Request = match serde_json::from_slice(&bytes) {
         Ok(e) => e,
         Err(e) => {
             // Only the kind and position: serde_json's messages can quote
@@ -304,7 +227,7 @@ async fn handle_authenticated(
     resp
 }
 
-fn check_envelope(e: &Envelope, op: Op) -> Result<(), String> {
+fn check_envelope(e: &Request, op: Op) -> Result<(), String> {
     if e.items.is_empty() || e.items.len() > MAX_ITEMS {
         return Err(format!("items must hold 1 to {MAX_ITEMS} entries"));
     }
@@ -389,15 +312,13 @@ fn item_failure(
         m.insert("secret_ref".into(), json!(r));
     }
     m.insert("result".into(), json!(result));
-    m.insert(
-        "error".into(),
-        json!({
-            "code": remote_code(e.code()),
-            "message": e.message(),
-            "retryable": e.retryable(),
-            "decision_id": decision_id,
-        }),
-    );
+    let error = ItemError {
+        code: remote_code(e.code()),
+        message: e.message().to_string(),
+        retryable: e.retryable(),
+        decision_id: decision_id.map(str::to_string),
+    };
+    m.insert("error".into(), json!(error));
     Value::Object(m)
 }
 
@@ -422,7 +343,7 @@ fn prepare(
     state: &AppState,
     principal: &Principal,
     env: &str,
-    item: &ItemIn,
+    item: &RequestItem,
     action: Action,
 ) -> Prepared {
     let raw = item.secret_ref.as_deref().unwrap_or_default().trim();
@@ -496,7 +417,7 @@ fn backend_ref(state: &AppState, r: &SecretRef) -> secref::Result<SecretRef> {
     }
 }
 
-async fn ref_items(state: &AppState, principal: &Principal, e: &Envelope, op: Op) -> Vec<Value> {
+async fn ref_items(state: &AppState, principal: &Principal, e: &Request, op: Op) -> Vec<Value> {
     let env = e.target_environment.as_deref().unwrap_or_default();
     let answers = e.items.iter().map(|item| async move {
         let action = match op {
@@ -548,7 +469,7 @@ async fn ref_items(state: &AppState, principal: &Principal, e: &Envelope, op: Op
 async fn resolve_item(
     state: &AppState,
     principal: &Principal,
-    item: &ItemIn,
+    item: &RequestItem,
     backend_ref: &SecretRef,
     decision_id: &str,
     lease_ttl_seconds: Option<u64>,
@@ -583,13 +504,7 @@ async fn resolve_item(
             return item_failure(&item.item_id, Some(shown), "failed", &e, Some(decision_id));
         }
     };
-    let bytes = resolved.secret.expose_bytes();
-    let value = match std::str::from_utf8(bytes) {
-        Ok(text) => json!({"encoding": "utf8", "data": text}),
-        Err(_) => {
-            json!({"encoding": "base64", "data": base64::engine::general_purpose::STANDARD.encode(bytes)})
-        }
-    };
+    let value = wire::encode_value(resolved.secret.expose_bytes());
     json!({
         "item_id": item.item_id,
         "secret_ref": shown,
@@ -605,7 +520,7 @@ async fn resolve_item(
 }
 
 /// The ref as the client sent it (trimmed): items echo it.
-fn echoed_ref(item: &ItemIn) -> &str {
+fn echoed_ref(item: &RequestItem) -> &str {
     item.secret_ref.as_deref().unwrap_or_default().trim()
 }
 
@@ -619,35 +534,34 @@ fn secflow_parts(r: &SecretRef) -> Option<&secref::reference::SecFlowRef> {
 
 async fn validate_item(
     state: &AppState,
-    item: &ItemIn,
+    item: &RequestItem,
     client_ref: &SecretRef,
     backend_ref: &SecretRef,
 ) -> Value {
     let shown = echoed_ref(item);
     let validation = match state.resolver().validate(backend_ref).await {
-        Ok(v) => Ok((v.valid, v.exists, v.namespace, v.secret_type)),
         // Providers without a validate operation: find out by reading (the
         // value is dropped at once and never leaves the server).
         Err(e) if e.code() == ErrorCode::Unsupported => {
             match state.resolver().resolve(backend_ref).await {
-                Ok(_) => Ok((true, Some(true), None, None)),
-                Err(e) if e.code() == ErrorCode::NotFound => Ok((true, Some(false), None, None)),
+                Ok(_) => Ok(Validation::existence(true)),
+                Err(e) if e.code() == ErrorCode::NotFound => Ok(Validation::existence(false)),
                 Err(e) => Err(e),
             }
         }
-        Err(e) => Err(e),
+        other => other,
     };
     match validation {
-        Ok((valid, exists, namespace, secret_type)) => {
+        Ok(v) => {
             let sf = secflow_parts(client_ref);
             json!({
                 "item_id": item.item_id,
                 "secret_ref": shown,
                 "result": "allowed",
-                "valid": valid,
-                "exists": exists,
-                "namespace": namespace.or_else(|| sf.map(|s| format!("{}/{}", s.environment, s.service))),
-                "secret_type": secret_type.or_else(|| sf.map(|s| s.kind.clone())),
+                "valid": v.valid,
+                "exists": v.exists,
+                "namespace": v.namespace.or_else(|| sf.map(|s| format!("{}/{}", s.environment, s.service))),
+                "secret_type": v.secret_type.or_else(|| sf.map(|s| s.kind.clone())),
             })
         }
         Err(e) => item_failure(&item.item_id, Some(shown), "failed", &e, None),
@@ -656,7 +570,7 @@ async fn validate_item(
 
 async fn metadata_item(
     state: &AppState,
-    item: &ItemIn,
+    item: &RequestItem,
     client_ref: &SecretRef,
     backend_ref: &SecretRef,
 ) -> Value {
@@ -702,7 +616,7 @@ fn permission_item(
     state: &AppState,
     principal: &Principal,
     env: &str,
-    item: &ItemIn,
+    item: &RequestItem,
     action: Action,
 ) -> Value {
     match prepare(state, principal, env, item, action) {
@@ -724,7 +638,7 @@ fn permission_item(
     }
 }
 
-fn revoke_items(state: &AppState, principal: &Principal, items: &[ItemIn]) -> Vec<Value> {
+fn revoke_items(state: &AppState, principal: &Principal, items: &[RequestItem]) -> Vec<Value> {
     items
         .iter()
         .map(|item| {
@@ -752,7 +666,7 @@ fn revoke_items(state: &AppState, principal: &Principal, items: &[ItemIn]) -> Ve
         .collect()
 }
 
-fn revoke_failure(item: &ItemIn, lease_id: &str, e: &Error) -> Value {
+fn revoke_failure(item: &RequestItem, lease_id: &str, e: &Error) -> Value {
     let mut v = item_failure(&item.item_id, None, "failed", e, None);
     v["lease_id"] = json!(lease_id);
     v
@@ -766,11 +680,15 @@ fn request_error(
     retryable: bool,
     ids: &Ids,
 ) -> Response {
-    let body = json!({
-        "error": {"code": code, "message": message, "retryable": retryable},
-        "request_id": ids.request_id,
-        "trace_id": ids.trace_id,
-    });
+    let body = ErrorResponse {
+        error: RequestError {
+            code: code.to_string(),
+            message: message.to_string(),
+            retryable,
+        },
+        request_id: ids.request_id.clone(),
+        trace_id: ids.trace_id.clone(),
+    };
     (status, Json(body)).into_response()
 }
 

@@ -65,6 +65,23 @@ async fn start_serve(rules: &str) -> Serve {
     }
 }
 
+/// A server over `resolver` on 127.0.0.1 (any port), with `TOKEN` as its
+/// default token and `extra_toml` added to its config.
+fn server_with(resolver: Resolver, extra_toml: &str) -> Server {
+    let table: toml::Table =
+        toml::from_str(&format!("bind = '127.0.0.1:0'\n{extra_toml}")).unwrap();
+    let cfg = ServerConfig::from_table(Some(&table)).unwrap();
+    Server::new(resolver, cfg, Secret::from(TOKEN)).unwrap()
+}
+
+/// Serves `server` over TCP until the test ends; returns its base URL.
+async fn serve_tcp(server: Server) -> String {
+    let listener = server.bind().await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    url
+}
+
 fn client(url: &str, token: &str, env: &str) -> SecFlowProvider {
     SecFlowProvider::new(url, Secret::from(token), env, Duration::from_secs(5)).unwrap()
 }
@@ -577,18 +594,8 @@ async fn default_template_reads_the_local_store() {
         ]),
         ..secref::Config::default()
     };
-    let resolver = Resolver::from_config(&cfg).unwrap();
-    let table: toml::Table = toml::from_str("bind = '127.0.0.1:0'").unwrap();
-    let server = Server::new(
-        resolver,
-        ServerConfig::from_table(Some(&table)).unwrap(),
-        Secret::from(TOKEN),
-    )
-    .unwrap();
-    let listener = server.bind().await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(server.serve(listener, std::future::pending()));
-    let p = client(&url, TOKEN, "dev");
+    let server = server_with(Resolver::from_config(&cfg).unwrap(), "");
+    let p = client(&serve_tcp(server).await, TOKEN, "dev");
     let out = p
         .resolve_many(&[
             r("secret://dev/app/password/db"),
@@ -638,17 +645,11 @@ async fn unix_socket_callers_are_identified_by_uid_and_exe() {
     std::env::set_var("SECREF_UDS_C", "c-value");
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("secref.sock");
-    let table: toml::Table = toml::from_str(&format!("bind = '127.0.0.1:0'\n{rules}")).unwrap();
     let resolver = Resolver::builder()
         .provider(EnvProvider::new())
         .build()
         .unwrap();
-    let server = Server::new(
-        resolver,
-        ServerConfig::from_table(Some(&table)).unwrap(),
-        Secret::from(TOKEN),
-    )
-    .unwrap();
+    let server = server_with(resolver, &rules);
     let tcp = server.bind().await.unwrap();
     let tcp_url = format!("http://{}", tcp.local_addr().unwrap());
     let unix = server.bind_unix(&sock).unwrap();
@@ -705,19 +706,9 @@ impl Provider for Stuck {
 
 #[tokio::test]
 async fn slow_backends_hit_the_request_timeout() {
-    let table: toml::Table =
-        toml::from_str("bind = '127.0.0.1:0'\nrequest_timeout_seconds = 0.2").unwrap();
     let resolver = Resolver::builder().provider(Stuck).build().unwrap();
-    let server = Server::new(
-        resolver,
-        ServerConfig::from_table(Some(&table)).unwrap(),
-        Secret::from(TOKEN),
-    )
-    .unwrap();
-    let listener = server.bind().await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(server.serve(listener, std::future::pending()));
-    let e = client(&url, TOKEN, "dev")
+    let server = server_with(resolver, "request_timeout_seconds = 0.2");
+    let e = client(&serve_tcp(server).await, TOKEN, "dev")
         .resolve_many(&[r("env://ANY")])
         .await
         .unwrap_err();

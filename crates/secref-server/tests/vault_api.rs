@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::Once;
 
 use secref::config::Env;
 use secref::providers::vault::VaultProvider;
@@ -216,44 +216,9 @@ async fn read(p: &VaultProvider, r: &str) -> secref::Result<secref::Resolved> {
         .unwrap()
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// One process-wide subscriber at TRACE level writing into a buffer. Global
-/// rather than per-test (`set_default`): tracing caches callsite interest
-/// process-wide, and a thread-local subscriber can miss events when other
-/// tests run in parallel. Every test's logs land here, which only widens
-/// the canary check.
-fn global_capture() -> Capture {
-    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
-    CAPTURE
-        .get_or_init(|| {
-            let capture = Capture::default();
-            let writer = capture.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::TRACE)
-                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-                .with_writer(move || writer.clone())
-                .finish();
-            tracing::subscriber::set_global_default(subscriber).unwrap();
-            capture
-        })
-        .clone()
-}
-
 #[tokio::test]
 async fn the_rust_provider_against_the_server() {
-    let capture = global_capture();
+    let capture = secref_testkit::capture::install();
 
     let addr = start().await;
     let p = provider(addr, TOKEN);
@@ -334,17 +299,13 @@ async fn the_rust_provider_against_the_server() {
     assert_eq!(e.code(), ErrorCode::PermissionDenied);
     seen.push_str(&format!("{e:?} {e} {p:?}"));
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(logs.contains("vault read"), "the capture works");
     for text in [&logs, &seen] {
-        for canary in [
-            "canary-kv2",
-            "canary-server-token",
-            "canary-wrong-token",
-            "hvs.",
-        ] {
-            assert!(!text.contains(canary), "{canary} leaked: {text}");
+        for canary in ["canary-kv2", "canary-server-token", "canary-wrong-token"] {
+            secref_testkit::capture::assert_no_canary(text, canary);
         }
+        assert!(!text.contains("hvs."), "a token leaked: {text}");
     }
 }
 

@@ -4,5 +4,7 @@
 //!
 //! Every double binds 127.0.0.1 only.
 
+pub mod capture;
+pub mod cli;
 pub mod coze;
 pub mod infisical;

@@ -10,7 +10,7 @@ use crate::error::{Error, ErrorCode, Result};
 /// Largest response body any provider reads (4 MiB, as SecFlow's SDK).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// Options for [`client`].
+/// How to build the HTTP client ([`ClientOptions::build`]).
 ///
 /// ```
 /// let c = secref::http::ClientOptions::default()

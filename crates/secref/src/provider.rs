@@ -143,6 +143,25 @@ pub struct Validation {
     pub secret_type: Option<String>,
 }
 
+impl Validation {
+    /// A valid reference whose secret does or does not exist, with no
+    /// namespace or type: what a backend without those notions answers.
+    ///
+    /// ```
+    /// let v = secref::provider::Validation::existence(false);
+    /// assert!(v.valid);
+    /// assert_eq!(v.exists, Some(false));
+    /// ```
+    pub fn existence(exists: bool) -> Validation {
+        Validation {
+            valid: true,
+            exists: Some(exists),
+            namespace: None,
+            secret_type: None,
+        }
+    }
+}
+
 /// What a permission check asks about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

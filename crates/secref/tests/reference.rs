@@ -70,6 +70,7 @@ fn section_2_2_vectors_accept() {
         ("openbao://secret/a", "openbao://secret/a"),
         ("db+cred://secret/a", "db+cred://secret/a"),
         ("openbao+kv2://secret", "openbao+kv2://secret"),
+        ("openbao+kv2://secret/a#", "openbao+kv2://secret/a"),
     ]);
 }
 

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use secref::provider::{BatchResult, Lease, LeaseRevocation, Provider, Resolved, RevokeReason};
 use secref::{CacheConfig, Error, ErrorCode, Resolver, RetryPolicy, Secret, SecretRef};
+use secref_testkit::capture::assert_no_canary;
 
 /// What the fake answers for one reference.
 #[derive(Clone)]
@@ -206,19 +207,34 @@ fn ttl(secs: u64) -> CacheConfig {
 const A: &str = "env://A";
 const B: &str = "env://B";
 
+/// The value `r` resolves `reference` to, as text.
+async fn text_of(r: &Resolver, reference: &str) -> String {
+    r.resolve(reference)
+        .await
+        .unwrap()
+        .as_text()
+        .unwrap()
+        .to_string()
+}
+
+/// The code of the error `r` answers `reference` with.
+async fn code_of(r: &Resolver, reference: &str) -> ErrorCode {
+    r.resolve(reference).await.unwrap_err().code()
+}
+
 #[tokio::test(start_paused = true)]
 async fn cache_hit_then_ttl_expiry() {
     let fake = Fake::new("fake", "env");
     fake.set(A, Answer::Value("one", None));
     let r = resolver_with(&fake, ttl(60), RetryPolicy::none());
-    assert_eq!(r.resolve(A).await.unwrap().as_text().unwrap(), "one");
-    assert_eq!(r.resolve(A).await.unwrap().as_text().unwrap(), "one");
+    assert_eq!(text_of(&r, A).await, "one");
+    assert_eq!(text_of(&r, A).await, "one");
     assert_eq!(fake.calls(), 1, "second read is a cache hit");
     fake.set(A, Answer::Value("two", None));
     tokio::time::advance(Duration::from_secs(59)).await;
-    assert_eq!(r.resolve(A).await.unwrap().as_text().unwrap(), "one");
+    assert_eq!(text_of(&r, A).await, "one");
     tokio::time::advance(Duration::from_secs(2)).await;
-    assert_eq!(r.resolve(A).await.unwrap().as_text().unwrap(), "two");
+    assert_eq!(text_of(&r, A).await, "two");
     assert_eq!(fake.calls(), 2);
 }
 
@@ -230,7 +246,7 @@ async fn invalidate_forces_refresh() {
     r.resolve(A).await.unwrap();
     fake.set(A, Answer::Value("two", None));
     r.invalidate(A).unwrap();
-    assert_eq!(r.resolve(A).await.unwrap().as_text().unwrap(), "two");
+    assert_eq!(text_of(&r, A).await, "two");
     r.invalidate_all();
     r.resolve(A).await.unwrap();
     assert_eq!(fake.calls(), 3);
@@ -272,23 +288,17 @@ async fn stale_grace_only_for_retryable_request_errors_inside_window() {
     // Expired, backend down (retryable, request-level): stale value served.
     tokio::time::advance(Duration::from_secs(15)).await;
     fake.fail_requests(vec![unavailable()]);
-    assert_eq!(r.resolve(A).await.unwrap().as_text().unwrap(), "one");
+    assert_eq!(text_of(&r, A).await, "one");
     // Not extended: the next call tries the backend again.
     fake.fail_requests(vec![unavailable()]);
-    assert_eq!(r.resolve(A).await.unwrap().as_text().unwrap(), "one");
+    assert_eq!(text_of(&r, A).await, "one");
     assert_eq!(fake.calls(), 3);
 
     // Non-retryable request error: no stale value, and the entry is dropped.
     fake.fail_requests(vec![Error::new(ErrorCode::Unauthenticated, "bad token")]);
-    assert_eq!(
-        r.resolve(A).await.unwrap_err().code(),
-        ErrorCode::Unauthenticated
-    );
+    assert_eq!(code_of(&r, A).await, ErrorCode::Unauthenticated);
     fake.fail_requests(vec![unavailable()]);
-    assert_eq!(
-        r.resolve(A).await.unwrap_err().code(),
-        ErrorCode::BackendUnavailable
-    );
+    assert_eq!(code_of(&r, A).await, ErrorCode::BackendUnavailable);
 }
 
 #[tokio::test(start_paused = true)]
@@ -303,10 +313,7 @@ async fn stale_grace_window_ends() {
     r.resolve(A).await.unwrap();
     tokio::time::advance(Duration::from_secs(41)).await;
     fake.fail_requests(vec![unavailable()]);
-    assert_eq!(
-        r.resolve(A).await.unwrap_err().code(),
-        ErrorCode::BackendUnavailable
-    );
+    assert_eq!(code_of(&r, A).await, ErrorCode::BackendUnavailable);
 }
 
 #[tokio::test(start_paused = true)]
@@ -328,13 +335,13 @@ async fn negative_cache_expires() {
         ..ttl(60)
     };
     let r = resolver_with(&fake, cache, RetryPolicy::none());
-    assert_eq!(r.resolve(A).await.unwrap_err().code(), ErrorCode::NotFound);
-    assert_eq!(r.resolve(A).await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(code_of(&r, A).await, ErrorCode::NotFound);
+    assert_eq!(code_of(&r, A).await, ErrorCode::NotFound);
     assert_eq!(fake.calls(), 1, "not_found is remembered");
     fake.set(A, Answer::Value("now here", None));
     // negative_ttl plus at most 10 % jitter.
     tokio::time::advance(Duration::from_millis(5_600)).await;
-    assert_eq!(r.resolve(A).await.unwrap().as_text().unwrap(), "now here");
+    assert_eq!(text_of(&r, A).await, "now here");
     assert_eq!(fake.calls(), 2);
 }
 
@@ -393,7 +400,7 @@ async fn retries_retryable_request_errors_with_bounded_backoff() {
     };
     let r = resolver_with(&fake, CacheConfig::disabled(), policy.clone());
     let start = tokio::time::Instant::now();
-    assert_eq!(r.resolve(A).await.unwrap().as_text().unwrap(), "v");
+    assert_eq!(text_of(&r, A).await, "v");
     assert_eq!(fake.calls(), 3);
     // Full jitter: the total sleep is at most the sum of the caps.
     let slept = start.elapsed();
@@ -441,10 +448,7 @@ async fn never_retries_denials_or_non_retryable_errors() {
     let fake = Fake::new("fake", "env");
     fake.set(A, Answer::Item(ErrorCode::PermissionDenied, false));
     let r = resolver_with(&fake, CacheConfig::disabled(), RetryPolicy::default());
-    assert_eq!(
-        r.resolve(A).await.unwrap_err().code(),
-        ErrorCode::PermissionDenied
-    );
+    assert_eq!(code_of(&r, A).await, ErrorCode::PermissionDenied);
     assert_eq!(fake.calls(), 1);
     fake.fail_requests(vec![Error::new(ErrorCode::InvalidResponse, "garbage")]);
     r.resolve(A).await.unwrap_err();
@@ -636,7 +640,7 @@ async fn watch_yields_on_version_change() {
     let second = w.next().await.unwrap().unwrap();
     assert_eq!(second.secret.as_text().unwrap(), "v2");
     // The watch refreshed the cache too.
-    assert_eq!(r.resolve(A).await.unwrap().as_text().unwrap(), "v2");
+    assert_eq!(text_of(&r, A).await, "v2");
 }
 
 #[tokio::test(start_paused = true)]
@@ -652,12 +656,12 @@ async fn refresh_ahead_refreshes_in_background() {
     fake.set(A, Answer::Value("v2", None));
     tokio::time::advance(Duration::from_secs(60)).await;
     // Served from cache at once, refresh started behind it.
-    assert_eq!(r.resolve(A).await.unwrap().as_text().unwrap(), "v1");
+    assert_eq!(text_of(&r, A).await, "v1");
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
     assert_eq!(fake.calls(), 2);
-    assert_eq!(r.resolve(A).await.unwrap().as_text().unwrap(), "v2");
+    assert_eq!(text_of(&r, A).await, "v2");
     assert_eq!(fake.calls(), 2);
 }
 
@@ -701,42 +705,10 @@ fn blocking_api_from_plain_main() {
     assert_eq!(fake.calls(), 1);
 }
 
-/// A tracing writer that keeps everything written to it.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// One global TRACE subscriber for this test binary. Tracing caches each
-/// callsite's interest globally, so a thread-local subscriber would miss
-/// events whose callsites other tests registered first.
-fn global_capture() -> &'static Capture {
-    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
-        capture
-    })
-}
-
 #[tokio::test(start_paused = true)]
 async fn traces_never_contain_values() {
     const CANARY: &str = "canary-7f3e9c1d";
-    let capture = global_capture();
+    let capture = secref_testkit::capture::install();
 
     let fake = Fake::new("fake", "env");
     fake.set(A, Answer::Value(CANARY, Some("1")));
@@ -747,9 +719,9 @@ async fn traces_never_contain_values() {
     let _ = r.resolve_many_partial([A, B]).await.unwrap();
     let debug = format!("{got:?} {r:?} {:?}", r.resolve(B).await.unwrap_err());
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(logs.contains("secref.resolve"), "spans were recorded");
     assert!(logs.contains("env://A"), "refs are safe to log");
-    assert!(!logs.contains(CANARY), "value leaked into traces");
-    assert!(!debug.contains(CANARY), "value leaked into Debug");
+    assert_no_canary(&logs, CANARY);
+    assert_no_canary(&debug, CANARY);
 }

@@ -302,7 +302,7 @@ fn assert_clean(text: &str) {
         "canary-client-token",
         "canary-wrapping",
     ] {
-        assert!(!text.contains(canary), "{canary} leaked into: {text}");
+        secref_testkit::capture::assert_no_canary(text, canary);
     }
 }
 
@@ -677,45 +677,9 @@ async fn redirects_stay_on_the_configured_origin() {
     );
 }
 
-/// Captures everything the library logs at TRACE level.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// One process-wide subscriber at TRACE level writing into a buffer. Global
-/// rather than per-test (`set_default`): tracing caches callsite interest
-/// process-wide, and a thread-local subscriber can miss events when other
-/// tests run in parallel. Every test's logs land here, which only widens
-/// the canary check.
-fn global_capture() -> Capture {
-    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
-    CAPTURE
-        .get_or_init(|| {
-            let capture = Capture::default();
-            let writer = capture.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::TRACE)
-                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-                .with_writer(move || writer.clone())
-                .finish();
-            tracing::subscriber::set_global_default(subscriber).unwrap();
-            capture
-        })
-        .clone()
-}
-
 #[tokio::test]
 async fn canaries_stay_out_of_logs_spans_and_errors() {
-    let capture = global_capture();
+    let capture = secref_testkit::capture::install();
 
     let fake = Arc::new(Fake::default());
     fake.login_ttl.store(3600, Ordering::SeqCst);
@@ -741,7 +705,7 @@ async fn canaries_stay_out_of_logs_spans_and_errors() {
     }
     let _ = p.lookup_self().await;
     errors.push_str(&format!("{p:?}"));
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(logs.contains("vault read"), "the capture works");
     assert_clean(&logs);
     assert_clean(&errors);

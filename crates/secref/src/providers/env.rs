@@ -63,15 +63,7 @@ impl Provider for EnvProvider {
     async fn validate(&self, refs: &[SecretRef]) -> BatchResult<Validation> {
         Ok(refs
             .iter()
-            .map(|r| {
-                let exists = Self::read(r).is_ok();
-                Ok(Validation {
-                    valid: true,
-                    exists: Some(exists),
-                    namespace: None,
-                    secret_type: None,
-                })
-            })
+            .map(|r| Ok(Validation::existence(Self::read(r).is_ok())))
             .collect())
     }
 

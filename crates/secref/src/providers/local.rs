@@ -101,13 +101,7 @@ impl Provider for LocalProvider {
 
     async fn validate(&self, refs: &[SecretRef]) -> BatchResult<Validation> {
         self.with_snapshot(refs, |store, file, _, l| {
-            let exists = store.describe_in(file, l)?.is_some();
-            Ok(Validation {
-                valid: true,
-                exists: Some(exists),
-                namespace: None,
-                secret_type: None,
-            })
+            Ok(Validation::existence(store.describe_in(file, l)?.is_some()))
         })
         .await
     }

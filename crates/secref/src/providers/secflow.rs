@@ -24,6 +24,7 @@
 //!
 //! Every call is `POST` with `{"request_id","trace_id","target_environment",
 //! "purpose","items":[{"item_id":"item-N",…}]}`; ids are `secref-<uuid4>`.
+//! The wire types live in [`wire`], shared with `secref serve`.
 //! Batches above 100 references are split (`max_batch` is 100 for resolves;
 //! validate/metadata/permission checks are split here).
 //!
@@ -86,7 +87,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -103,12 +103,15 @@ use crate::provider::{
 use crate::reference::SecretRef;
 use crate::secret::Secret;
 
+pub mod wire;
+
+pub use wire::ENVIRONMENTS;
+use wire::{ErrorFields, Op, Request, RequestItem, ValueError};
+
 /// The default service URL.
 pub const DEFAULT_BASE_URL: &str = "https://secflow.intflow.dev";
-/// The environments a client may target.
-pub const ENVIRONMENTS: &[&str] = &["dev", "stage", "prod", "shared"];
 /// Most items in one request.
-pub const MAX_BATCH: usize = 100;
+pub const MAX_BATCH: usize = wire::MAX_BATCH_ITEMS;
 /// How long the ids of a retryably failed batch are kept for its retry.
 const RETRY_ID_WINDOW: Duration = Duration::from_secs(60);
 
@@ -286,7 +289,11 @@ impl SecFlowProvider {
     /// One operation over any number of items: split into requests of at
     /// most [`MAX_BATCH`] unique items, answered in input order (each raw
     /// item, or an item-level error when the server left it out).
-    async fn batch(&self, op: Op, items: Vec<(String, Value)>) -> BatchResult<Map<String, Value>> {
+    async fn batch(
+        &self,
+        op: Op,
+        items: Vec<(String, RequestItem)>,
+    ) -> BatchResult<Map<String, Value>> {
         // Duplicates (same key) are sent once and fanned out.
         let mut unique: Vec<usize> = Vec::new();
         let mut first: HashMap<&str, usize> = HashMap::new();
@@ -302,7 +309,8 @@ impl SecFlowProvider {
             .collect();
         let mut answers: Vec<Result<Map<String, Value>>> = Vec::with_capacity(unique.len());
         for chunk in unique.chunks(MAX_BATCH) {
-            let chunk_items: Vec<&(String, Value)> = chunk.iter().map(|i| &items[*i]).collect();
+            let chunk_items: Vec<&(String, RequestItem)> =
+                chunk.iter().map(|i| &items[*i]).collect();
             answers.extend(self.call(op, &chunk_items).await?);
         }
         // Move each answer out; only a duplicated reference gets a copy.
@@ -326,25 +334,28 @@ impl SecFlowProvider {
     }
 
     /// One request.
-    async fn call(&self, op: Op, items: &[&(String, Value)]) -> BatchResult<Map<String, Value>> {
+    async fn call(
+        &self,
+        op: Op,
+        items: &[&(String, RequestItem)],
+    ) -> BatchResult<Map<String, Value>> {
         let fingerprint = self.fingerprint(op, items);
         let ids = self.ids_for(fingerprint);
-        let wire_items: Vec<Value> = items
-            .iter()
-            .enumerate()
-            .map(|(i, (_, fields))| {
-                let mut item = fields.clone();
-                item["item_id"] = json!(format!("item-{}", i + 1));
-                item
-            })
-            .collect();
-        let payload = json!({
-            "request_id": ids.request_id,
-            "trace_id": ids.trace_id,
-            "target_environment": self.target_environment,
-            "purpose": op.purpose(),
-            "items": wire_items,
-        });
+        let payload = Request {
+            request_id: Some(ids.request_id.clone()),
+            trace_id: Some(ids.trace_id.clone()),
+            target_environment: Some(self.target_environment.clone()),
+            purpose: Some(op.purpose().to_string()),
+            items: items
+                .iter()
+                .enumerate()
+                .map(|(i, (_, fields))| RequestItem {
+                    item_id: format!("item-{}", i + 1),
+                    ..fields.clone()
+                })
+                .collect(),
+            lease_ttl_seconds: None,
+        };
         let outcome = self.send(op, &payload, &ids).await;
         self.remember_ids(fingerprint, ids.clone(), outcome.as_ref().err());
         let (response_id, mut items_out) = outcome?;
@@ -374,7 +385,7 @@ impl SecFlowProvider {
     async fn send(
         &self,
         op: Op,
-        payload: &Value,
+        payload: &Request,
         ids: &Ids,
     ) -> Result<(Option<String>, Vec<Map<String, Value>>)> {
         let url = format!(
@@ -464,14 +475,14 @@ impl SecFlowProvider {
             .map(|items| (response_id, items))
     }
 
-    fn fingerprint(&self, op: Op, items: &[&(String, Value)]) -> u64 {
+    fn fingerprint(&self, op: Op, items: &[&(String, RequestItem)]) -> u64 {
         // The map's own (per-provider, fixed) hasher: the same batch hashes
         // alike across calls.
         let mut h = self.retry_ids.lock().hasher().build_hasher();
-        op.path().hash(&mut h);
+        op.hash(&mut h);
         for (key, fields) in items {
             key.hash(&mut h);
-            fields.to_string().hash(&mut h);
+            fields.hash(&mut h);
         }
         h.finish()
     }
@@ -499,12 +510,19 @@ impl SecFlowProvider {
         }
     }
 
-    fn ref_items(refs: &[SecretRef], extra: impl Fn(&mut Value)) -> Vec<(String, Value)> {
+    fn ref_items(
+        refs: &[SecretRef],
+        extra: impl Fn(&mut RequestItem),
+    ) -> Vec<(String, RequestItem)> {
         refs.iter()
             .map(|r| {
-                let mut v = json!({"secret_ref": r.to_canonical()});
-                extra(&mut v);
-                (r.to_canonical().to_string(), v)
+                let key = r.to_canonical().to_string();
+                let mut item = RequestItem {
+                    secret_ref: Some(key.clone()),
+                    ..RequestItem::default()
+                };
+                extra(&mut item);
+                (key, item)
             })
             .collect()
     }
@@ -525,38 +543,6 @@ impl Ids {
             request_id: format!("secref-{}", uuid::Uuid::new_v4()),
             trace_id: format!("secref-{}", uuid::Uuid::new_v4()),
             reuses: 0,
-        }
-    }
-}
-
-/// The Runtime API's operations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
-    Resolve,
-    Validate,
-    Metadata,
-    PermissionCheck,
-    Revoke,
-}
-
-impl Op {
-    fn path(self) -> &'static str {
-        match self {
-            Op::Resolve => "/v1/secrets/resolve:batch",
-            Op::Validate => "/v1/secrets/validate:batch",
-            Op::Metadata => "/v1/secrets/metadata:batch",
-            Op::PermissionCheck => "/v1/secrets/permission-check:batch",
-            Op::Revoke => "/v1/leases/revoke:batch",
-        }
-    }
-
-    fn purpose(self) -> &'static str {
-        match self {
-            Op::Resolve => "secret.runtime_resolve",
-            Op::Validate => "secret.validate",
-            Op::Metadata => "secret.metadata",
-            Op::PermissionCheck => "secret.permission_check",
-            Op::Revoke => "secret.lease_revoke",
         }
     }
 }
@@ -590,7 +576,7 @@ fn status_error(status: u16, body: Option<&Map<String, Value>>, ids: &Ids) -> Er
         .and_then(Value::as_str)
         .unwrap_or(&ids.request_id)
         .to_string();
-    let Some(error) = error else {
+    let Some(error) = error.map(ErrorFields::read) else {
         if status == 200 {
             return invalid("error must be an object", ids);
         }
@@ -600,26 +586,17 @@ fn status_error(status: u16, body: Option<&Map<String, Value>>, ids: &Ids) -> Er
             .with_remote_code("HTTP_ERROR")
             .with_request_id(request_id);
     };
-    let remote = error
-        .get("code")
-        .and_then(Value::as_str)
-        .unwrap_or("HTTP_ERROR");
-    let retryable = error
-        .get("retryable")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let remote = error.code.unwrap_or("HTTP_ERROR");
+    let retryable = error.retryable.unwrap_or(false);
     let code = if status == 401 {
         ErrorCode::Unauthenticated
     } else {
         map_code(remote, None, Some(status))
     };
-    Error::new(
-        code,
-        format!("SecFlow: {}", safe_message(error.get("message"))),
-    )
-    .with_retryable(retryable)
-    .with_remote_code(remote)
-    .with_request_id(request_id)
+    Error::new(code, format!("SecFlow: {}", safe_message(error.message)))
+        .with_retryable(retryable)
+        .with_remote_code(remote)
+        .with_request_id(request_id)
 }
 
 /// Maps a SecFlow error code (see the module table).
@@ -686,30 +663,18 @@ fn item_outcome(op: Op, item: Map<String, Value>, request_id: &str) -> Result<Ma
     if !failed {
         return Ok(item);
     }
-    let error = item.get("error").and_then(Value::as_object);
-    let remote = error
-        .and_then(|e| e.get("code"))
-        .and_then(Value::as_str)
-        .unwrap_or("ITEM_FAILED");
-    let retryable = error
-        .and_then(|e| e.get("retryable"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let error = item
+        .get("error")
+        .and_then(Value::as_object)
+        .map(ErrorFields::read)
+        .unwrap_or_default();
+    let remote = error.code.unwrap_or("ITEM_FAILED");
     let code = map_code(remote, Some(result), None);
-    let mut e = Error::new(
-        code,
-        format!(
-            "SecFlow: {}",
-            safe_message(error.and_then(|e| e.get("message")))
-        ),
-    )
-    .with_retryable(retryable)
-    .with_remote_code(remote)
-    .with_request_id(request_id);
-    if let Some(d) = error
-        .and_then(|e| e.get("decision_id"))
-        .and_then(Value::as_str)
-    {
+    let mut e = Error::new(code, format!("SecFlow: {}", safe_message(error.message)))
+        .with_retryable(error.retryable.unwrap_or(false))
+        .with_remote_code(remote)
+        .with_request_id(request_id);
+    if let Some(d) = error.decision_id {
         e = e.with_hint(format!("decision id {d}"));
     }
     Err(e)
@@ -754,19 +719,15 @@ fn resolved_from(mut item: Map<String, Value>) -> Result<Resolved> {
         return Err(field_error("value.data", "a string"));
     };
     let data = Zeroizing::new(data);
-    let secret = match encoding.as_str() {
-        "utf8" => Secret::copy_from(data.as_bytes()),
-        "base64" => Secret::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(data.as_bytes())
-                .map_err(|_| field_error("value.data", "valid base64"))?,
-        ),
-        other => {
+    let secret = match wire::decode_value(&encoding, &data) {
+        Ok(secret) => secret,
+        Err(ValueError::InvalidBase64) => return Err(field_error("value.data", "valid base64")),
+        Err(ValueError::UnknownEncoding) => {
             return Err(Error::new(
                 ErrorCode::InvalidResponse,
                 format!(
                     "unsupported plaintext encoding '{}'",
-                    safe_message(Some(&json!(other)))
+                    safe_message(Some(&json!(encoding)))
                 ),
             )
             .with_remote_code("INVALID_RESPONSE"))
@@ -905,7 +866,7 @@ impl Provider for SecFlowProvider {
         refs: &[SecretRef],
         action: Action,
     ) -> BatchResult<Permission> {
-        let items = Self::ref_items(refs, |v| v["action"] = json!(action.as_str()));
+        let items = Self::ref_items(refs, |item| item.action = Some(action.as_str().to_string()));
         let out = self.batch(Op::PermissionCheck, items).await?;
         Ok(out
             .into_iter()
@@ -922,10 +883,12 @@ impl Provider for SecFlowProvider {
             .iter()
             .map(|id| {
                 let id = id.trim().to_string();
-                (
-                    id.clone(),
-                    json!({"lease_id": id, "reason": reason.as_str()}),
-                )
+                let item = RequestItem {
+                    lease_id: Some(id.clone()),
+                    reason: Some(reason.as_str().to_string()),
+                    ..RequestItem::default()
+                };
+                (id, item)
             })
             .collect();
         let out = self.batch(Op::Revoke, items).await?;

@@ -1,10 +1,11 @@
 //! The embedded encrypted store behind `local://` references.
 //!
-//! A store is one JSON file holding encrypted entries (see [`format`] for the
-//! layout and the cryptography) and a [`StoreKey`] that lives elsewhere: in
-//! `$SECREF_KEY` or a key file readable only by its owner. The file contains
-//! no plaintext values and is safe to commit; entry *names* (`app/db`) are
-//! visible in it, field names and values are not.
+//! A store is one JSON file holding encrypted entries (see
+//! [`format`](mod@format) for the layout and the cryptography) and a
+//! [`StoreKey`] that lives elsewhere: in `$SECREF_KEY` or a key file readable
+//! only by its owner. The file contains no plaintext values and is safe to
+//! commit; entry *names* (`app/db`) are visible in it, field names and values
+//! are not.
 //!
 //! An entry is either a single value (`local://app/token`) or a map of fields
 //! (`local://app/db#password`, `local://app/db#user`). Reading a field-map
