@@ -338,8 +338,11 @@ impl AuthZenPdp {
         defaults: GrantTerms,
     ) -> Result<AuthZenPdp> {
         let base = crate::config::validate_base_url("policy.pdp.url", base_url)?;
-        let endpoint = Url::parse(&format!("{}/access/v1/evaluation", base.as_str()))
-            .map_err(|e| Error::config(format!("policy.pdp.url: {e}")))?;
+        let endpoint = Url::parse(&format!(
+            "{}/access/v1/evaluation",
+            base.as_str().trim_end_matches('/')
+        ))
+        .map_err(|e| Error::config(format!("policy.pdp.url: {e}")))?;
         Ok(AuthZenPdp {
             endpoint,
             client: options.build()?,
