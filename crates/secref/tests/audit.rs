@@ -353,3 +353,70 @@ fn audit_config_is_strict() {
     let table: toml::Table = toml::from_str("sink = \"kafka\"").unwrap();
     Auditor::from_table(&table, &kenv).unwrap();
 }
+
+// ---- Canary: no value, salt or token in traces or Debug ---------------------------
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One global TRACE subscriber for this test binary (see tests/resolver.rs
+/// for why not a thread-local one).
+fn global_capture() -> &'static Capture {
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+        capture
+    })
+}
+
+#[tokio::test]
+async fn traces_and_debug_never_contain_values_or_salts() {
+    let capture = global_capture();
+    let fake = Fake::with(&[("openbao+kv2://secret/app#token", Ok(CANARY))]);
+    let sink = MemorySink::new();
+    let a = auditor(&sink, salted());
+    let policy_toml: toml::Table =
+        toml::from_str("[[rules]]\nsubject = \"svc-a\"\nmax_uses = 2").unwrap();
+    let r = Resolver::builder()
+        .provider_arc(fake.clone(), None)
+        .policy(Policy::from_table(&policy_toml, &secref::config::Env::default()).unwrap())
+        .audit(a.clone())
+        .build()
+        .unwrap();
+    let ctx = Context::for_subject("svc-a").with_cnf_jkt("k1");
+    let token = "openbao+kv2://secret/app#token";
+    let got = r.resolve_as(&ctx, token).await.unwrap();
+    let drift = r
+        .resolve_as(&Context::for_subject("svc-a").with_cnf_jkt("k2"), token)
+        .await
+        .unwrap_err();
+    let denied = r
+        .resolve_as(&Context::for_subject("eve"), token)
+        .await
+        .unwrap_err();
+    a.flush().await;
+    let debug = format!("{got:?} {r:?} {a:?} {drift:?} {drift} {denied:?} {denied}");
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    for bad in [CANARY, SALT] {
+        assert!(!logs.contains(bad), "{bad} leaked into traces");
+        assert!(!debug.contains(bad), "{bad} leaked into Debug/Display");
+    }
+    assert_clean(&sink.events(), &[CANARY, SALT, token]);
+}

@@ -63,6 +63,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -443,21 +444,30 @@ impl Policy {
             .unwrap_or(&self.settings.tenant)
             .into();
         let audience_ok = ctx.audience.is_empty() || ctx.audience.contains(&self.settings.audience);
-        let mut jti_checked = false;
-        let mut out = Vec::with_capacity(refs.len());
-        for r in refs {
-            let key: GrantKey = (
-                subject.clone(),
-                tenant.clone(),
-                r.canonical_arc(),
-                READ_ACTION,
-            );
-            let res = self
-                .authorize_one(ctx, r, key, audience_ok, &mut jti_checked)
-                .await;
-            out.push(res);
-        }
-        out
+        let keys: Vec<GrantKey> = refs
+            .iter()
+            .map(|r| {
+                (
+                    subject.clone(),
+                    tenant.clone(),
+                    r.canonical_arc(),
+                    READ_ACTION,
+                )
+            })
+            .collect();
+        // One call is one request: its token's jti is checked (and recorded)
+        // once, when any reference needs a new grant.
+        let now = Instant::now();
+        let any_miss = keys.iter().any(|k| self.live_grant(k, now).is_none());
+        let replayed = any_miss && !self.record_jti(ctx, now);
+        // Decisions for different references run concurrently (an HTTP PDP
+        // is one round trip per new grant).
+        join_all(
+            refs.iter()
+                .zip(keys)
+                .map(|(r, key)| self.authorize_one(ctx, r, key, audience_ok, replayed)),
+        )
+        .await
     }
 
     async fn authorize_one(
@@ -466,7 +476,7 @@ impl Policy {
         r: &SecretRef,
         key: GrantKey,
         audience_ok: bool,
-        jti_checked: &mut bool,
+        replayed: bool,
     ) -> std::result::Result<Permit, Refusal> {
         let now = Instant::now();
         self.mount_guard(&key.1, r)?;
@@ -485,16 +495,11 @@ impl Policy {
         let binding = ctx.binding();
         let grant = match self.live_grant(&key, now) {
             Some(g) => g,
-            None => {
-                if !*jti_checked {
-                    *jti_checked = true;
-                    if !self.record_jti(ctx, now) {
-                        self.remember_denial(key, now);
-                        return Err(denied(AUTHZ_FAILED, "access denied: token replayed", r).into());
-                    }
-                }
-                self.issue(ctx, r, &key, binding).await?
+            None if replayed => {
+                self.remember_denial(key, now);
+                return Err(denied(AUTHZ_FAILED, "access denied: token replayed", r).into());
             }
+            None => self.issue(ctx, r, &key, binding).await?,
         };
         if grant.binding.is_some() && grant.binding.as_deref() != binding {
             self.remember_denial(key, now);
