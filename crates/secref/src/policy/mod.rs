@@ -45,7 +45,9 @@
 //!
 //! Obligations (`wrap_ttl`) are parsed and carried on the grant but not yet
 //! applied to the read. Non-value operations (`metadata`, `validate`,
-//! `permission_check`) are not enforced.
+//! `permission_check`) are not enforced. Each `watch` poll is a read by the
+//! anonymous context (and consumes a use); the resolver's background
+//! refresh-ahead is not a caller's read and is not enforced.
 //!
 //! [`Resolver`]: crate::Resolver
 //! [`Resolver::resolve_as`]: crate::Resolver::resolve_as
