@@ -555,3 +555,36 @@ async fn no_policy_means_unchanged_behaviour() {
     assert_eq!(fake.reads(), 1, "cached as before");
     assert!(r.policy().is_none() && r.auditor().is_none());
 }
+
+#[tokio::test]
+async fn a_partial_batch_reads_only_what_is_allowed() {
+    let fake = Fake::with(&[
+        ("env://APP_A", "a"),
+        ("env://APP_B", "b"),
+        ("env://OPS_C", CANARY),
+    ]);
+    let table: toml::Table =
+        toml::from_str("grant_max_uses = 10\n[[rules]]\nref_prefix = \"env://APP_\"").unwrap();
+    let r = Resolver::builder()
+        .provider_arc(fake.clone(), None)
+        .cache(CacheConfig::disabled())
+        .policy(Policy::from_table(&table, &secref::config::Env::default()).unwrap())
+        .build()
+        .unwrap();
+    let ctx = Context::for_subject("svc-a");
+    let out = r
+        .resolve_many_partial_as(&ctx, ["env://APP_A", "env://OPS_C", "env://APP_B"])
+        .await
+        .unwrap();
+    assert_eq!(out.resolved.len(), 2);
+    let (failed, e) = out.failures.iter().next().unwrap();
+    assert_eq!(failed.to_canonical(), "env://OPS_C");
+    assert_denied(e, "DENY");
+    assert_eq!(fake.reads(), 2, "the denied reference was never asked for");
+    let all = r
+        .resolve_many_as(&ctx, ["env://APP_A", "env://OPS_C"])
+        .await
+        .unwrap_err();
+    assert_eq!(all.code(), ErrorCode::PermissionDenied);
+    assert!(!format!("{all:?}{all}").contains(CANARY));
+}
