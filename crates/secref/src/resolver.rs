@@ -350,7 +350,7 @@ impl Resolver {
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// use secref::policy::{Context, Policy, PolicySettings};
+    /// use secref::policy::{Context, Policy};
     /// use secref::{providers::EnvProvider, ErrorCode, Resolver};
     /// std::env::set_var("DEMO_POLICY_TOKEN", "t0ps3cret");
     /// let policy = Policy::from_table(

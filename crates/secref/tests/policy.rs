@@ -588,3 +588,21 @@ async fn a_partial_batch_reads_only_what_is_allowed() {
     assert_eq!(all.code(), ErrorCode::PermissionDenied);
     assert!(!format!("{all:?}{all}").contains(CANARY));
 }
+
+#[tokio::test]
+async fn a_reference_repeated_in_one_call_uses_one_grant_use() {
+    let fake = Fake::with(&[("env://A", CANARY)]);
+    let pdp = FakePdp::allowing(300, 1);
+    let r = resolver(&fake, pdp.clone(), "", false);
+    let ctx = Context::for_subject("svc-a");
+    let out = r
+        .resolve_many_partial_as(&ctx, ["env://A", "env://A", "env://A"])
+        .await
+        .unwrap();
+    assert!(out.ok(), "{:?}", out.failures);
+    assert_eq!((fake.reads(), pdp.calls()), (1, 1));
+    assert_denied(
+        &r.resolve_as(&ctx, "env://A").await.unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+}

@@ -339,17 +339,32 @@ impl Grant {
 /// [`Permit::refund`] when the read fails.
 pub(crate) struct Permit {
     grant: Option<Arc<Grant>>,
+    /// False for a reference repeated in one call: the first occurrence
+    /// holds the use.
+    reserved: bool,
 }
 
 impl Permit {
     /// No policy: nothing to reserve.
     pub(crate) fn unrestricted() -> Permit {
-        Permit { grant: None }
+        Permit {
+            grant: None,
+            reserved: false,
+        }
+    }
+
+    /// The same grant for a repeat of a reference within one call, without
+    /// a use of its own (the provider is asked once for both).
+    fn repeat(&self) -> Permit {
+        Permit {
+            grant: self.grant.clone(),
+            reserved: false,
+        }
     }
 
     /// Gives the reserved use back (the read failed).
     pub(crate) fn refund(&self) {
-        if let Some(g) = &self.grant {
+        if let Some(g) = self.grant.as_ref().filter(|_| self.reserved) {
             let _ = g
                 .uses
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1));
@@ -363,6 +378,7 @@ impl Permit {
 }
 
 /// A refusal, with the decision id when the PDP gave one.
+#[derive(Clone)]
 pub(crate) struct Refusal {
     pub(crate) error: Error,
     pub(crate) decision_id: Option<String>,
@@ -462,14 +478,34 @@ impl Policy {
         let now = Instant::now();
         let any_miss = keys.iter().any(|k| self.live_grant(k, now).is_none());
         let replayed = any_miss && !self.record_jti(ctx, now);
+        // A reference repeated in one call is decided once and uses one
+        // grant use (the resolver reads it once).
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        let firsts: Vec<usize> = (0..refs.len())
+            .filter(|&i| *first_of.entry(refs[i].to_canonical()).or_insert(i) == i)
+            .collect();
         // Decisions for different references run concurrently (an HTTP PDP
         // is one round trip per new grant).
-        join_all(
-            refs.iter()
-                .zip(keys)
-                .map(|(r, key)| self.authorize_one(ctx, r, key, audience_ok, replayed)),
-        )
-        .await
+        let decided =
+            join_all(firsts.iter().map(|&i| {
+                self.authorize_one(ctx, &refs[i], keys[i].clone(), audience_ok, replayed)
+            }))
+            .await;
+        let mut out: Vec<Option<std::result::Result<Permit, Refusal>>> =
+            (0..refs.len()).map(|_| None).collect();
+        for (i, d) in firsts.into_iter().zip(decided) {
+            out[i] = Some(d);
+        }
+        for i in 0..refs.len() {
+            if out[i].is_none() {
+                let first = first_of[refs[i].to_canonical()];
+                out[i] = Some(match out[first].as_ref().expect("decided") {
+                    Ok(p) => Ok(p.repeat()),
+                    Err(refusal) => Err(refusal.clone()),
+                });
+            }
+        }
+        out.into_iter().map(|d| d.expect("decided")).collect()
     }
 
     async fn authorize_one(
@@ -516,7 +552,10 @@ impl Policy {
             self.remember_denial(key, now);
             return Err(denied(AUTHZ_FAILED, "access denied: grant uses exhausted", r).into());
         }
-        Ok(Permit { grant: Some(grant) })
+        Ok(Permit {
+            grant: Some(grant),
+            reserved: true,
+        })
     }
 
     fn mount_guard(&self, tenant: &str, r: &SecretRef) -> Result<()> {
