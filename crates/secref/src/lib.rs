@@ -22,11 +22,13 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod blocking;
 mod cache;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod policy;
 pub mod provider;
 pub mod providers;
 pub mod reference;

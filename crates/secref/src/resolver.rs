@@ -26,8 +26,10 @@ use tokio::sync::watch;
 use tracing::{debug, field, Instrument};
 use zeroize::Zeroizing;
 
+use crate::audit::{Auditor, Outcome};
 use crate::cache::{is_negative_cacheable, Cache, CacheConfig, Lookup};
 use crate::error::{Error, ErrorCode, Result};
+use crate::policy::{Context, Permit, Policy};
 use crate::provider::{
     Action, BatchResult, Lease, LeaseRevocation, Metadata, Permission, Provider, Resolved,
     RevokeReason, Validation,
@@ -155,9 +157,23 @@ pub struct ResolverBuilder {
     retry: RetryPolicy,
     max_concurrency: usize,
     auto_renew: bool,
+    policy: Option<Arc<Policy>>,
+    audit: Option<Auditor>,
 }
 
 impl ResolverBuilder {
+    /// Enforces an access policy on every read (see [`crate::policy`]).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// Emits an audit event for every read outcome (see [`crate::audit`]).
+    pub fn audit(mut self, auditor: Auditor) -> Self {
+        self.audit = Some(auditor);
+        self
+    }
+
     /// Adds a provider with the default cache settings. Later providers do
     /// not replace earlier ones for a family: the first registered wins.
     pub fn provider(self, provider: impl Provider + 'static) -> Self {
@@ -226,6 +242,8 @@ impl ResolverBuilder {
                 renewals: Mutex::new(HashMap::new()),
                 auto_renew: self.auto_renew,
                 permits: tokio::sync::Semaphore::new(self.max_concurrency.max(1)),
+                policy: self.policy,
+                audit: self.audit,
                 max_concurrency: if self.max_concurrency == 0 {
                     8
                 } else {
@@ -271,6 +289,10 @@ struct Inner {
     auto_renew: bool,
     permits: tokio::sync::Semaphore,
     max_concurrency: usize,
+    /// The enforcement point every read passes first, if configured.
+    policy: Option<Arc<Policy>>,
+    /// Where read outcomes are reported, if configured.
+    audit: Option<Auditor>,
 }
 
 impl fmt::Debug for Resolver {
@@ -320,8 +342,12 @@ impl Resolver {
         ResolverBuilder::default()
     }
 
-    /// Resolves one reference.
+    /// Resolves one reference (as the anonymous [`Context`] when a policy
+    /// is configured).
     pub async fn resolve(&self, reference: impl IntoSecretRef) -> Result<Secret> {
+        if self.is_governed() {
+            return self.resolve_as(&Context::anonymous(), reference).await;
+        }
         if let Some(hit) = reference.as_parsed().and_then(|r| self.cached(r)) {
             return Ok(hit);
         }
@@ -332,8 +358,43 @@ impl Resolver {
         Ok(self.resolve_detailed(r).await?.secret)
     }
 
+    /// Resolves one reference on behalf of `ctx`: the policy (if any) decides
+    /// before any cache lookup or provider call, and the outcome is audited
+    /// (if an auditor is configured).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use secref::policy::{Context, Policy};
+    /// use secref::{providers::EnvProvider, ErrorCode, Resolver};
+    /// std::env::set_var("DEMO_POLICY_TOKEN", "t0ps3cret");
+    /// let policy = Policy::from_table(
+    ///     &toml::from_str("[[rules]]\nsubject = \"svc-a\"\nmax_uses = 5").unwrap(),
+    ///     &secref::config::Env::default(),
+    /// ).unwrap();
+    /// let resolver = Resolver::builder().provider(EnvProvider::new()).policy(policy).build().unwrap();
+    /// let ok = resolver.resolve_as(&Context::for_subject("svc-a"), "env://DEMO_POLICY_TOKEN").await;
+    /// assert_eq!(ok.unwrap().as_text().unwrap(), "t0ps3cret");
+    /// let err = resolver.resolve_as(&Context::for_subject("svc-b"), "env://DEMO_POLICY_TOKEN").await.unwrap_err();
+    /// assert_eq!(err.code(), ErrorCode::PermissionDenied);
+    /// assert_eq!(err.remote_code(), Some("DENY"));
+    /// # });
+    /// ```
+    pub async fn resolve_as(&self, ctx: &Context, reference: impl IntoSecretRef) -> Result<Secret> {
+        Ok(self.resolve_detailed_as(ctx, reference).await?.secret)
+    }
+
     /// Resolves one reference and returns the version and lease too.
     pub async fn resolve_detailed(&self, reference: impl IntoSecretRef) -> Result<Resolved> {
+        self.resolve_detailed_as(&Context::anonymous(), reference)
+            .await
+    }
+
+    /// [`Resolver::resolve_detailed`] on behalf of `ctx`.
+    pub async fn resolve_detailed_as(
+        &self,
+        ctx: &Context,
+        reference: impl IntoSecretRef,
+    ) -> Result<Resolved> {
         let r = reference.into_secret_ref()?;
         let span = tracing::debug_span!(
             "secref.resolve",
@@ -344,7 +405,7 @@ impl Resolver {
             error_code = field::Empty,
         );
         let mut out = self
-            .resolve_refs(std::slice::from_ref(&r), false)
+            .governed_refs(ctx, std::slice::from_ref(&r), false)
             .instrument(span)
             .await;
         out.pop().expect("one result").map_err(|e| e.error)
@@ -380,6 +441,36 @@ impl Resolver {
         I: IntoIterator,
         I::Item: IntoSecretRef,
     {
+        self.resolve_many_partial_as(&Context::anonymous(), references)
+            .await
+    }
+
+    /// [`Resolver::resolve_many`] on behalf of `ctx`.
+    pub async fn resolve_many_as<I>(
+        &self,
+        ctx: &Context,
+        references: I,
+    ) -> Result<BTreeMap<SecretRef, Secret>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        self.resolve_many_partial_as(ctx, references)
+            .await?
+            .into_result()
+    }
+
+    /// [`Resolver::resolve_many_partial`] on behalf of `ctx`. A token `jti`
+    /// counts once per call, however many references it names.
+    pub async fn resolve_many_partial_as<I>(
+        &self,
+        ctx: &Context,
+        references: I,
+    ) -> Result<Partial<Secret>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
         let refs = collect_refs(references)?;
         let span = tracing::debug_span!(
             "secref.resolve_many",
@@ -387,7 +478,7 @@ impl Resolver {
             failures = field::Empty
         );
         let results = self
-            .resolve_refs(&refs, false)
+            .governed_refs(ctx, &refs, false)
             .instrument(span.clone())
             .await;
         let mut out = Partial {
@@ -612,7 +703,11 @@ impl Resolver {
                 st.first = false;
                 let mut res = st
                     .resolver
-                    .resolve_refs(std::slice::from_ref(&st.reference), true)
+                    .governed_refs(
+                        &Context::anonymous(),
+                        std::slice::from_ref(&st.reference),
+                        true,
+                    )
                     .await;
                 match res.pop().expect("one result") {
                     Ok(v) => {
@@ -680,9 +775,117 @@ impl Resolver {
         Some(hit)
     }
 
+    /// Whether reads pass a policy or are audited (then the allocation-free
+    /// cache fast path is skipped).
+    fn is_governed(&self) -> bool {
+        self.inner.policy.is_some() || self.inner.audit.is_some()
+    }
+
+    /// The auditor, if one is configured (e.g. to [`Auditor::flush`]).
+    pub fn auditor(&self) -> Option<&Auditor> {
+        self.inner.audit.as_ref()
+    }
+
+    /// The policy enforcement point, if one is configured.
+    pub fn policy(&self) -> Option<&Policy> {
+        self.inner.policy.as_deref()
+    }
+
+    /// [`Resolver::resolve_refs`] behind the policy and the auditor: refused
+    /// references never reach the cache or a provider; a failed read gives
+    /// its reserved grant use back; every outcome is audited.
+    async fn governed_refs(
+        &self,
+        ctx: &Context,
+        refs: &[SecretRef],
+        bypass_cache: bool,
+    ) -> Vec<FetchResult> {
+        if !self.is_governed() {
+            return self.resolve_refs(refs, bypass_cache).await;
+        }
+        let decisions = match &self.inner.policy {
+            Some(policy) => policy.authorize(ctx, refs).await,
+            None => refs.iter().map(|_| Ok(Permit::unrestricted())).collect(),
+        };
+        let allowed: Vec<SecretRef> = refs
+            .iter()
+            .zip(&decisions)
+            .filter(|(_, d)| d.is_ok())
+            .map(|(r, _)| r.clone())
+            .collect();
+        let mut from_cache = vec![false; allowed.len()];
+        let mut fetched = self
+            .resolve_refs_noting_hits(&allowed, bypass_cache, &mut from_cache)
+            .await
+            .into_iter()
+            .zip(from_cache);
+        let tenant = ctx.tenant.as_deref().or_else(|| {
+            self.inner
+                .policy
+                .as_deref()
+                .map(|p| p.settings().tenant.as_str())
+        });
+        let audit = self.inner.audit.as_ref();
+        let mut out = Vec::with_capacity(refs.len());
+        for (r, decision) in refs.iter().zip(decisions) {
+            let provider = self.provider_for(r).ok();
+            let res = match decision {
+                Err(refusal) => {
+                    if let Some(a) = audit {
+                        let outcome = Outcome::Denied(&refusal.error);
+                        a.record(
+                            ctx,
+                            tenant,
+                            r,
+                            provider,
+                            refusal.decision_id.as_deref(),
+                            outcome,
+                        );
+                    }
+                    Err(FetchError {
+                        error: refusal.error,
+                        request_level: false,
+                    })
+                }
+                Ok(permit) => {
+                    let (res, cached) = fetched.next().expect("one answer per allowed reference");
+                    if res.is_err() {
+                        permit.refund();
+                    }
+                    if let Some(a) = audit {
+                        let outcome = match &res {
+                            Ok(v) => Outcome::Read {
+                                cached,
+                                version: v.version.as_deref(),
+                            },
+                            Err(e) => Outcome::Failed(&e.error),
+                        };
+                        a.record(ctx, tenant, r, provider, permit.decision_id(), outcome);
+                    }
+                    res
+                }
+            };
+            out.push(res);
+        }
+        out
+    }
+
     /// The core: cache, single-flight, batching, retries. Results are in
     /// input order. `bypass_cache` skips lookups (watch) but still updates.
     async fn resolve_refs(&self, refs: &[SecretRef], bypass_cache: bool) -> Vec<FetchResult> {
+        let mut hits = vec![false; refs.len()];
+        self.resolve_refs_noting_hits(refs, bypass_cache, &mut hits)
+            .await
+    }
+
+    /// [`Resolver::resolve_refs`], also setting `hits[i]` when reference `i`
+    /// was answered from the cache.
+    async fn resolve_refs_noting_hits(
+        &self,
+        refs: &[SecretRef],
+        bypass_cache: bool,
+        hits: &mut [bool],
+    ) -> Vec<FetchResult> {
         let now = Instant::now();
         let mut results: Vec<Option<FetchResult>> = vec![None; refs.len()];
         // Per provider: the indices this call must fetch.
@@ -709,6 +912,7 @@ impl Resolver {
                             refresh_ahead.push((p, r.clone()));
                         }
                         results[i] = Some(Ok(Resolved::clone(&value)));
+                        hits[i] = true;
                         continue;
                     }
                     Lookup::Negative(e) => {

@@ -19,6 +19,8 @@ impl Resolver {
     ///   hint `secref init` when there is no store) and every other scheme
     ///   still works.
     /// * `env://` and `file://`: always.
+    /// * `[policy]`: an enforcement point every read passes
+    ///   ([`crate::policy`]); `[audit]`: audit events ([`crate::audit`]).
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -75,6 +77,16 @@ fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
     #[cfg(feature = "infisical")]
     if let Some(p) = crate::providers::infisical::InfisicalProvider::configured(cfg)? {
         builder = builder.provider_arc(Arc::new(p), Some(cfg.cache_for("infisical")));
+    }
+
+    // ---- Policy and audit ----------------------------------------------------
+    // `[policy]` / `[audit]` are parsed strictly; an invalid section is an
+    // error, never a resolver that silently enforces or records nothing.
+    if let Some(table) = &cfg.policy {
+        builder = builder.policy(crate::policy::Policy::from_table(table, &cfg.env)?);
+    }
+    if let Some(table) = &cfg.audit {
+        builder = builder.audit(crate::audit::Auditor::from_table(table, &cfg.env)?);
     }
     Ok(builder)
 }

@@ -1,0 +1,685 @@
+//! Non-leaky audit events for every read outcome.
+//!
+//! When an [`Auditor`] is installed (`[audit]` in `secref.toml`, or
+//! [`ResolverBuilder::audit`](crate::ResolverBuilder::audit)), the resolver
+//! emits one [`AuditEvent`] per reference it is asked to read: a value
+//! delivered (`SECRET_READ`, with `cached`), a policy refusal
+//! (`SECRET_DENIED`), or a failure (`SECRET_ERROR`, or
+//! `SECRET_VERSION_DELETED` / `SECRET_VERSION_DESTROYED`).
+//!
+//! An event never holds the value. It holds the reference only as
+//! `resource_ref`: HMAC-SHA256 keyed by the tenant salt over the canonical
+//! reference, truncated to 128 bits, base64url without padding (22
+//! characters). That keeps events joinable per secret without naming it.
+//! The salt comes from `$SECRET_TENANT_SALT` (or the variable `salt_env`
+//! names); **without a salt, `resource_ref` is omitted**, since an unkeyed
+//! hash of a guessable name would be as good as the name. The raw canonical
+//! reference is included (`reference`) only with `include_raw_ref = true`.
+//!
+//! Emitting never blocks a read: events go through a bounded queue to a
+//! background thread that writes them to the [`AuditSink`]; when the queue
+//! is full the event is dropped and counted ([`Auditor::stats`]). Cache-hit
+//! reads can be sampled: with `sample_cache_hit_n = N` (or
+//! `$AUDIT_SAMPLE_CACHE_HIT_N`), the 1st, (N+1)th, (2N+1)th… hit is emitted.
+//! Misses, denials and errors are never sampled.
+//!
+//! ```toml
+//! [audit]
+//! sink = "stderr"            # "stderr" | "file" | "kafka"
+//! path = "audit.jsonl"       # for "file" (created 0600, appended)
+//! salt_env = "SECRET_TENANT_SALT"
+//! include_raw_ref = false
+//! sample_cache_hit_n = 1
+//! queue_capacity = 1024
+//! kafka_bootstrap = "127.0.0.1:9092"   # or $KAFKA_BOOTSTRAP_SERVERS
+//! kafka_topic_prefix = "crud"          # or $KAFKA_TOPIC_PREFIX
+//! ```
+
+mod kafka;
+
+pub use kafka::KafkaSink;
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Env;
+use crate::error::{Error, ErrorCode, Result};
+use crate::policy::Context;
+use crate::reference::SecretRef;
+use crate::secret::Secret;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum AuditEventType {
+    /// A value was delivered.
+    SecretRead,
+    /// The policy refused the read.
+    SecretDenied,
+    /// The read failed.
+    SecretError,
+    /// The pinned version is soft-deleted.
+    SecretVersionDeleted,
+    /// The pinned version is destroyed.
+    SecretVersionDestroyed,
+}
+
+/// One audit event. Never holds a value or a credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AuditEvent {
+    /// A fresh UUID.
+    pub event_id: String,
+    /// RFC 3339, UTC, milliseconds.
+    pub timestamp: String,
+    /// What happened.
+    pub event_type: AuditEventType,
+    /// Always `secref`.
+    pub service: String,
+    /// The caller's correlation id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The caller's subject (`anonymous` without one).
+    pub subject: String,
+    /// The caller's tenant, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The provider that served (or would have served) the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// HMAC of the canonical reference (see the module docs); absent
+    /// without a salt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_ref: Option<String>,
+    /// The canonical reference itself, only with `include_raw_ref = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Served from the resolver's cache.
+    pub cached: bool,
+    /// Whether a value was delivered.
+    pub success: bool,
+    /// The error code on failure (`permission_denied`, `not_found`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// The remote code on failure (`DENY`, `BINDING_DRIFT`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_code: Option<String>,
+    /// The policy decision behind the grant or denial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
+    /// The secret's version (KV version), when the provider reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_version: Option<String>,
+}
+
+/// `resource_ref` for a canonical reference: HMAC-SHA256(salt, canonical),
+/// first 16 bytes, base64url without padding.
+///
+/// ```
+/// use secref::{audit::resource_ref, Secret};
+/// let salt = Secret::from("tenant-salt");
+/// let a = resource_ref(&salt, "openbao+kv2://secret/app#token");
+/// assert_eq!(a.len(), 22);
+/// assert_eq!(a, resource_ref(&salt, "openbao+kv2://secret/app#token"));
+/// assert_ne!(a, resource_ref(&Secret::from("other"), "openbao+kv2://secret/app#token"));
+/// ```
+pub fn resource_ref(salt: &Secret, canonical: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(salt.expose_bytes()).expect("HMAC takes any key length");
+    mac.update(canonical.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+// ---- Sinks -------------------------------------------------------------------
+
+/// Where events go. Called from the auditor's background thread with
+/// batches in emission order.
+#[async_trait]
+pub trait AuditSink: Send + Sync + fmt::Debug + 'static {
+    /// Writes a batch. An error counts the batch as failed; it is not
+    /// retried.
+    async fn write(&self, events: &[AuditEvent]) -> Result<()>;
+}
+
+/// JSON lines on stderr or appended to a file.
+#[derive(Debug)]
+pub struct JsonLinesSink {
+    target: JsonTarget,
+}
+
+#[derive(Debug)]
+enum JsonTarget {
+    Stderr,
+    File(parking_lot::Mutex<std::fs::File>, PathBuf),
+}
+
+impl JsonLinesSink {
+    /// Lines on stderr.
+    pub fn stderr() -> JsonLinesSink {
+        JsonLinesSink {
+            target: JsonTarget::Stderr,
+        }
+    }
+
+    /// Lines appended to `path` (created with mode 0600 on Unix).
+    pub fn file(path: &Path) -> Result<JsonLinesSink> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let f = opts.open(path).map_err(|e| {
+            Error::config(format!(
+                "audit file {} cannot be opened: {}",
+                path.display(),
+                e.kind()
+            ))
+        })?;
+        Ok(JsonLinesSink {
+            target: JsonTarget::File(parking_lot::Mutex::new(f), path.to_path_buf()),
+        })
+    }
+}
+
+fn to_lines(events: &[AuditEvent]) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    for e in events {
+        serde_json::to_writer(&mut buf, e)
+            .map_err(|_| Error::internal("audit event not serializable"))?;
+        buf.push(b'\n');
+    }
+    Ok(buf)
+}
+
+#[async_trait]
+impl AuditSink for JsonLinesSink {
+    async fn write(&self, events: &[AuditEvent]) -> Result<()> {
+        let buf = to_lines(events)?;
+        match &self.target {
+            JsonTarget::Stderr => std::io::stderr().lock().write_all(&buf)?,
+            JsonTarget::File(f, path) => f.lock().write_all(&buf).map_err(|e| {
+                Error::new(
+                    ErrorCode::Io,
+                    format!("audit file {}: {}", path.display(), e.kind()),
+                )
+            })?,
+        }
+        Ok(())
+    }
+}
+
+/// Keeps events in memory (tests, embedding).
+#[derive(Debug, Default, Clone)]
+pub struct MemorySink {
+    events: Arc<parking_lot::Mutex<Vec<AuditEvent>>>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> MemorySink {
+        MemorySink::default()
+    }
+
+    /// Every event written so far.
+    pub fn events(&self) -> Vec<AuditEvent> {
+        self.events.lock().clone()
+    }
+
+    /// Forgets the events written so far.
+    pub fn clear(&self) {
+        self.events.lock().clear();
+    }
+}
+
+#[async_trait]
+impl AuditSink for MemorySink {
+    async fn write(&self, events: &[AuditEvent]) -> Result<()> {
+        self.events.lock().extend_from_slice(events);
+        Ok(())
+    }
+}
+
+// ---- Settings ------------------------------------------------------------------
+
+/// `[audit]` settings (see the module docs). Unknown keys are an error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuditSettings {
+    /// `stderr` (default), `file` or `kafka`.
+    #[serde(default)]
+    pub sink: SinkKind,
+    /// The file for `sink = "file"`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// The environment variable holding the HMAC salt.
+    #[serde(default = "AuditSettings::default_salt_env")]
+    pub salt_env: String,
+    /// Put the raw canonical reference in events too.
+    #[serde(default)]
+    pub include_raw_ref: bool,
+    /// Emit one in N cache-hit reads (default `$AUDIT_SAMPLE_CACHE_HIT_N`,
+    /// else 1 = all).
+    #[serde(default)]
+    pub sample_cache_hit_n: Option<u32>,
+    /// Events queued before new ones are dropped.
+    #[serde(default = "AuditSettings::default_capacity")]
+    pub queue_capacity: usize,
+    /// Kafka bootstrap `host:port` (loopback only: no TLS is built in).
+    #[serde(default)]
+    pub kafka_bootstrap: Option<String>,
+    /// Kafka topic prefix (default `$KAFKA_TOPIC_PREFIX`, else `crud`).
+    #[serde(default)]
+    pub kafka_topic_prefix: Option<String>,
+}
+
+/// Which sink `[audit]` builds.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// JSON lines on stderr.
+    #[default]
+    Stderr,
+    /// JSON lines appended to `path`.
+    File,
+    /// Kafka topics `{prefix}.secrets` and `{prefix}.secrets.audit`.
+    Kafka,
+}
+
+impl AuditSettings {
+    fn default_salt_env() -> String {
+        "SECRET_TENANT_SALT".into()
+    }
+    fn default_capacity() -> usize {
+        1024
+    }
+
+    /// Parses an `[audit]` table strictly.
+    pub fn from_table(table: &toml::Table) -> Result<AuditSettings> {
+        let s: AuditSettings = toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::config(format!("[audit]: {}", e.message())))?;
+        if s.queue_capacity == 0 || s.queue_capacity > 1_000_000 {
+            return Err(Error::config(
+                "[audit] queue_capacity must be between 1 and 1000000",
+            ));
+        }
+        if s.sample_cache_hit_n == Some(0) {
+            return Err(Error::config(
+                "[audit] sample_cache_hit_n must be at least 1",
+            ));
+        }
+        match s.sink {
+            SinkKind::File if s.path.is_none() => {
+                return Err(Error::config("[audit] sink = \"file\" needs a path"))
+            }
+            SinkKind::Stderr | SinkKind::Kafka if s.path.is_some() => {
+                return Err(Error::config("[audit] path is only for sink = \"file\""))
+            }
+            _ => {}
+        }
+        Ok(s)
+    }
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings::from_table(&toml::Table::new()).expect("defaults are valid")
+    }
+}
+
+/// Options of an [`Auditor`].
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct AuditOptions {
+    /// The HMAC salt for `resource_ref`; none = omitted.
+    pub salt: Option<Secret>,
+    /// Put the raw canonical reference in events too.
+    pub include_raw_ref: bool,
+    /// Emit one in N cache hits (0 or 1 = all).
+    pub sample_cache_hit_n: u32,
+    /// Queue capacity (0 = 1024).
+    pub queue_capacity: usize,
+}
+
+impl fmt::Debug for AuditOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditOptions")
+            .field("salt", &self.salt.as_ref().map(|_| "[REDACTED]"))
+            .field("include_raw_ref", &self.include_raw_ref)
+            .field("sample_cache_hit_n", &self.sample_cache_hit_n)
+            .field("queue_capacity", &self.queue_capacity)
+            .finish()
+    }
+}
+
+impl AuditOptions {
+    /// Sets the salt.
+    #[must_use]
+    pub fn salt(mut self, salt: Secret) -> Self {
+        self.salt = Some(salt);
+        self
+    }
+
+    /// Sets cache-hit sampling.
+    #[must_use]
+    pub fn sample_cache_hit_n(mut self, n: u32) -> Self {
+        self.sample_cache_hit_n = n;
+        self
+    }
+
+    /// Sets the queue capacity.
+    #[must_use]
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// Includes the raw canonical reference in events.
+    #[must_use]
+    pub fn include_raw_ref(mut self, yes: bool) -> Self {
+        self.include_raw_ref = yes;
+        self
+    }
+}
+
+// ---- The auditor -------------------------------------------------------------------
+
+/// Counters of an [`Auditor`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditStats {
+    /// Events queued.
+    pub emitted: u64,
+    /// Events dropped because the queue was full (or the writer is gone).
+    pub dropped: u64,
+    /// Events the sink wrote.
+    pub written: u64,
+    /// Events in batches the sink failed to write.
+    pub failed: u64,
+    /// Cache-hit events skipped by sampling.
+    pub sampled_out: u64,
+}
+
+enum Msg {
+    Event(Box<AuditEvent>),
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+struct Counters {
+    emitted: AtomicU64,
+    dropped: AtomicU64,
+    written: AtomicU64,
+    failed: AtomicU64,
+    sampled_out: AtomicU64,
+    cache_hits: AtomicU64,
+}
+
+/// Emits audit events without blocking: a bounded queue and a background
+/// writer thread. Cheap to clone; the thread ends when the last clone is
+/// dropped.
+#[derive(Clone)]
+pub struct Auditor {
+    inner: Arc<AuditorInner>,
+}
+
+struct AuditorInner {
+    tx: mpsc::Sender<Msg>,
+    options: AuditOptions,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auditor")
+            .field("options", &self.inner.options)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// What the resolver reports for one reference.
+pub(crate) enum Outcome<'a> {
+    Read {
+        cached: bool,
+        version: Option<&'a str>,
+    },
+    Denied(&'a Error),
+    Failed(&'a Error),
+}
+
+/// Events a batch write takes at most.
+const BATCH: usize = 256;
+
+impl Auditor {
+    /// Starts an auditor writing to `sink`.
+    pub fn new(sink: Arc<dyn AuditSink>, options: AuditOptions) -> Result<Auditor> {
+        let capacity = if options.queue_capacity == 0 {
+            1024
+        } else {
+            options.queue_capacity
+        };
+        let (tx, rx) = mpsc::channel(capacity);
+        let counters = Arc::new(Counters::default());
+        let worker_counters = counters.clone();
+        std::thread::Builder::new()
+            .name("secref-audit".into())
+            .spawn(move || writer(sink, rx, worker_counters))
+            .map_err(|e| Error::internal(format!("cannot start the audit writer: {e}")))?;
+        Ok(Auditor {
+            inner: Arc::new(AuditorInner {
+                tx,
+                options,
+                counters,
+            }),
+        })
+    }
+
+    /// Builds the auditor `settings` describe; the salt and Kafka settings
+    /// fall back to `env`.
+    pub fn from_settings(settings: &AuditSettings, env: &Env) -> Result<Auditor> {
+        let sink: Arc<dyn AuditSink> = match settings.sink {
+            SinkKind::Stderr => Arc::new(JsonLinesSink::stderr()),
+            SinkKind::File => Arc::new(JsonLinesSink::file(
+                settings.path.as_deref().expect("checked in from_table"),
+            )?),
+            SinkKind::Kafka => {
+                let bootstrap = settings
+                    .kafka_bootstrap
+                    .clone()
+                    .or_else(|| env.get("KAFKA_BOOTSTRAP_SERVERS").map(str::to_owned))
+                    .ok_or_else(|| {
+                        Error::config(
+                            "[audit] sink = \"kafka\" needs kafka_bootstrap or $KAFKA_BOOTSTRAP_SERVERS",
+                        )
+                    })?;
+                let prefix = settings
+                    .kafka_topic_prefix
+                    .clone()
+                    .or_else(|| env.get("KAFKA_TOPIC_PREFIX").map(str::to_owned))
+                    .unwrap_or_else(|| "crud".into());
+                Arc::new(KafkaSink::new(&bootstrap, &prefix)?)
+            }
+        };
+        let sample = match settings.sample_cache_hit_n {
+            Some(n) => n,
+            None => match env.get("AUDIT_SAMPLE_CACHE_HIT_N") {
+                Some(raw) => raw
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        Error::config("AUDIT_SAMPLE_CACHE_HIT_N must be a whole number ≥ 1")
+                    })?,
+                None => 1,
+            },
+        };
+        let salt = env.get(&settings.salt_env).map(Secret::from);
+        if salt.is_none() {
+            tracing::debug!(
+                salt_env = %settings.salt_env,
+                "no audit salt: resource_ref is omitted from audit events"
+            );
+        }
+        Auditor::new(
+            sink,
+            AuditOptions {
+                salt,
+                include_raw_ref: settings.include_raw_ref,
+                sample_cache_hit_n: sample,
+                queue_capacity: settings.queue_capacity,
+            },
+        )
+    }
+
+    /// Parses `[audit]` strictly and builds the auditor.
+    pub fn from_table(table: &toml::Table, env: &Env) -> Result<Auditor> {
+        Auditor::from_settings(&AuditSettings::from_table(table)?, env)
+    }
+
+    /// Queues an event; drops and counts it when the queue is full.
+    pub fn emit(&self, event: AuditEvent) {
+        let c = &self.inner.counters;
+        match self.inner.tx.try_send(Msg::Event(Box::new(event))) {
+            Ok(()) => c.emitted.fetch_add(1, Ordering::Relaxed),
+            Err(_) => c.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Waits until every event queued before this call has been handed to
+    /// the sink.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> AuditStats {
+        let c = &self.inner.counters;
+        AuditStats {
+            emitted: c.emitted.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            written: c.written.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            sampled_out: c.sampled_out.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Builds and emits the event for one reference's outcome.
+    pub(crate) fn record(
+        &self,
+        ctx: &Context,
+        tenant: Option<&str>,
+        r: &SecretRef,
+        provider: Option<&str>,
+        decision_id: Option<&str>,
+        outcome: Outcome<'_>,
+    ) {
+        let opts = &self.inner.options;
+        if let Outcome::Read { cached: true, .. } = outcome {
+            let n = u64::from(opts.sample_cache_hit_n.max(1));
+            let seen = self
+                .inner
+                .counters
+                .cache_hits
+                .fetch_add(1, Ordering::Relaxed);
+            if seen % n != 0 {
+                self.inner
+                    .counters
+                    .sampled_out
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let (event_type, cached, success, error, version) = match outcome {
+            Outcome::Read { cached, version } => {
+                (AuditEventType::SecretRead, cached, true, None, version)
+            }
+            Outcome::Denied(e) => (AuditEventType::SecretDenied, false, false, Some(e), None),
+            Outcome::Failed(e) => {
+                let t = match e.code() {
+                    ErrorCode::VersionDeleted => AuditEventType::SecretVersionDeleted,
+                    ErrorCode::VersionDestroyed => AuditEventType::SecretVersionDestroyed,
+                    _ => AuditEventType::SecretError,
+                };
+                (t, false, false, Some(e), None)
+            }
+        };
+        self.emit(AuditEvent {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            timestamp: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            event_type,
+            service: "secref".into(),
+            correlation_id: ctx.correlation_id.clone(),
+            subject: ctx.subject_or_anonymous().to_owned(),
+            tenant: tenant.map(str::to_owned),
+            provider: provider.map(str::to_owned),
+            resource_ref: opts
+                .salt
+                .as_ref()
+                .map(|s| resource_ref(s, r.to_canonical())),
+            reference: opts.include_raw_ref.then(|| r.to_canonical().to_owned()),
+            cached,
+            success,
+            error_code: error.map(|e| e.code().as_str().to_owned()),
+            remote_code: error.and_then(|e| e.remote_code()).map(str::to_owned),
+            decision_id: decision_id.map(str::to_owned),
+            kv_version: version.map(str::to_owned),
+        });
+    }
+}
+
+/// The background writer: batches what is queued, writes, answers flushes.
+fn writer(sink: Arc<dyn AuditSink>, mut rx: mpsc::Receiver<Msg>, counters: Arc<Counters>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async move {
+        let mut batch: Vec<AuditEvent> = Vec::with_capacity(BATCH);
+        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Event(e) => batch.push(*e),
+                    Msg::Flush(tx) => flushes.push(tx),
+                }
+                if batch.len() < BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                let n = batch.len() as u64;
+                match sink.write(&batch).await {
+                    Ok(()) => counters.written.fetch_add(n, Ordering::Relaxed),
+                    Err(e) => {
+                        tracing::warn!(error_code = %e.code(), events = n, "audit sink write failed");
+                        counters.failed.fetch_add(n, Ordering::Relaxed)
+                    }
+                };
+                batch.clear();
+            }
+            for f in flushes.drain(..) {
+                let _ = f.send(());
+            }
+        }
+    });
+}

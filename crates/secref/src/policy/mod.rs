@@ -1,0 +1,708 @@
+//! Access policy: the policy enforcement point (PEP) the [`Resolver`]
+//! consults before any cache lookup or provider call, and the policy
+//! decision points ([`Pdp`]) it asks.
+//!
+//! When a [`Policy`] is configured (`[policy]` in `secref.toml`, or
+//! [`ResolverBuilder::policy`](crate::ResolverBuilder::policy)), every read
+//! through [`Resolver::resolve_as`] (and plain `resolve`, as the anonymous
+//! [`Context`]) runs these steps, in order, per reference:
+//!
+//! 1. **Audience** (every call): if the context carries audiences, one must
+//!    be the policy's `audience` (default `crud.secrets`).
+//! 2. **Tenant mount guard**: the reference must pass
+//!    [`SecretRef::parse_for_tenant`] with the tenant's `allowed_mounts`
+//!    (`tenant_mount_mismatch`).
+//! 3. **Negative cache**: a recent denial of the same (subject, tenant,
+//!    reference, action) is repeated without asking anyone. Entries live
+//!    `negative_ttl_seconds` plus a random jitter of up to
+//!    `negative_jitter_ms`.
+//! 4. **Grant** for (subject, tenant, reference, action). On a hit, the
+//!    grant's sender binding must equal the context's (`BINDING_DRIFT`). On a
+//!    miss: the token's `jti` must not have been seen in the replay window
+//!    (one check per call, global across references and subjects, as the
+//!    reference), then the PDP decides. Concurrent misses for one key ask the
+//!    PDP once and share the grant (the reference's check-then-put race let
+//!    each of them get a fresh grant).
+//! 5. **Use**: one use of the grant is reserved atomically (compare-and-swap
+//!    on the grant's counter, so concurrent callers can never exceed
+//!    `max_uses`). It is reserved just before the read (cache lookup or
+//!    provider call) and *returned* if the read fails, so only a delivered
+//!    value consumes a use. The reference consumes the use before the read
+//!    and keeps it even when the read fails.
+//!
+//! Denials are `permission_denied` with remote code `SECRET_AUTHZ_FAILED`
+//! (audience, replay, negative cache, uses exhausted, unknown tenant),
+//! `DENY` (the PDP said no) or `BINDING_DRIFT`; each is negative-cached
+//! (except the mount guard, which is cheap and deterministic). A PDP outage
+//! is `backend_unavailable`, retryable, remote code `PDP_UNAVAILABLE`, and is
+//! *not* negative-cached (the reference caches it, which turns a transient
+//! outage into seconds of denials); existing valid grants keep working
+//! through an outage.
+//!
+//! Differences from the reference, all stricter: the audience is checked on
+//! every call, not only on a grant miss; a grant bound to a key is refused
+//! when the caller presents *no* binding (the reference let it through).
+//!
+//! Obligations (`wrap_ttl`) are parsed and carried on the grant but not yet
+//! applied to the read. Non-value operations (`metadata`, `validate`,
+//! `permission_check`) are not enforced. Each `watch` poll is a read by the
+//! anonymous context (and consumes a use); the resolver's background
+//! refresh-ahead is not a caller's read and is not enforced.
+//!
+//! [`Resolver`]: crate::Resolver
+//! [`Resolver::resolve_as`]: crate::Resolver::resolve_as
+//! [`SecretRef::parse_for_tenant`]: crate::SecretRef::parse_for_tenant
+
+mod context;
+mod pdp;
+
+pub use context::Context;
+pub use pdp::{AccessRequest, AuthZenPdp, Decision, Effect, GrantTerms, Pdp, Rule, RulesPdp};
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::config::Env;
+use crate::error::{Error, ErrorCode, Result};
+use crate::http::ClientOptions;
+use crate::reference::SecretRef;
+use crate::secret::Secret;
+
+/// The remote code of most denials.
+pub const AUTHZ_FAILED: &str = "SECRET_AUTHZ_FAILED";
+/// The remote code of a PDP denial.
+pub const DENY: &str = "DENY";
+/// The remote code of a sender-binding mismatch.
+pub const BINDING_DRIFT: &str = "BINDING_DRIFT";
+/// The remote code of a PDP outage.
+pub const PDP_UNAVAILABLE: &str = "PDP_UNAVAILABLE";
+
+/// The action a read asks for (as the reference SDK).
+const READ_ACTION: &str = "execute";
+
+/// `[policy]` settings. Unknown keys are an error.
+///
+/// ```toml
+/// [policy]
+/// tenant = "dev"                 # default tenant of contexts without one
+/// audience = "crud.secrets"
+/// grant_ttl_seconds = 300
+/// grant_max_uses = 1
+/// negative_ttl_seconds = 5
+/// negative_jitter_ms = 500
+/// replay_window_seconds = 300
+///
+/// [policy.tenants.dev]
+/// allowed_mounts = ["secret"]
+///
+/// [[policy.rules]]               # local PDP; omit for "allow all"
+/// subject = "svc-*"
+/// ref_prefix = "openbao+kv2://secret/app/"
+/// max_uses = 10
+///
+/// [policy.pdp]                   # or an AuthZEN PDP (then rules must be empty)
+/// url = "https://pdp.example.com"
+/// timeout_seconds = 5
+/// token_env = "PDP_TOKEN"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PolicySettings {
+    /// The tenant of contexts that name none.
+    #[serde(default = "PolicySettings::default_tenant")]
+    pub tenant: String,
+    /// The audience a token must carry (when it carries any).
+    #[serde(default = "PolicySettings::default_audience")]
+    pub audience: String,
+    /// Default grant lifetime.
+    #[serde(default = "PolicySettings::default_grant_ttl", with = "secs_f64")]
+    #[serde(rename = "grant_ttl_seconds")]
+    pub grant_ttl: Duration,
+    /// Default grant use limit.
+    #[serde(default = "PolicySettings::default_max_uses")]
+    pub grant_max_uses: u32,
+    /// How long a denial is remembered (before jitter).
+    #[serde(default = "PolicySettings::default_negative_ttl", with = "secs_f64")]
+    #[serde(rename = "negative_ttl_seconds")]
+    pub negative_ttl: Duration,
+    /// Upper bound of the random jitter added to each negative entry.
+    #[serde(default = "PolicySettings::default_jitter", with = "millis")]
+    #[serde(rename = "negative_jitter_ms")]
+    pub negative_jitter: Duration,
+    /// How long a token `jti` is remembered for anti-replay.
+    #[serde(default = "PolicySettings::default_replay", with = "secs_f64")]
+    #[serde(rename = "replay_window_seconds")]
+    pub replay_window: Duration,
+    /// Allowed mounts per tenant. When non-empty, a tenant not listed here
+    /// is denied; when empty, the mount guard is off.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantSettings>,
+    /// Local rules (the local PDP).
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// An AuthZEN HTTP PDP instead of local rules.
+    #[serde(default)]
+    pub pdp: Option<PdpSettings>,
+}
+
+/// One tenant's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    /// The mounts (first path segment) the tenant may read; empty = any.
+    #[serde(default)]
+    pub allowed_mounts: Vec<String>,
+}
+
+/// `[policy.pdp]`: an AuthZEN HTTP PDP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PdpSettings {
+    /// Base URL (`https://`, or `http://` on loopback).
+    pub url: String,
+    /// Request timeout in seconds (default 5).
+    #[serde(default)]
+    pub timeout_seconds: Option<f64>,
+    /// The environment variable holding a bearer token for the PDP.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+impl PolicySettings {
+    fn default_tenant() -> String {
+        "dev".into()
+    }
+    fn default_audience() -> String {
+        "crud.secrets".into()
+    }
+    fn default_grant_ttl() -> Duration {
+        Duration::from_secs(300)
+    }
+    fn default_max_uses() -> u32 {
+        1
+    }
+    fn default_negative_ttl() -> Duration {
+        Duration::from_secs(5)
+    }
+    fn default_jitter() -> Duration {
+        Duration::from_millis(500)
+    }
+    fn default_replay() -> Duration {
+        Duration::from_secs(300)
+    }
+
+    /// Parses a `[policy]` table strictly.
+    pub fn from_table(table: &toml::Table) -> Result<PolicySettings> {
+        let s: PolicySettings = toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::config(format!("[policy]: {}", e.message())))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (what, d) in [
+            ("grant_ttl_seconds", self.grant_ttl),
+            ("replay_window_seconds", self.replay_window),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(86_400) {
+                return Err(Error::config(format!(
+                    "[policy] {what} must be > 0 and at most 86400"
+                )));
+            }
+        }
+        if self.negative_ttl > Duration::from_secs(3_600)
+            || self.negative_jitter > Duration::from_secs(60)
+        {
+            return Err(Error::config(
+                "[policy] negative_ttl_seconds must be at most 3600 and negative_jitter_ms at most 60000",
+            ));
+        }
+        if self.grant_max_uses == 0 {
+            return Err(Error::config("[policy] grant_max_uses must be at least 1"));
+        }
+        if self.audience.trim().is_empty() {
+            return Err(Error::config("[policy] audience must not be empty"));
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            pdp::validate_rule(i, r)?;
+        }
+        if self.pdp.is_some() && !self.rules.is_empty() {
+            return Err(Error::config(
+                "[policy] has both rules and a pdp: configure one decision point",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The default grant terms.
+    pub fn default_terms(&self) -> GrantTerms {
+        GrantTerms::new(self.grant_ttl, self.grant_max_uses)
+    }
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings::from_table(&toml::Table::new()).expect("defaults are valid")
+    }
+}
+
+mod secs_f64 {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        if !v.is_finite() || !(0.0..=1e9).contains(&v) {
+            return Err(serde::de::Error::custom("must be a non-negative number"));
+        }
+        Ok(Duration::from_secs_f64(v))
+    }
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+// ---- The enforcement point ----------------------------------------------------
+
+/// The policy enforcement point: settings, a PDP, and the grant, denial
+/// and replay caches. Shared by clones of the resolver it is installed in.
+pub struct Policy {
+    settings: PolicySettings,
+    pdp: Arc<dyn Pdp>,
+    state: Mutex<State>,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.state.lock();
+        f.debug_struct("Policy")
+            .field("pdp", &self.pdp)
+            .field("grants", &st.grants.len())
+            .field("denials", &st.negative.len())
+            .finish()
+    }
+}
+
+/// (subject, tenant, canonical reference, action). The binding is stored in
+/// the grant, not the key, so that a different binding is detected as drift
+/// rather than getting a grant of its own.
+type GrantKey = (Arc<str>, Arc<str>, Arc<str>, &'static str);
+
+#[derive(Default)]
+struct State {
+    grants: HashMap<GrantKey, Arc<Grant>>,
+    negative: HashMap<GrantKey, Instant>,
+    jtis: HashMap<String, Instant>,
+    /// Per-key locks so that concurrent misses ask the PDP once.
+    issuing: HashMap<GrantKey, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// Entries beyond which expired ones are swept on insert.
+const SWEEP_AT: usize = 4096;
+
+struct Grant {
+    expires: Instant,
+    max_uses: u32,
+    uses: AtomicU32,
+    binding: Option<String>,
+    decision_id: Option<String>,
+    #[allow(dead_code)] // carried for the obligation; see the module docs
+    wrap_ttl: Option<Duration>,
+}
+
+impl Grant {
+    /// Reserves one use; false when exhausted.
+    fn reserve(&self) -> bool {
+        self.uses
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < self.max_uses).then_some(u + 1)
+            })
+            .is_ok()
+    }
+}
+
+/// One reserved use of a grant: the read may proceed. Returned with
+/// [`Permit::refund`] when the read fails.
+pub(crate) struct Permit {
+    grant: Option<Arc<Grant>>,
+    /// False for a reference repeated in one call: the first occurrence
+    /// holds the use.
+    reserved: bool,
+}
+
+impl Permit {
+    /// No policy: nothing to reserve.
+    pub(crate) fn unrestricted() -> Permit {
+        Permit {
+            grant: None,
+            reserved: false,
+        }
+    }
+
+    /// The same grant for a repeat of a reference within one call, without
+    /// a use of its own (the provider is asked once for both).
+    fn repeat(&self) -> Permit {
+        Permit {
+            grant: self.grant.clone(),
+            reserved: false,
+        }
+    }
+
+    /// Gives the reserved use back (the read failed).
+    pub(crate) fn refund(&self) {
+        if let Some(g) = self.grant.as_ref().filter(|_| self.reserved) {
+            let _ = g
+                .uses
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1));
+        }
+    }
+
+    /// The decision id behind the grant, for audit.
+    pub(crate) fn decision_id(&self) -> Option<&str> {
+        self.grant.as_ref()?.decision_id.as_deref()
+    }
+}
+
+/// A refusal, with the decision id when the PDP gave one.
+#[derive(Clone)]
+pub(crate) struct Refusal {
+    pub(crate) error: Error,
+    pub(crate) decision_id: Option<String>,
+}
+
+impl From<Error> for Refusal {
+    fn from(error: Error) -> Self {
+        Refusal {
+            error,
+            decision_id: None,
+        }
+    }
+}
+
+fn denied(remote: &'static str, message: &'static str, r: &SecretRef) -> Error {
+    Error::new(ErrorCode::PermissionDenied, message)
+        .with_remote_code(remote)
+        .with_reference(r.to_canonical())
+}
+
+impl Policy {
+    /// An enforcement point with these settings and decision point.
+    pub fn new(settings: PolicySettings, pdp: Arc<dyn Pdp>) -> Policy {
+        Policy {
+            settings,
+            pdp,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The local rules PDP of `settings` (or its AuthZEN PDP when
+    /// `[policy.pdp]` is set; the bearer token is read from `env`).
+    pub fn from_settings(settings: PolicySettings, env: &Env) -> Result<Policy> {
+        let defaults = settings.default_terms();
+        let pdp: Arc<dyn Pdp> = match &settings.pdp {
+            Some(p) => {
+                let timeout = match p.timeout_seconds {
+                    Some(t) => crate::config::check_timeout("policy.pdp.timeout_seconds", t)?,
+                    None => Duration::from_secs(5),
+                };
+                let token = match &p.token_env {
+                    Some(var) => Some(Secret::from(env.get(var).ok_or_else(|| {
+                        Error::config(format!("policy.pdp.token_env: ${var} is not set"))
+                    })?)),
+                    None => None,
+                };
+                Arc::new(AuthZenPdp::new(
+                    &p.url,
+                    ClientOptions::default().timeout(timeout),
+                    token,
+                    defaults,
+                )?)
+            }
+            None => Arc::new(RulesPdp::new(settings.rules.clone(), defaults)),
+        };
+        Ok(Policy::new(settings, pdp))
+    }
+
+    /// Parses `[policy]` strictly and builds the enforcement point.
+    pub fn from_table(table: &toml::Table, env: &Env) -> Result<Policy> {
+        Policy::from_settings(PolicySettings::from_table(table)?, env)
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &PolicySettings {
+        &self.settings
+    }
+
+    /// Decides every reference of one call; each answer is a reserved use
+    /// or a refusal. Never touches a provider or the value cache.
+    pub(crate) async fn authorize(
+        &self,
+        ctx: &Context,
+        refs: &[SecretRef],
+    ) -> Vec<std::result::Result<Permit, Refusal>> {
+        let subject: Arc<str> = ctx.subject_or_anonymous().into();
+        let tenant: Arc<str> = ctx
+            .tenant
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .unwrap_or(&self.settings.tenant)
+            .into();
+        let audience_ok = ctx.audience.is_empty() || ctx.audience.contains(&self.settings.audience);
+        let keys: Vec<GrantKey> = refs
+            .iter()
+            .map(|r| {
+                (
+                    subject.clone(),
+                    tenant.clone(),
+                    r.canonical_arc(),
+                    READ_ACTION,
+                )
+            })
+            .collect();
+        // One call is one request: its token's jti is checked (and recorded)
+        // once, when any reference needs a new grant.
+        let now = Instant::now();
+        let any_miss = keys.iter().any(|k| self.live_grant(k, now).is_none());
+        let replayed = any_miss && !self.record_jti(ctx, now);
+        // A reference repeated in one call is decided once and uses one
+        // grant use (the resolver reads it once).
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        let firsts: Vec<usize> = (0..refs.len())
+            .filter(|&i| *first_of.entry(refs[i].to_canonical()).or_insert(i) == i)
+            .collect();
+        // Decisions for different references run concurrently (an HTTP PDP
+        // is one round trip per new grant).
+        let decided =
+            join_all(firsts.iter().map(|&i| {
+                self.authorize_one(ctx, &refs[i], keys[i].clone(), audience_ok, replayed)
+            }))
+            .await;
+        let mut out: Vec<Option<std::result::Result<Permit, Refusal>>> =
+            (0..refs.len()).map(|_| None).collect();
+        for (i, d) in firsts.into_iter().zip(decided) {
+            out[i] = Some(d);
+        }
+        for i in 0..refs.len() {
+            if out[i].is_none() {
+                let first = first_of[refs[i].to_canonical()];
+                out[i] = Some(match out[first].as_ref().expect("decided") {
+                    Ok(p) => Ok(p.repeat()),
+                    Err(refusal) => Err(refusal.clone()),
+                });
+            }
+        }
+        out.into_iter().map(|d| d.expect("decided")).collect()
+    }
+
+    async fn authorize_one(
+        &self,
+        ctx: &Context,
+        r: &SecretRef,
+        key: GrantKey,
+        audience_ok: bool,
+        replayed: bool,
+    ) -> std::result::Result<Permit, Refusal> {
+        let now = Instant::now();
+        self.mount_guard(&key.1, r)?;
+        if self.negative_hit(&key, now) {
+            return Err(denied(AUTHZ_FAILED, "access denied (recent denial)", r).into());
+        }
+        if !audience_ok {
+            self.remember_denial(key, now);
+            return Err(denied(
+                AUTHZ_FAILED,
+                "access denied: the token is not for this audience",
+                r,
+            )
+            .into());
+        }
+        let binding = ctx.binding();
+        let grant = match self.live_grant(&key, now) {
+            Some(g) => g,
+            None if replayed => {
+                self.remember_denial(key, now);
+                return Err(denied(AUTHZ_FAILED, "access denied: token replayed", r).into());
+            }
+            None => self.issue(ctx, r, &key, binding).await?,
+        };
+        if grant.binding.is_some() && grant.binding.as_deref() != binding {
+            self.remember_denial(key, now);
+            return Err(denied(
+                BINDING_DRIFT,
+                "access denied: the sender binding differs from the grant's",
+                r,
+            )
+            .into());
+        }
+        if !grant.reserve() {
+            self.remember_denial(key, now);
+            return Err(denied(AUTHZ_FAILED, "access denied: grant uses exhausted", r).into());
+        }
+        Ok(Permit {
+            grant: Some(grant),
+            reserved: true,
+        })
+    }
+
+    fn mount_guard(&self, tenant: &str, r: &SecretRef) -> Result<()> {
+        if self.settings.tenants.is_empty() {
+            return Ok(());
+        }
+        let Some(t) = self.settings.tenants.get(tenant) else {
+            return Err(denied(AUTHZ_FAILED, "access denied: unknown tenant", r));
+        };
+        SecretRef::parse_for_tenant(r.to_canonical(), tenant, &t.allowed_mounts).map(|_| ())
+    }
+
+    fn negative_hit(&self, key: &GrantKey, now: Instant) -> bool {
+        let mut st = self.state.lock();
+        match st.negative.get(key) {
+            Some(until) if *until > now => true,
+            Some(_) => {
+                st.negative.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_denial(&self, key: GrantKey, now: Instant) {
+        let jitter_ms = self.settings.negative_jitter.as_millis() as u64;
+        let jitter = Duration::from_millis(fastrand::u64(0..=jitter_ms));
+        let until = now + self.settings.negative_ttl + jitter;
+        let mut st = self.state.lock();
+        if st.negative.len() >= SWEEP_AT {
+            st.negative.retain(|_, u| *u > now);
+        }
+        st.negative.insert(key, until);
+    }
+
+    fn live_grant(&self, key: &GrantKey, now: Instant) -> Option<Arc<Grant>> {
+        let mut st = self.state.lock();
+        match st.grants.get(key) {
+            Some(g) if g.expires > now => Some(g.clone()),
+            Some(_) => {
+                st.grants.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// True when the call's `jti` is fresh (and now recorded) or absent.
+    fn record_jti(&self, ctx: &Context, now: Instant) -> bool {
+        let Some(jti) = ctx.token_jti.as_deref().filter(|j| !j.is_empty()) else {
+            return true;
+        };
+        let mut st = self.state.lock();
+        if st.jtis.get(jti).is_some_and(|until| *until > now) {
+            return false;
+        }
+        if st.jtis.len() >= SWEEP_AT {
+            st.jtis.retain(|_, u| *u > now);
+        }
+        st.jtis
+            .insert(jti.to_owned(), now + self.settings.replay_window);
+        true
+    }
+
+    /// Asks the PDP for a grant, once per key however many callers miss at
+    /// the same time.
+    async fn issue(
+        &self,
+        ctx: &Context,
+        r: &SecretRef,
+        key: &GrantKey,
+        binding: Option<&str>,
+    ) -> std::result::Result<Arc<Grant>, Refusal> {
+        let lock = self
+            .state
+            .lock()
+            .issuing
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let result = {
+            let _held = lock.lock().await;
+            // Another caller may have been granted while we waited.
+            match self.live_grant(key, Instant::now()) {
+                Some(g) => Ok(g),
+                None => self.ask_pdp(ctx, r, key, binding).await,
+            }
+        };
+        let mut st = self.state.lock();
+        // Drop the lock entry when no one else holds it (the map and `lock`).
+        if Arc::strong_count(&lock) <= 2 {
+            st.issuing.remove(key);
+        }
+        result
+    }
+
+    async fn ask_pdp(
+        &self,
+        ctx: &Context,
+        r: &SecretRef,
+        key: &GrantKey,
+        binding: Option<&str>,
+    ) -> std::result::Result<Arc<Grant>, Refusal> {
+        let request = AccessRequest {
+            subject: &key.0,
+            tenant: &key.1,
+            resource: r.to_canonical(),
+            action: key.3,
+            binding,
+            context: ctx,
+        };
+        let decision = self.pdp.evaluate(&request).await.map_err(|e| {
+            tracing::debug!(error_code = %e.code(), "policy decision point unavailable");
+            Error::new(
+                ErrorCode::BackendUnavailable,
+                format!("the policy decision point is unavailable ({})", e.code()),
+            )
+            .with_retryable(true)
+            .with_remote_code(PDP_UNAVAILABLE)
+            .with_reference(r.to_canonical())
+        })?;
+        let now = Instant::now();
+        match decision {
+            Decision::Deny { decision_id } => {
+                self.remember_denial(key.clone(), now);
+                Err(Refusal {
+                    error: denied(DENY, "access denied by policy", r),
+                    decision_id,
+                })
+            }
+            Decision::Allow(terms) => {
+                let grant = Arc::new(Grant {
+                    expires: now + terms.ttl,
+                    max_uses: terms.max_uses.max(1),
+                    uses: AtomicU32::new(0),
+                    binding: binding.map(str::to_owned),
+                    decision_id: terms.decision_id,
+                    wrap_ttl: terms.wrap_ttl,
+                });
+                let mut st = self.state.lock();
+                if st.grants.len() >= SWEEP_AT {
+                    st.grants.retain(|_, g| g.expires > now);
+                }
+                st.grants.insert(key.clone(), grant.clone());
+                st.negative.remove(key);
+                Ok(grant)
+            }
+        }
+    }
+}

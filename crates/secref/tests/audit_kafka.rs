@@ -1,0 +1,176 @@
+//! Audit events to a real Kafka-compatible broker (Tansu, started by
+//! `scripts/test.sh`, address in `SECREF_TEST_KAFKA`): produced through the
+//! resolver, fetched back with rskafka from both topics, fields checked and
+//! the canary value and raw references absent. Skipped (with a message) when
+//! `SECREF_TEST_KAFKA` is unset, so plain `cargo test` works anywhere.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+use rskafka::client::ClientBuilder;
+use secref::audit::{resource_ref, AuditEvent, AuditEventType, Auditor};
+use secref::policy::{Context, Policy};
+use secref::provider::{BatchResult, Provider, Resolved};
+use secref::{Resolver, Secret, SecretRef};
+
+const CANARY: &str = "canary-kafka-value-a93b";
+const SALT: &str = "kafka-test-salt";
+
+#[derive(Debug)]
+struct Fixed;
+
+#[async_trait]
+impl Provider for Fixed {
+    fn name(&self) -> &str {
+        "fixed"
+    }
+    fn families(&self) -> &[&'static str] {
+        &["vault"]
+    }
+    async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
+        Ok(refs
+            .iter()
+            .map(|_| Ok(Resolved::new(Secret::from(CANARY)).with_version("5")))
+            .collect())
+    }
+}
+
+fn broker() -> Option<String> {
+    match std::env::var("SECREF_TEST_KAFKA") {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            eprintln!("skipping: SECREF_TEST_KAFKA is not set (scripts/test.sh starts Tansu)");
+            None
+        }
+    }
+}
+
+/// Every record of a topic's partition 0, decoded.
+async fn fetch_all(bootstrap: &str, topic: &str) -> Vec<AuditEvent> {
+    let client = ClientBuilder::new(vec![bootstrap.to_owned()])
+        .build()
+        .await
+        .unwrap();
+    let partition = client
+        .partition_client(topic.to_owned(), 0, UnknownTopicHandling::Retry)
+        .await
+        .unwrap();
+    let end = partition.get_offset(OffsetAt::Latest).await.unwrap();
+    let mut offset = partition.get_offset(OffsetAt::Earliest).await.unwrap();
+    let mut out = Vec::new();
+    // Bounded: at most 100 fetches.
+    for _ in 0..100 {
+        if offset >= end {
+            break;
+        }
+        let (records, _high) = partition
+            .fetch_records(offset, 1..1_000_000, 1_000)
+            .await
+            .unwrap();
+        for r in records {
+            offset = offset.max(r.offset + 1);
+            let value = r.record.value.unwrap();
+            let text = String::from_utf8(value).unwrap();
+            assert!(!text.contains(CANARY), "canary in {text}");
+            out.push(serde_json::from_str(&text).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn audit_events_reach_both_kafka_topics() {
+    let Some(bootstrap) = broker() else { return };
+    // A fresh prefix per run: topics from earlier runs do not interfere.
+    let prefix = format!("secref-test-{}", uuid_like());
+    let audit_toml: toml::Table = toml::from_str(&format!(
+        "sink = \"kafka\"\nkafka_bootstrap = \"{bootstrap}\"\nkafka_topic_prefix = \"{prefix}\""
+    ))
+    .unwrap();
+    let env = secref::config::Env::from_pairs([("SECRET_TENANT_SALT", SALT)]);
+    let auditor = Auditor::from_table(&audit_toml, &env).unwrap();
+    let policy_toml: toml::Table = toml::from_str(
+        "[[rules]]\nsubject = \"svc-a\"\nmax_uses = 5\n[[rules]]\neffect = \"deny\"",
+    )
+    .unwrap();
+    let r = Resolver::builder()
+        .provider(Fixed)
+        .policy(Policy::from_table(&policy_toml, &env).unwrap())
+        .audit(auditor)
+        .build()
+        .unwrap();
+    let reference = "openbao+kv2://secret/kafka/app#token";
+    let ctx = Context::for_subject("svc-a").with_correlation_id("corr-kafka");
+    assert_eq!(
+        r.resolve_as(&ctx, reference)
+            .await
+            .unwrap()
+            .as_text()
+            .unwrap(),
+        CANARY
+    );
+    r.resolve_as(&Context::for_subject("eve"), reference)
+        .await
+        .unwrap_err();
+    let a = r.auditor().unwrap();
+    a.flush().await;
+    let stats = a.stats();
+    assert_eq!((stats.written, stats.failed), (2, 0), "{stats:?}");
+
+    let want_ref = resource_ref(&Secret::from(SALT), reference);
+    for topic in [
+        format!("{prefix}.secrets"),
+        format!("{prefix}.secrets.audit"),
+    ] {
+        let events = tokio::time::timeout(Duration::from_secs(60), fetch_all(&bootstrap, &topic))
+            .await
+            .expect("fetch finishes");
+        assert_eq!(events.len(), 2, "{topic}");
+        let (read, denied) = (&events[0], &events[1]);
+        assert_eq!(read.event_type, AuditEventType::SecretRead);
+        assert!(read.success && !read.cached);
+        assert_eq!(read.subject, "svc-a");
+        assert_eq!(read.correlation_id.as_deref(), Some("corr-kafka"));
+        assert_eq!(read.kv_version.as_deref(), Some("5"));
+        assert_eq!(read.provider.as_deref(), Some("fixed"));
+        assert_eq!(read.resource_ref.as_deref(), Some(want_ref.as_str()));
+        assert_eq!(denied.event_type, AuditEventType::SecretDenied);
+        assert_eq!(denied.remote_code.as_deref(), Some("DENY"));
+        assert_eq!(denied.resource_ref.as_deref(), Some(want_ref.as_str()));
+        for e in &events {
+            let json = serde_json::to_string(e).unwrap();
+            assert!(!json.contains(CANARY) && !json.contains(reference) && !json.contains(SALT));
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_fails_batches_without_blocking_reads() {
+    if broker().is_none() {
+        return;
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let table: toml::Table =
+        toml::from_str(&format!("sink = \"kafka\"\nkafka_bootstrap = \"{closed}\"")).unwrap();
+    let auditor = Auditor::from_table(&table, &secref::config::Env::default()).unwrap();
+    let r = Resolver::builder()
+        .provider(Fixed)
+        .audit(auditor.clone())
+        .build()
+        .unwrap();
+    r.resolve("openbao+kv2://secret/x#k").await.unwrap();
+    auditor.flush().await;
+    let s = auditor.stats();
+    assert_eq!((s.written, s.failed), (0, 1), "{s:?}");
+}
+
+fn uuid_like() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}-{}", std::process::id(), t.as_nanos())
+}

@@ -1,0 +1,608 @@
+//! The policy enforcement point, rule by rule, against a fake provider that
+//! counts every call and a fake PDP that counts every decision: a refused
+//! read must never reach the provider or the value cache.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secref::policy::{AccessRequest, Context, Decision, GrantTerms, Pdp, Policy, PolicySettings};
+use secref::provider::{BatchResult, Provider, Resolved};
+use secref::{CacheConfig, Error, ErrorCode, Resolver, RetryPolicy, Secret, SecretRef};
+
+// ---- Test doubles --------------------------------------------------------------
+
+/// Serves `env://`, `openbao+kv2://` and `local://` references from a map;
+/// counts references asked for.
+#[derive(Debug, Default)]
+struct Fake {
+    values: Mutex<HashMap<String, &'static str>>,
+    reads: AtomicUsize,
+}
+
+impl Fake {
+    fn with(values: &[(&str, &'static str)]) -> Arc<Fake> {
+        let f = Fake::default();
+        for (r, v) in values {
+            f.set(r, v);
+        }
+        Arc::new(f)
+    }
+    fn set(&self, r: &str, v: &'static str) {
+        let key = SecretRef::parse(r).unwrap().to_canonical().to_string();
+        self.values.lock().unwrap().insert(key, v);
+    }
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Provider for Fake {
+    fn name(&self) -> &str {
+        "fake"
+    }
+    fn families(&self) -> &[&'static str] {
+        &["env", "vault", "local"]
+    }
+    async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
+        self.reads.fetch_add(refs.len(), Ordering::SeqCst);
+        let values = self.values.lock().unwrap();
+        Ok(refs
+            .iter()
+            .map(|r| match values.get(r.to_canonical()) {
+                Some(v) => Ok(Resolved::new(Secret::from(*v)).with_version("7")),
+                None => Err(Error::new(ErrorCode::NotFound, "no such secret")),
+            })
+            .collect())
+    }
+}
+
+/// A PDP the test steers: allow (with terms) or deny, or be down.
+#[derive(Debug)]
+struct FakePdp {
+    allow: AtomicBool,
+    up: AtomicBool,
+    terms: Mutex<GrantTerms>,
+    calls: AtomicUsize,
+    /// A pause inside each decision, so concurrent misses overlap.
+    delay: Duration,
+}
+
+impl FakePdp {
+    fn allowing(ttl_secs: u64, max_uses: u32) -> Arc<FakePdp> {
+        Arc::new(FakePdp {
+            allow: AtomicBool::new(true),
+            up: AtomicBool::new(true),
+            terms: Mutex::new(
+                GrantTerms::new(Duration::from_secs(ttl_secs), max_uses).with_decision_id("d-1"),
+            ),
+            calls: AtomicUsize::new(0),
+            delay: Duration::ZERO,
+        })
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Pdp for FakePdp {
+    async fn evaluate(&self, _req: &AccessRequest<'_>) -> secref::Result<Decision> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        if !self.up.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorCode::BackendUnavailable, "pdp down"));
+        }
+        Ok(if self.allow.load(Ordering::SeqCst) {
+            Decision::Allow(self.terms.lock().unwrap().clone())
+        } else {
+            Decision::Deny {
+                decision_id: Some("d-deny".into()),
+            }
+        })
+    }
+}
+
+fn settings(extra: &str) -> PolicySettings {
+    PolicySettings::from_table(&toml::from_str(extra).unwrap()).unwrap()
+}
+
+fn resolver(fake: &Arc<Fake>, pdp: Arc<FakePdp>, extra: &str, cache: bool) -> Resolver {
+    Resolver::builder()
+        .provider_arc(fake.clone(), None)
+        .cache(if cache {
+            CacheConfig::default()
+        } else {
+            CacheConfig::disabled()
+        })
+        .retry(RetryPolicy::none())
+        .policy(Policy::new(settings(extra), pdp))
+        .build()
+        .unwrap()
+}
+
+fn assert_denied(e: &Error, remote: &str) {
+    assert_eq!(e.code(), ErrorCode::PermissionDenied, "{e:?}");
+    assert_eq!(e.remote_code(), Some(remote), "{e:?}");
+    assert!(!e.retryable());
+}
+
+const CANARY: &str = "canary-policy-value-9f1";
+
+// ---- Grants ----------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn grant_lives_its_ttl_then_the_pdp_is_asked_again() {
+    let fake = Fake::with(&[("env://A", CANARY)]);
+    let pdp = FakePdp::allowing(10, 100);
+    let r = resolver(&fake, pdp.clone(), "", false);
+    let ctx = Context::for_subject("svc-a");
+    r.resolve_as(&ctx, "env://A").await.unwrap();
+    tokio::time::advance(Duration::from_millis(9_999)).await;
+    r.resolve_as(&ctx, "env://A").await.unwrap();
+    assert_eq!(pdp.calls(), 1, "the grant still holds");
+    tokio::time::advance(Duration::from_millis(2)).await;
+    r.resolve_as(&ctx, "env://A").await.unwrap();
+    assert_eq!(pdp.calls(), 2, "an expired grant is asked for anew");
+}
+
+#[tokio::test]
+async fn max_uses_then_denied_without_reaching_the_provider() {
+    let fake = Fake::with(&[("env://A", CANARY)]);
+    let pdp = FakePdp::allowing(300, 3);
+    let r = resolver(&fake, pdp.clone(), "", false);
+    let ctx = Context::for_subject("svc-a");
+    for _ in 0..3 {
+        assert_eq!(
+            r.resolve_as(&ctx, "env://A")
+                .await
+                .unwrap()
+                .as_text()
+                .unwrap(),
+            CANARY
+        );
+    }
+    let e = r.resolve_as(&ctx, "env://A").await.unwrap_err();
+    assert_denied(&e, "SECRET_AUTHZ_FAILED");
+    assert!(!format!("{e:?}{e}").contains(CANARY));
+    assert_eq!(fake.reads(), 3);
+    assert_eq!(pdp.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callers_never_exceed_max_uses() {
+    let fake = Fake::with(&[("env://A", CANARY)]);
+    let pdp = Arc::new(FakePdp {
+        delay: Duration::from_millis(20),
+        ..Arc::try_unwrap(FakePdp::allowing(300, 5)).unwrap()
+    });
+    let r = resolver(&fake, pdp.clone(), "", true);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                r.resolve_as(&Context::for_subject("svc-a"), "env://A")
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(s) => {
+                assert_eq!(s.as_text().unwrap(), CANARY);
+                ok += 1;
+            }
+            Err(e) => assert_denied(&e, "SECRET_AUTHZ_FAILED"),
+        }
+    }
+    assert_eq!(ok, 5, "exactly max_uses reads succeed");
+    assert_eq!(pdp.calls(), 1, "concurrent misses share one decision");
+}
+
+#[tokio::test]
+async fn a_failed_read_gives_its_use_back() {
+    let fake = Fake::with(&[]);
+    let pdp = FakePdp::allowing(300, 1);
+    let r = resolver(&fake, pdp.clone(), "", false);
+    let ctx = Context::for_subject("svc-a");
+    let e = r.resolve_as(&ctx, "env://LATER").await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
+    fake.set("env://LATER", CANARY);
+    let v = r.resolve_as(&ctx, "env://LATER").await.unwrap();
+    assert_eq!(v.as_text().unwrap(), CANARY);
+    assert_denied(
+        &r.resolve_as(&ctx, "env://LATER").await.unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+}
+
+// ---- Audience, replay, binding ---------------------------------------------------------
+
+#[tokio::test]
+async fn audience_must_match_when_the_token_has_one() {
+    let fake = Fake::with(&[("env://A", CANARY)]);
+    let pdp = FakePdp::allowing(300, 100);
+    let r = resolver(&fake, pdp.clone(), "audience = \"secrets.api\"", false);
+    let wrong = Context::for_subject("svc-a").with_audience(["other"]);
+    assert_denied(
+        &r.resolve_as(&wrong, "env://A").await.unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+    assert_eq!((fake.reads(), pdp.calls()), (0, 0));
+    let right = Context::for_subject("svc-b").with_audience(["other", "secrets.api"]);
+    r.resolve_as(&right, "env://A").await.unwrap();
+    let none = Context::for_subject("svc-c");
+    r.resolve_as(&none, "env://A").await.unwrap();
+    // Checked on every call, not only on a grant miss (stricter than the
+    // reference): svc-b's grant does not carry a wrong-audience token.
+    let b_wrong = Context::for_subject("svc-b").with_audience(["other"]);
+    assert_denied(
+        &r.resolve_as(&b_wrong, "env://A").await.unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+    assert_eq!(fake.reads(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replayed_jti_gets_no_new_grant() {
+    let fake = Fake::with(&[("env://A", "a"), ("env://B", "b"), ("env://C", "c")]);
+    let pdp = FakePdp::allowing(3_600, 100);
+    let r = resolver(&fake, pdp.clone(), "replay_window_seconds = 60", false);
+    let ctx = Context::for_subject("svc-a").with_jti("jti-1");
+    r.resolve_as(&ctx, "env://A").await.unwrap();
+    // The same token on a grant hit is the same request's token: fine.
+    r.resolve_as(&ctx, "env://A").await.unwrap();
+    // On a miss it is a replay, whatever the reference or subject.
+    assert_denied(
+        &r.resolve_as(&ctx, "env://B").await.unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+    let other = Context::for_subject("svc-z").with_jti("jti-1");
+    assert_denied(
+        &r.resolve_as(&other, "env://C").await.unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+    assert_eq!(pdp.calls(), 1);
+    // One batch is one request: its jti is checked once for all misses.
+    let batch = Context::for_subject("svc-b").with_jti("jti-2");
+    let got = r
+        .resolve_many_as(&batch, ["env://A", "env://B", "env://C"])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    // After the window the jti is forgotten.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let later = Context::for_subject("svc-q").with_jti("jti-1");
+    r.resolve_as(&later, "env://C").await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn binding_drift_is_denied_and_remembered() {
+    let fake = Fake::with(&[("env://A", CANARY)]);
+    let pdp = FakePdp::allowing(3_600, 100);
+    let r = resolver(
+        &fake,
+        pdp.clone(),
+        "negative_ttl_seconds = 5\nnegative_jitter_ms = 0",
+        false,
+    );
+    let k1 = Context::for_subject("svc-a").with_cnf_jkt("thumb-1");
+    r.resolve_as(&k1, "env://A").await.unwrap();
+    let k2 = Context::for_subject("svc-a").with_mtls_thumbprint("thumb-2");
+    assert_denied(
+        &r.resolve_as(&k2, "env://A").await.unwrap_err(),
+        "BINDING_DRIFT",
+    );
+    // The denial is negative-cached: even the right key waits it out.
+    assert_denied(
+        &r.resolve_as(&k1, "env://A").await.unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+    tokio::time::advance(Duration::from_millis(5_001)).await;
+    r.resolve_as(&k1, "env://A").await.unwrap();
+    // A bound grant is not usable without any binding (stricter than the
+    // reference, which let an unbound caller through).
+    let unbound = Context::for_subject("svc-a");
+    assert_denied(
+        &r.resolve_as(&unbound, "env://A").await.unwrap_err(),
+        "BINDING_DRIFT",
+    );
+    assert_eq!(fake.reads(), 2);
+}
+
+// ---- Negative cache -----------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn negative_entries_expire_within_ttl_plus_jitter() {
+    let refs: Vec<String> = (0..20).map(|i| format!("env://N{i}")).collect();
+    let fake = Fake::with(&[]);
+    for r in &refs {
+        fake.set(r, CANARY);
+    }
+    let pdp = FakePdp::allowing(300, 100);
+    pdp.allow.store(false, Ordering::SeqCst);
+    let r = resolver(
+        &fake,
+        pdp.clone(),
+        "negative_ttl_seconds = 5\nnegative_jitter_ms = 500",
+        false,
+    );
+    let ctx = Context::for_subject("svc-a");
+    for x in &refs {
+        assert_denied(&r.resolve_as(&ctx, x).await.unwrap_err(), "DENY");
+    }
+    assert_eq!(pdp.calls(), 20);
+    pdp.allow.store(true, Ordering::SeqCst);
+    // Before the TTL every denial is repeated from the negative cache.
+    tokio::time::advance(Duration::from_millis(4_999)).await;
+    for x in &refs {
+        assert_denied(
+            &r.resolve_as(&ctx, x).await.unwrap_err(),
+            "SECRET_AUTHZ_FAILED",
+        );
+    }
+    assert_eq!(pdp.calls(), 20);
+    // After TTL + the largest jitter, none is.
+    tokio::time::advance(Duration::from_millis(502)).await;
+    for x in &refs {
+        r.resolve_as(&ctx, x).await.unwrap();
+    }
+    assert_eq!(pdp.calls(), 40);
+    assert_eq!(fake.reads(), 20);
+}
+
+#[tokio::test]
+async fn a_denied_read_never_returns_a_cached_value() {
+    let fake = Fake::with(&[("env://A", CANARY)]);
+    let pdp = FakePdp::allowing(300, 100);
+    let r = resolver(&fake, pdp.clone(), "", true);
+    r.resolve_as(&Context::for_subject("svc-a"), "env://A")
+        .await
+        .unwrap();
+    pdp.allow.store(false, Ordering::SeqCst);
+    let e = r
+        .resolve_as(&Context::for_subject("svc-b"), "env://A")
+        .await
+        .unwrap_err();
+    assert_denied(&e, "DENY");
+    // Plain resolve is the anonymous subject: no grant either.
+    assert_denied(&r.resolve("env://A").await.unwrap_err(), "DENY");
+    assert_eq!(fake.reads(), 1);
+}
+
+// ---- PDP outage --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn pdp_outage_honours_existing_grants_only() {
+    let fake = Fake::with(&[("env://A", "a"), ("env://B", "b")]);
+    let pdp = FakePdp::allowing(300, 5);
+    let r = resolver(&fake, pdp.clone(), "", false);
+    let ctx = Context::for_subject("svc-a");
+    r.resolve_as(&ctx, "env://A").await.unwrap();
+    pdp.up.store(false, Ordering::SeqCst);
+    r.resolve_as(&ctx, "env://A").await.unwrap();
+    let e = r.resolve_as(&ctx, "env://B").await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BackendUnavailable);
+    assert!(e.retryable());
+    assert_eq!(e.remote_code(), Some("PDP_UNAVAILABLE"));
+    assert_eq!(fake.reads(), 2, "B never reached the provider");
+    // An outage is not remembered as a denial: back up, B works at once.
+    pdp.up.store(true, Ordering::SeqCst);
+    r.resolve_as(&ctx, "env://B").await.unwrap();
+}
+
+// ---- Tenants -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn tenant_mount_guard() {
+    let fake = Fake::with(&[
+        ("openbao+kv2://secret/app#k", "ok"),
+        ("openbao+kv2://other/app#k", CANARY),
+        ("local://other/x", CANARY),
+    ]);
+    let pdp = FakePdp::allowing(300, 100);
+    let cfg = r#"
+        tenant = "dev"
+        [tenants.dev]
+        allowed_mounts = ["secret"]
+        [tenants.ops]
+        allowed_mounts = ["other"]
+    "#;
+    let r = resolver(&fake, pdp.clone(), cfg, false);
+    let dev = Context::for_subject("svc-a");
+    r.resolve_as(&dev, "openbao+kv2://secret/app#k")
+        .await
+        .unwrap();
+    for bad in ["openbao+kv2://other/app#k", "local://other/x"] {
+        let e = r.resolve_as(&dev, bad).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::TenantMountMismatch, "{bad}");
+    }
+    let ops = Context::for_subject("svc-a").with_tenant("ops");
+    r.resolve_as(&ops, "openbao+kv2://other/app#k")
+        .await
+        .unwrap();
+    let unknown = Context::for_subject("svc-a").with_tenant("nobody");
+    assert_denied(
+        &r.resolve_as(&unknown, "openbao+kv2://secret/app#k")
+            .await
+            .unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+    assert_eq!(fake.reads(), 2);
+}
+
+// ---- Local rules, config, context -------------------------------------------------------
+
+#[tokio::test]
+async fn local_rules_from_config() {
+    let fake = Fake::with(&[("env://APP_A", "a"), ("env://OPS_B", "b")]);
+    let mut cfg = secref::Config::from_toml_str(
+        r#"
+        [policy]
+        grant_max_uses = 2
+        [[policy.rules]]
+        subject = "svc-*"
+        ref_prefix = "env://APP_"
+        [[policy.rules]]
+        subject = "admin"
+        effect = "allow"
+        max_uses = 1
+        [[policy.rules]]
+        subject = "*"
+        effect = "deny"
+    "#,
+    )
+    .unwrap();
+    cfg.env = secref::config::Env::from_pairs([("SECREF_STORE", "/nonexistent/s")]);
+    let policy = Policy::from_table(cfg.policy.as_ref().unwrap(), &cfg.env).unwrap();
+    let r = Resolver::builder()
+        .provider_arc(fake.clone(), None)
+        .cache(CacheConfig::disabled())
+        .policy(policy)
+        .build()
+        .unwrap();
+    let svc = Context::for_subject("svc-a");
+    r.resolve_as(&svc, "env://APP_A").await.unwrap();
+    r.resolve_as(&svc, "env://APP_A").await.unwrap();
+    assert_denied(
+        &r.resolve_as(&svc, "env://APP_A").await.unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+    assert_denied(
+        &r.resolve_as(&svc, "env://OPS_B").await.unwrap_err(),
+        "DENY",
+    );
+    let admin = Context::for_subject("admin");
+    r.resolve_as(&admin, "env://OPS_B").await.unwrap();
+    assert_denied(
+        &r.resolve_as(&Context::for_subject("eve"), "env://APP_A")
+            .await
+            .unwrap_err(),
+        "DENY",
+    );
+    // from_config wires [policy] in too.
+    let full = Resolver::from_config(&cfg).unwrap();
+    assert!(full.policy().is_some());
+}
+
+#[test]
+fn policy_config_is_strict() {
+    for bad in [
+        "nope = 1",
+        "grant_max_uses = 0",
+        "grant_ttl_seconds = 0",
+        "[[rules]]\nsubjet = \"x\"",
+        "[[rules]]\nmax_uses = 0",
+        "[[rules]]\neffect = \"maybe\"",
+        "[tenants.dev]\nmounts = [\"x\"]",
+        "[pdp]\nurl = \"http://127.0.0.1:1\"\n[[rules]]\nsubject = \"x\"",
+        "[pdp]\nurl = \"http://example.com\"",
+    ] {
+        let table: toml::Table = toml::from_str(bad).unwrap();
+        let e = Policy::from_table(&table, &secref::config::Env::default()).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Config, "{bad}: {e}");
+    }
+    let e = secref::Config::from_toml_str("[policy]\nfoo = 1")
+        .and_then(|c| Resolver::from_config(&c).map(|_| ()))
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Config);
+}
+
+#[test]
+fn context_from_headers_is_case_insensitive() {
+    let ctx = Context::from_headers([
+        ("X-Subject", "svc-a"),
+        ("X-TENANT-ID", "ops"),
+        ("X-Aud", " a , ,b "),
+        ("x-JTI", "j-1"),
+        ("X-Mtls-Thumbprint", "m-1"),
+        ("X-Correlation-Id", "c-1"),
+        ("X-Issuer", "https://issuer"),
+        ("X-Client-Id", "cli"),
+        ("Authorization", "Bearer must-not-be-read"),
+        ("x-cnf-jkt", ""),
+    ]);
+    assert_eq!(ctx.subject.as_deref(), Some("svc-a"));
+    assert_eq!(ctx.tenant.as_deref(), Some("ops"));
+    assert_eq!(ctx.audience, ["a", "b"]);
+    assert_eq!(ctx.token_jti.as_deref(), Some("j-1"));
+    assert_eq!(ctx.binding(), Some("m-1"));
+    assert_eq!(ctx.correlation_id.as_deref(), Some("c-1"));
+    assert_eq!(ctx.issuer.as_deref(), Some("https://issuer"));
+    assert_eq!(ctx.client_id.as_deref(), Some("cli"));
+    assert!(!format!("{ctx:?}").contains("must-not-be-read"));
+    assert_eq!(Context::anonymous().subject_or_anonymous(), "anonymous");
+}
+
+#[tokio::test]
+async fn no_policy_means_unchanged_behaviour() {
+    let fake = Fake::with(&[("env://A", CANARY)]);
+    let r = Resolver::builder()
+        .provider_arc(fake.clone(), None)
+        .build()
+        .unwrap();
+    let ctx = Context::for_subject("anyone").with_audience(["whatever"]);
+    for _ in 0..3 {
+        r.resolve_as(&ctx, "env://A").await.unwrap();
+        r.resolve("env://A").await.unwrap();
+    }
+    assert_eq!(fake.reads(), 1, "cached as before");
+    assert!(r.policy().is_none() && r.auditor().is_none());
+}
+
+#[tokio::test]
+async fn a_partial_batch_reads_only_what_is_allowed() {
+    let fake = Fake::with(&[
+        ("env://APP_A", "a"),
+        ("env://APP_B", "b"),
+        ("env://OPS_C", CANARY),
+    ]);
+    let table: toml::Table =
+        toml::from_str("grant_max_uses = 10\n[[rules]]\nref_prefix = \"env://APP_\"").unwrap();
+    let r = Resolver::builder()
+        .provider_arc(fake.clone(), None)
+        .cache(CacheConfig::disabled())
+        .policy(Policy::from_table(&table, &secref::config::Env::default()).unwrap())
+        .build()
+        .unwrap();
+    let ctx = Context::for_subject("svc-a");
+    let out = r
+        .resolve_many_partial_as(&ctx, ["env://APP_A", "env://OPS_C", "env://APP_B"])
+        .await
+        .unwrap();
+    assert_eq!(out.resolved.len(), 2);
+    let (failed, e) = out.failures.iter().next().unwrap();
+    assert_eq!(failed.to_canonical(), "env://OPS_C");
+    assert_denied(e, "DENY");
+    assert_eq!(fake.reads(), 2, "the denied reference was never asked for");
+    let all = r
+        .resolve_many_as(&ctx, ["env://APP_A", "env://OPS_C"])
+        .await
+        .unwrap_err();
+    assert_eq!(all.code(), ErrorCode::PermissionDenied);
+    assert!(!format!("{all:?}{all}").contains(CANARY));
+}
+
+#[tokio::test]
+async fn a_reference_repeated_in_one_call_uses_one_grant_use() {
+    let fake = Fake::with(&[("env://A", CANARY)]);
+    let pdp = FakePdp::allowing(300, 1);
+    let r = resolver(&fake, pdp.clone(), "", false);
+    let ctx = Context::for_subject("svc-a");
+    let out = r
+        .resolve_many_partial_as(&ctx, ["env://A", "env://A", "env://A"])
+        .await
+        .unwrap();
+    assert!(out.ok(), "{:?}", out.failures);
+    assert_eq!((fake.reads(), pdp.calls()), (1, 1));
+    assert_denied(
+        &r.resolve_as(&ctx, "env://A").await.unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+}
