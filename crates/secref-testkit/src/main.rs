@@ -3,7 +3,13 @@
 //! conformance suites.
 
 fn main() {
-    let backend = std::env::args().nth(1).unwrap_or_default();
-    eprintln!("secref-fake: unknown backend '{backend}' (available: none yet)");
-    std::process::exit(2);
+    let args: Vec<String> = std::env::args().collect();
+    let backend = args.get(1).map(String::as_str).unwrap_or_default();
+    match backend {
+        "coze" => secref_testkit::coze::main(&args[2..]),
+        _ => {
+            eprintln!("secref-fake: unknown backend '{backend}' (available: coze)");
+            std::process::exit(2);
+        }
+    }
 }

@@ -69,5 +69,11 @@ fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
     if let Some(vault) = crate::providers::vault::VaultProvider::configured(cfg)? {
         builder = builder.provider_arc(Arc::new(vault), Some(cfg.cache_for("vault")));
     }
+    // Coze workload identity: when `[coze]` or any required COZE_* variable
+    // is set; a partial setup is an error listing what is missing.
+    #[cfg(feature = "coze")]
+    if let Some(coze) = crate::providers::coze::CozeProvider::configured(cfg)? {
+        builder = builder.provider_arc(Arc::new(coze), Some(cfg.cache_for("coze")));
+    }
     Ok(builder)
 }
