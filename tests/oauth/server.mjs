@@ -21,8 +21,8 @@
 //
 // Test hooks (never part of an OAuth API):
 // * every POST /token is counted per `x-tt-env` lane header (and the
-//   `x-use-ppe` header is recorded): GET <idp>/_test/stats?lane=<lane>;
-// * a request whose lane is `fail-sts-503` gets 503 from the STS.
+//   `x-use-ppe` header and the use of HTTP Basic are recorded): GET <idp>/_test/stats?lane=<lane>;
+// * a request whose lane starts with `fail-sts-503` gets 503 from the STS.
 //
 // Env: IDP_TOKEN_TTL (default 600 s), STS_TOKEN_TTL (default 300 s).
 // Prints one line when ready: `oauth-ready idp=<url> sts=<url>`.
@@ -64,8 +64,9 @@ async function listen() {
 const stats = new Map(); // lane -> { idp, sts, ppe: [] }
 function record(which, req) {
   const lane = req.headers['x-tt-env'] ?? '';
-  const s = stats.get(lane) ?? { idp: 0, sts: 0, ppe: [] };
+  const s = stats.get(lane) ?? { idp: 0, sts: 0, basic: 0, ppe: [] };
   s[which] += 1;
+  if ((req.headers.authorization ?? '').startsWith('Basic ')) s.basic += 1;
   s.ppe.push(req.headers['x-use-ppe'] ?? null);
   stats.set(lane, s);
 }
@@ -142,7 +143,7 @@ idpNet.holder.handler = (req, res) => {
   if (req.method === 'GET' && req.url.startsWith('/_test/stats')) {
     const lane = new URL(req.url, idpNet.url).searchParams.get('lane') ?? '';
     res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify(stats.get(lane) ?? { idp: 0, sts: 0, ppe: [] }));
+    res.end(JSON.stringify(stats.get(lane) ?? { idp: 0, sts: 0, basic: 0, ppe: [] }));
     return;
   }
   if (req.method === 'POST' && req.url === '/token') record('idp', req);
@@ -151,7 +152,7 @@ idpNet.holder.handler = (req, res) => {
 stsNet.holder.handler = (req, res) => {
   if (req.method === 'POST' && req.url === '/token') {
     record('sts', req);
-    if (req.headers['x-tt-env'] === 'fail-sts-503') {
+    if ((req.headers['x-tt-env'] ?? '').startsWith('fail-sts-503')) {
       res.statusCode = 503;
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify({ error: 'temporarily_unavailable' }));

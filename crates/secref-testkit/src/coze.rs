@@ -201,7 +201,11 @@ fn fail(msg: &str) -> ! {
 
 fn envelope(status: u16, code: i64, msg: &str, data: Value) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(json!({"code": code, "msg": msg, "data": data}))).into_response()
+    (
+        status,
+        Json(json!({"code": code, "msg": msg, "data": data})),
+    )
+        .into_response()
 }
 
 fn header(h: &HeaderMap, name: &str) -> Option<String> {
@@ -228,11 +232,7 @@ impl Inner {
         let key = key?;
         let mut v = Validation::new(Algorithm::RS256);
         v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[self
-            .seed
-            .audience
-            .as_deref()
-            .unwrap_or("urn:coze:outbound")]);
+        v.set_audience(&[self.seed.audience.as_deref().unwrap_or("urn:coze:outbound")]);
         v.leeway = 0;
         let data = jsonwebtoken::decode::<Value>(&token, &key, &v).ok()?;
         let client_id = data.claims.get("client_id")?.as_str()?.to_string();
@@ -288,7 +288,12 @@ async fn integration(
             (None, None) => envelope(200, 404, "integration not found", Value::Null),
         },
     };
-    s.record("integration", &headers, Some(client_id), resp.status().as_u16());
+    s.record(
+        "integration",
+        &headers,
+        Some(client_id),
+        resp.status().as_u16(),
+    );
     resp
 }
 

@@ -84,7 +84,6 @@ mod token;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -198,11 +197,12 @@ impl CozeProvider {
     /// assert!(CozeProvider::from_table(&bad, &env).is_err());
     /// ```
     pub fn from_table(table: &toml::Table, env: &Env) -> Result<CozeProvider> {
-        let t: CozeTable = toml::Value::Table(table.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                Error::config(format!("invalid [coze] table: {}", e.message()))
-            })?;
+        let t: CozeTable =
+            toml::Value::Table(table.clone())
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    Error::config(format!("invalid [coze] table: {}", e.message()))
+                })?;
         let pick = |v: Option<String>, var: &str| -> Option<String> {
             v.filter(|s| !s.trim().is_empty())
                 .or_else(|| env.get(var).map(str::to_string))
@@ -243,8 +243,17 @@ impl CozeProvider {
         .into_iter()
         .filter_map(|(m, name)| m.then_some(name))
         .collect();
-        let (Some(client_id), Some(client_secret), Some(token_endpoint), Some(access_token_endpoint)) =
-            (client_id, client_secret, token_endpoint, access_token_endpoint)
+        let (
+            Some(client_id),
+            Some(client_secret),
+            Some(token_endpoint),
+            Some(access_token_endpoint),
+        ) = (
+            client_id,
+            client_secret,
+            token_endpoint,
+            access_token_endpoint,
+        )
         else {
             return Err(Error::config(format!(
                 "Coze workload identity is missing: {}",
@@ -349,15 +358,21 @@ impl CozeProvider {
             .map_err(|e| e.with_provider("coze"))
     }
 
-    /// One outbound call with the one re-auth on 401: returns the `data`
-    /// object of a `code == 0` envelope.
-    async fn outbound_call<T: DeserializeOwned>(&self, what: Outbound<'_>) -> Result<T> {
+    /// One outbound call with `token`, and the one re-auth on 401 (which
+    /// replaces `token` for the rest of the batch): returns the typed `data`
+    /// of a `code == 0` envelope.
+    async fn outbound_call<T: DeserializeOwned>(
+        &self,
+        what: Outbound<'_>,
+        token: &mut Secret,
+    ) -> Result<T> {
         let base = self.outbound.as_ref().ok_or_else(|| {
-            Error::config(format!("{ENV_OUTBOUND} is required to resolve coze+ references"))
+            Error::config(format!(
+                "{ENV_OUTBOUND} is required to resolve coze+ references"
+            ))
         })?;
         let mut reauthed = false;
         loop {
-            let token = self.access_token().await?;
             let url = format!("{}/{}", base.as_str().trim_end_matches('/'), what.path());
             let mut req = match what {
                 Outbound::Integration(name) => self
@@ -377,8 +392,12 @@ impl CozeProvider {
                 .map_err(|e| http::transport_error(&e))?;
             let status = resp.status();
             if status == reqwest::StatusCode::UNAUTHORIZED && !reauthed {
-                tracing::debug!(call = what.path(), "coze: outbound API answered 401, re-authenticating once");
-                self.tokens.reject(&token).await;
+                tracing::debug!(
+                    call = what.path(),
+                    "coze: outbound API answered 401, re-authenticating once"
+                );
+                self.tokens.reject(token).await;
+                *token = self.access_token().await?;
                 reauthed = true;
                 continue;
             }
@@ -387,14 +406,16 @@ impl CozeProvider {
         }
     }
 
-    async fn integration(&self, name: &str) -> Result<Resolved> {
-        let data: IntegrationData = self.outbound_call(Outbound::Integration(name)).await?;
+    async fn integration(&self, name: &str, token: &mut Secret) -> Result<Resolved> {
+        let data: IntegrationData = self
+            .outbound_call(Outbound::Integration(name), token)
+            .await?;
         Ok(Resolved::new(Secret::from(data.credential.as_str())))
     }
 
     /// The project's env vars, keyed (first occurrence wins).
-    async fn env_listing(&self) -> Result<HashMap<String, Secret>> {
-        let data: EnvData = self.outbound_call(Outbound::Env).await?;
+    async fn env_listing(&self, token: &mut Secret) -> Result<HashMap<String, Secret>> {
+        let data: EnvData = self.outbound_call(Outbound::Env, token).await?;
         let mut out = HashMap::with_capacity(data.secrets.len());
         for item in data.secrets {
             out.entry(item.key)
@@ -428,37 +449,41 @@ impl Provider for CozeProvider {
 
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         // One access token for the batch: a token failure is request-level.
-        self.access_token().await?;
+        let mut token = self.access_token().await?;
         let wants_env = refs.iter().any(|r| {
             matches!(r.kind(), RefKind::CozeEnv { project_id, .. } if self.check_project(project_id).is_ok())
         });
         // One GET /env serves every coze+env:// reference of the batch.
         let listing: Option<Result<HashMap<String, Secret>>> = if wants_env {
-            Some(self.env_listing().await)
+            Some(self.env_listing(&mut token).await)
         } else {
             None
         };
-        let listing = listing.map(|l| l.map(Arc::new));
         let mut out = Vec::with_capacity(refs.len());
         for r in refs {
-            let item = match r.kind() {
-                RefKind::CozeCredential { integration } => self.integration(integration).await,
-                RefKind::CozeEnv { project_id, key } => self.check_project(project_id).and_then(|()| {
-                    match listing.as_ref().expect("listed when wanted") {
-                        Ok(vars) => vars.get(key).cloned().map(Resolved::new).ok_or_else(|| {
-                            Error::new(
-                                ErrorCode::NotFound,
-                                format!("the Coze project has no env var {key}"),
-                            )
-                        }),
-                        Err(e) => Err(e.clone()),
+            let item =
+                match r.kind() {
+                    RefKind::CozeCredential { integration } => {
+                        self.integration(integration, &mut token).await
                     }
-                }),
-                _ => Err(Error::new(
-                    ErrorCode::UnsupportedEngine,
-                    "the coze provider serves coze+credential:// and coze+env:// only",
-                )),
-            };
+                    RefKind::CozeEnv { project_id, key } => self
+                        .check_project(project_id)
+                        .and_then(|()| match listing.as_ref().expect("listed when wanted") {
+                            Ok(vars) => {
+                                vars.get(key).cloned().map(Resolved::new).ok_or_else(|| {
+                                    Error::new(
+                                        ErrorCode::NotFound,
+                                        format!("the Coze project has no env var {key}"),
+                                    )
+                                })
+                            }
+                            Err(e) => Err(e.clone()),
+                        }),
+                    _ => Err(Error::new(
+                        ErrorCode::UnsupportedEngine,
+                        "the coze provider serves coze+credential:// and coze+env:// only",
+                    )),
+                };
             out.push(item.map_err(|e| e.with_reference(r.to_canonical()).with_provider("coze")));
         }
         Ok(out)
@@ -555,14 +580,24 @@ fn parse_envelope<T: DeserializeOwned>(
         };
         return Err(Error::new(
             code,
-            with_msg(format!("{} failed with HTTP {}", what.label(), status.as_u16())),
+            with_msg(format!(
+                "{} failed with HTTP {}",
+                what.label(),
+                status.as_u16()
+            )),
         ));
     }
-    let invalid =
-        |why: &str| Error::new(ErrorCode::InvalidResponse, format!("{} answer {why}", what.label()));
+    let invalid = |why: &str| {
+        Error::new(
+            ErrorCode::InvalidResponse,
+            format!("{} answer {why}", what.label()),
+        )
+    };
     let head = head.ok_or_else(|| invalid("is not a JSON object"))?;
     let code = match &head.code {
-        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| invalid("has a non-integer code"))?,
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| invalid("has a non-integer code"))?,
         _ => return Err(invalid("has no integer code")),
     };
     if code != 0 {
@@ -575,10 +610,11 @@ fn parse_envelope<T: DeserializeOwned>(
             500..=599 => ErrorCode::BackendUnavailable,
             _ => ErrorCode::InvalidResponse,
         };
-        return Err(
-            Error::new(ours, with_msg(format!("{} returned code {code}", what.label())))
-                .with_remote_code(code.to_string()),
-        );
+        return Err(Error::new(
+            ours,
+            with_msg(format!("{} returned code {code}", what.label())),
+        )
+        .with_remote_code(code.to_string()));
     }
     serde_json::from_slice::<EnvelopeData<T>>(body)
         .map(|e| e.data)
@@ -630,9 +666,18 @@ mod tests {
     fn lanes_follow_the_sdk() {
         assert!(lane_headers(None).is_empty());
         assert!(lane_headers(Some("NONE")).is_empty());
-        assert_eq!(lane_headers(Some("none")), vec![("x-tt-env", "none".into())]);
-        assert_eq!(lane_headers(Some("boe_a")), vec![("x-tt-env", "boe_a".into())]);
-        assert_eq!(lane_headers(Some("PPE_a")), vec![("x-tt-env", "PPE_a".into())]);
+        assert_eq!(
+            lane_headers(Some("none")),
+            vec![("x-tt-env", "none".into())]
+        );
+        assert_eq!(
+            lane_headers(Some("boe_a")),
+            vec![("x-tt-env", "boe_a".into())]
+        );
+        assert_eq!(
+            lane_headers(Some("PPE_a")),
+            vec![("x-tt-env", "PPE_a".into())]
+        );
         assert_eq!(
             lane_headers(Some("ppe_a")),
             vec![("x-tt-env", "ppe_a".into()), ("x-use-ppe", "1".into())]
@@ -681,24 +726,40 @@ mod tests {
         assert_eq!(p.client_id(), "other");
         assert_eq!(p.lane_headers(), &[("x-tt-env", "boe_x".to_string())]);
         let t: toml::Table = toml::from_str("client_secret = 'inline'").unwrap();
-        assert_eq!(CozeProvider::from_table(&t, &env).unwrap_err().code(), ErrorCode::Config);
+        assert_eq!(
+            CozeProvider::from_table(&t, &env).unwrap_err().code(),
+            ErrorCode::Config
+        );
     }
 
     #[test]
     fn envelopes_map_to_typed_errors() {
         let ok = reqwest::StatusCode::OK;
         let what = Outbound::Env;
-        let e = parse_envelope::<EnvData>(ok, br#"{"code":404,"msg":"no such\nintegration","data":null}"#, what)
-            .unwrap_err();
+        let e = parse_envelope::<EnvData>(
+            ok,
+            br#"{"code":404,"msg":"no such\nintegration","data":null}"#,
+            what,
+        )
+        .err()
+        .unwrap();
         assert_eq!(e.code(), ErrorCode::NotFound);
         assert_eq!(e.remote_code(), Some("404"));
         assert!(e.message().ends_with("no suchintegration"));
-        let e = parse_envelope::<EnvData>(ok, br#"{"code":"0","data":{}}"#, what).unwrap_err();
+        let e = parse_envelope::<EnvData>(ok, br#"{"code":"0","data":{}}"#, what)
+            .err()
+            .unwrap();
         assert_eq!(e.code(), ErrorCode::InvalidResponse);
-        let e = parse_envelope::<EnvData>(reqwest::StatusCode::BAD_GATEWAY, b"oops", what).unwrap_err();
+        let e = parse_envelope::<EnvData>(reqwest::StatusCode::BAD_GATEWAY, b"oops", what)
+            .err()
+            .unwrap();
         assert!(e.retryable());
-        let e = parse_envelope::<EnvData>(ok, br#"{"code":0,"data":[]}"#, what).unwrap_err();
+        let e = parse_envelope::<EnvData>(ok, br#"{"code":0,"data":[]}"#, what)
+            .err()
+            .unwrap();
         assert_eq!(e.code(), ErrorCode::InvalidResponse);
-        assert!(parse_envelope::<EnvData>(ok, br#"{"code":0,"data":{"secrets":[]}}"#, what).is_ok());
+        assert!(
+            parse_envelope::<EnvData>(ok, br#"{"code":0,"data":{"secrets":[]}}"#, what).is_ok()
+        );
     }
 }

@@ -51,7 +51,10 @@ impl fmt::Debug for TokenSettings {
             .field("client_secret", &"[REDACTED]")
             .field("client_auth", &self.client_auth)
             .field("token_endpoint", &self.token_endpoint.as_str())
-            .field("access_token_endpoint", &self.access_token_endpoint.as_str())
+            .field(
+                "access_token_endpoint",
+                &self.access_token_endpoint.as_str(),
+            )
             .field("expiry_buffer", &self.expiry_buffer)
             .finish()
     }
@@ -231,7 +234,11 @@ impl TokenSource {
             .await
             .map_err(|e| http::transport_error(&e).with_remote_code(step))?;
         let status = resp.status();
-        let body = Zeroizing::new(http::read_body(resp, MAX_BODY).await.map_err(|e| e.with_remote_code(step))?);
+        let body = Zeroizing::new(
+            http::read_body(resp, MAX_BODY)
+                .await
+                .map_err(|e| e.with_remote_code(step))?,
+        );
         let parsed: Option<TokenResponse> = serde_json::from_slice(&body).ok();
         if !status.is_success() || parsed.as_ref().is_some_and(|p| p.error.is_some()) {
             let oauth_error = parsed
@@ -242,13 +249,21 @@ impl TokenSource {
             return Err(step_error(step, status, oauth_error));
         }
         let parsed = parsed.ok_or_else(|| {
-            step_failure(step, ErrorCode::InvalidResponse, "answered with invalid JSON")
+            step_failure(
+                step,
+                ErrorCode::InvalidResponse,
+                "answered with invalid JSON",
+            )
         })?;
         let token = parsed
             .access_token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
-                step_failure(step, ErrorCode::InvalidResponse, "answered without an access_token")
+                step_failure(
+                    step,
+                    ErrorCode::InvalidResponse,
+                    "answered without an access_token",
+                )
             })?;
         let ttl = match parsed.expires_in {
             None | Some(serde_json::Value::Null) => None,
@@ -358,7 +373,11 @@ mod tests {
 
     #[test]
     fn step_errors_are_typed() {
-        let e = step_error(TOKEN_EXCHANGE, reqwest::StatusCode::BAD_REQUEST, Some("invalid_grant".into()));
+        let e = step_error(
+            TOKEN_EXCHANGE,
+            reqwest::StatusCode::BAD_REQUEST,
+            Some("invalid_grant".into()),
+        );
         assert_eq!(e.code(), ErrorCode::Unauthenticated);
         assert!(!e.retryable());
         assert_eq!(e.remote_code(), Some(TOKEN_EXCHANGE));
