@@ -770,3 +770,44 @@ async fn secrets_and_tokens_never_reach_logs_errors_or_debug() {
         assert!(!t.contains("eyJhbGciOi"), "a JWT leaked into {t:.300}");
     }
 }
+
+#[tokio::test]
+async fn the_double_accepts_only_sts_issued_tokens() {
+    let Some(o) = oauth("the_double_accepts_only_sts_issued_tokens") else {
+        return;
+    };
+    let d = double(&o, seed()).await;
+    let http = reqwest::Client::new();
+    // A genuine JWT, but from the IdP (other issuer, key and audience).
+    let id: Value = http
+        .post(format!("{}/token", o.idp))
+        .form(&[
+            ("client_id", "coze-app"),
+            ("client_secret", CLIENT_SECRET),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_token = id["access_token"].as_str().unwrap().to_string();
+    for auth in [
+        Some(format!("Bearer {id_token}")),
+        Some("Bearer not-a-jwt".to_string()),
+        None,
+    ] {
+        let mut req = http
+            .post(format!("{}/integration", d.url))
+            .json(&serde_json::json!({"integration_name": "github"}));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], 401);
+    }
+    assert!(d.requests().iter().all(|r| r.client_id.is_none()));
+}
