@@ -254,3 +254,26 @@ async fn malformed_token_answers_are_typed() {
         assert!(!format!("{e:?}").contains("c sec&ret"));
     }
 }
+
+#[tokio::test]
+async fn a_refused_id_token_is_not_reused() {
+    let script = Script {
+        exchange: (400, json!({"error": "invalid_grant"})),
+        ..good()
+    };
+    let (url, fake) = start(script).await;
+    let p = provider(&url, &[]);
+    for _ in 0..2 {
+        let e = p.access_token().await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unauthenticated);
+        assert!(e.to_string().contains("invalid_grant"), "{e}");
+    }
+    let paths: Vec<String> = fake
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(paths, ["id", "exchange", "id", "exchange"]);
+}

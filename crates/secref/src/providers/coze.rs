@@ -302,6 +302,14 @@ impl CozeProvider {
             expiry_buffer,
         };
         let lane = lane_headers(pick(t.server_env, ENV_SERVER_ENV).as_deref());
+        if lane
+            .iter()
+            .any(|(_, v)| reqwest::header::HeaderValue::from_str(v).is_err())
+        {
+            return Err(Error::config(
+                "COZE_SERVER_ENV must be printable ASCII (it is sent as the x-tt-env header)",
+            ));
+        }
         let project_id = pick(t.project_id, ENV_PROJECT_ID).map(|p| p.trim().to_string());
         let client = ClientOptions::default().timeout(timeout).build()?;
         Ok(CozeProvider {
@@ -705,6 +713,7 @@ mod tests {
             ("SECREF_COZE_CLIENT_AUTH", "header"),
             ("SECREF_COZE_EXPIRY_BUFFER_SECONDS", "-1"),
             ("SECREF_COZE_TIMEOUT_SECONDS", "0"),
+            (ENV_SERVER_ENV, "lane\nx-evil: 1"),
         ] {
             let mut env = base_env();
             env.retain(|(key, _)| *key != k);

@@ -140,7 +140,16 @@ impl TokenSource {
                 token
             }
         };
-        let (access, ttl) = self.exchange(client, &id_token).await?;
+        let (access, ttl) = match self.exchange(client, &id_token).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                // A refused ID token is not reused: the next call starts over.
+                if !e.retryable() {
+                    tokens.id = None;
+                }
+                return Err(e);
+            }
+        };
         tokens.access = self.cache_entry(&access, ttl.unwrap_or(DEFAULT_ACCESS_TOKEN_TTL));
         Ok(access)
     }
