@@ -1,3 +1,4 @@
+#![cfg(feature = "coze")]
 //! The Coze provider against a real OAuth2 server (oidc-provider, started by
 //! `scripts/test.sh`, section "oidc-provider"; see `tests/oauth/server.mjs`)
 //! and the outbound double of `secref-testkit`, which accepts only access

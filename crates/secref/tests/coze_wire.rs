@@ -1,3 +1,4 @@
+#![cfg(feature = "coze")]
 //! The Coze provider's bytes on the wire, compared with what
 //! `coze-workload-identity` 0.1.14 sends (protocols.md §4.2, observed), and
 //! the token answers a real server would not give (a `200` carrying an OAuth
