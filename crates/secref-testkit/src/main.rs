@@ -3,12 +3,13 @@
 //! conformance suites.
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let backend = args.get(1).map(String::as_str).unwrap_or_default();
-    match backend {
-        "coze" => secref_testkit::coze::main(&args[2..]),
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let backend = args.first().cloned().unwrap_or_default();
+    match backend.as_str() {
+        "infisical" => secref_testkit::infisical::run_cli(&args[1..]),
+        "coze" => secref_testkit::coze::main(&args[1..]),
         _ => {
-            eprintln!("secref-fake: unknown backend '{backend}' (available: coze)");
+            eprintln!("secref-fake: unknown backend '{backend}' (available: infisical, coze)");
             std::process::exit(2);
         }
     }

@@ -303,6 +303,16 @@ pub trait Provider: Send + Sync + fmt::Debug {
         Err(unsupported(self.name(), "permission_check", refs))
     }
 
+    /// Renews a lease this provider issued, asking for `increment` more time;
+    /// returns the lease as the backend now sees it.
+    async fn renew_lease(&self, lease_id: &str, increment: Option<Duration>) -> Result<Lease> {
+        let _ = (lease_id, increment);
+        Err(Error::new(
+            ErrorCode::Unsupported,
+            format!("provider '{}' cannot renew leases", self.name()),
+        ))
+    }
+
     /// Revokes leases this provider issued.
     async fn revoke_leases(
         &self,

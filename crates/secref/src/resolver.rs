@@ -29,8 +29,8 @@ use zeroize::Zeroizing;
 use crate::cache::{is_negative_cacheable, Cache, CacheConfig, Lookup};
 use crate::error::{Error, ErrorCode, Result};
 use crate::provider::{
-    Action, BatchResult, LeaseRevocation, Metadata, Permission, Provider, Resolved, RevokeReason,
-    Validation,
+    Action, BatchResult, Lease, LeaseRevocation, Metadata, Permission, Provider, Resolved,
+    RevokeReason, Validation,
 };
 use crate::reference::SecretRef;
 use crate::retry::RetryPolicy;
@@ -154,6 +154,7 @@ pub struct ResolverBuilder {
     cache: CacheConfig,
     retry: RetryPolicy,
     max_concurrency: usize,
+    auto_renew: bool,
 }
 
 impl ResolverBuilder {
@@ -178,6 +179,14 @@ impl ResolverBuilder {
     /// The retry policy for every provider call.
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Renews renewable leases in the background at two thirds of their TTL
+    /// (default off). A failed renewal drops the cached value, so the next
+    /// read fetches a fresh one.
+    pub fn auto_renew_leases(mut self, yes: bool) -> Self {
+        self.auto_renew = yes;
         self
     }
 
@@ -214,6 +223,8 @@ impl ResolverBuilder {
                 retry: self.retry,
                 flights: Mutex::new(HashMap::new()),
                 leases: Mutex::new(HashMap::new()),
+                renewals: Mutex::new(HashMap::new()),
+                auto_renew: self.auto_renew,
                 permits: tokio::sync::Semaphore::new(self.max_concurrency.max(1)),
                 max_concurrency: if self.max_concurrency == 0 {
                     8
@@ -255,6 +266,9 @@ struct Inner {
     retry: RetryPolicy,
     flights: Mutex<HashMap<Key, FlightRx>>,
     leases: Mutex<HashMap<String, usize>>,
+    /// Background renewals by lease id, aborted when the lease is revoked.
+    renewals: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    auto_renew: bool,
     permits: tokio::sync::Semaphore,
     max_concurrency: usize,
 }
@@ -514,6 +528,9 @@ impl Resolver {
                     for (i, r) in idxs.iter().zip(pad(results, ids.len(), provider.name())) {
                         if r.is_ok() {
                             self.inner.leases.lock().remove(&lease_ids[*i]);
+                            if let Some(task) = self.inner.renewals.lock().remove(&lease_ids[*i]) {
+                                task.abort();
+                            }
                         }
                         out[*i] = Some(r);
                     }
@@ -529,6 +546,22 @@ impl Resolver {
             .into_iter()
             .map(|o| o.expect("every lease answered"))
             .collect())
+    }
+
+    /// Renews a lease seen in an earlier result, through the provider that
+    /// issued it.
+    pub async fn renew_lease(&self, lease_id: &str, increment: Option<Duration>) -> Result<Lease> {
+        let p = self.inner.leases.lock().get(lease_id).copied();
+        let Some(p) = p else {
+            return Err(Error::new(
+                ErrorCode::NotFound,
+                format!("lease '{lease_id}' was not issued through this resolver"),
+            ));
+        };
+        self.inner.providers[p]
+            .provider
+            .renew_lease(lease_id, increment)
+            .await
     }
 
     /// Drops the cached value (and any negative entry) for a reference.
@@ -777,6 +810,9 @@ impl Resolver {
             Ok(v) => {
                 if let Some(lease) = &v.lease {
                     self.inner.leases.lock().insert(lease.id.clone(), p);
+                    if self.inner.auto_renew && lease.renewable {
+                        self.spawn_renewal(p, key.reference.clone(), lease.clone());
+                    }
                 }
                 if cfg.enabled {
                     store.insert(key.reference.clone(), v.clone(), cfg, now);
@@ -899,6 +935,44 @@ impl Resolver {
             .into_iter()
             .map(|r| r.expect("every item answered"))
             .collect()
+    }
+
+    /// Keeps a renewable lease alive until it is revoked, renewal fails, or
+    /// the resolver is dropped (the task holds only a weak reference).
+    fn spawn_renewal(&self, p: usize, reference: Arc<str>, lease: Lease) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let id = lease.id.clone();
+        let task = handle.spawn(async move {
+            let mut lease = lease;
+            while let Some(ttl) = lease.ttl.filter(|t| !t.is_zero() && lease.renewable) {
+                tokio::time::sleep(ttl.mul_f64(2.0 / 3.0)).await;
+                let Some(provider) = weak.upgrade().map(|i| i.providers[p].provider.clone()) else {
+                    return;
+                };
+                match provider.renew_lease(&lease.id, Some(ttl)).await {
+                    Ok(renewed) => {
+                        debug!(lease_id = %renewed.id, "lease renewed");
+                        lease = renewed;
+                    }
+                    Err(e) => {
+                        tracing::warn!(lease_id = %lease.id, error_code = %e.code(), "lease renewal failed; dropping the cached value");
+                        if let Some(inner) = weak.upgrade() {
+                            inner.providers[p].store.remove(&reference);
+                        }
+                        break;
+                    }
+                }
+            }
+            if let Some(inner) = weak.upgrade() {
+                inner.renewals.lock().remove(&lease.id);
+            }
+        });
+        if let Some(old) = self.inner.renewals.lock().insert(id, task.abort_handle()) {
+            old.abort();
+        }
     }
 
     fn spawn_refresh(&self, p: usize, r: SecretRef) {

@@ -69,6 +69,13 @@ fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
     if let Some(vault) = crate::providers::vault::VaultProvider::configured(cfg)? {
         builder = builder.provider_arc(Arc::new(vault), Some(cfg.cache_for("vault")));
     }
+    // Infisical: when `[infisical]`, an INFISICAL_* variable or the
+    // Infisical CLI's login is present; missing credentials fail each
+    // infisical:// read (`unauthenticated`), invalid settings fail here.
+    #[cfg(feature = "infisical")]
+    if let Some(p) = crate::providers::infisical::InfisicalProvider::configured(cfg)? {
+        builder = builder.provider_arc(Arc::new(p), Some(cfg.cache_for("infisical")));
+    }
     // Coze workload identity: when `[coze]` or any required COZE_* variable
     // is set; a partial setup is an error listing what is missing.
     #[cfg(feature = "coze")]

@@ -17,6 +17,8 @@ use secref::{CacheConfig, Error, ErrorCode, Resolver, RetryPolicy, Secret, Secre
 #[derive(Clone)]
 enum Answer {
     Value(&'static str, Option<&'static str>),
+    /// A value with a renewable 30 s lease.
+    Leased(&'static str),
     Item(ErrorCode, bool),
 }
 
@@ -28,6 +30,8 @@ struct Fake {
     families: Vec<&'static str>,
     state: Mutex<FakeState>,
     calls: AtomicUsize,
+    renewals: AtomicUsize,
+    renew_fails: std::sync::atomic::AtomicBool,
     max_batch: usize,
 }
 
@@ -130,12 +134,33 @@ impl Provider for Fake {
                     }
                     Ok(out)
                 }
+                Some(Answer::Leased(v)) => Ok(Resolved::new(Secret::from(*v)).with_lease(Lease {
+                    id: format!("lease-{}", r.to_canonical()),
+                    ttl: Some(Duration::from_secs(30)),
+                    renewable: true,
+                })),
                 Some(Answer::Item(code, retryable)) => {
                     Err(Error::new(*code, "item failed").with_retryable(*retryable))
                 }
                 None => Err(Error::new(ErrorCode::NotFound, "no such secret")),
             })
             .collect())
+    }
+
+    async fn renew_lease(
+        &self,
+        lease_id: &str,
+        increment: Option<Duration>,
+    ) -> secref::Result<Lease> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        if self.renew_fails.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorCode::Expired, "lease expired"));
+        }
+        Ok(Lease {
+            id: lease_id.to_string(),
+            ttl: increment,
+            renewable: true,
+        })
     }
 
     async fn revoke_leases(
@@ -523,6 +548,80 @@ async fn leases_are_routed_for_revocation() {
     assert_eq!(out[0].as_ref().unwrap().status, "revoked");
     assert_eq!(out[1].as_ref().unwrap_err().code(), ErrorCode::NotFound);
     assert_eq!(fake.state.lock().unwrap().revoked, vec![lease]);
+}
+
+async fn settle_tasks() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn auto_renews_leases_until_revoked() {
+    let fake = Fake::new("fake", "env");
+    fake.set(A, Answer::Leased("v"));
+    let r = Resolver::builder()
+        .provider_arc(fake.clone(), None)
+        .cache(ttl(600))
+        .auto_renew_leases(true)
+        .build()
+        .unwrap();
+    let lease = r.resolve_detailed(A).await.unwrap().lease.unwrap();
+    settle_tasks().await;
+    tokio::time::advance(Duration::from_secs(21)).await;
+    settle_tasks().await;
+    assert_eq!(
+        fake.renewals.load(Ordering::SeqCst),
+        1,
+        "renewed at 2/3 of 30 s"
+    );
+    tokio::time::advance(Duration::from_secs(20)).await;
+    settle_tasks().await;
+    assert_eq!(fake.renewals.load(Ordering::SeqCst), 2);
+    r.revoke_leases(&[lease.id], RevokeReason::JobCompleted)
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(120)).await;
+    settle_tasks().await;
+    assert_eq!(
+        fake.renewals.load(Ordering::SeqCst),
+        2,
+        "revoked leases are not renewed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_renewal_drops_the_cached_value() {
+    let fake = Fake::new("fake", "env");
+    fake.set(A, Answer::Leased("v"));
+    fake.renew_fails.store(true, Ordering::SeqCst);
+    let r = Resolver::builder()
+        .provider_arc(fake.clone(), None)
+        .cache(ttl(600))
+        .auto_renew_leases(true)
+        .build()
+        .unwrap();
+    r.resolve(A).await.unwrap();
+    r.resolve(A).await.unwrap();
+    assert_eq!(fake.calls(), 1);
+    settle_tasks().await;
+    tokio::time::advance(Duration::from_secs(21)).await;
+    settle_tasks().await;
+    assert_eq!(fake.renewals.load(Ordering::SeqCst), 1);
+    r.resolve(A).await.unwrap();
+    assert_eq!(
+        fake.calls(),
+        2,
+        "the value under a dead lease is fetched again"
+    );
+    // Manual renewal goes to the issuing provider; unknown ids are not_found.
+    fake.renew_fails.store(false, Ordering::SeqCst);
+    let lease_id = format!("lease-{A}");
+    assert!(r.renew_lease(&lease_id, None).await.is_ok());
+    assert_eq!(
+        r.renew_lease("nope", None).await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,3 +1,4 @@
+#![cfg(feature = "vault")]
 //! The Vault provider against a small in-process fake that answers with the
 //! JSON shapes of the Vault API docs: KV v2 versions (deleted, destroyed),
 //! KV v1, AppRole login, renew-self, lookup-self, response wrapping, leases,
@@ -172,6 +173,17 @@ impl Fake {
                     return vault_error(StatusCode::FORBIDDEN, "permission denied");
                 }
                 return ok(self.auth_block(token));
+            }
+            "sys/leases/renew" => {
+                let b: Value = serde_json::from_slice(body).unwrap_or_default();
+                return if b["lease_id"] == "database/creds/app/abc" {
+                    ok(
+                        json!({ "lease_id": "database/creds/app/abc", "renewable": true,
+                               "lease_duration": b["increment"].as_u64().unwrap_or(3600) }),
+                    )
+                } else {
+                    vault_error(StatusCode::BAD_REQUEST, "lease not found")
+                };
             }
             "sys/leases/revoke" => {
                 let b: Value = serde_json::from_slice(body).unwrap_or_default();
@@ -413,6 +425,15 @@ async fn kv1_reads_and_leases() {
     assert_eq!(lease.ttl, Some(std::time::Duration::from_secs(3600)));
     assert!(lease.renewable);
     assert!(dynamic.expires_at.is_some());
+
+    let renewed = p
+        .renew_lease(&lease.id, Some(std::time::Duration::from_secs(600)))
+        .await
+        .unwrap();
+    assert_eq!(renewed.ttl, Some(std::time::Duration::from_secs(600)));
+    assert!(renewed.renewable);
+    let e = p.renew_lease("other", None).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Usage);
 
     let out = p
         .revoke_leases(

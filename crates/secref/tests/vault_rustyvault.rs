@@ -1,3 +1,4 @@
+#![cfg(feature = "vault")]
 //! The Vault provider against a real Vault-compatible server: RustyVault,
 //! started by `scripts/test.sh` (section "RustyVault"), which exports
 //!

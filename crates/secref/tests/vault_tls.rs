@@ -1,3 +1,4 @@
+#![cfg(feature = "vault")]
 //! TLS settings of the Vault provider against a real TLS endpoint:
 //! `openssl s_server` with a throwaway CA and a leaf for 127.0.0.1.
 //!

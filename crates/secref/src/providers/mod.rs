@@ -5,6 +5,8 @@
 pub mod coze;
 mod env;
 mod file;
+#[cfg(feature = "infisical")]
+pub mod infisical;
 pub mod local;
 #[cfg(feature = "secflow")]
 pub mod secflow;

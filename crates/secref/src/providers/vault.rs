@@ -290,6 +290,57 @@ impl VaultProvider {
         parse_metadata(&resp.body, r).map_err(|e| e.with_reference(r.to_canonical()))
     }
 
+    async fn renew_one(
+        &self,
+        lease_id: &str,
+        increment: Option<std::time::Duration>,
+        token: &Secret,
+    ) -> Result<Lease> {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            lease_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            increment: Option<u64>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            lease_id: String,
+            #[serde(default)]
+            lease_duration: u64,
+            #[serde(default)]
+            renewable: bool,
+        }
+        let body = serde_json::to_vec(&Body {
+            lease_id,
+            increment: increment.map(|d| d.as_secs()),
+        })
+        .map_err(|_| Error::internal("cannot encode lease id"))?;
+        let resp = self
+            .call(
+                Request::new(Method::PUT, "sys/leases/renew").json(Zeroizing::new(body)),
+                token,
+            )
+            .await?;
+        if resp.status != 200 {
+            return Err(status_error(
+                resp.status,
+                &resp.body,
+                &format!("renewing lease {lease_id}"),
+            ));
+        }
+        let a: Answer = serde_json::from_slice(&resp.body).map_err(|_| {
+            Error::new(
+                ErrorCode::InvalidResponse,
+                "lease renewal answer is not Vault's shape",
+            )
+        })?;
+        Ok(Lease {
+            id: a.lease_id,
+            ttl: Some(std::time::Duration::from_secs(a.lease_duration)),
+            renewable: a.renewable,
+        })
+    }
+
     async fn revoke_one(&self, lease_id: &str, token: &Secret) -> Result<LeaseRevocation> {
         #[derive(serde::Serialize)]
         struct Body<'a> {
@@ -696,6 +747,15 @@ impl Provider for VaultProvider {
         let futs: Vec<_> = refs.iter().map(|r| self.metadata_one(r, &token)).collect();
         let out = stream::iter(futs).buffered(CONCURRENCY).collect().await;
         finish(out)
+    }
+
+    async fn renew_lease(
+        &self,
+        lease_id: &str,
+        increment: Option<std::time::Duration>,
+    ) -> Result<Lease> {
+        let token = self.inner.auth.token(&self.inner.transport).await?;
+        self.renew_one(lease_id, increment, &token).await
     }
 
     async fn revoke_leases(
