@@ -138,6 +138,46 @@ fi
 export SECREF_TEST_KAFKA="127.0.0.1:$TANSU_PORT"
 echo "tansu listening on $SECREF_TEST_KAFKA (pid $TANSU_PID)"
 
+# --- oidc-provider: a real OAuth2 server (coze provider tests) ---------------
+# Installs oidc-provider (exact versions from tests/oauth/package-lock.json)
+# into tests/oauth/node_modules (skipped when the lockfile is unchanged since
+# the last install), starts tests/oauth/server.mjs on two ephemeral 127.0.0.1
+# ports (IdP: client credentials; STS: RFC 8693 token exchange) and exports
+# SECREF_TEST_OAUTH_IDP / SECREF_TEST_OAUTH_STS for crates/secref/tests/coze*.rs
+# and tests/python/test_coze_sdk.py. Stopped on exit.
+step "oidc-provider"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+OA_SRC="$ROOT/tests/oauth"
+OA_STAMP="$OA_SRC/node_modules/.secref-lock.sha256"
+OA_LOCK_SUM=$(sha256sum "$OA_SRC/package-lock.json" | cut -d' ' -f1)
+if [ ! -f "$OA_STAMP" ] || [ "$(cat "$OA_STAMP")" != "$OA_LOCK_SUM" ]; then
+  (cd "$OA_SRC" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$OA_LOCK_SUM" > "$OA_STAMP"
+fi
+OA_LOG=$(mktemp)
+node "$OA_SRC/server.mjs" >"$OA_LOG" 2>&1 &
+OA_PID=$!
+oa_stop() {
+  kill "$OA_PID" 2>/dev/null || true
+  wait "$OA_PID" 2>/dev/null || true
+  rm -f "$OA_LOG"
+}
+# Chain any EXIT trap another section set before this one.
+OA_PREV_TRAP=$(trap -p EXIT | sed -E "s/^trap -- '(.*)' EXIT$/\1/")
+trap "oa_stop; ${OA_PREV_TRAP}" EXIT
+for _ in $(seq 100); do
+  grep -q '^oauth-ready ' "$OA_LOG" && break
+  kill -0 "$OA_PID" 2>/dev/null || break
+  sleep 0.1
+done
+OA_READY=$(grep '^oauth-ready ' "$OA_LOG" || { cat "$OA_LOG" >&2; echo "oidc-provider did not start" >&2; exit 1; })
+SECREF_TEST_OAUTH_IDP=$(sed -E 's/.* idp=([^ ]+).*/\1/' <<<"$OA_READY")
+SECREF_TEST_OAUTH_STS=$(sed -E 's/.* sts=([^ ]+).*/\1/' <<<"$OA_READY")
+export SECREF_TEST_OAUTH_IDP SECREF_TEST_OAUTH_STS
+echo "oidc-provider listening: IdP $SECREF_TEST_OAUTH_IDP, STS $SECREF_TEST_OAUTH_STS (pid $OA_PID)"
+
 # --- build once, then the Rust tests ----------------------------------------
 step "cargo build"
 cargo build --workspace --examples --quiet

@@ -7,8 +7,9 @@ fn main() {
     let backend = args.first().cloned().unwrap_or_default();
     match backend.as_str() {
         "infisical" => secref_testkit::infisical::run_cli(&args[1..]),
+        "coze" => secref_testkit::coze::main(&args[1..]),
         _ => {
-            eprintln!("secref-fake: unknown backend '{backend}' (available: infisical)");
+            eprintln!("secref-fake: unknown backend '{backend}' (available: infisical, coze)");
             std::process::exit(2);
         }
     }

@@ -78,6 +78,12 @@ fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
     if let Some(p) = crate::providers::infisical::InfisicalProvider::configured(cfg)? {
         builder = builder.provider_arc(Arc::new(p), Some(cfg.cache_for("infisical")));
     }
+    // Coze workload identity: when `[coze]` or any required COZE_* variable
+    // is set; a partial setup is an error listing what is missing.
+    #[cfg(feature = "coze")]
+    if let Some(coze) = crate::providers::coze::CozeProvider::configured(cfg)? {
+        builder = builder.provider_arc(Arc::new(coze), Some(cfg.cache_for("coze")));
+    }
 
     // ---- Policy and audit ----------------------------------------------------
     // `[policy]` / `[audit]` are parsed strictly; an invalid section is an

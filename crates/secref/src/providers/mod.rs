@@ -1,6 +1,8 @@
 //! The providers: one file each, one [`Provider`](crate::Provider)
 //! implementation each.
 
+#[cfg(feature = "coze")]
+pub mod coze;
 mod env;
 mod file;
 #[cfg(feature = "infisical")]

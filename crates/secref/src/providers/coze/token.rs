@@ -1,0 +1,398 @@
+//! The Coze workload-identity token flow: OAuth2 client credentials for an
+//! "ID token", then an RFC 8693 token exchange for the access token the
+//! outbound API takes. Both tokens are cached with an expiry buffer, and a
+//! refresh is single-flight.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use url::Url;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::http::{self, MAX_BODY};
+use crate::secret::Secret;
+
+/// `remote_code` of failures of the client-credentials step.
+pub const TOKEN_RETRIEVAL: &str = "token_retrieval";
+/// `remote_code` of failures of the token-exchange step.
+pub const TOKEN_EXCHANGE: &str = "token_exchange";
+
+const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const SUBJECT_TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// What the SDK assumes when the exchange response has no `expires_in`.
+const DEFAULT_ACCESS_TOKEN_TTL: u64 = 3600;
+
+/// How the client authenticates to the client-credentials endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` in the form body (the SDK's way).
+    Body,
+    /// HTTP Basic (`client_secret_basic`); the body carries only the grant.
+    Basic,
+}
+
+/// Everything the token flow needs. `Debug` never shows the secret.
+pub(crate) struct TokenSettings {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub client_auth: ClientAuth,
+    pub token_endpoint: Url,
+    pub access_token_endpoint: Url,
+    pub expiry_buffer: Duration,
+}
+
+impl fmt::Debug for TokenSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSettings")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("client_auth", &self.client_auth)
+            .field("token_endpoint", &self.token_endpoint.as_str())
+            .field(
+                "access_token_endpoint",
+                &self.access_token_endpoint.as_str(),
+            )
+            .field("expiry_buffer", &self.expiry_buffer)
+            .finish()
+    }
+}
+
+/// A token and the instant it stops being used (its expiry minus the
+/// buffer). Cloning a `Secret` copies into fresh locked memory.
+#[derive(Clone)]
+struct Cached {
+    token: Secret,
+    use_until: Instant,
+}
+
+impl Cached {
+    fn fresh(&self, now: Instant) -> bool {
+        now < self.use_until
+    }
+}
+
+#[derive(Default)]
+struct Tokens {
+    id: Option<Cached>,
+    access: Option<Cached>,
+}
+
+/// The token source of one provider: one identity (client id) at one pair of
+/// endpoints, so the cache is keyed by them by construction; two providers
+/// never share tokens (unlike the SDK's process-global cache).
+pub(crate) struct TokenSource {
+    settings: TokenSettings,
+    lane: Vec<(&'static str, String)>,
+    // A tokio mutex held across the refresh makes it single-flight: callers
+    // that arrive during a refresh wait for it and reuse its result.
+    tokens: Mutex<Tokens>,
+}
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fields read from a token endpoint's JSON answer.
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<Zeroizing<String>>,
+    expires_in: Option<serde_json::Value>,
+    error: Option<serde_json::Value>,
+}
+
+impl TokenSource {
+    pub(crate) fn new(settings: TokenSettings, lane: Vec<(&'static str, String)>) -> TokenSource {
+        TokenSource {
+            settings,
+            lane,
+            tokens: Mutex::new(Tokens::default()),
+        }
+    }
+
+    pub(crate) fn settings(&self) -> &TokenSettings {
+        &self.settings
+    }
+
+    /// A valid access token: the cached one, or a new one from the exchange
+    /// (which reuses a cached ID token while it is fresh).
+    pub(crate) async fn access_token(&self, client: &reqwest::Client) -> Result<Secret> {
+        let mut tokens = self.tokens.lock().await;
+        let now = Instant::now();
+        if let Some(a) = tokens.access.as_ref().filter(|a| a.fresh(now)) {
+            return Ok(a.token.clone());
+        }
+        let id_token = match tokens.id.as_ref().filter(|t| t.fresh(now)) {
+            Some(t) => t.token.clone(),
+            None => {
+                tokens.id = None;
+                let (token, ttl) = self.fetch_id_token(client).await?;
+                // An ID token without a lifetime is used once, never cached.
+                if let Some(ttl) = ttl {
+                    tokens.id = self.cache_entry(&token, ttl);
+                }
+                token
+            }
+        };
+        let (access, ttl) = match self.exchange(client, &id_token).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                // A refused ID token is not reused: the next call starts over.
+                if !e.retryable() {
+                    tokens.id = None;
+                }
+                return Err(e);
+            }
+        };
+        tokens.access = self.cache_entry(&access, ttl.unwrap_or(DEFAULT_ACCESS_TOKEN_TTL));
+        Ok(access)
+    }
+
+    /// Forgets both tokens if the access token is still `rejected` (the
+    /// outbound API answered 401 to it); another caller may have refreshed
+    /// already, and its new token is kept.
+    pub(crate) async fn reject(&self, rejected: &Secret) {
+        let mut tokens = self.tokens.lock().await;
+        let current = tokens.access.as_ref().map(|a| &a.token);
+        if current.is_none_or(|t| t.ct_eq(rejected.expose_bytes())) {
+            tracing::debug!(
+                client_id = %self.settings.client_id,
+                "coze: access token rejected, dropping cached tokens"
+            );
+            *tokens = Tokens::default();
+        }
+    }
+
+    fn cache_entry(&self, token: &Secret, ttl_secs: u64) -> Option<Cached> {
+        let usable = Duration::from_secs(ttl_secs).checked_sub(self.settings.expiry_buffer)?;
+        if usable.is_zero() {
+            return None;
+        }
+        Some(Cached {
+            token: token.clone(),
+            use_until: Instant::now() + usable,
+        })
+    }
+
+    /// Step 1: client credentials → ID token.
+    async fn fetch_id_token(&self, client: &reqwest::Client) -> Result<(Secret, Option<u64>)> {
+        let s = &self.settings;
+        let mut form = Zeroizing::new(String::new());
+        let mut req = client.post(s.token_endpoint.clone());
+        match s.client_auth {
+            ClientAuth::Body => {
+                let secret = s.client_secret.as_text()?;
+                push_pair(&mut form, "client_id", &s.client_id);
+                push_pair(&mut form, "client_secret", secret);
+            }
+            ClientAuth::Basic => {
+                // RFC 6749 §2.3.1: both parts form-encoded before base64.
+                let id = Zeroizing::new(form_encode(&s.client_id));
+                let secret = Zeroizing::new(form_encode(s.client_secret.as_text()?));
+                req = req.basic_auth(id.as_str(), Some(secret.as_str()));
+            }
+        }
+        push_pair(&mut form, "grant_type", "client_credentials");
+        tracing::debug!(client_id = %s.client_id, endpoint = %s.token_endpoint, "coze: requesting ID token");
+        self.post_form(req, form, TOKEN_RETRIEVAL).await
+    }
+
+    /// Step 2: RFC 8693 exchange of the ID token for an access token. Like
+    /// the SDK, the request carries only `client_id` (a public client at the
+    /// exchange endpoint).
+    async fn exchange(
+        &self,
+        client: &reqwest::Client,
+        id_token: &Secret,
+    ) -> Result<(Secret, Option<u64>)> {
+        let s = &self.settings;
+        let mut form = Zeroizing::new(String::new());
+        push_pair(&mut form, "client_id", &s.client_id);
+        push_pair(&mut form, "subject_token", id_token.as_text()?);
+        push_pair(&mut form, "subject_token_type", SUBJECT_TOKEN_TYPE_ID_TOKEN);
+        push_pair(&mut form, "grant_type", GRANT_TOKEN_EXCHANGE);
+        tracing::debug!(client_id = %s.client_id, endpoint = %s.access_token_endpoint, "coze: exchanging ID token");
+        let req = client.post(s.access_token_endpoint.clone());
+        self.post_form(req, form, TOKEN_EXCHANGE).await
+    }
+
+    /// Sends one token request and reads `access_token` / `expires_in`.
+    async fn post_form(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        form: Zeroizing<String>,
+        step: &'static str,
+    ) -> Result<(Secret, Option<u64>)> {
+        for (name, value) in &self.lane {
+            req = req.header(*name, value);
+        }
+        let resp = req
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(form.as_bytes().to_vec())
+            .send()
+            .await
+            .map_err(|e| http::transport_error(&e).with_remote_code(step))?;
+        let status = resp.status();
+        let body = Zeroizing::new(
+            http::read_body(resp, MAX_BODY)
+                .await
+                .map_err(|e| e.with_remote_code(step))?,
+        );
+        let parsed: Option<TokenResponse> = serde_json::from_slice(&body).ok();
+        if !status.is_success() || parsed.as_ref().is_some_and(|p| p.error.is_some()) {
+            let oauth_error = parsed
+                .as_ref()
+                .and_then(|p| p.error.as_ref())
+                .and_then(|e| e.as_str())
+                .map(safe_oauth_error);
+            return Err(step_error(step, status, oauth_error));
+        }
+        let parsed = parsed.ok_or_else(|| {
+            step_failure(
+                step,
+                ErrorCode::InvalidResponse,
+                "answered with invalid JSON",
+            )
+        })?;
+        let token = parsed
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                step_failure(
+                    step,
+                    ErrorCode::InvalidResponse,
+                    "answered without an access_token",
+                )
+            })?;
+        let ttl = match parsed.expires_in {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                step_failure(
+                    step,
+                    ErrorCode::InvalidResponse,
+                    "answered with a non-numeric expires_in",
+                )
+            })?),
+        };
+        tracing::debug!(step, expires_in = ?ttl, "coze: token issued");
+        Ok((Secret::from(token.as_str()), ttl))
+    }
+}
+
+fn step_name(step: &str) -> &'static str {
+    if step == TOKEN_EXCHANGE {
+        "coze token exchange"
+    } else {
+        "coze ID token request (client credentials)"
+    }
+}
+
+fn step_failure(step: &'static str, code: ErrorCode, what: &str) -> Error {
+    Error::new(code, format!("{} {what}", step_name(step))).with_remote_code(step)
+}
+
+/// A non-2xx (or `error`-carrying) token answer. Only transport failures and
+/// 5xx are retryable; an OAuth rejection is `unauthenticated`.
+fn step_error(step: &'static str, status: reqwest::StatusCode, oauth: Option<String>) -> Error {
+    let detail = match &oauth {
+        Some(e) => format!("HTTP {}, OAuth error {e}", status.as_u16()),
+        None => format!("HTTP {}", status.as_u16()),
+    };
+    let (code, hint) = if status.is_server_error() {
+        (ErrorCode::BackendUnavailable, None)
+    } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        (ErrorCode::RateLimited, None)
+    } else if status.is_redirection() {
+        (
+            ErrorCode::RedirectRefused,
+            Some("redirects are not followed: configure the final token endpoint URL"),
+        )
+    } else {
+        (
+            ErrorCode::Unauthenticated,
+            Some(if step == TOKEN_EXCHANGE {
+                "the exchange endpoint rejected the ID token or client id: check COZE_WORKLOAD_ACCESS_TOKEN_ENDPOINT and the client's registration"
+            } else {
+                "check COZE_WORKLOAD_IDENTITY_CLIENT_ID / _CLIENT_SECRET and the token endpoint"
+            }),
+        )
+    };
+    let mut e = step_failure(step, code, &format!("failed ({detail})"));
+    if let Some(h) = hint {
+        e = e.with_hint(h);
+    }
+    e
+}
+
+/// OAuth `error` codes are registry strings; anything else is not echoed.
+fn safe_oauth_error(e: &str) -> String {
+    if e.len() <= 64 && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        e.to_string()
+    } else {
+        "(unrecognised)".to_string()
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn push_pair(form: &mut Zeroizing<String>, key: &str, value: &str) {
+    if !form.is_empty() {
+        form.push('&');
+    }
+    form.push_str(key);
+    form.push('=');
+    // byte_serialize yields &str pieces: no intermediate unzeroized copy.
+    for piece in url::form_urlencoded::byte_serialize(value.as_bytes()) {
+        form.push_str(piece);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_encoding_matches_the_sdk() {
+        let mut f = Zeroizing::new(String::new());
+        push_pair(&mut f, "subject_token_type", SUBJECT_TOKEN_TYPE_ID_TOKEN);
+        push_pair(&mut f, "x", "a b&c");
+        assert_eq!(
+            f.as_str(),
+            "subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aid_token&x=a+b%26c"
+        );
+    }
+
+    #[test]
+    fn oauth_errors_are_echoed_only_when_safe() {
+        assert_eq!(safe_oauth_error("invalid_client"), "invalid_client");
+        assert_eq!(safe_oauth_error("s3cret value"), "(unrecognised)");
+    }
+
+    #[test]
+    fn step_errors_are_typed() {
+        let e = step_error(
+            TOKEN_EXCHANGE,
+            reqwest::StatusCode::BAD_REQUEST,
+            Some("invalid_grant".into()),
+        );
+        assert_eq!(e.code(), ErrorCode::Unauthenticated);
+        assert!(!e.retryable());
+        assert_eq!(e.remote_code(), Some(TOKEN_EXCHANGE));
+        let e = step_error(TOKEN_RETRIEVAL, reqwest::StatusCode::BAD_GATEWAY, None);
+        assert_eq!(e.code(), ErrorCode::BackendUnavailable);
+        assert!(e.retryable());
+        assert_eq!(e.remote_code(), Some(TOKEN_RETRIEVAL));
+    }
+}
