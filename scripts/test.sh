@@ -180,7 +180,7 @@ echo "oidc-provider listening: IdP $SECREF_TEST_OAUTH_IDP, STS $SECREF_TEST_OAUT
 
 # --- build once, then the Rust tests ----------------------------------------
 step "cargo build"
-cargo build --workspace --examples --quiet
+cargo build --workspace --bins --examples --quiet
 export SECREF_BIN="$ROOT/target/debug/secref"
 step "cargo test"
 cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log
