@@ -237,7 +237,7 @@ impl ResolverBuilder {
                 providers,
                 by_family,
                 retry: self.retry,
-                flights: Mutex::new(HashMap::new()),
+                flights: Mutex::new(HashMap::default()),
                 leases: Mutex::new(HashMap::new()),
                 renewals: Mutex::new(HashMap::new()),
                 auto_renew: self.auto_renew,
@@ -282,7 +282,7 @@ struct Inner {
     /// Few providers: a linear scan beats hashing.
     by_family: Vec<(&'static str, usize)>,
     retry: RetryPolicy,
-    flights: Mutex<HashMap<Key, FlightRx>>,
+    flights: Mutex<HashMap<Key, FlightRx, foldhash::fast::RandomState>>,
     leases: Mutex<HashMap<String, usize>>,
     /// Background renewals by lease id, aborted when the lease is revoked.
     renewals: Mutex<HashMap<String, tokio::task::AbortHandle>>,
@@ -966,11 +966,10 @@ impl Resolver {
             let mut flights = self.inner.flights.lock();
             for (slot, &i) in idxs.iter().enumerate() {
                 let key = self.key(p, &refs[i]);
+                // Also catches the same reference twice in this batch: its
+                // first occurrence is already registered as our own flight.
                 if let Some(rx) = flights.get(&key) {
                     waits.push((slot, rx.clone()));
-                } else if let Some(pos) = guard.keys.iter().position(|(k, _)| *k == key) {
-                    // The same reference twice in one batch: fetch once.
-                    waits.push((slot, guard.keys[pos].1.subscribe()));
                 } else {
                     let (tx, rx) = watch::channel(None);
                     flights.insert(key.clone(), rx);
