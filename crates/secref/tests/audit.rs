@@ -356,39 +356,9 @@ fn audit_config_is_strict() {
 
 // ---- Canary: no value, salt or token in traces or Debug ---------------------------
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// One global TRACE subscriber for this test binary (see tests/resolver.rs
-/// for why not a thread-local one).
-fn global_capture() -> &'static Capture {
-    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
-        capture
-    })
-}
-
 #[tokio::test]
 async fn traces_and_debug_never_contain_values_or_salts() {
-    let capture = global_capture();
+    let capture = secref_testkit::capture::install();
     let fake = Fake::with(&[("openbao+kv2://secret/app#token", Ok(CANARY))]);
     let sink = MemorySink::new();
     let a = auditor(&sink, salted());
@@ -413,7 +383,7 @@ async fn traces_and_debug_never_contain_values_or_salts() {
         .unwrap_err();
     a.flush().await;
     let debug = format!("{got:?} {r:?} {a:?} {drift:?} {drift} {denied:?} {denied}");
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     for bad in [CANARY, SALT] {
         assert!(!logs.contains(bad), "{bad} leaked into traces");
         assert!(!debug.contains(bad), "{bad} leaked into Debug/Display");

@@ -12,7 +12,7 @@
 //! (`GET <idp>/_test/stats?lane=…`), so every test uses its own lane.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use secref::config::Env;
 use secref::providers::coze::{CozeProvider, TOKEN_EXCHANGE, TOKEN_RETRIEVAL};
@@ -667,44 +667,12 @@ async fn from_config_registers_the_provider() {
 
 // ---- canaries ---------------------------------------------------------------
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// One process-wide TRACE subscriber writing into a buffer (global: tracing
-/// caches callsite interest process-wide). Every test's logs land here.
-fn global_capture() -> Capture {
-    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
-    CAPTURE
-        .get_or_init(|| {
-            let capture = Capture::default();
-            let writer = capture.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::TRACE)
-                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-                .with_writer(move || writer.clone())
-                .finish();
-            tracing::subscriber::set_global_default(subscriber).unwrap();
-            capture
-        })
-        .clone()
-}
-
 #[tokio::test]
 async fn secrets_and_tokens_never_reach_logs_errors_or_debug() {
     let Some(o) = oauth("secrets_and_tokens_never_reach_logs_errors_or_debug") else {
         return;
     };
-    let capture = global_capture();
+    let capture = secref_testkit::capture::install();
     let mut s = seed();
     s.errors.insert(
         "flaky".into(),
@@ -753,7 +721,7 @@ async fn secrets_and_tokens_never_reach_logs_errors_or_debug() {
         let e = bad.resolve("coze+credential://github").await.unwrap_err();
         texts.push(format!("{e} {e:?} {:?}", e.hint()));
     }
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(logs.contains("coze"), "the capture works");
     texts.push(logs);
     let access = access.as_text().unwrap().to_string();

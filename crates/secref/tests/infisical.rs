@@ -4,7 +4,7 @@
 
 #![cfg(feature = "infisical")]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -564,40 +564,9 @@ async fn cli_get_works_with_env_config() {
 
 // ---- canaries ----------------------------------------------------------------
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// One process-wide TRACE subscriber (see vault_fake.rs for why global).
-fn global_capture() -> Capture {
-    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
-    CAPTURE
-        .get_or_init(|| {
-            let capture = Capture::default();
-            let writer = capture.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::TRACE)
-                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-                .with_writer(move || writer.clone())
-                .finish();
-            tracing::subscriber::set_global_default(subscriber).unwrap();
-            capture
-        })
-        .clone()
-}
-
 #[tokio::test]
 async fn canaries_stay_out_of_logs_errors_and_debug() {
-    let capture = global_capture();
+    let capture = secref_testkit::capture::install();
     let d = InfisicalDouble::start(seed(600)).await.unwrap();
     let home = tempfile::tempdir().unwrap();
     let p = universal(&d, home.path());
@@ -641,7 +610,7 @@ async fn canaries_stay_out_of_logs_errors_and_debug() {
         .resolve_many(&[r("infisical://proj-1/dev/app/DB_PASS")])
         .await;
 
-    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    let logs = capture.text();
     assert!(logs.contains("Infisical"), "tracing captured nothing");
     for hay in [&seen, &logs] {
         for canary in ["CANARY-", CLIENT_SECRET, STATIC_TOKEN_MARK, "eyJ"] {
