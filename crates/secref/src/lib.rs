@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod auth;
 pub mod blocking;
 mod cache;
 pub mod config;

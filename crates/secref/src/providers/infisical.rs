@@ -38,13 +38,11 @@ mod keyring;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use futures::StreamExt;
-use parking_lot::RwLock;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use serde::{Deserialize, Deserializer};
 use url::Url;
@@ -283,12 +281,17 @@ struct TokenState {
     lifetime: Option<Duration>,
 }
 
+impl crate::auth::TokenState for TokenState {
+    fn token(&self) -> &Secret {
+        &self.token
+    }
+}
+
 struct TokenManager {
     credentials: Credentials,
     margin: Option<Duration>,
-    current: RwLock<Option<Arc<TokenState>>>,
     /// One login at a time: concurrent callers wait and reuse its token.
-    gate: tokio::sync::Mutex<()>,
+    cell: crate::auth::TokenCell<TokenState>,
 }
 
 #[derive(Deserialize)]
@@ -305,8 +308,7 @@ impl TokenManager {
         TokenManager {
             credentials,
             margin,
-            current: RwLock::new(None),
-            gate: tokio::sync::Mutex::new(()),
+            cell: crate::auth::TokenCell::new(),
         }
     }
 
@@ -315,40 +317,32 @@ impl TokenManager {
     }
 
     async fn token(&self, t: &Transport) -> Result<Secret> {
-        if let Some(s) = self.fresh() {
-            return Ok(s.token.clone());
-        }
-        let _gate = self.gate.lock().await;
-        if let Some(s) = self.fresh() {
-            return Ok(s.token.clone());
-        }
-        let next = Arc::new(match &self.credentials {
-            Credentials::Token(tok) => static_token(tok)?,
-            Credentials::Universal {
-                client_id,
-                client_secret,
-            } => login(t, client_id, client_secret).await?,
-        });
-        let token = next.token.clone();
-        *self.current.write() = Some(next);
-        Ok(token)
+        let state = self
+            .cell
+            .get(
+                |s| self.is_fresh(s),
+                |_stale| async {
+                    match &self.credentials {
+                        Credentials::Token(tok) => static_token(tok),
+                        Credentials::Universal {
+                            client_id,
+                            client_secret,
+                        } => login(t, client_id, client_secret).await,
+                    }
+                },
+            )
+            .await?;
+        Ok(state.token.clone())
     }
 
     /// Forgets `token` if it is still current (the server refused it).
     fn invalidate(&self, token: &Secret) {
-        let mut cur = self.current.write();
-        if cur
-            .as_ref()
-            .is_some_and(|s| s.token.ct_eq(token.expose_bytes()))
-        {
-            *cur = None;
-        }
+        self.cell.invalidate(token);
     }
 
-    fn fresh(&self) -> Option<Arc<TokenState>> {
-        let cur = self.current.read().clone()?;
+    fn is_fresh(&self, cur: &TokenState) -> bool {
         let Some(exp) = cur.expires_at else {
-            return Some(cur);
+            return true;
         };
         let margin = match (&self.credentials, self.margin, cur.lifetime) {
             // A static token cannot be renewed: use it until it expires.
@@ -360,7 +354,7 @@ impl TokenManager {
             (_, None, Some(life)) => (life / 3).min(MAX_DEFAULT_MARGIN),
             (_, None, None) => MAX_DEFAULT_MARGIN,
         };
-        (SystemTime::now() + margin < exp).then_some(cur)
+        SystemTime::now() + margin < exp
     }
 }
 

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use crate::auth::TokenCell;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -30,6 +30,12 @@ struct TokenState {
 impl TokenState {
     fn expires_at(&self) -> Option<Instant> {
         self.ttl.map(|t| self.obtained + t)
+    }
+}
+
+impl crate::auth::TokenState for TokenState {
+    fn token(&self) -> &Secret {
+        &self.token
     }
 }
 
@@ -56,8 +62,7 @@ pub struct TokenInfo {
 pub(super) struct TokenManager {
     credentials: Credentials,
     renew_margin: Option<Duration>,
-    current: RwLock<Option<Arc<TokenState>>>,
-    gate: tokio::sync::Mutex<()>,
+    cell: TokenCell<TokenState>,
 }
 
 #[derive(Deserialize)]
@@ -90,8 +95,7 @@ impl TokenManager {
         TokenManager {
             credentials,
             renew_margin,
-            current: RwLock::new(None),
-            gate: tokio::sync::Mutex::new(()),
+            cell: TokenCell::new(),
         }
     }
 
@@ -102,59 +106,40 @@ impl TokenManager {
 
     /// A usable token: the current one, or a renewed or new one.
     pub async fn token(&self, t: &Transport) -> Result<Secret> {
-        if let Some(s) = self.fresh() {
-            return Ok(s.token.clone());
-        }
-        let _gate = self.gate.lock().await;
-        // Someone else may have refreshed while we waited.
-        if let Some(s) = self.fresh() {
-            return Ok(s.token.clone());
-        }
-        let stale = self.current.read().clone();
-        let next = self.refresh(t, stale).await?;
-        let token = next.token.clone();
-        *self.current.write() = Some(next);
-        Ok(token)
+        let state = self
+            .cell
+            .get(|s| self.is_fresh(s), |stale| self.refresh(t, stale))
+            .await?;
+        Ok(state.token.clone())
     }
 
     /// Forgets `token` if it is still the current one (it was rejected).
     pub fn invalidate(&self, token: &Secret) {
-        let mut cur = self.current.write();
-        if cur
-            .as_ref()
-            .is_some_and(|s| s.token.ct_eq(token.expose_bytes()))
-        {
-            *cur = None;
-        }
+        self.cell.invalidate(token);
     }
 
-    fn fresh(&self) -> Option<Arc<TokenState>> {
-        let cur = self.current.read().clone()?;
-        match cur.ttl {
-            None => Some(cur),
+    fn is_fresh(&self, s: &TokenState) -> bool {
+        match s.ttl {
+            None => true,
             Some(ttl) => {
                 let margin = self.renew_margin.unwrap_or(ttl / 3);
-                let left = cur
+                let left = s
                     .expires_at()
                     .map(|e| e.saturating_duration_since(Instant::now()))
                     .unwrap_or_default();
-                (left > margin).then_some(cur)
+                left > margin
             }
         }
     }
 
-    async fn refresh(
-        &self,
-        t: &Transport,
-        stale: Option<Arc<TokenState>>,
-    ) -> Result<Arc<TokenState>> {
+    async fn refresh(&self, t: &Transport, stale: Option<Arc<TokenState>>) -> Result<TokenState> {
         match &self.credentials {
-            Credentials::Token(tok) => Ok(Arc::new(TokenState {
+            Credentials::Token(tok) => Ok(TokenState {
                 token: tok.clone(),
                 obtained: Instant::now(),
                 ttl: None,
                 renewable: false,
-            })),
+            }),
             Credentials::AppRole {
                 mount,
                 role_id,
@@ -162,7 +147,7 @@ impl TokenManager {
             } => {
                 if let Some(s) = stale.filter(|s| s.renewable) {
                     match renew_self(t, &s.token).await {
-                        Ok(next) => return Ok(Arc::new(next)),
+                        Ok(next) => return Ok(next),
                         Err(e) if e.retryable() => {
                             // Vault is briefly unavailable: keep using the
                             // old token while it is still valid.
@@ -170,7 +155,12 @@ impl TokenManager {
                                 tracing::debug!(
                                     "token renewal failed transiently; keeping the current token"
                                 );
-                                return Ok(s);
+                                return Ok(TokenState {
+                                    token: s.token.clone(),
+                                    obtained: s.obtained,
+                                    ttl: s.ttl,
+                                    renewable: s.renewable,
+                                });
                             }
                             return Err(e);
                         }
@@ -179,7 +169,7 @@ impl TokenManager {
                         }
                     }
                 }
-                Ok(Arc::new(login(t, mount, role_id, secret_id).await?))
+                login(t, mount, role_id, secret_id).await
             }
         }
     }
