@@ -61,7 +61,7 @@ impl fmt::Debug for TokenSettings {
 }
 
 /// A token and the instant it stops being used (its expiry minus the
-/// buffer). Cloning a `Secret` copies into fresh locked memory.
+/// buffer). Cloning shares the secret's locked bytes; nothing is copied.
 #[derive(Clone)]
 struct Cached {
     token: Secret,
