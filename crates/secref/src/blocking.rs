@@ -15,6 +15,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::policy::Context;
 use crate::provider::{
     Action, LeaseRevocation, Metadata, Permission, Resolved, RevokeReason, Validation,
 };
@@ -103,6 +104,30 @@ impl Resolver {
         I::Item: IntoSecretRef,
     {
         self.runtime.block_on(self.inner.resolve_many_partial(refs))
+    }
+
+    /// See [`crate::Resolver::resolve_as`].
+    pub fn resolve_as(&self, ctx: &Context, r: impl IntoSecretRef) -> Result<Secret> {
+        self.runtime.block_on(self.inner.resolve_as(ctx, r))
+    }
+
+    /// See [`crate::Resolver::resolve_many_as`].
+    pub fn resolve_many_as<I>(&self, ctx: &Context, refs: I) -> Result<BTreeMap<SecretRef, Secret>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        self.runtime.block_on(self.inner.resolve_many_as(ctx, refs))
+    }
+
+    /// See [`crate::Resolver::resolve_many_partial_as`].
+    pub fn resolve_many_partial_as<I>(&self, ctx: &Context, refs: I) -> Result<Partial<Secret>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        self.runtime
+            .block_on(self.inner.resolve_many_partial_as(ctx, refs))
     }
 
     /// See [`crate::Resolver::metadata`].

@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 use crate::audit::{Auditor, Outcome};
 use crate::cache::{is_negative_cacheable, Cache, CacheConfig, Lookup};
 use crate::error::{Error, ErrorCode, Result};
-use crate::policy::{Context, Permit, Policy};
+use crate::policy::{Context, Permit, Policy, Refusal};
 use crate::provider::{
     Action, BatchResult, Lease, LeaseRevocation, Metadata, Permission, Provider, Resolved,
     RevokeReason, Validation,
@@ -803,22 +803,51 @@ impl Resolver {
         if !self.is_governed() {
             return self.resolve_refs(refs, bypass_cache).await;
         }
-        let decisions = match &self.inner.policy {
+        let mut decisions = match &self.inner.policy {
             Some(policy) => policy.authorize(ctx, refs).await,
             None => refs.iter().map(|_| Ok(Permit::unrestricted())).collect(),
         };
-        let allowed: Vec<SecretRef> = refs
-            .iter()
-            .zip(&decisions)
-            .filter(|(_, d)| d.is_ok())
-            .map(|(r, _)| r.clone())
-            .collect();
-        let mut from_cache = vec![false; allowed.len()];
-        let mut fetched = self
-            .resolve_refs_noting_hits(&allowed, bypass_cache, &mut from_cache)
-            .await
-            .into_iter()
-            .zip(from_cache);
+        // Obligations: the read of an obligated grant uses the adjusted
+        // reference, and bypasses the cache lookup so that every such read
+        // is itself wrapped; an obligation nobody can meet is a refusal.
+        let mut plain: Vec<SecretRef> = Vec::new();
+        let mut obligated: Vec<SecretRef> = Vec::new();
+        let mut is_obligated: Vec<bool> = Vec::new();
+        for (r, d) in refs.iter().zip(decisions.iter_mut()) {
+            let Ok(permit) = d else { continue };
+            match permit.obligated_ref(r) {
+                Ok(None) => {
+                    plain.push(r.clone());
+                    is_obligated.push(false);
+                }
+                Ok(Some(adjusted)) => {
+                    obligated.push(adjusted);
+                    is_obligated.push(true);
+                }
+                Err(error) => {
+                    permit.refund();
+                    let decision_id = permit.decision_id().map(str::to_owned);
+                    *d = Err(Refusal { error, decision_id });
+                }
+            }
+        }
+        let mut plain_hits = vec![false; plain.len()];
+        let mut obligated_hits = vec![false; obligated.len()];
+        let (plain_res, obligated_res) = futures::future::join(
+            self.resolve_refs_noting_hits(&plain, bypass_cache, &mut plain_hits),
+            self.resolve_refs_noting_hits(&obligated, true, &mut obligated_hits),
+        )
+        .await;
+        let mut plain_out = plain_res.into_iter().zip(plain_hits);
+        let mut obligated_out = obligated_res.into_iter().zip(obligated_hits);
+        let mut fetched = is_obligated.into_iter().map(|o| {
+            let next = if o {
+                obligated_out.next()
+            } else {
+                plain_out.next()
+            };
+            next.expect("one answer per allowed reference")
+        });
         let tenant = ctx.tenant.as_deref().or_else(|| {
             self.inner
                 .policy

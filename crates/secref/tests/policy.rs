@@ -606,3 +606,173 @@ async fn a_reference_repeated_in_one_call_uses_one_grant_use() {
         "SECRET_AUTHZ_FAILED",
     );
 }
+
+// ---- Obligations -------------------------------------------------------------------
+
+/// Answers every reference with the same value and records the canonical
+/// form of each reference it was asked for.
+#[derive(Debug, Default)]
+struct Recorder {
+    asked: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Provider for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    fn families(&self) -> &[&'static str] {
+        &["env", "vault", "local"]
+    }
+    async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
+        let mut asked = self.asked.lock().unwrap();
+        Ok(refs
+            .iter()
+            .map(|r| {
+                asked.push(r.to_canonical().to_string());
+                Ok(Resolved::new(Secret::from(CANARY)))
+            })
+            .collect())
+    }
+}
+
+fn obligated_resolver(recorder: &Arc<Recorder>) -> Resolver {
+    let table = toml::from_str(
+        r#"
+        grant_max_uses = 10
+        [[rules]]
+        subject = "svc-a"
+        ref_prefix = "openbao+kv2://secret/wrapped/"
+        wrap_ttl_seconds = 30.5
+        [[rules]]
+        subject = "svc-a"
+        ref_prefix = "env://WRAPPED_"
+        wrap_ttl_seconds = 30
+        [[rules]]
+        subject = "svc-a"
+    "#,
+    )
+    .unwrap();
+    Resolver::builder()
+        .provider_arc(recorder.clone(), None)
+        .cache(CacheConfig::default())
+        .retry(RetryPolicy::none())
+        .policy(Policy::from_table(&table, &secref::config::Env::default()).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_wrap_ttl_obligation_makes_the_provider_see_a_wrapped_reference() {
+    let rec = Arc::new(Recorder::default());
+    let r = obligated_resolver(&rec);
+    let ctx = Context::for_subject("svc-a");
+    // The caller's own wrap_ttl is replaced by the policy's (rounded up).
+    let got = r
+        .resolve_as(
+            &ctx,
+            "openbao+kv2://secret/wrapped/db#password?version=2&wrap_ttl=1h",
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.as_text().unwrap(), CANARY);
+    // An obligated read is wrapped every time: no cache hit serves it.
+    r.resolve_as(&ctx, "openbao+kv2://secret/wrapped/db#password?version=2")
+        .await
+        .unwrap();
+    // Outside the obligated prefix the reference is read as asked (and cached).
+    r.resolve_as(&ctx, "openbao+kv2://secret/plain/db")
+        .await
+        .unwrap();
+    r.resolve_as(&ctx, "openbao+kv2://secret/plain/db")
+        .await
+        .unwrap();
+    assert_eq!(
+        *rec.asked.lock().unwrap(),
+        [
+            "openbao+kv2://secret/wrapped/db#password?version=2&wrap_ttl=31s",
+            "openbao+kv2://secret/wrapped/db#password?version=2&wrap_ttl=31s",
+            "openbao+kv2://secret/plain/db",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_obligation_the_provider_cannot_meet_is_denied_not_read_unwrapped() {
+    let rec = Arc::new(Recorder::default());
+    let r = obligated_resolver(&rec);
+    let ctx = Context::for_subject("svc-a");
+    let e = r.resolve_as(&ctx, "env://WRAPPED_TOKEN").await.unwrap_err();
+    assert_denied(&e, "OBLIGATION_UNSUPPORTED");
+    assert!(!format!("{e:?}{e}").contains(CANARY));
+    // In a batch, only the obligated non-Vault reference is refused.
+    let out = r
+        .resolve_many_partial_as(
+            &ctx,
+            [
+                "env://WRAPPED_TOKEN",
+                "env://PLAIN",
+                "openbao+kv2://secret/wrapped/x",
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.resolved.len(), 2);
+    assert_denied(
+        &out.failures[&SecretRef::parse("env://WRAPPED_TOKEN").unwrap()],
+        "OBLIGATION_UNSUPPORTED",
+    );
+    assert_eq!(
+        *rec.asked.lock().unwrap(),
+        ["env://PLAIN", "openbao+kv2://secret/wrapped/x?wrap_ttl=31s"]
+    );
+}
+
+// ---- Blocking API --------------------------------------------------------------------
+
+#[test]
+fn the_blocking_resolver_enforces_the_policy_per_context() {
+    let fake = Fake::with(&[("env://APP_A", CANARY), ("env://OPS_B", "b")]);
+    let table = toml::from_str(
+        r#"
+        grant_max_uses = 5
+        [[rules]]
+        subject = "svc-a"
+        ref_prefix = "env://APP_"
+    "#,
+    )
+    .unwrap();
+    let r = secref::blocking::Resolver::new(
+        Resolver::builder()
+            .provider_arc(fake.clone(), None)
+            .cache(CacheConfig::disabled())
+            .policy(Policy::from_table(&table, &secref::config::Env::default()).unwrap()),
+    )
+    .unwrap();
+    let svc = Context::for_subject("svc-a");
+    let eve = Context::for_subject("eve");
+    assert_eq!(
+        r.resolve_as(&svc, "env://APP_A")
+            .unwrap()
+            .as_text()
+            .unwrap(),
+        CANARY
+    );
+    assert_denied(&r.resolve_as(&eve, "env://APP_A").unwrap_err(), "DENY");
+    let all = r.resolve_many_as(&svc, ["env://APP_A"]).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        r.resolve_many_as(&svc, ["env://APP_A", "env://OPS_B"])
+            .unwrap_err()
+            .code(),
+        ErrorCode::PermissionDenied
+    );
+    let partial = r
+        .resolve_many_partial_as(&svc, ["env://APP_A", "env://OPS_B"])
+        .unwrap();
+    assert_eq!((partial.resolved.len(), partial.failures.len()), (1, 1));
+    // Plain resolve is the anonymous subject, which no rule allows.
+    assert_denied(&r.resolve("env://APP_A").unwrap_err(), "DENY");
+    // Each allowed APP_A read reached the provider; OPS_B never did.
+    assert_eq!(fake.reads(), 4);
+}

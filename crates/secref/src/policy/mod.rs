@@ -43,8 +43,16 @@
 //! every call, not only on a grant miss; a grant bound to a key is refused
 //! when the caller presents *no* binding (the reference let it through).
 //!
-//! Obligations (`wrap_ttl`) are parsed and carried on the grant but not yet
-//! applied to the read. Non-value operations (`metadata`, `validate`,
+//! **Obligations.** A grant with a `wrap_ttl` obligation (a rule's
+//! `wrap_ttl_seconds`, or the AuthZEN PDP's) is met by reading an adjusted
+//! reference: `openbao`/`hashicorp` references get `?wrap_ttl=<secs>s`
+//! (whole seconds, rounded up, replacing any the caller wrote), so the Vault
+//! provider response-wraps that read; such reads skip the cache lookup, so
+//! each one is wrapped. Any other reference under such a grant is refused
+//! with `permission_denied`, remote code `OBLIGATION_UNSUPPORTED` (its use
+//! is given back), never read unwrapped.
+//!
+//! Non-value operations (`metadata`, `validate`,
 //! `permission_check`) are not enforced. Each `watch` poll is a read by the
 //! anonymous context (and consumes a use); the resolver's background
 //! refresh-ahead is not a caller's read and is not enforced.
@@ -84,6 +92,9 @@ pub const DENY: &str = "DENY";
 pub const BINDING_DRIFT: &str = "BINDING_DRIFT";
 /// The remote code of a PDP outage.
 pub const PDP_UNAVAILABLE: &str = "PDP_UNAVAILABLE";
+/// The remote code of a grant whose obligation the reference's provider
+/// cannot meet (e.g. `wrap_ttl` on a non-Vault reference).
+pub const OBLIGATION_UNSUPPORTED: &str = "OBLIGATION_UNSUPPORTED";
 
 /// The action a read asks for (as the reference SDK).
 const READ_ACTION: &str = "execute";
@@ -320,7 +331,7 @@ struct Grant {
     uses: AtomicU32,
     binding: Option<String>,
     decision_id: Option<String>,
-    #[allow(dead_code)] // carried for the obligation; see the module docs
+    /// Obligation: the read must be response-wrapped with this TTL.
     wrap_ttl: Option<Duration>,
 }
 
@@ -375,6 +386,61 @@ impl Permit {
     pub(crate) fn decision_id(&self) -> Option<&str> {
         self.grant.as_ref()?.decision_id.as_deref()
     }
+
+    /// The reference the read must use to meet the grant's obligations:
+    /// `None` when there are none (read `r` as asked), the adjusted
+    /// reference when there are, and `permission_denied` (remote code
+    /// [`OBLIGATION_UNSUPPORTED`]) when `r`'s provider cannot meet them.
+    pub(crate) fn obligated_ref(&self, r: &SecretRef) -> Result<Option<SecretRef>> {
+        match self.grant.as_ref().and_then(|g| g.wrap_ttl) {
+            None => Ok(None),
+            Some(ttl) => with_wrap_ttl(r, ttl).map(Some),
+        }
+    }
+}
+
+/// `r` with its `wrap_ttl` query parameter set to `ttl` (whole seconds,
+/// rounded up), replacing any the caller wrote: the policy's TTL wins. Only
+/// the Vault provider (`openbao`/`hashicorp`, kv2 or kv1) can wrap a read;
+/// any other reference fails closed rather than being read unwrapped.
+fn with_wrap_ttl(r: &SecretRef, ttl: Duration) -> Result<SecretRef> {
+    let crate::reference::RefKind::Vault(uri) = r.kind() else {
+        return Err(obligation_unsupported(r));
+    };
+    if !matches!(uri.provider.as_str(), "openbao" | "hashicorp") {
+        return Err(obligation_unsupported(r));
+    }
+    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    let mut text = format!("{}://{}", r.scheme(), uri.mount);
+    for seg in &uri.path {
+        text.push('/');
+        text.push_str(seg);
+    }
+    if let Some(f) = &uri.field {
+        text.push('#');
+        text.push_str(f);
+    }
+    let params = uri
+        .params
+        .iter()
+        .filter(|(k, _)| k != "wrap_ttl")
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(std::iter::once(format!("wrap_ttl={}s", secs.max(1))));
+    for (i, p) in params.enumerate() {
+        text.push(if i == 0 { '?' } else { '&' });
+        text.push_str(&p);
+    }
+    SecretRef::parse(text)
+}
+
+fn obligation_unsupported(r: &SecretRef) -> Error {
+    Error::new(
+        ErrorCode::PermissionDenied,
+        "access denied: the grant requires a response-wrapped read, which this reference's provider cannot do",
+    )
+    .with_remote_code(OBLIGATION_UNSUPPORTED)
+    .with_reference(r.to_canonical())
+    .with_hint("only openbao:// and hashicorp:// (kv2 or kv1) references can be wrapped")
 }
 
 /// A refusal, with the decision id when the PDP gave one.
