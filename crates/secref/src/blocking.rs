@@ -135,15 +135,36 @@ impl Resolver {
         self.runtime.block_on(self.inner.metadata(r))
     }
 
+    /// See [`crate::Resolver::metadata_as`].
+    pub fn metadata_as(&self, ctx: &Context, r: impl IntoSecretRef) -> Result<Metadata> {
+        self.runtime.block_on(self.inner.metadata_as(ctx, r))
+    }
+
     /// See [`crate::Resolver::validate`].
     pub fn validate(&self, r: impl IntoSecretRef) -> Result<Validation> {
         self.runtime.block_on(self.inner.validate(r))
+    }
+
+    /// See [`crate::Resolver::validate_as`].
+    pub fn validate_as(&self, ctx: &Context, r: impl IntoSecretRef) -> Result<Validation> {
+        self.runtime.block_on(self.inner.validate_as(ctx, r))
     }
 
     /// See [`crate::Resolver::permission_check`].
     pub fn permission_check(&self, r: impl IntoSecretRef, action: Action) -> Result<Permission> {
         self.runtime
             .block_on(self.inner.permission_check(r, action))
+    }
+
+    /// See [`crate::Resolver::permission_check_as`].
+    pub fn permission_check_as(
+        &self,
+        ctx: &Context,
+        r: impl IntoSecretRef,
+        action: Action,
+    ) -> Result<Permission> {
+        self.runtime
+            .block_on(self.inner.permission_check_as(ctx, r, action))
     }
 
     /// See [`crate::Resolver::revoke_leases`].

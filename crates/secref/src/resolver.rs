@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 use crate::audit::{Auditor, Outcome};
 use crate::cache::{is_negative_cacheable, Cache, CacheConfig, Lookup};
 use crate::error::{Error, ErrorCode, Result};
-use crate::policy::{Context, Permit, Policy, Refusal};
+use crate::policy::{Context, Permit, Policy, Refusal, METADATA_ACTION, READ_ACTION};
 use crate::provider::{
     Action, BatchResult, Lease, LeaseRevocation, Metadata, Permission, Provider, Resolved,
     RevokeReason, Validation,
@@ -499,10 +499,49 @@ impl Resolver {
         Ok(out)
     }
 
-    /// Non-secret metadata for one reference.
-    pub async fn metadata(&self, reference: impl IntoSecretRef) -> Result<Metadata> {
-        self.one(reference, |p, refs| async move { p.metadata(&refs).await })
+    /// One call for many references on behalf of `ctx`, answered in input
+    /// order with each value's details (version, lease): what a server
+    /// answering a batch request item by item needs. As one call, a token
+    /// `jti` counts once. Only unparseable input fails the whole call.
+    pub async fn resolve_each_detailed_as<I>(
+        &self,
+        ctx: &Context,
+        references: I,
+    ) -> Result<Vec<Result<Resolved>>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        let refs = collect_refs(references)?;
+        let span = tracing::debug_span!("secref.resolve_many", count = refs.len());
+        Ok(self
+            .governed_refs(ctx, &refs, false)
+            .instrument(span)
             .await
+            .into_iter()
+            .map(|r| r.map_err(|e| e.error))
+            .collect())
+    }
+
+    /// Non-secret metadata for one reference. With a policy, this is the
+    /// anonymous [`Context`] asking for action `metadata_read`.
+    pub async fn metadata(&self, reference: impl IntoSecretRef) -> Result<Metadata> {
+        self.metadata_as(&Context::anonymous(), reference).await
+    }
+
+    /// [`Resolver::metadata`] on behalf of `ctx`: the policy (if any)
+    /// decides action `metadata_read` before the provider is asked.
+    pub async fn metadata_as(
+        &self,
+        ctx: &Context,
+        reference: impl IntoSecretRef,
+    ) -> Result<Metadata> {
+        self.one(
+            ctx,
+            reference,
+            |p, refs| async move { p.metadata(&refs).await },
+        )
+        .await
     }
 
     /// Metadata for many references, partial.
@@ -511,14 +550,47 @@ impl Resolver {
         I: IntoIterator,
         I::Item: IntoSecretRef,
     {
-        self.many(references, |p, refs| async move { p.metadata(&refs).await })
+        self.metadata_many_as(&Context::anonymous(), references)
             .await
     }
 
+    /// [`Resolver::metadata_many`] on behalf of `ctx`.
+    pub async fn metadata_many_as<I>(
+        &self,
+        ctx: &Context,
+        references: I,
+    ) -> Result<Partial<Metadata>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        self.many(
+            ctx,
+            references,
+            |p, refs| async move { p.metadata(&refs).await },
+        )
+        .await
+    }
+
     /// Checks that a reference names a usable secret, without reading it.
+    /// With a policy, this is the anonymous [`Context`] asking for action
+    /// `metadata_read`.
     pub async fn validate(&self, reference: impl IntoSecretRef) -> Result<Validation> {
-        self.one(reference, |p, refs| async move { p.validate(&refs).await })
-            .await
+        self.validate_as(&Context::anonymous(), reference).await
+    }
+
+    /// [`Resolver::validate`] on behalf of `ctx` (action `metadata_read`).
+    pub async fn validate_as(
+        &self,
+        ctx: &Context,
+        reference: impl IntoSecretRef,
+    ) -> Result<Validation> {
+        self.one(
+            ctx,
+            reference,
+            |p, refs| async move { p.validate(&refs).await },
+        )
+        .await
     }
 
     /// Validates many references, partial.
@@ -527,18 +599,49 @@ impl Resolver {
         I: IntoIterator,
         I::Item: IntoSecretRef,
     {
-        self.many(references, |p, refs| async move { p.validate(&refs).await })
+        self.validate_many_as(&Context::anonymous(), references)
             .await
     }
 
-    /// Asks whether `action` is allowed on a reference. A denial is
-    /// `Ok(Permission { allowed: false, .. })`.
+    /// [`Resolver::validate_many`] on behalf of `ctx`.
+    pub async fn validate_many_as<I>(
+        &self,
+        ctx: &Context,
+        references: I,
+    ) -> Result<Partial<Validation>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        self.many(
+            ctx,
+            references,
+            |p, refs| async move { p.validate(&refs).await },
+        )
+        .await
+    }
+
+    /// Asks whether `action` is allowed on a reference. A denial by the
+    /// provider is `Ok(Permission { allowed: false, .. })`; with a policy,
+    /// the anonymous [`Context`] must first be allowed to ask (action
+    /// `metadata_read`), else the call fails with `permission_denied`.
     pub async fn permission_check(
         &self,
         reference: impl IntoSecretRef,
         action: Action,
     ) -> Result<Permission> {
-        self.one(reference, move |p, refs| async move {
+        self.permission_check_as(&Context::anonymous(), reference, action)
+            .await
+    }
+
+    /// [`Resolver::permission_check`] on behalf of `ctx`.
+    pub async fn permission_check_as(
+        &self,
+        ctx: &Context,
+        reference: impl IntoSecretRef,
+        action: Action,
+    ) -> Result<Permission> {
+        self.one(ctx, reference, move |p, refs| async move {
             p.permission_check(&refs, action).await
         })
         .await
@@ -554,28 +657,43 @@ impl Resolver {
         I: IntoIterator,
         I::Item: IntoSecretRef,
     {
-        self.many(references, move |p, refs| async move {
+        self.permission_check_many_as(&Context::anonymous(), references, action)
+            .await
+    }
+
+    /// [`Resolver::permission_check_many`] on behalf of `ctx`.
+    pub async fn permission_check_many_as<I>(
+        &self,
+        ctx: &Context,
+        references: I,
+        action: Action,
+    ) -> Result<Partial<Permission>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        self.many(ctx, references, move |p, refs| async move {
             p.permission_check(&refs, action).await
         })
         .await
     }
 
     /// Runs a non-caching provider operation for one reference.
-    async fn one<T, F, Fut>(&self, reference: impl IntoSecretRef, op: F) -> Result<T>
+    async fn one<T, F, Fut>(&self, ctx: &Context, reference: impl IntoSecretRef, op: F) -> Result<T>
     where
         T: Send,
         F: Fn(Arc<dyn Provider>, Vec<SecretRef>) -> Fut,
         Fut: std::future::Future<Output = BatchResult<T>>,
     {
         let r = reference.into_secret_ref()?;
-        self.per_provider(vec![r], op)
+        self.governed_op(ctx, vec![r], op)
             .await
             .pop()
             .expect("one result")
     }
 
     /// Runs a non-caching provider operation for many references, partial.
-    async fn many<T, F, Fut, I>(&self, references: I, op: F) -> Result<Partial<T>>
+    async fn many<T, F, Fut, I>(&self, ctx: &Context, references: I, op: F) -> Result<Partial<T>>
     where
         T: Send,
         F: Fn(Arc<dyn Provider>, Vec<SecretRef>) -> Fut,
@@ -584,8 +702,65 @@ impl Resolver {
         I::Item: IntoSecretRef,
     {
         let refs = collect_refs(references)?;
-        let res = self.per_provider(refs.clone(), op).await;
+        let res = self.governed_op(ctx, refs.clone(), op).await;
         Ok(partial(refs, res))
+    }
+
+    /// [`Resolver::per_provider`] behind the policy (action
+    /// `metadata_read`): refused references never reach a provider, a failed
+    /// operation gives its grant use back, and refusals are audited.
+    async fn governed_op<T, F, Fut>(
+        &self,
+        ctx: &Context,
+        refs: Vec<SecretRef>,
+        op: F,
+    ) -> Vec<Result<T>>
+    where
+        T: Send,
+        F: Fn(Arc<dyn Provider>, Vec<SecretRef>) -> Fut,
+        Fut: std::future::Future<Output = BatchResult<T>>,
+    {
+        let Some(policy) = &self.inner.policy else {
+            return self.per_provider(refs, op).await;
+        };
+        let decisions = policy.authorize(ctx, &refs, METADATA_ACTION).await;
+        let allowed: Vec<SecretRef> = refs
+            .iter()
+            .zip(&decisions)
+            .filter(|(_, d)| d.is_ok())
+            .map(|(r, _)| r.clone())
+            .collect();
+        let mut answers = self.per_provider(allowed, op).await.into_iter();
+        let tenant = ctx
+            .tenant
+            .as_deref()
+            .or(Some(policy.settings().tenant.as_str()));
+        refs.iter()
+            .zip(decisions)
+            .map(|(r, decision)| match decision {
+                Ok(permit) => {
+                    let res = answers.next().expect("one answer per allowed reference");
+                    if res.is_err() {
+                        permit.refund();
+                    }
+                    res
+                }
+                Err(refusal) => {
+                    if let Some(a) = &self.inner.audit {
+                        let provider = self.provider_for(r).ok();
+                        a.record(
+                            ctx,
+                            tenant,
+                            r,
+                            provider,
+                            refusal.decision_id.as_deref(),
+                            Outcome::Denied(&refusal.error),
+                        );
+                    }
+                    Err(refusal.error)
+                }
+            })
+            .collect()
     }
 
     /// Revokes leases seen in earlier results (routed to the provider that
@@ -804,7 +979,7 @@ impl Resolver {
             return self.resolve_refs(refs, bypass_cache).await;
         }
         let mut decisions = match &self.inner.policy {
-            Some(policy) => policy.authorize(ctx, refs).await,
+            Some(policy) => policy.authorize(ctx, refs, READ_ACTION).await,
             None => refs.iter().map(|_| Ok(Permit::unrestricted())).collect(),
         };
         // Obligations: the read of an obligated grant uses the adjusted

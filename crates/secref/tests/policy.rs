@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secref::policy::{AccessRequest, Context, Decision, GrantTerms, Pdp, Policy, PolicySettings};
-use secref::provider::{BatchResult, Provider, Resolved};
+use secref::provider::{Action, BatchResult, Metadata, Permission, Provider, Resolved, Validation};
 use secref::{CacheConfig, Error, ErrorCode, Resolver, RetryPolicy, Secret, SecretRef};
 
 // ---- Test doubles --------------------------------------------------------------
@@ -634,6 +634,48 @@ impl Provider for Recorder {
             })
             .collect())
     }
+    async fn metadata(&self, refs: &[SecretRef]) -> BatchResult<Metadata> {
+        let mut asked = self.asked.lock().unwrap();
+        Ok(refs
+            .iter()
+            .map(|r| {
+                asked.push(format!("metadata {r}"));
+                Ok(Metadata {
+                    reference: r.to_canonical().to_string(),
+                    current_version: Some("3".into()),
+                    ..Metadata::default()
+                })
+            })
+            .collect())
+    }
+    async fn validate(&self, refs: &[SecretRef]) -> BatchResult<Validation> {
+        let mut asked = self.asked.lock().unwrap();
+        Ok(refs
+            .iter()
+            .map(|r| {
+                asked.push(format!("validate {r}"));
+                Ok(Validation::existence(true))
+            })
+            .collect())
+    }
+    async fn permission_check(
+        &self,
+        refs: &[SecretRef],
+        action: Action,
+    ) -> BatchResult<Permission> {
+        let mut asked = self.asked.lock().unwrap();
+        Ok(refs
+            .iter()
+            .map(|r| {
+                asked.push(format!("permission_check {r} {}", action.as_str()));
+                Ok(Permission {
+                    allowed: true,
+                    decision_id: None,
+                    evaluated_revision_id: None,
+                })
+            })
+            .collect())
+    }
 }
 
 fn obligated_resolver(recorder: &Arc<Recorder>) -> Resolver {
@@ -775,4 +817,95 @@ fn the_blocking_resolver_enforces_the_policy_per_context() {
     assert_denied(&r.resolve("env://APP_A").unwrap_err(), "DENY");
     // Each allowed APP_A read reached the provider; OPS_B never did.
     assert_eq!(fake.reads(), 4);
+}
+
+// ---- Non-value operations ----------------------------------------------------------
+
+/// Allows `svc-a` only, recording the action of every request.
+#[derive(Debug, Default)]
+struct ActionPdp {
+    actions: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Pdp for ActionPdp {
+    async fn evaluate(&self, req: &AccessRequest<'_>) -> secref::Result<Decision> {
+        self.actions.lock().unwrap().push(req.action.to_string());
+        Ok(if req.subject == "svc-a" {
+            Decision::Allow(GrantTerms::new(Duration::from_secs(60), 2))
+        } else {
+            Decision::Deny { decision_id: None }
+        })
+    }
+}
+
+#[tokio::test]
+async fn metadata_validate_and_permission_check_pass_the_policy() {
+    let rec = Arc::new(Recorder::default());
+    let pdp = Arc::new(ActionPdp::default());
+    let r = Resolver::builder()
+        .provider_arc(rec.clone(), None)
+        .retry(RetryPolicy::none())
+        .policy(Policy::new(
+            settings("[tenants.dev]\nallowed_mounts = [\"secret\"]"),
+            pdp.clone(),
+        ))
+        .build()
+        .unwrap();
+    let svc = Context::for_subject("svc-a");
+    let eve = Context::for_subject("eve");
+    let db = "openbao+kv2://secret/app/db";
+    // Allowed subject: each operation reaches the provider, as metadata_read.
+    let m = r.metadata_as(&svc, db).await.unwrap();
+    assert_eq!(m.current_version.as_deref(), Some("3"));
+    assert!(r.validate_as(&svc, db).await.unwrap().valid);
+    // The grant (2 uses) is spent; metadata_read grants are separate from reads.
+    assert_denied(
+        &r.permission_check_as(&svc, db, Action::Read)
+            .await
+            .unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+    assert_eq!(
+        r.resolve_as(&svc, db).await.unwrap().as_text().unwrap(),
+        CANARY
+    );
+    let other = "openbao+kv2://secret/app/other";
+    let p = r
+        .permission_check_many_as(&svc, [other], Action::MetadataRead)
+        .await
+        .unwrap();
+    assert!(p.ok() && p.resolved[&SecretRef::parse(other).unwrap()].allowed);
+    // Denied subject, and plain calls (the anonymous subject): never asked.
+    assert_denied(&r.metadata_as(&eve, db).await.unwrap_err(), "DENY");
+    assert_denied(&r.metadata(other).await.unwrap_err(), "DENY");
+    // validate is the same action: the denial just made is remembered.
+    assert_denied(&r.validate(other).await.unwrap_err(), "SECRET_AUTHZ_FAILED");
+    let many = r.metadata_many_as(&eve, [db, other]).await.unwrap();
+    assert_eq!(many.failures.len(), 2);
+    let many = r.validate_many_as(&eve, [db]).await.unwrap();
+    assert_eq!(many.failures.len(), 1);
+    // The tenant mount guard applies before the PDP is asked.
+    let before = pdp.actions.lock().unwrap().len();
+    let e = r
+        .metadata_as(&svc, "openbao+kv2://foreign/app/db")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::TenantMountMismatch, "{e:?}");
+    assert_eq!(pdp.actions.lock().unwrap().len(), before);
+    assert_eq!(
+        *rec.asked.lock().unwrap(),
+        [
+            "metadata openbao+kv2://secret/app/db",
+            "validate openbao+kv2://secret/app/db",
+            "openbao+kv2://secret/app/db",
+            "permission_check openbao+kv2://secret/app/other metadata_read",
+        ]
+    );
+    let actions = pdp.actions.lock().unwrap();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "metadata_read").count(),
+        actions.len() - 1,
+        "every decision but the one read was metadata_read: {actions:?}"
+    );
 }

@@ -52,8 +52,16 @@
 //! with `permission_denied`, remote code `OBLIGATION_UNSUPPORTED` (its use
 //! is given back), never read unwrapped.
 //!
-//! Non-value operations (`metadata`, `validate`,
-//! `permission_check`) are not enforced. Each `watch` poll is a read by the
+//! **Non-value operations.** `metadata`, `validate` and `permission_check`
+//! (and their `_many` and `_as` variants; the plain ones as the anonymous
+//! [`Context`]) pass the same steps with action `metadata_read`: its grants
+//! are separate from read (`execute`) grants and count their own uses; a
+//! refusal is `permission_denied` (for `permission_check` too: the caller
+//! may not even ask) and is audited as a denial.
+//!
+//! Remaining gaps: successful non-value operations are not audited (only
+//! their refusals); local rules cannot match on the action (a rule allows
+//! both reads and `metadata_read`); each `watch` poll is a read by the
 //! anonymous context (and consumes a use); the resolver's background
 //! refresh-ahead is not a caller's read and is not enforced.
 //!
@@ -97,7 +105,10 @@ pub const PDP_UNAVAILABLE: &str = "PDP_UNAVAILABLE";
 pub const OBLIGATION_UNSUPPORTED: &str = "OBLIGATION_UNSUPPORTED";
 
 /// The action a read asks for (as the reference SDK).
-const READ_ACTION: &str = "execute";
+pub(crate) const READ_ACTION: &str = "execute";
+/// The action of the non-value operations (`metadata`, `validate`,
+/// `permission_check`): they reveal facts about a secret, never its value.
+pub(crate) const METADATA_ACTION: &str = "metadata_read";
 
 /// `[policy]` settings. Unknown keys are an error.
 ///
@@ -519,6 +530,7 @@ impl Policy {
         &self,
         ctx: &Context,
         refs: &[SecretRef],
+        action: &'static str,
     ) -> Vec<std::result::Result<Permit, Refusal>> {
         let subject: Arc<str> = ctx.subject_or_anonymous().into();
         let tenant: Arc<str> = ctx
@@ -530,14 +542,7 @@ impl Policy {
         let audience_ok = ctx.audience.is_empty() || ctx.audience.contains(&self.settings.audience);
         let keys: Vec<GrantKey> = refs
             .iter()
-            .map(|r| {
-                (
-                    subject.clone(),
-                    tenant.clone(),
-                    r.canonical_arc(),
-                    READ_ACTION,
-                )
-            })
+            .map(|r| (subject.clone(), tenant.clone(), r.canonical_arc(), action))
             .collect();
         // One call is one request: its token's jti is checked (and recorded)
         // once, when any reference needs a new grant.
