@@ -1,0 +1,205 @@
+//! `[policy]` applied to `secref serve` callers: the SecFlow API asks the
+//! resolver on behalf of a per-request policy context whose subject is the
+//! server's name for the caller and whose token facts come from headers.
+
+use std::time::Duration;
+
+use secref::policy::Policy;
+use secref::providers::secflow::SecFlowProvider;
+use secref::providers::FileProvider;
+use secref::{CacheConfig, ErrorCode, Resolver, Secret, SecretRef};
+use secref_server::{Server, ServerConfig};
+use serde_json::{json, Value};
+
+const CANARY: &str = "canary-policy-serve-5e1";
+const TOKEN: &str = "serve-token-policy-0123456789";
+const CI_TOKEN: &str = "ci-token-policy-0123456789ab";
+
+struct Serve {
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+/// A server over files, whose resolver allows subject `ci` (the named
+/// token) and no one else.
+async fn start() -> Serve {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("s/dev/app/token");
+    std::fs::create_dir_all(&base).unwrap();
+    for name in ["a", "b", "c", "d"] {
+        std::fs::write(base.join(name), CANARY).unwrap();
+    }
+    let toml_text = format!(
+        "bind = '127.0.0.1:0'\nsecflow_ref_template = 'file://{}/s/{{environment}}/{{service}}/{{kind}}/{{name}}'\n\
+         [tokens.ci]\ntoken_env = 'CI_TOK'\n",
+        dir.path().display()
+    );
+    let cfg = ServerConfig::from_table(Some(&toml::from_str(&toml_text).unwrap())).unwrap();
+    let policy: toml::Table = toml::from_str(
+        r#"
+        grant_max_uses = 100
+        [[rules]]
+        subject = "ci"
+        ref_prefix = "file://"
+    "#,
+    )
+    .unwrap();
+    let resolver = Resolver::builder()
+        .provider(FileProvider::new())
+        .cache(CacheConfig::disabled())
+        .policy(Policy::from_table(&policy, &secref::config::Env::default()).unwrap())
+        .build()
+        .unwrap();
+    let env = secref::config::Env::from_pairs([("CI_TOK", CI_TOKEN)]);
+    let server = Server::with_env(resolver, cfg, Secret::from(TOKEN), &env).unwrap();
+    let listener = server.bind().await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    Serve { url, _dir: dir }
+}
+
+fn r(s: &str) -> SecretRef {
+    SecretRef::parse(s).unwrap()
+}
+
+/// One SecFlow batch request with extra headers; returns the items.
+async fn batch(
+    url: &str,
+    op: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    refs: &[&str],
+) -> Vec<Value> {
+    let items: Vec<Value> = refs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| json!({"item_id": format!("item-{i}"), "secret_ref": r}))
+        .collect();
+    let mut req = reqwest::Client::new()
+        .post(format!("{url}/v1/secrets/{op}:batch"))
+        .bearer_auth(token)
+        .json(&json!({"request_id":"r","trace_id":"t","target_environment":"dev","items":items}));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    body["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn the_policy_allows_one_subject_and_denies_another() {
+    let serve = start().await;
+    // Through the SecFlow SDK client: ci reads, the default token is denied.
+    let ci = SecFlowProvider::new(
+        &serve.url,
+        Secret::from(CI_TOKEN),
+        "dev",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let out = secref::Provider::resolve_many(&ci, &[r("secret://dev/app/token/a")])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].as_ref().unwrap().secret.expose_bytes(),
+        CANARY.as_bytes()
+    );
+    let default = SecFlowProvider::new(
+        &serve.url,
+        Secret::from(TOKEN),
+        "dev",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let out = secref::Provider::resolve_many(&default, &[r("secret://dev/app/token/a")])
+        .await
+        .unwrap();
+    let e = out[0].as_ref().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PermissionDenied);
+    assert!(!format!("{e:?} {e}").contains(CANARY));
+
+    // On the wire: a `denied` item with the code and the policy's reason,
+    // and no value.
+    let items = batch(
+        &serve.url,
+        "resolve",
+        TOKEN,
+        &[],
+        &["secret://dev/app/token/b"],
+    )
+    .await;
+    assert_eq!(items[0]["result"], "denied", "{items:?}");
+    assert_eq!(items[0]["error"]["code"], "PERMISSION_DENIED");
+    assert_eq!(items[0]["error"]["decision_id"], "policy-DENY");
+    assert!(items[0].get("value").is_none());
+    // A header cannot claim another subject.
+    let items = batch(
+        &serve.url,
+        "resolve",
+        TOKEN,
+        &[("x-subject", "ci")],
+        &["secret://dev/app/token/b"],
+    )
+    .await;
+    assert_eq!(items[0]["result"], "denied");
+    // Metadata and validate are enforced too (action metadata_read).
+    for op in ["metadata", "validate"] {
+        let items = batch(&serve.url, op, TOKEN, &[], &["secret://dev/app/token/a"]).await;
+        assert_eq!(items[0]["result"], "denied", "{op}: {items:?}");
+        let items = batch(&serve.url, op, CI_TOKEN, &[], &["secret://dev/app/token/a"]).await;
+        assert_eq!(items[0]["result"], "allowed", "{op}: {items:?}");
+    }
+}
+
+#[tokio::test]
+async fn token_facts_come_from_headers_and_a_jti_counts_once_per_request() {
+    let serve = start().await;
+    // A token for another audience is refused.
+    let items = batch(
+        &serve.url,
+        "resolve",
+        CI_TOKEN,
+        &[("x-aud", "someone.else")],
+        &["secret://dev/app/token/a"],
+    )
+    .await;
+    assert_eq!(items[0]["result"], "denied", "{items:?}");
+    assert_eq!(
+        items[0]["error"]["decision_id"],
+        "policy-SECRET_AUTHZ_FAILED"
+    );
+    // Two new grants in one request under one jti: both allowed.
+    let jti = [("x-jti", "jti-1"), ("x-aud", "crud.secrets")];
+    let items = batch(
+        &serve.url,
+        "resolve",
+        CI_TOKEN,
+        &jti,
+        &["secret://dev/app/token/b", "secret://dev/app/token/c"],
+    )
+    .await;
+    assert!(items.iter().all(|i| i["result"] == "allowed"), "{items:?}");
+    // The same jti on a later request that needs a new grant: a replay.
+    let items = batch(
+        &serve.url,
+        "resolve",
+        CI_TOKEN,
+        &jti,
+        &["secret://dev/app/token/d"],
+    )
+    .await;
+    assert_eq!(items[0]["result"], "denied", "{items:?}");
+    // Existing grants keep working under it.
+    let items = batch(
+        &serve.url,
+        "resolve",
+        CI_TOKEN,
+        &jti,
+        &["secret://dev/app/token/b"],
+    )
+    .await;
+    assert_eq!(items[0]["result"], "allowed", "{items:?}");
+}
