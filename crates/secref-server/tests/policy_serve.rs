@@ -203,3 +203,82 @@ async fn token_facts_come_from_headers_and_a_jti_counts_once_per_request() {
     .await;
     assert_eq!(items[0]["result"], "allowed", "{items:?}");
 }
+
+// ---- The Vault API ------------------------------------------------------------
+
+/// The Vault API over a one-secret store, whose resolver's policy allows
+/// `ci` on `secret/app/` (reads there wrapped for 30 s) and no one else.
+async fn start_vault() -> String {
+    let cfg = ServerConfig::from_table(Some(
+        &toml::from_str("bind = '127.0.0.1:0'\n[tokens.ci]\ntoken_env = 'CI_TOK'\n").unwrap(),
+    ))
+    .unwrap();
+    let policy: toml::Table = toml::from_str(
+        r#"
+        grant_max_uses = 100
+        [[rules]]
+        subject = "ci"
+        ref_prefix = "openbao+kv2://secret/app/wrapped"
+        wrap_ttl_seconds = 30
+        [[rules]]
+        subject = "ci"
+        ref_prefix = "openbao+kv2://secret/app/"
+    "#,
+    )
+    .unwrap();
+    let resolver = Resolver::builder()
+        .provider(FileProvider::new())
+        .policy(Policy::from_table(&policy, &secref::config::Env::default()).unwrap())
+        .build()
+        .unwrap();
+    let env = secref::config::Env::from_pairs([("CI_TOK", CI_TOKEN)]);
+    let server = Server::with_env(resolver, cfg, Secret::from(TOKEN), &env).unwrap();
+    let seed = format!(
+        r#"{{"secret/app/db": {{"versions": [{{"data": {{"password": "{CANARY}"}}}}]}},
+            "secret/app/wrapped": {{"versions": [{{"data": {{"password": "{CANARY}"}}}}]}}}}"#
+    );
+    let store = std::sync::Arc::new(secref_server::vault::Kv2Store::from_seed_json(&seed).unwrap());
+    let router = secref_server::vault::router_with_store(server.state().clone(), store);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
+async fn vault_get(url: &str, path: &str, token: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .get(format!("{url}/v1/{path}"))
+        .header("x-vault-token", token)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_vault_api_applies_the_policy_and_its_wrap_obligation() {
+    let url = start_vault().await;
+    let (status, body) = vault_get(&url, "secret/data/app/db", CI_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(CANARY));
+    let (status, body) = vault_get(&url, "secret/metadata/app/db", CI_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    // The default token: Vault's 403, no value, for data and metadata.
+    for path in ["secret/data/app/db", "secret/metadata/app/db"] {
+        let (status, body) = vault_get(&url, path, TOKEN).await;
+        assert_eq!(status, 403, "{path}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            json!({"errors": ["permission denied"]})
+        );
+    }
+    // The wrap obligation: ci gets a wrapping token, not the data.
+    let (status, body) = vault_get(&url, "secret/data/app/wrapped", CI_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains(CANARY),
+        "the obligated read was answered unwrapped"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["wrap_info"]["ttl"], 30, "{v}");
+}

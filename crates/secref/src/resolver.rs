@@ -29,7 +29,9 @@ use zeroize::Zeroizing;
 use crate::audit::{Auditor, Outcome};
 use crate::cache::{is_negative_cacheable, Cache, CacheConfig, Lookup};
 use crate::error::{Error, ErrorCode, Result};
-use crate::policy::{Context, Permit, Policy, Refusal, METADATA_ACTION, READ_ACTION};
+use crate::policy::{
+    Authorization, Context, Permit, Policy, Refusal, METADATA_ACTION, READ_ACTION,
+};
 use crate::provider::{
     Action, BatchResult, Lease, LeaseRevocation, Metadata, Permission, Provider, Resolved,
     RevokeReason, Validation,
@@ -497,6 +499,59 @@ impl Resolver {
         }
         span.record("failures", out.failures.len());
         Ok(out)
+    }
+
+    /// Runs the policy for one operation that does not go through the
+    /// resolver's providers (e.g. a server answering from a store of its
+    /// own): the same steps as a read or metadata read of `reference` by
+    /// `ctx`, reserving one grant use, which is *not* given back (the
+    /// resolver does not see whether the operation then succeeds). Refusals
+    /// are audited. Without a policy, everything is authorized.
+    ///
+    /// `Action::Read` is a read (`execute`); `MetadataRead` and
+    /// `LeaseRevoke` are `metadata_read` (they reveal no value).
+    pub async fn authorize_as(
+        &self,
+        ctx: &Context,
+        reference: impl IntoSecretRef,
+        action: Action,
+    ) -> Result<Authorization> {
+        let r = reference.into_secret_ref()?;
+        let Some(policy) = &self.inner.policy else {
+            return Ok(Authorization::default());
+        };
+        let name = match action {
+            Action::Read => READ_ACTION,
+            Action::MetadataRead | Action::LeaseRevoke => METADATA_ACTION,
+        };
+        let decision = policy
+            .authorize(ctx, std::slice::from_ref(&r), name)
+            .await
+            .pop()
+            .expect("one decision");
+        match decision {
+            Ok(permit) => Ok(Authorization {
+                wrap_ttl: permit.wrap_ttl(),
+                decision_id: permit.decision_id().map(str::to_owned),
+            }),
+            Err(refusal) => {
+                if let Some(a) = &self.inner.audit {
+                    let tenant = ctx
+                        .tenant
+                        .as_deref()
+                        .or(Some(policy.settings().tenant.as_str()));
+                    a.record(
+                        ctx,
+                        tenant,
+                        &r,
+                        self.provider_for(&r).ok(),
+                        refusal.decision_id.as_deref(),
+                        Outcome::Denied(&refusal.error),
+                    );
+                }
+                Err(refusal.error)
+            }
+        }
     }
 
     /// One call for many references on behalf of `ctx`, answered in input

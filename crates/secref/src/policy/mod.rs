@@ -59,7 +59,16 @@
 //! refusal is `permission_denied` (for `permission_check` too: the caller
 //! may not even ask) and is audited as a denial.
 //!
-//! Remaining gaps: successful non-value operations are not audited (only
+//! **Other enforcement points.** [`Resolver::authorize_as`] runs the same
+//! steps for an operation served outside the resolver's providers (a use is
+//! reserved and kept) and returns the grant's obligations as an
+//! [`Authorization`]. `secref serve` uses the `_as` methods (SecFlow API)
+//! and `authorize_as` (Vault API) with a per-request context whose subject
+//! is the caller's principal name.
+//!
+//! Remaining gaps: `secref serve` contexts always use the policy's default
+//! tenant (no mapping from a token to a tenant yet), and its SecFlow
+//! `permission-check` answers from `[[server.rules]]` only; successful non-value operations are not audited (only
 //! their refusals); local rules cannot match on the action (a rule allows
 //! both reads and `metadata_read`); each `watch` poll is a read by the
 //! anonymous context (and consumes a use); the resolver's background
@@ -67,6 +76,7 @@
 //!
 //! [`Resolver`]: crate::Resolver
 //! [`Resolver::resolve_as`]: crate::Resolver::resolve_as
+//! [`Resolver::authorize_as`]: crate::Resolver::authorize_as
 //! [`SecretRef::parse_for_tenant`]: crate::SecretRef::parse_for_tenant
 
 mod context;
@@ -398,6 +408,11 @@ impl Permit {
         self.grant.as_ref()?.decision_id.as_deref()
     }
 
+    /// The grant's response-wrapping obligation, if any.
+    pub(crate) fn wrap_ttl(&self) -> Option<Duration> {
+        self.grant.as_ref()?.wrap_ttl
+    }
+
     /// The reference the read must use to meet the grant's obligations:
     /// `None` when there are none (read `r` as asked), the adjusted
     /// reference when there are, and `permission_denied` (remote code
@@ -452,6 +467,18 @@ fn obligation_unsupported(r: &SecretRef) -> Error {
     .with_remote_code(OBLIGATION_UNSUPPORTED)
     .with_reference(r.to_canonical())
     .with_hint("only openbao:// and hashicorp:// (kv2 or kv1) references can be wrapped")
+}
+
+/// What the policy granted one operation decided with
+/// [`Resolver::authorize_as`](crate::Resolver::authorize_as): the
+/// obligations the caller must meet while serving it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Authorization {
+    /// The answer must be response-wrapped with this TTL.
+    pub wrap_ttl: Option<Duration>,
+    /// The PDP's decision id, if it gave one.
+    pub decision_id: Option<String>,
 }
 
 /// A refusal, with the decision id when the PDP gave one.
