@@ -632,15 +632,18 @@ async fn metadatas(
     out
 }
 
-/// A backend failure item: `denied` for a policy refusal (with the policy's
-/// remote code as the decision id when there is no other), `failed` for
-/// anything else.
+/// A backend failure item: `denied` for a refusal (a policy refusal's
+/// decision id is `policy-<remote code>`), `failed` for anything else.
 fn backend_failure(item_id: &str, shown: &str, e: &Error, decision_id: Option<&str>) -> Value {
     if matches!(
         e.code(),
         ErrorCode::PermissionDenied | ErrorCode::TenantMountMismatch
     ) {
-        let policy_id = e.remote_code().map(|c| format!("policy-{c}"));
+        use secref::policy::{AUTHZ_FAILED, BINDING_DRIFT, DENY, OBLIGATION_UNSUPPORTED};
+        let policy_id = e
+            .remote_code()
+            .filter(|c| [AUTHZ_FAILED, DENY, BINDING_DRIFT, OBLIGATION_UNSUPPORTED].contains(c))
+            .map(|c| format!("policy-{c}"));
         return item_failure(
             item_id,
             Some(shown),

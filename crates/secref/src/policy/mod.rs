@@ -66,13 +66,21 @@
 //! and `authorize_as` (Vault API) with a per-request context whose subject
 //! is the caller's principal name.
 //!
-//! Remaining gaps: `secref serve` contexts always use the policy's default
-//! tenant (no mapping from a token to a tenant yet), and its SecFlow
-//! `permission-check` answers from `[[server.rules]]` only; successful non-value operations are not audited (only
-//! their refusals); local rules cannot match on the action (a rule allows
-//! both reads and `metadata_read`); each `watch` poll is a read by the
-//! anonymous context (and consumes a use); the resolver's background
-//! refresh-ahead is not a caller's read and is not enforced.
+//! Remaining gaps:
+//!
+//! * `secref serve` contexts always use the policy's default tenant (no
+//!   mapping from a token to a tenant yet); its SecFlow `permission-check`
+//!   answers from `[[server.rules]]` only; where a provider lacks
+//!   `validate`/`metadata`, the SecFlow fallback read is a second call of the
+//!   request made without the token's `jti` (so that the request does not
+//!   replay itself): if the first call needed no new grant, that read's new
+//!   grant is not replay-checked.
+//! * Successful non-value operations are not audited (only their refusals).
+//! * Local rules cannot match on the action (a rule allows both reads and
+//!   `metadata_read`).
+//! * Each `watch` poll is a read by the anonymous context (and consumes a
+//!   use); the resolver's background refresh-ahead is not a caller's read
+//!   and is not enforced.
 //!
 //! [`Resolver`]: crate::Resolver
 //! [`Resolver::resolve_as`]: crate::Resolver::resolve_as
