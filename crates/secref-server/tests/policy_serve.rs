@@ -282,3 +282,60 @@ async fn the_vault_api_applies_the_policy_and_its_wrap_obligation() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["wrap_info"]["ttl"], 30, "{v}");
 }
+
+#[tokio::test]
+async fn a_client_side_wrap_obligation_reaches_the_real_vault_provider() {
+    let capture = secref_testkit::capture::install();
+    let url = start_vault().await;
+    let vault =
+        secref::providers::vault::VaultProvider::from_env(&secref::config::Env::from_pairs([
+            ("VAULT_ADDR", url.as_str()),
+            ("VAULT_TOKEN", CI_TOKEN),
+        ]))
+        .unwrap();
+    let policy: toml::Table = toml::from_str(
+        r#"
+        [[rules]]
+        subject = "svc"
+        ref_prefix = "openbao+kv2://secret/app/db"
+        wrap_ttl_seconds = 20
+    "#,
+    )
+    .unwrap();
+    let client = Resolver::builder()
+        .provider(vault)
+        .policy(Policy::from_table(&policy, &secref::config::Env::default()).unwrap())
+        .build()
+        .unwrap();
+    let got = client
+        .resolve_as(
+            &secref::policy::Context::for_subject("svc"),
+            "openbao+kv2://secret/app/db#password",
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.as_text().unwrap(), CANARY);
+    let logs = strip_ansi(&capture.text());
+    // The provider read with X-Vault-Wrap-TTL and unwrapped the answer.
+    assert!(logs.contains("wrapped=true"), "{logs}");
+    secref_testkit::capture::assert_no_canary(&logs, CANARY);
+    secref_testkit::capture::assert_no_canary(&logs, CI_TOKEN);
+}
+
+/// The captured log without terminal colour codes.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
