@@ -93,6 +93,30 @@ impl AppState {
         }
     }
 
+    /// The [`secref::policy::Context`] of one request by `principal`: the
+    /// subject is always the server's name for the caller (a token's name,
+    /// a Unix identity), never a header the caller chose; the token facts
+    /// the policy checks come from the request's headers (`x-aud`, `x-jti`,
+    /// `x-cnf-jkt`, `x-mtls-thumbprint`, `x-issuer`, `x-client-id`,
+    /// `x-correlation-id`, as [`Context::from_headers`]). The tenant is the
+    /// policy's default: a header cannot pick a more permissive tenant.
+    ///
+    /// [`Context::from_headers`]: secref::policy::Context::from_headers
+    pub fn request_context(
+        &self,
+        principal: &Principal,
+        headers: &axum::http::HeaderMap,
+    ) -> secref::policy::Context {
+        let mut ctx = secref::policy::Context::from_headers(
+            headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+        );
+        ctx.subject = Some(principal.name.clone());
+        ctx.tenant = None;
+        ctx
+    }
+
     /// The access rules.
     pub fn access(&self) -> &AccessRules {
         &self.inner.access

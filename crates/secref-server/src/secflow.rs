@@ -26,6 +26,16 @@
 //! it is *denied* (`PERMISSION_DENIED`): a client configured for `dev` never
 //! reads `prod`. Other schemes have no environment and are not checked.
 //!
+//! **Policy.** When the resolver has a `[policy]`, each request is one call
+//! on behalf of [`AppState::request_context`] (subject = the caller's
+//! principal name; `x-aud`, `x-jti`, `x-cnf-jkt`, … from the headers), so
+//! the token's `jti` counts once per request. A policy refusal is a
+//! `denied` item, code `PERMISSION_DENIED` (or `TENANT_MOUNT_MISMATCH`),
+//! `decision_id` `policy-<remote code>` (`policy-DENY`,
+//! `policy-SECRET_AUTHZ_FAILED`, …). `validate`/`metadata` ask for
+//! `metadata_read`; where the provider lacks them, the fallback read asks for
+//! a read. `permission-check` still answers from `[[server.rules]]` only.
+//!
 //! **Errors.** Request-level problems answer with an HTTP error status and
 //! `{"error":{"code","message","retryable"},"request_id","trace_id"}`; item
 //! problems are items with `result:"failed"` (or `"denied"` for access
@@ -42,7 +52,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use futures::future::join_all;
+use secref::policy::Context;
 use secref::provider::{Action, RevokeReason, Validation};
 pub use secref::providers::secflow::wire::ENVIRONMENTS;
 use secref::providers::secflow::wire::{
@@ -125,20 +135,23 @@ async fn handle(
             &Ids::fresh(),
         );
     };
+    let ctx = state.request_context(&principal, &headers);
     let timeout = state.config().request_timeout;
-    let mut resp =
-        match tokio::time::timeout(timeout, handle_authenticated(&state, &principal, body, op))
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => request_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "TIMEOUT",
-                "the request did not finish in time",
-                true,
-                &Ids::fresh(),
-            ),
-        };
+    let mut resp = match tokio::time::timeout(
+        timeout,
+        handle_authenticated(&state, &principal, &ctx, body, op),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => request_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "TIMEOUT",
+            "the request did not finish in time",
+            true,
+            &Ids::fresh(),
+        ),
+    };
     if resp.extensions().get::<Logged>().is_none() {
         resp.extensions_mut().insert(Logged {
             principal: principal.name,
@@ -151,6 +164,7 @@ async fn handle(
 async fn handle_authenticated(
     state: &AppState,
     principal: &Principal,
+    ctx: &Context,
     body: Body,
     op: Op,
 ) -> Response {
@@ -212,7 +226,7 @@ async fn handle_authenticated(
     }
     let items = match op {
         Op::Revoke => revoke_items(state, principal, &envelope.items),
-        _ => ref_items(state, principal, &envelope, op).await,
+        _ => ref_items(state, principal, ctx, &envelope, op).await,
     };
     let body = json!({
         "request_id": ids.request_id,
@@ -417,67 +431,243 @@ fn backend_ref(state: &AppState, r: &SecretRef) -> secref::Result<SecretRef> {
     }
 }
 
-async fn ref_items(state: &AppState, principal: &Principal, e: &Request, op: Op) -> Vec<Value> {
+/// Answers the ref items of one request. The resolver is asked once per
+/// request for all its items (so a token `jti` counts once per request, as
+/// the policy wants), on behalf of the request's [`Context`]; a policy
+/// refusal becomes a `denied` item.
+async fn ref_items(
+    state: &AppState,
+    principal: &Principal,
+    ctx: &Context,
+    e: &Request,
+    op: Op,
+) -> Vec<Value> {
     let env = e.target_environment.as_deref().unwrap_or_default();
-    let answers = e.items.iter().map(|item| async move {
+    let mut out: Vec<Option<Value>> = Vec::with_capacity(e.items.len());
+    // (item index, client ref, backend ref, decision id) still to be asked.
+    let mut asks: Vec<(usize, SecretRef, SecretRef, String)> = Vec::new();
+    for (i, item) in e.items.iter().enumerate() {
         let action = match op {
             Op::Resolve => Action::Read,
             Op::Validate | Op::Metadata => Action::MetadataRead,
             Op::PermissionCheck => match Action::parse(item.action.as_deref().unwrap_or("read")) {
                 Ok(a) => a,
                 Err(err) => {
-                    return item_failure(
+                    out.push(Some(item_failure(
                         &item.item_id,
                         item.secret_ref.as_deref(),
                         "failed",
                         &err,
                         None,
-                    )
+                    )));
+                    continue;
                 }
             },
             Op::Revoke => unreachable!("revoke has no refs"),
         };
         if op == Op::PermissionCheck {
-            return permission_item(state, principal, env, item, action);
+            out.push(Some(permission_item(state, principal, env, item, action)));
+            continue;
         }
         match prepare(state, principal, env, item, action) {
-            Prepared::Done(v) => v,
+            Prepared::Done(v) => out.push(Some(v)),
             Prepared::Ask {
                 client_ref,
                 backend_ref,
                 decision_id,
-            } => match op {
-                Op::Resolve => {
+            } => {
+                out.push(None);
+                asks.push((i, client_ref, backend_ref, decision_id));
+            }
+        }
+    }
+    let backend_refs: Vec<SecretRef> = asks.iter().map(|a| a.2.clone()).collect();
+    let answers: Vec<Value> = match op {
+        Op::Resolve => {
+            let results = each(
+                state
+                    .resolver()
+                    .resolve_each_detailed_as(ctx, &backend_refs)
+                    .await,
+                asks.len(),
+            );
+            asks.iter()
+                .zip(results)
+                .map(|((i, _, backend_ref, decision_id), res)| {
                     resolve_item(
                         state,
                         principal,
-                        item,
-                        &backend_ref,
-                        &decision_id,
+                        &e.items[*i],
+                        backend_ref,
+                        decision_id,
                         e.lease_ttl_seconds,
+                        res,
                     )
-                    .await
-                }
-                Op::Validate => validate_item(state, item, &client_ref, &backend_ref).await,
-                _ => metadata_item(state, item, &client_ref, &backend_ref).await,
-            },
+                })
+                .collect()
         }
-    });
-    join_all(answers).await
+        Op::Validate => {
+            let found = validations(state, ctx, &backend_refs).await;
+            asks.iter()
+                .zip(found)
+                .map(|((i, client_ref, _, _), res)| validate_item(&e.items[*i], client_ref, res))
+                .collect()
+        }
+        _ => {
+            let found = metadatas(state, ctx, &backend_refs).await;
+            asks.iter()
+                .zip(found)
+                .map(|((i, client_ref, backend_ref, _), res)| {
+                    metadata_item(&e.items[*i], client_ref, backend_ref, res)
+                })
+                .collect()
+        }
+    };
+    for ((i, ..), answer) in asks.iter().zip(answers) {
+        out[*i] = Some(answer);
+    }
+    out.into_iter()
+        .map(|v| v.expect("every item answered"))
+        .collect()
 }
 
-async fn resolve_item(
+/// A whole-call failure (only unparseable input, which `prepare` already
+/// excluded) copied onto each item.
+fn each<T>(res: secref::Result<Vec<secref::Result<T>>>, n: usize) -> Vec<secref::Result<T>> {
+    match res {
+        Ok(v) => v,
+        Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+    }
+}
+
+/// A partial answer, in the order of `refs`.
+fn in_order<T: Clone>(
+    refs: &[SecretRef],
+    res: secref::Result<secref::Partial<T>>,
+) -> Vec<secref::Result<T>> {
+    match res {
+        Ok(p) => {
+            refs.iter()
+                .map(|r| match p.resolved.get(r) {
+                    Some(v) => Ok(v.clone()),
+                    None => Err(p.failures.get(r).cloned().unwrap_or_else(|| {
+                        Error::internal("the resolver did not answer a reference")
+                    })),
+                })
+                .collect()
+        }
+        Err(e) => refs.iter().map(|_| Err(e.clone())).collect(),
+    }
+}
+
+/// The context of a request's follow-up call: its token `jti` was counted by
+/// the request's first call, and counting it again would call the request a
+/// replay of itself.
+fn follow_up(ctx: &Context) -> Context {
+    let mut c = ctx.clone();
+    c.token_jti = None;
+    c
+}
+
+/// Validations for `refs`. Providers without a validate operation: find out
+/// by reading (a read under the policy; the value is dropped at once and
+/// never leaves the server).
+async fn validations(
+    state: &AppState,
+    ctx: &Context,
+    refs: &[SecretRef],
+) -> Vec<secref::Result<Validation>> {
+    let mut out = in_order(refs, state.resolver().validate_many_as(ctx, refs).await);
+    let unsupported: Vec<usize> = (0..refs.len())
+        .filter(|&i| matches!(&out[i], Err(e) if e.code() == ErrorCode::Unsupported))
+        .collect();
+    if !unsupported.is_empty() {
+        let again: Vec<&SecretRef> = unsupported.iter().map(|&i| &refs[i]).collect();
+        let read = each(
+            state
+                .resolver()
+                .resolve_each_detailed_as(&follow_up(ctx), again)
+                .await,
+            unsupported.len(),
+        );
+        for (i, res) in unsupported.into_iter().zip(read) {
+            out[i] = match res {
+                Ok(_) => Ok(Validation::existence(true)),
+                Err(e) if e.code() == ErrorCode::NotFound => Ok(Validation::existence(false)),
+                Err(e) => Err(e),
+            };
+        }
+    }
+    out
+}
+
+/// Metadata for `refs`; providers without a metadata operation: the version
+/// a read reports (a read under the policy).
+async fn metadatas(
+    state: &AppState,
+    ctx: &Context,
+    refs: &[SecretRef],
+) -> Vec<secref::Result<secref::provider::Metadata>> {
+    let mut out = in_order(refs, state.resolver().metadata_many_as(ctx, refs).await);
+    let unsupported: Vec<usize> = (0..refs.len())
+        .filter(|&i| matches!(&out[i], Err(e) if e.code() == ErrorCode::Unsupported))
+        .collect();
+    if !unsupported.is_empty() {
+        let again: Vec<&SecretRef> = unsupported.iter().map(|&i| &refs[i]).collect();
+        let read = each(
+            state
+                .resolver()
+                .resolve_each_detailed_as(&follow_up(ctx), again)
+                .await,
+            unsupported.len(),
+        );
+        for (i, res) in unsupported.into_iter().zip(read) {
+            out[i] = res.map(|r| secref::provider::Metadata {
+                reference: refs[i].to_canonical().to_string(),
+                current_version: r.version,
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
+/// A backend failure item: `denied` for a refusal (a policy refusal's
+/// decision id is `policy-<remote code>`), `failed` for anything else.
+fn backend_failure(item_id: &str, shown: &str, e: &Error, decision_id: Option<&str>) -> Value {
+    if matches!(
+        e.code(),
+        ErrorCode::PermissionDenied | ErrorCode::TenantMountMismatch
+    ) {
+        use secref::policy::{AUTHZ_FAILED, BINDING_DRIFT, DENY, OBLIGATION_UNSUPPORTED};
+        let policy_id = e
+            .remote_code()
+            .filter(|c| [AUTHZ_FAILED, DENY, BINDING_DRIFT, OBLIGATION_UNSUPPORTED].contains(c))
+            .map(|c| format!("policy-{c}"));
+        return item_failure(
+            item_id,
+            Some(shown),
+            "denied",
+            e,
+            policy_id.as_deref().or(decision_id),
+        );
+    }
+    item_failure(item_id, Some(shown), "failed", e, decision_id)
+}
+
+fn resolve_item(
     state: &AppState,
     principal: &Principal,
     item: &RequestItem,
     backend_ref: &SecretRef,
     decision_id: &str,
     lease_ttl_seconds: Option<u64>,
+    resolved: secref::Result<Resolved>,
 ) -> Value {
     let shown = echoed_ref(item);
-    let resolved: Resolved = match state.resolver().resolve_detailed(backend_ref).await {
+    let resolved: Resolved = match resolved {
         Ok(r) => r,
-        Err(e) => return item_failure(&item.item_id, Some(shown), "failed", &e, Some(decision_id)),
+        Err(e) => return backend_failure(&item.item_id, shown, &e, Some(decision_id)),
     };
     let revision = resolved
         .version
@@ -532,25 +722,12 @@ fn secflow_parts(r: &SecretRef) -> Option<&secref::reference::SecFlowRef> {
     }
 }
 
-async fn validate_item(
-    state: &AppState,
+fn validate_item(
     item: &RequestItem,
     client_ref: &SecretRef,
-    backend_ref: &SecretRef,
+    validation: secref::Result<Validation>,
 ) -> Value {
     let shown = echoed_ref(item);
-    let validation = match state.resolver().validate(backend_ref).await {
-        // Providers without a validate operation: find out by reading (the
-        // value is dropped at once and never leaves the server).
-        Err(e) if e.code() == ErrorCode::Unsupported => {
-            match state.resolver().resolve(backend_ref).await {
-                Ok(_) => Ok(Validation::existence(true)),
-                Err(e) if e.code() == ErrorCode::NotFound => Ok(Validation::existence(false)),
-                Err(e) => Err(e),
-            }
-        }
-        other => other,
-    };
     match validation {
         Ok(v) => {
             let sf = secflow_parts(client_ref);
@@ -564,30 +741,17 @@ async fn validate_item(
                 "secret_type": v.secret_type.or_else(|| sf.map(|s| s.kind.clone())),
             })
         }
-        Err(e) => item_failure(&item.item_id, Some(shown), "failed", &e, None),
+        Err(e) => backend_failure(&item.item_id, shown, &e, None),
     }
 }
 
-async fn metadata_item(
-    state: &AppState,
+fn metadata_item(
     item: &RequestItem,
     client_ref: &SecretRef,
     backend_ref: &SecretRef,
+    meta: secref::Result<secref::provider::Metadata>,
 ) -> Value {
     let shown = echoed_ref(item);
-    let meta = match state.resolver().metadata(backend_ref).await {
-        Ok(m) => Ok(m),
-        Err(e) if e.code() == ErrorCode::Unsupported => state
-            .resolver()
-            .resolve_detailed(backend_ref)
-            .await
-            .map(|r| secref::provider::Metadata {
-                reference: backend_ref.to_canonical().to_string(),
-                current_version: r.version,
-                ..Default::default()
-            }),
-        Err(e) => Err(e),
-    };
     match meta {
         Ok(m) => {
             let sf = secflow_parts(client_ref);
@@ -606,7 +770,7 @@ async fn metadata_item(
                 "description": m.description.unwrap_or_default(),
             })
         }
-        Err(e) => item_failure(&item.item_id, Some(shown), "failed", &e, None),
+        Err(e) => backend_failure(&item.item_id, shown, &e, None),
     }
 }
 

@@ -15,6 +15,15 @@
 //! to the reference `openbao+kv2://<mount>/<path>`. Errors are Vault's
 //! `{"errors":[…]}` bodies.
 //!
+//! When the resolver has a `[policy]`, each read (`execute`) and metadata
+//! read (`metadata_read`) of that reference is also decided by it, on behalf
+//! of [`AppState::request_context`](crate::AppState::request_context)
+//! (subject = the token's name; `x-aud`, `x-jti`, `x-cnf-jkt`, … from the
+//! headers), through [`secref::Resolver::authorize_as`]: a refusal is 403
+//! `{"errors":["permission denied"]}`, a decision point outage 503, and a
+//! grant's `wrap_ttl` obligation makes the read answer wrapped with that
+//! TTL whatever `X-Vault-Wrap-TTL` says.
+//!
 //! **Where the data comes from.** secref's local store has no versions, so
 //! this API serves an in-memory versioned KV v2 store ([`Kv2Store`]), seeded
 //! at start from the JSON file named by `SECREF_SERVE_VAULT_SEED` (format in
@@ -33,6 +42,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use parking_lot::{Mutex, RwLock};
+use secref::policy::Authorization;
 use secref::provider::Action;
 use secref::{Error, Result};
 use serde::Deserialize;
@@ -334,13 +344,16 @@ fn denied() -> Response {
     vault_error(StatusCode::FORBIDDEN, "permission denied")
 }
 
-/// Checks the caller and the access rules for `<mount>/<path>`.
-fn authorize(
+/// Checks the caller, the access rules and (when the resolver has one) the
+/// policy for `openbao+kv2://<mount>/<path>`; returns the caller and the
+/// policy's obligations. A policy refusal is Vault's 403; a policy decision
+/// point outage is a 503.
+async fn authorize(
     api: &Api,
     headers: &HeaderMap,
     key: &str,
     action: Action,
-) -> std::result::Result<Principal, Box<Response>> {
+) -> std::result::Result<(Principal, Authorization), Box<Response>> {
     let Some(p) = caller(api, headers) else {
         return Err(Box::new(denied()));
     };
@@ -348,7 +361,35 @@ fn authorize(
     if !api.state.access().decide(&p, &reference, action).allowed {
         return Err(Box::new(with_principal(denied(), &p)));
     }
-    Ok(p)
+    let ctx = api.state.request_context(&p, headers);
+    match api
+        .state
+        .resolver()
+        .authorize_as(&ctx, reference.as_str(), action)
+        .await
+    {
+        Ok(granted) => Ok((p, granted)),
+        Err(e) if e.retryable() => Err(Box::new(with_principal(
+            vault_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the policy decision point is unavailable",
+            ),
+            &p,
+        ))),
+        Err(e)
+            if matches!(
+                e.code(),
+                secref::ErrorCode::PermissionDenied | secref::ErrorCode::TenantMountMismatch
+            ) =>
+        {
+            Err(Box::new(with_principal(denied(), &p)))
+        }
+        // The path does not make a valid reference.
+        Err(_) => Err(Box::new(with_principal(
+            vault_error(StatusCode::BAD_REQUEST, "invalid path"),
+            &p,
+        ))),
+    }
 }
 
 fn version_meta(v: &Kv2Version, n: u64, s: &Kv2Secret) -> Value {
@@ -373,11 +414,11 @@ async fn read_data(
     headers: HeaderMap,
 ) -> Response {
     let key = format!("{mount}/{path}");
-    let p = match authorize(&api, &headers, &key, Action::Read) {
-        Ok(p) => p,
+    let (p, granted) = match authorize(&api, &headers, &key, Action::Read).await {
+        Ok(g) => g,
         Err(r) => return *r,
     };
-    let wrap_ttl = match headers.get("x-vault-wrap-ttl") {
+    let asked_wrap = match headers.get("x-vault-wrap-ttl") {
         None => None,
         Some(v) => match v.to_str().ok().and_then(parse_vault_duration) {
             Some(d) if d > Duration::ZERO && d <= MAX_WRAP_TTL => Some(d),
@@ -386,6 +427,8 @@ async fn read_data(
             }
         },
     };
+    // The policy's wrapping obligation wins over the caller's choice.
+    let wrap_ttl = granted.wrap_ttl.map(|t| t.min(MAX_WRAP_TTL)).or(asked_wrap);
     let version = match q.version.as_deref() {
         None | Some("") | Some("0") => None,
         Some(v) => match v.parse::<u64>() {
@@ -488,8 +531,8 @@ async fn read_metadata(
     headers: HeaderMap,
 ) -> Response {
     let key = format!("{mount}/{path}");
-    let p = match authorize(&api, &headers, &key, Action::MetadataRead) {
-        Ok(p) => p,
+    let p = match authorize(&api, &headers, &key, Action::MetadataRead).await {
+        Ok((p, _)) => p,
         Err(r) => return *r,
     };
     let all = api.store.secrets.read();

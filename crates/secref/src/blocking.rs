@@ -15,6 +15,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::policy::Context;
 use crate::provider::{
     Action, LeaseRevocation, Metadata, Permission, Resolved, RevokeReason, Validation,
 };
@@ -105,9 +106,38 @@ impl Resolver {
         self.runtime.block_on(self.inner.resolve_many_partial(refs))
     }
 
+    /// See [`crate::Resolver::resolve_as`].
+    pub fn resolve_as(&self, ctx: &Context, r: impl IntoSecretRef) -> Result<Secret> {
+        self.runtime.block_on(self.inner.resolve_as(ctx, r))
+    }
+
+    /// See [`crate::Resolver::resolve_many_as`].
+    pub fn resolve_many_as<I>(&self, ctx: &Context, refs: I) -> Result<BTreeMap<SecretRef, Secret>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        self.runtime.block_on(self.inner.resolve_many_as(ctx, refs))
+    }
+
+    /// See [`crate::Resolver::resolve_many_partial_as`].
+    pub fn resolve_many_partial_as<I>(&self, ctx: &Context, refs: I) -> Result<Partial<Secret>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        self.runtime
+            .block_on(self.inner.resolve_many_partial_as(ctx, refs))
+    }
+
     /// See [`crate::Resolver::metadata`].
     pub fn metadata(&self, r: impl IntoSecretRef) -> Result<Metadata> {
         self.runtime.block_on(self.inner.metadata(r))
+    }
+
+    /// See [`crate::Resolver::metadata_as`].
+    pub fn metadata_as(&self, ctx: &Context, r: impl IntoSecretRef) -> Result<Metadata> {
+        self.runtime.block_on(self.inner.metadata_as(ctx, r))
     }
 
     /// See [`crate::Resolver::validate`].
@@ -115,10 +145,26 @@ impl Resolver {
         self.runtime.block_on(self.inner.validate(r))
     }
 
+    /// See [`crate::Resolver::validate_as`].
+    pub fn validate_as(&self, ctx: &Context, r: impl IntoSecretRef) -> Result<Validation> {
+        self.runtime.block_on(self.inner.validate_as(ctx, r))
+    }
+
     /// See [`crate::Resolver::permission_check`].
     pub fn permission_check(&self, r: impl IntoSecretRef, action: Action) -> Result<Permission> {
         self.runtime
             .block_on(self.inner.permission_check(r, action))
+    }
+
+    /// See [`crate::Resolver::permission_check_as`].
+    pub fn permission_check_as(
+        &self,
+        ctx: &Context,
+        r: impl IntoSecretRef,
+        action: Action,
+    ) -> Result<Permission> {
+        self.runtime
+            .block_on(self.inner.permission_check_as(ctx, r, action))
     }
 
     /// See [`crate::Resolver::revoke_leases`].

@@ -29,7 +29,9 @@ use zeroize::Zeroizing;
 use crate::audit::{Auditor, Outcome};
 use crate::cache::{is_negative_cacheable, Cache, CacheConfig, Lookup};
 use crate::error::{Error, ErrorCode, Result};
-use crate::policy::{Context, Permit, Policy};
+use crate::policy::{
+    Authorization, Context, Permit, Policy, Refusal, METADATA_ACTION, READ_ACTION,
+};
 use crate::provider::{
     Action, BatchResult, Lease, LeaseRevocation, Metadata, Permission, Provider, Resolved,
     RevokeReason, Validation,
@@ -499,10 +501,102 @@ impl Resolver {
         Ok(out)
     }
 
-    /// Non-secret metadata for one reference.
-    pub async fn metadata(&self, reference: impl IntoSecretRef) -> Result<Metadata> {
-        self.one(reference, |p, refs| async move { p.metadata(&refs).await })
+    /// Runs the policy for one operation that does not go through the
+    /// resolver's providers (e.g. a server answering from a store of its
+    /// own): the same steps as a read or metadata read of `reference` by
+    /// `ctx`, reserving one grant use, which is *not* given back (the
+    /// resolver does not see whether the operation then succeeds). Refusals
+    /// are audited. Without a policy, everything is authorized.
+    ///
+    /// `Action::Read` is a read (`execute`); `MetadataRead` and
+    /// `LeaseRevoke` are `metadata_read` (they reveal no value).
+    pub async fn authorize_as(
+        &self,
+        ctx: &Context,
+        reference: impl IntoSecretRef,
+        action: Action,
+    ) -> Result<Authorization> {
+        let r = reference.into_secret_ref()?;
+        let Some(policy) = &self.inner.policy else {
+            return Ok(Authorization::default());
+        };
+        let name = match action {
+            Action::Read => READ_ACTION,
+            Action::MetadataRead | Action::LeaseRevoke => METADATA_ACTION,
+        };
+        let decision = policy
+            .authorize(ctx, std::slice::from_ref(&r), name)
             .await
+            .pop()
+            .expect("one decision");
+        match decision {
+            Ok(permit) => Ok(Authorization {
+                wrap_ttl: permit.wrap_ttl(),
+                decision_id: permit.decision_id().map(str::to_owned),
+            }),
+            Err(refusal) => {
+                if let Some(a) = &self.inner.audit {
+                    let tenant = ctx
+                        .tenant
+                        .as_deref()
+                        .or(Some(policy.settings().tenant.as_str()));
+                    a.record(
+                        ctx,
+                        tenant,
+                        &r,
+                        self.provider_for(&r).ok(),
+                        refusal.decision_id.as_deref(),
+                        Outcome::Denied(&refusal.error),
+                    );
+                }
+                Err(refusal.error)
+            }
+        }
+    }
+
+    /// One call for many references on behalf of `ctx`, answered in input
+    /// order with each value's details (version, lease): what a server
+    /// answering a batch request item by item needs. As one call, a token
+    /// `jti` counts once. Only unparseable input fails the whole call.
+    pub async fn resolve_each_detailed_as<I>(
+        &self,
+        ctx: &Context,
+        references: I,
+    ) -> Result<Vec<Result<Resolved>>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        let refs = collect_refs(references)?;
+        let span = tracing::debug_span!("secref.resolve_many", count = refs.len());
+        Ok(self
+            .governed_refs(ctx, &refs, false)
+            .instrument(span)
+            .await
+            .into_iter()
+            .map(|r| r.map_err(|e| e.error))
+            .collect())
+    }
+
+    /// Non-secret metadata for one reference. With a policy, this is the
+    /// anonymous [`Context`] asking for action `metadata_read`.
+    pub async fn metadata(&self, reference: impl IntoSecretRef) -> Result<Metadata> {
+        self.metadata_as(&Context::anonymous(), reference).await
+    }
+
+    /// [`Resolver::metadata`] on behalf of `ctx`: the policy (if any)
+    /// decides action `metadata_read` before the provider is asked.
+    pub async fn metadata_as(
+        &self,
+        ctx: &Context,
+        reference: impl IntoSecretRef,
+    ) -> Result<Metadata> {
+        self.one(
+            ctx,
+            reference,
+            |p, refs| async move { p.metadata(&refs).await },
+        )
+        .await
     }
 
     /// Metadata for many references, partial.
@@ -511,14 +605,47 @@ impl Resolver {
         I: IntoIterator,
         I::Item: IntoSecretRef,
     {
-        self.many(references, |p, refs| async move { p.metadata(&refs).await })
+        self.metadata_many_as(&Context::anonymous(), references)
             .await
     }
 
+    /// [`Resolver::metadata_many`] on behalf of `ctx`.
+    pub async fn metadata_many_as<I>(
+        &self,
+        ctx: &Context,
+        references: I,
+    ) -> Result<Partial<Metadata>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        self.many(
+            ctx,
+            references,
+            |p, refs| async move { p.metadata(&refs).await },
+        )
+        .await
+    }
+
     /// Checks that a reference names a usable secret, without reading it.
+    /// With a policy, this is the anonymous [`Context`] asking for action
+    /// `metadata_read`.
     pub async fn validate(&self, reference: impl IntoSecretRef) -> Result<Validation> {
-        self.one(reference, |p, refs| async move { p.validate(&refs).await })
-            .await
+        self.validate_as(&Context::anonymous(), reference).await
+    }
+
+    /// [`Resolver::validate`] on behalf of `ctx` (action `metadata_read`).
+    pub async fn validate_as(
+        &self,
+        ctx: &Context,
+        reference: impl IntoSecretRef,
+    ) -> Result<Validation> {
+        self.one(
+            ctx,
+            reference,
+            |p, refs| async move { p.validate(&refs).await },
+        )
+        .await
     }
 
     /// Validates many references, partial.
@@ -527,18 +654,49 @@ impl Resolver {
         I: IntoIterator,
         I::Item: IntoSecretRef,
     {
-        self.many(references, |p, refs| async move { p.validate(&refs).await })
+        self.validate_many_as(&Context::anonymous(), references)
             .await
     }
 
-    /// Asks whether `action` is allowed on a reference. A denial is
-    /// `Ok(Permission { allowed: false, .. })`.
+    /// [`Resolver::validate_many`] on behalf of `ctx`.
+    pub async fn validate_many_as<I>(
+        &self,
+        ctx: &Context,
+        references: I,
+    ) -> Result<Partial<Validation>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        self.many(
+            ctx,
+            references,
+            |p, refs| async move { p.validate(&refs).await },
+        )
+        .await
+    }
+
+    /// Asks whether `action` is allowed on a reference. A denial by the
+    /// provider is `Ok(Permission { allowed: false, .. })`; with a policy,
+    /// the anonymous [`Context`] must first be allowed to ask (action
+    /// `metadata_read`), else the call fails with `permission_denied`.
     pub async fn permission_check(
         &self,
         reference: impl IntoSecretRef,
         action: Action,
     ) -> Result<Permission> {
-        self.one(reference, move |p, refs| async move {
+        self.permission_check_as(&Context::anonymous(), reference, action)
+            .await
+    }
+
+    /// [`Resolver::permission_check`] on behalf of `ctx`.
+    pub async fn permission_check_as(
+        &self,
+        ctx: &Context,
+        reference: impl IntoSecretRef,
+        action: Action,
+    ) -> Result<Permission> {
+        self.one(ctx, reference, move |p, refs| async move {
             p.permission_check(&refs, action).await
         })
         .await
@@ -554,28 +712,43 @@ impl Resolver {
         I: IntoIterator,
         I::Item: IntoSecretRef,
     {
-        self.many(references, move |p, refs| async move {
+        self.permission_check_many_as(&Context::anonymous(), references, action)
+            .await
+    }
+
+    /// [`Resolver::permission_check_many`] on behalf of `ctx`.
+    pub async fn permission_check_many_as<I>(
+        &self,
+        ctx: &Context,
+        references: I,
+        action: Action,
+    ) -> Result<Partial<Permission>>
+    where
+        I: IntoIterator,
+        I::Item: IntoSecretRef,
+    {
+        self.many(ctx, references, move |p, refs| async move {
             p.permission_check(&refs, action).await
         })
         .await
     }
 
     /// Runs a non-caching provider operation for one reference.
-    async fn one<T, F, Fut>(&self, reference: impl IntoSecretRef, op: F) -> Result<T>
+    async fn one<T, F, Fut>(&self, ctx: &Context, reference: impl IntoSecretRef, op: F) -> Result<T>
     where
         T: Send,
         F: Fn(Arc<dyn Provider>, Vec<SecretRef>) -> Fut,
         Fut: std::future::Future<Output = BatchResult<T>>,
     {
         let r = reference.into_secret_ref()?;
-        self.per_provider(vec![r], op)
+        self.governed_op(ctx, vec![r], op)
             .await
             .pop()
             .expect("one result")
     }
 
     /// Runs a non-caching provider operation for many references, partial.
-    async fn many<T, F, Fut, I>(&self, references: I, op: F) -> Result<Partial<T>>
+    async fn many<T, F, Fut, I>(&self, ctx: &Context, references: I, op: F) -> Result<Partial<T>>
     where
         T: Send,
         F: Fn(Arc<dyn Provider>, Vec<SecretRef>) -> Fut,
@@ -584,8 +757,65 @@ impl Resolver {
         I::Item: IntoSecretRef,
     {
         let refs = collect_refs(references)?;
-        let res = self.per_provider(refs.clone(), op).await;
+        let res = self.governed_op(ctx, refs.clone(), op).await;
         Ok(partial(refs, res))
+    }
+
+    /// [`Resolver::per_provider`] behind the policy (action
+    /// `metadata_read`): refused references never reach a provider, a failed
+    /// operation gives its grant use back, and refusals are audited.
+    async fn governed_op<T, F, Fut>(
+        &self,
+        ctx: &Context,
+        refs: Vec<SecretRef>,
+        op: F,
+    ) -> Vec<Result<T>>
+    where
+        T: Send,
+        F: Fn(Arc<dyn Provider>, Vec<SecretRef>) -> Fut,
+        Fut: std::future::Future<Output = BatchResult<T>>,
+    {
+        let Some(policy) = &self.inner.policy else {
+            return self.per_provider(refs, op).await;
+        };
+        let decisions = policy.authorize(ctx, &refs, METADATA_ACTION).await;
+        let allowed: Vec<SecretRef> = refs
+            .iter()
+            .zip(&decisions)
+            .filter(|(_, d)| d.is_ok())
+            .map(|(r, _)| r.clone())
+            .collect();
+        let mut answers = self.per_provider(allowed, op).await.into_iter();
+        let tenant = ctx
+            .tenant
+            .as_deref()
+            .or(Some(policy.settings().tenant.as_str()));
+        refs.iter()
+            .zip(decisions)
+            .map(|(r, decision)| match decision {
+                Ok(permit) => {
+                    let res = answers.next().expect("one answer per allowed reference");
+                    if res.is_err() {
+                        permit.refund();
+                    }
+                    res
+                }
+                Err(refusal) => {
+                    if let Some(a) = &self.inner.audit {
+                        let provider = self.provider_for(r).ok();
+                        a.record(
+                            ctx,
+                            tenant,
+                            r,
+                            provider,
+                            refusal.decision_id.as_deref(),
+                            Outcome::Denied(&refusal.error),
+                        );
+                    }
+                    Err(refusal.error)
+                }
+            })
+            .collect()
     }
 
     /// Revokes leases seen in earlier results (routed to the provider that
@@ -803,22 +1033,51 @@ impl Resolver {
         if !self.is_governed() {
             return self.resolve_refs(refs, bypass_cache).await;
         }
-        let decisions = match &self.inner.policy {
-            Some(policy) => policy.authorize(ctx, refs).await,
+        let mut decisions = match &self.inner.policy {
+            Some(policy) => policy.authorize(ctx, refs, READ_ACTION).await,
             None => refs.iter().map(|_| Ok(Permit::unrestricted())).collect(),
         };
-        let allowed: Vec<SecretRef> = refs
-            .iter()
-            .zip(&decisions)
-            .filter(|(_, d)| d.is_ok())
-            .map(|(r, _)| r.clone())
-            .collect();
-        let mut from_cache = vec![false; allowed.len()];
-        let mut fetched = self
-            .resolve_refs_noting_hits(&allowed, bypass_cache, &mut from_cache)
-            .await
-            .into_iter()
-            .zip(from_cache);
+        // Obligations: the read of an obligated grant uses the adjusted
+        // reference, and bypasses the cache lookup so that every such read
+        // is itself wrapped; an obligation nobody can meet is a refusal.
+        let mut plain: Vec<SecretRef> = Vec::new();
+        let mut obligated: Vec<SecretRef> = Vec::new();
+        let mut is_obligated: Vec<bool> = Vec::new();
+        for (r, d) in refs.iter().zip(decisions.iter_mut()) {
+            let Ok(permit) = d else { continue };
+            match permit.obligated_ref(r) {
+                Ok(None) => {
+                    plain.push(r.clone());
+                    is_obligated.push(false);
+                }
+                Ok(Some(adjusted)) => {
+                    obligated.push(adjusted);
+                    is_obligated.push(true);
+                }
+                Err(error) => {
+                    permit.refund();
+                    let decision_id = permit.decision_id().map(str::to_owned);
+                    *d = Err(Refusal { error, decision_id });
+                }
+            }
+        }
+        let mut plain_hits = vec![false; plain.len()];
+        let mut obligated_hits = vec![false; obligated.len()];
+        let (plain_res, obligated_res) = futures::future::join(
+            self.resolve_refs_noting_hits(&plain, bypass_cache, &mut plain_hits),
+            self.resolve_refs_noting_hits(&obligated, true, &mut obligated_hits),
+        )
+        .await;
+        let mut plain_out = plain_res.into_iter().zip(plain_hits);
+        let mut obligated_out = obligated_res.into_iter().zip(obligated_hits);
+        let mut fetched = is_obligated.into_iter().map(|o| {
+            let next = if o {
+                obligated_out.next()
+            } else {
+                plain_out.next()
+            };
+            next.expect("one answer per allowed reference")
+        });
         let tenant = ctx.tenant.as_deref().or_else(|| {
             self.inner
                 .policy

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secref::policy::{AccessRequest, Context, Decision, GrantTerms, Pdp, Policy, PolicySettings};
-use secref::provider::{BatchResult, Provider, Resolved};
+use secref::provider::{Action, BatchResult, Metadata, Permission, Provider, Resolved, Validation};
 use secref::{CacheConfig, Error, ErrorCode, Resolver, RetryPolicy, Secret, SecretRef};
 
 // ---- Test doubles --------------------------------------------------------------
@@ -604,5 +604,308 @@ async fn a_reference_repeated_in_one_call_uses_one_grant_use() {
     assert_denied(
         &r.resolve_as(&ctx, "env://A").await.unwrap_err(),
         "SECRET_AUTHZ_FAILED",
+    );
+}
+
+// ---- Obligations -------------------------------------------------------------------
+
+/// Answers every reference with the same value and records the canonical
+/// form of each reference it was asked for.
+#[derive(Debug, Default)]
+struct Recorder {
+    asked: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Provider for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    fn families(&self) -> &[&'static str] {
+        &["env", "vault", "local"]
+    }
+    async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
+        let mut asked = self.asked.lock().unwrap();
+        Ok(refs
+            .iter()
+            .map(|r| {
+                asked.push(r.to_canonical().to_string());
+                Ok(Resolved::new(Secret::from(CANARY)))
+            })
+            .collect())
+    }
+    async fn metadata(&self, refs: &[SecretRef]) -> BatchResult<Metadata> {
+        let mut asked = self.asked.lock().unwrap();
+        Ok(refs
+            .iter()
+            .map(|r| {
+                asked.push(format!("metadata {r}"));
+                Ok(Metadata {
+                    reference: r.to_canonical().to_string(),
+                    current_version: Some("3".into()),
+                    ..Metadata::default()
+                })
+            })
+            .collect())
+    }
+    async fn validate(&self, refs: &[SecretRef]) -> BatchResult<Validation> {
+        let mut asked = self.asked.lock().unwrap();
+        Ok(refs
+            .iter()
+            .map(|r| {
+                asked.push(format!("validate {r}"));
+                Ok(Validation::existence(true))
+            })
+            .collect())
+    }
+    async fn permission_check(
+        &self,
+        refs: &[SecretRef],
+        action: Action,
+    ) -> BatchResult<Permission> {
+        let mut asked = self.asked.lock().unwrap();
+        Ok(refs
+            .iter()
+            .map(|r| {
+                asked.push(format!("permission_check {r} {}", action.as_str()));
+                Ok(Permission {
+                    allowed: true,
+                    decision_id: None,
+                    evaluated_revision_id: None,
+                })
+            })
+            .collect())
+    }
+}
+
+fn obligated_resolver(recorder: &Arc<Recorder>) -> Resolver {
+    let table = toml::from_str(
+        r#"
+        grant_max_uses = 10
+        [[rules]]
+        subject = "svc-a"
+        ref_prefix = "openbao+kv2://secret/wrapped/"
+        wrap_ttl_seconds = 30.5
+        [[rules]]
+        subject = "svc-a"
+        ref_prefix = "env://WRAPPED_"
+        wrap_ttl_seconds = 30
+        [[rules]]
+        subject = "svc-a"
+    "#,
+    )
+    .unwrap();
+    Resolver::builder()
+        .provider_arc(recorder.clone(), None)
+        .cache(CacheConfig::default())
+        .retry(RetryPolicy::none())
+        .policy(Policy::from_table(&table, &secref::config::Env::default()).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_wrap_ttl_obligation_makes_the_provider_see_a_wrapped_reference() {
+    let rec = Arc::new(Recorder::default());
+    let r = obligated_resolver(&rec);
+    let ctx = Context::for_subject("svc-a");
+    // The caller's own wrap_ttl is replaced by the policy's (rounded up).
+    let got = r
+        .resolve_as(
+            &ctx,
+            "openbao+kv2://secret/wrapped/db#password?version=2&wrap_ttl=1h",
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.as_text().unwrap(), CANARY);
+    // An obligated read is wrapped every time: no cache hit serves it.
+    r.resolve_as(&ctx, "openbao+kv2://secret/wrapped/db#password?version=2")
+        .await
+        .unwrap();
+    // Outside the obligated prefix the reference is read as asked (and cached).
+    r.resolve_as(&ctx, "openbao+kv2://secret/plain/db")
+        .await
+        .unwrap();
+    r.resolve_as(&ctx, "openbao+kv2://secret/plain/db")
+        .await
+        .unwrap();
+    assert_eq!(
+        *rec.asked.lock().unwrap(),
+        [
+            "openbao+kv2://secret/wrapped/db#password?version=2&wrap_ttl=31s",
+            "openbao+kv2://secret/wrapped/db#password?version=2&wrap_ttl=31s",
+            "openbao+kv2://secret/plain/db",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_obligation_the_provider_cannot_meet_is_denied_not_read_unwrapped() {
+    let rec = Arc::new(Recorder::default());
+    let r = obligated_resolver(&rec);
+    let ctx = Context::for_subject("svc-a");
+    let e = r.resolve_as(&ctx, "env://WRAPPED_TOKEN").await.unwrap_err();
+    assert_denied(&e, "OBLIGATION_UNSUPPORTED");
+    assert!(!format!("{e:?}{e}").contains(CANARY));
+    // In a batch, only the obligated non-Vault reference is refused.
+    let out = r
+        .resolve_many_partial_as(
+            &ctx,
+            [
+                "env://WRAPPED_TOKEN",
+                "env://PLAIN",
+                "openbao+kv2://secret/wrapped/x",
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.resolved.len(), 2);
+    assert_denied(
+        &out.failures[&SecretRef::parse("env://WRAPPED_TOKEN").unwrap()],
+        "OBLIGATION_UNSUPPORTED",
+    );
+    assert_eq!(
+        *rec.asked.lock().unwrap(),
+        ["env://PLAIN", "openbao+kv2://secret/wrapped/x?wrap_ttl=31s"]
+    );
+}
+
+// ---- Blocking API --------------------------------------------------------------------
+
+#[test]
+fn the_blocking_resolver_enforces_the_policy_per_context() {
+    let fake = Fake::with(&[("env://APP_A", CANARY), ("env://OPS_B", "b")]);
+    let table = toml::from_str(
+        r#"
+        grant_max_uses = 5
+        [[rules]]
+        subject = "svc-a"
+        ref_prefix = "env://APP_"
+    "#,
+    )
+    .unwrap();
+    let r = secref::blocking::Resolver::new(
+        Resolver::builder()
+            .provider_arc(fake.clone(), None)
+            .cache(CacheConfig::disabled())
+            .policy(Policy::from_table(&table, &secref::config::Env::default()).unwrap()),
+    )
+    .unwrap();
+    let svc = Context::for_subject("svc-a");
+    let eve = Context::for_subject("eve");
+    assert_eq!(
+        r.resolve_as(&svc, "env://APP_A")
+            .unwrap()
+            .as_text()
+            .unwrap(),
+        CANARY
+    );
+    assert_denied(&r.resolve_as(&eve, "env://APP_A").unwrap_err(), "DENY");
+    let all = r.resolve_many_as(&svc, ["env://APP_A"]).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        r.resolve_many_as(&svc, ["env://APP_A", "env://OPS_B"])
+            .unwrap_err()
+            .code(),
+        ErrorCode::PermissionDenied
+    );
+    let partial = r
+        .resolve_many_partial_as(&svc, ["env://APP_A", "env://OPS_B"])
+        .unwrap();
+    assert_eq!((partial.resolved.len(), partial.failures.len()), (1, 1));
+    // Plain resolve is the anonymous subject, which no rule allows.
+    assert_denied(&r.resolve("env://APP_A").unwrap_err(), "DENY");
+    // Each allowed APP_A read reached the provider; OPS_B never did.
+    assert_eq!(fake.reads(), 4);
+}
+
+// ---- Non-value operations ----------------------------------------------------------
+
+/// Allows `svc-a` only, recording the action of every request.
+#[derive(Debug, Default)]
+struct ActionPdp {
+    actions: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Pdp for ActionPdp {
+    async fn evaluate(&self, req: &AccessRequest<'_>) -> secref::Result<Decision> {
+        self.actions.lock().unwrap().push(req.action.to_string());
+        Ok(if req.subject == "svc-a" {
+            Decision::Allow(GrantTerms::new(Duration::from_secs(60), 2))
+        } else {
+            Decision::Deny { decision_id: None }
+        })
+    }
+}
+
+#[tokio::test]
+async fn metadata_validate_and_permission_check_pass_the_policy() {
+    let rec = Arc::new(Recorder::default());
+    let pdp = Arc::new(ActionPdp::default());
+    let r = Resolver::builder()
+        .provider_arc(rec.clone(), None)
+        .retry(RetryPolicy::none())
+        .policy(Policy::new(
+            settings("[tenants.dev]\nallowed_mounts = [\"secret\"]"),
+            pdp.clone(),
+        ))
+        .build()
+        .unwrap();
+    let svc = Context::for_subject("svc-a");
+    let eve = Context::for_subject("eve");
+    let db = "openbao+kv2://secret/app/db";
+    // Allowed subject: each operation reaches the provider, as metadata_read.
+    let m = r.metadata_as(&svc, db).await.unwrap();
+    assert_eq!(m.current_version.as_deref(), Some("3"));
+    assert!(r.validate_as(&svc, db).await.unwrap().valid);
+    // The grant (2 uses) is spent; metadata_read grants are separate from reads.
+    assert_denied(
+        &r.permission_check_as(&svc, db, Action::Read)
+            .await
+            .unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+    assert_eq!(
+        r.resolve_as(&svc, db).await.unwrap().as_text().unwrap(),
+        CANARY
+    );
+    let other = "openbao+kv2://secret/app/other";
+    let p = r
+        .permission_check_many_as(&svc, [other], Action::MetadataRead)
+        .await
+        .unwrap();
+    assert!(p.ok() && p.resolved[&SecretRef::parse(other).unwrap()].allowed);
+    // Denied subject, and plain calls (the anonymous subject): never asked.
+    assert_denied(&r.metadata_as(&eve, db).await.unwrap_err(), "DENY");
+    assert_denied(&r.metadata(other).await.unwrap_err(), "DENY");
+    // validate is the same action: the denial just made is remembered.
+    assert_denied(&r.validate(other).await.unwrap_err(), "SECRET_AUTHZ_FAILED");
+    let many = r.metadata_many_as(&eve, [db, other]).await.unwrap();
+    assert_eq!(many.failures.len(), 2);
+    let many = r.validate_many_as(&eve, [db]).await.unwrap();
+    assert_eq!(many.failures.len(), 1);
+    // The tenant mount guard applies before the PDP is asked.
+    let before = pdp.actions.lock().unwrap().len();
+    let e = r
+        .metadata_as(&svc, "openbao+kv2://foreign/app/db")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::TenantMountMismatch, "{e:?}");
+    assert_eq!(pdp.actions.lock().unwrap().len(), before);
+    assert_eq!(
+        *rec.asked.lock().unwrap(),
+        [
+            "metadata openbao+kv2://secret/app/db",
+            "validate openbao+kv2://secret/app/db",
+            "openbao+kv2://secret/app/db",
+            "permission_check openbao+kv2://secret/app/other metadata_read",
+        ]
+    );
+    let actions = pdp.actions.lock().unwrap();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "metadata_read").count(),
+        actions.len() - 1,
+        "every decision but the one read was metadata_read: {actions:?}"
     );
 }

@@ -43,14 +43,48 @@
 //! every call, not only on a grant miss; a grant bound to a key is refused
 //! when the caller presents *no* binding (the reference let it through).
 //!
-//! Obligations (`wrap_ttl`) are parsed and carried on the grant but not yet
-//! applied to the read. Non-value operations (`metadata`, `validate`,
-//! `permission_check`) are not enforced. Each `watch` poll is a read by the
-//! anonymous context (and consumes a use); the resolver's background
-//! refresh-ahead is not a caller's read and is not enforced.
+//! **Obligations.** A grant with a `wrap_ttl` obligation (a rule's
+//! `wrap_ttl_seconds`, or the AuthZEN PDP's) is met by reading an adjusted
+//! reference: `openbao`/`hashicorp` references get `?wrap_ttl=<secs>s`
+//! (whole seconds, rounded up, replacing any the caller wrote), so the Vault
+//! provider response-wraps that read; such reads skip the cache lookup, so
+//! each one is wrapped. Any other reference under such a grant is refused
+//! with `permission_denied`, remote code `OBLIGATION_UNSUPPORTED` (its use
+//! is given back), never read unwrapped.
+//!
+//! **Non-value operations.** `metadata`, `validate` and `permission_check`
+//! (and their `_many` and `_as` variants; the plain ones as the anonymous
+//! [`Context`]) pass the same steps with action `metadata_read`: its grants
+//! are separate from read (`execute`) grants and count their own uses; a
+//! refusal is `permission_denied` (for `permission_check` too: the caller
+//! may not even ask) and is audited as a denial.
+//!
+//! **Other enforcement points.** [`Resolver::authorize_as`] runs the same
+//! steps for an operation served outside the resolver's providers (a use is
+//! reserved and kept) and returns the grant's obligations as an
+//! [`Authorization`]. `secref serve` uses the `_as` methods (SecFlow API)
+//! and `authorize_as` (Vault API) with a per-request context whose subject
+//! is the caller's principal name.
+//!
+//! Remaining gaps:
+//!
+//! * `secref serve` contexts always use the policy's default tenant (no
+//!   mapping from a token to a tenant yet); its SecFlow `permission-check`
+//!   answers from `[[server.rules]]` only; where a provider lacks
+//!   `validate`/`metadata`, the SecFlow fallback read is a second call of the
+//!   request made without the token's `jti` (so that the request does not
+//!   replay itself): if the first call needed no new grant, that read's new
+//!   grant is not replay-checked.
+//! * Successful non-value operations are not audited (only their refusals).
+//! * Local rules cannot match on the action (a rule allows both reads and
+//!   `metadata_read`).
+//! * Each `watch` poll is a read by the anonymous context (and consumes a
+//!   use); the resolver's background refresh-ahead is not a caller's read
+//!   and is not enforced.
 //!
 //! [`Resolver`]: crate::Resolver
 //! [`Resolver::resolve_as`]: crate::Resolver::resolve_as
+//! [`Resolver::authorize_as`]: crate::Resolver::authorize_as
 //! [`SecretRef::parse_for_tenant`]: crate::SecretRef::parse_for_tenant
 
 mod context;
@@ -84,9 +118,15 @@ pub const DENY: &str = "DENY";
 pub const BINDING_DRIFT: &str = "BINDING_DRIFT";
 /// The remote code of a PDP outage.
 pub const PDP_UNAVAILABLE: &str = "PDP_UNAVAILABLE";
+/// The remote code of a grant whose obligation the reference's provider
+/// cannot meet (e.g. `wrap_ttl` on a non-Vault reference).
+pub const OBLIGATION_UNSUPPORTED: &str = "OBLIGATION_UNSUPPORTED";
 
 /// The action a read asks for (as the reference SDK).
-const READ_ACTION: &str = "execute";
+pub(crate) const READ_ACTION: &str = "execute";
+/// The action of the non-value operations (`metadata`, `validate`,
+/// `permission_check`): they reveal facts about a secret, never its value.
+pub(crate) const METADATA_ACTION: &str = "metadata_read";
 
 /// `[policy]` settings. Unknown keys are an error.
 ///
@@ -320,7 +360,7 @@ struct Grant {
     uses: AtomicU32,
     binding: Option<String>,
     decision_id: Option<String>,
-    #[allow(dead_code)] // carried for the obligation; see the module docs
+    /// Obligation: the read must be response-wrapped with this TTL.
     wrap_ttl: Option<Duration>,
 }
 
@@ -375,6 +415,78 @@ impl Permit {
     pub(crate) fn decision_id(&self) -> Option<&str> {
         self.grant.as_ref()?.decision_id.as_deref()
     }
+
+    /// The grant's response-wrapping obligation, if any.
+    pub(crate) fn wrap_ttl(&self) -> Option<Duration> {
+        self.grant.as_ref()?.wrap_ttl
+    }
+
+    /// The reference the read must use to meet the grant's obligations:
+    /// `None` when there are none (read `r` as asked), the adjusted
+    /// reference when there are, and `permission_denied` (remote code
+    /// [`OBLIGATION_UNSUPPORTED`]) when `r`'s provider cannot meet them.
+    pub(crate) fn obligated_ref(&self, r: &SecretRef) -> Result<Option<SecretRef>> {
+        match self.grant.as_ref().and_then(|g| g.wrap_ttl) {
+            None => Ok(None),
+            Some(ttl) => with_wrap_ttl(r, ttl).map(Some),
+        }
+    }
+}
+
+/// `r` with its `wrap_ttl` query parameter set to `ttl` (whole seconds,
+/// rounded up), replacing any the caller wrote: the policy's TTL wins. Only
+/// the Vault provider (`openbao`/`hashicorp`, kv2 or kv1) can wrap a read;
+/// any other reference fails closed rather than being read unwrapped.
+fn with_wrap_ttl(r: &SecretRef, ttl: Duration) -> Result<SecretRef> {
+    let crate::reference::RefKind::Vault(uri) = r.kind() else {
+        return Err(obligation_unsupported(r));
+    };
+    if !matches!(uri.provider.as_str(), "openbao" | "hashicorp") {
+        return Err(obligation_unsupported(r));
+    }
+    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    let mut text = format!("{}://{}", r.scheme(), uri.mount);
+    for seg in &uri.path {
+        text.push('/');
+        text.push_str(seg);
+    }
+    if let Some(f) = &uri.field {
+        text.push('#');
+        text.push_str(f);
+    }
+    let params = uri
+        .params
+        .iter()
+        .filter(|(k, _)| k != "wrap_ttl")
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(std::iter::once(format!("wrap_ttl={}s", secs.max(1))));
+    for (i, p) in params.enumerate() {
+        text.push(if i == 0 { '?' } else { '&' });
+        text.push_str(&p);
+    }
+    SecretRef::parse(text)
+}
+
+fn obligation_unsupported(r: &SecretRef) -> Error {
+    Error::new(
+        ErrorCode::PermissionDenied,
+        "access denied: the grant requires a response-wrapped read, which this reference's provider cannot do",
+    )
+    .with_remote_code(OBLIGATION_UNSUPPORTED)
+    .with_reference(r.to_canonical())
+    .with_hint("only openbao:// and hashicorp:// (kv2 or kv1) references can be wrapped")
+}
+
+/// What the policy granted one operation decided with
+/// [`Resolver::authorize_as`](crate::Resolver::authorize_as): the
+/// obligations the caller must meet while serving it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Authorization {
+    /// The answer must be response-wrapped with this TTL.
+    pub wrap_ttl: Option<Duration>,
+    /// The PDP's decision id, if it gave one.
+    pub decision_id: Option<String>,
 }
 
 /// A refusal, with the decision id when the PDP gave one.
@@ -453,6 +565,7 @@ impl Policy {
         &self,
         ctx: &Context,
         refs: &[SecretRef],
+        action: &'static str,
     ) -> Vec<std::result::Result<Permit, Refusal>> {
         let subject: Arc<str> = ctx.subject_or_anonymous().into();
         let tenant: Arc<str> = ctx
@@ -464,14 +577,7 @@ impl Policy {
         let audience_ok = ctx.audience.is_empty() || ctx.audience.contains(&self.settings.audience);
         let keys: Vec<GrantKey> = refs
             .iter()
-            .map(|r| {
-                (
-                    subject.clone(),
-                    tenant.clone(),
-                    r.canonical_arc(),
-                    READ_ACTION,
-                )
-            })
+            .map(|r| (subject.clone(), tenant.clone(), r.canonical_arc(), action))
             .collect();
         // One call is one request: its token's jti is checked (and recorded)
         // once, when any reference needs a new grant.
