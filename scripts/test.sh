@@ -184,9 +184,14 @@ def call(method, path, body=None, token=None):
     with urllib.request.urlopen(req, timeout=10) as r:
         raw = r.read()
         return json.loads(raw) if raw else {}
+# Ready once it answers HTTP at all: an uninitialised server answers
+# seal-status with an error status (HTTPError), which used to be retried
+# as "not up yet" until the loop ran out (a hidden fixed 10 s sleep).
 for _ in range(300):
     try:
         call("GET", "sys/seal-status")
+        break
+    except urllib.error.HTTPError:
         break
     except (urllib.error.URLError, ConnectionError):
         time.sleep(0.1)
