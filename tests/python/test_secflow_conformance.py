@@ -34,7 +34,8 @@ def start_serve(secref_bin, cwd, env, *args):
             [secref_bin, "serve", *args],
             stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=cwd,
         )
-    for _ in range(200):
+    # Up to 30 s: a loaded 2-core machine can be slow to start a process.
+    for _ in range(600):
         m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
         if m:
             return proc, m.group(1), log

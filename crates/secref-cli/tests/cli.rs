@@ -904,8 +904,11 @@ fn run_does_not_double_terminal_signals() {
         // SAFETY: both fds were just opened and are owned by nobody else.
         unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
     };
-    let script = "trap 'echo GOT-INT' INT; echo ready; i=0; \
-                  while [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; echo done";
+    // Waits (boundedly, 60 s) for the Ctrl-C, then 1 s more so that a doubled
+    // signal would still be seen. The wait must not be short: on a loaded
+    // machine the Ctrl-C can arrive seconds after "ready".
+    let script = "trap 'echo GOT-INT; [ $left -gt 10 ] && left=10' INT; echo ready; left=600; \
+                  while [ $left -gt 0 ]; do sleep 0.1; left=$((left-1)); done; echo done";
     let mut cmd = sb.cmd();
     cmd.args([
         "run",

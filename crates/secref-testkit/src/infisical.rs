@@ -521,6 +521,11 @@ async fn login(
     let n = inner.logins[&body.client_id];
     let iat = now_secs();
     let ttl = inner.ttl;
+    // JWT times are whole seconds: round the expiry up so that a token lives
+    // at least `ttl` seconds. `iat + ttl` (rounded down) made a 1 s token
+    // live anywhere between 0 and 1 s, and a request that crossed the second
+    // boundary between the client's expiry check and this server's got a 401.
+    let exp = now_nanos().div_ceil(1_000_000_000) as u64 + ttl;
     let token = sign_jwt(
         &state.key,
         &json!({
@@ -528,7 +533,7 @@ async fn login(
             "authTokenType": "identityAccessToken",
             "tokenVersion": n,
             "iat": iat,
-            "exp": iat + ttl,
+            "exp": exp,
         }),
     );
     inner.issued.insert(token.clone(), body.client_id);

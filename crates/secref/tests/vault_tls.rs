@@ -100,35 +100,46 @@ impl Drop for TlsServer {
     }
 }
 
-fn start_server(dir: &Path) -> Option<TlsServer> {
-    // Reserve a free port, release it, and hand it to s_server.
-    let addr = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?;
-    let child = Command::new("openssl")
-        .args([
-            "s_server",
-            "-accept",
-            &addr.to_string(),
-            "-cert",
-            "leaf.pem",
-            "-key",
-            "leaf.key",
-            "-www",
-            "-quiet",
-        ])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let server = TlsServer { child, addr };
-    for _ in 0..100 {
-        if TcpStream::connect(addr).is_ok() {
-            return Some(server);
+/// Starts `openssl s_server` on a free port and waits until it accepts
+/// connections. The port is reserved by binding and released for s_server,
+/// so another process can take it in between: s_server then exits and the
+/// next attempt uses a fresh port. Waits generously (30 s per attempt): a
+/// loaded 2-core machine can be slow to start a process.
+fn start_server(dir: &Path) -> TlsServer {
+    for _attempt in 0..3 {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port");
+        let child = Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                &addr.to_string(),
+                "-cert",
+                "leaf.pem",
+                "-key",
+                "leaf.key",
+                "-www",
+                "-quiet",
+            ])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl is installed (it just made the certificates)");
+        let mut server = TlsServer { child, addr };
+        for _ in 0..600 {
+            if TcpStream::connect(addr).is_ok() {
+                return server;
+            }
+            if server.child.try_wait().unwrap().is_some() {
+                break; // lost the port race (or failed): try another port
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    None
+    panic!("openssl s_server did not start listening (3 attempts)");
 }
 
 fn provider(addr: SocketAddr, extra: &[(&str, String)]) -> secref::Result<VaultProvider> {
@@ -162,10 +173,7 @@ async fn ca_file_and_verification_switch() {
         println!("SKIPPED ca_file_and_verification_switch: the openssl command is not available");
         return;
     }
-    let Some(server) = start_server(dir.path()) else {
-        println!("SKIPPED ca_file_and_verification_switch: openssl s_server did not start");
-        return;
-    };
+    let server = start_server(dir.path());
     let ca = dir.path().join("ca.pem").display().to_string();
 
     // Trusted through VAULT_CACERT: the request goes through.
