@@ -347,8 +347,10 @@ impl Resolver {
     /// Resolves one reference (as the anonymous [`Context`] when a policy
     /// is configured).
     pub async fn resolve(&self, reference: impl IntoSecretRef) -> Result<Secret> {
+        // The slow paths are boxed so that this future stays small: a cache
+        // hit then costs no more than the lookup itself.
         if self.is_governed() {
-            return self.resolve_as(&Context::anonymous(), reference).await;
+            return Box::pin(self.resolve_as(&Context::anonymous(), reference)).await;
         }
         if let Some(hit) = reference.as_parsed().and_then(|r| self.cached(r)) {
             return Ok(hit);
@@ -357,7 +359,7 @@ impl Resolver {
         if let Some(hit) = self.cached(&r) {
             return Ok(hit);
         }
-        Ok(self.resolve_detailed(r).await?.secret)
+        Ok(Box::pin(self.resolve_detailed(r)).await?.secret)
     }
 
     /// Resolves one reference on behalf of `ctx`: the policy (if any) decides
