@@ -577,28 +577,13 @@ async fn validations(
     ctx: &Context,
     refs: &[SecretRef],
 ) -> Vec<secref::Result<Validation>> {
-    let mut out = in_order(refs, state.resolver().validate_many_as(ctx, refs).await);
-    let unsupported: Vec<usize> = (0..refs.len())
-        .filter(|&i| matches!(&out[i], Err(e) if e.code() == ErrorCode::Unsupported))
-        .collect();
-    if !unsupported.is_empty() {
-        let again: Vec<&SecretRef> = unsupported.iter().map(|&i| &refs[i]).collect();
-        let read = each(
-            state
-                .resolver()
-                .resolve_each_detailed_as(&follow_up(ctx), again)
-                .await,
-            unsupported.len(),
-        );
-        for (i, res) in unsupported.into_iter().zip(read) {
-            out[i] = match res {
-                Ok(_) => Ok(Validation::existence(true)),
-                Err(e) if e.code() == ErrorCode::NotFound => Ok(Validation::existence(false)),
-                Err(e) => Err(e),
-            };
-        }
-    }
-    out
+    let out = in_order(refs, state.resolver().validate_many_as(ctx, refs).await);
+    read_where_unsupported(state, ctx, refs, out, |_, read| match read {
+        Ok(_) => Ok(Validation::existence(true)),
+        Err(e) if e.code() == ErrorCode::NotFound => Ok(Validation::existence(false)),
+        Err(e) => Err(e),
+    })
+    .await
 }
 
 /// Metadata for `refs`; providers without a metadata operation: the version
@@ -608,26 +593,42 @@ async fn metadatas(
     ctx: &Context,
     refs: &[SecretRef],
 ) -> Vec<secref::Result<secref::provider::Metadata>> {
-    let mut out = in_order(refs, state.resolver().metadata_many_as(ctx, refs).await);
+    let out = in_order(refs, state.resolver().metadata_many_as(ctx, refs).await);
+    read_where_unsupported(state, ctx, refs, out, |r, read| {
+        read.map(|v| secref::provider::Metadata {
+            reference: r.to_canonical().to_string(),
+            current_version: v.version,
+            ..Default::default()
+        })
+    })
+    .await
+}
+
+/// Replaces each `unsupported` answer in `out` by what one batched read of
+/// those references says, through `answer`.
+async fn read_where_unsupported<T>(
+    state: &AppState,
+    ctx: &Context,
+    refs: &[SecretRef],
+    mut out: Vec<secref::Result<T>>,
+    answer: impl Fn(&SecretRef, secref::Result<secref::Resolved>) -> secref::Result<T>,
+) -> Vec<secref::Result<T>> {
     let unsupported: Vec<usize> = (0..refs.len())
         .filter(|&i| matches!(&out[i], Err(e) if e.code() == ErrorCode::Unsupported))
         .collect();
-    if !unsupported.is_empty() {
-        let again: Vec<&SecretRef> = unsupported.iter().map(|&i| &refs[i]).collect();
-        let read = each(
-            state
-                .resolver()
-                .resolve_each_detailed_as(&follow_up(ctx), again)
-                .await,
-            unsupported.len(),
-        );
-        for (i, res) in unsupported.into_iter().zip(read) {
-            out[i] = res.map(|r| secref::provider::Metadata {
-                reference: refs[i].to_canonical().to_string(),
-                current_version: r.version,
-                ..Default::default()
-            });
-        }
+    if unsupported.is_empty() {
+        return out;
+    }
+    let again: Vec<&SecretRef> = unsupported.iter().map(|&i| &refs[i]).collect();
+    let read = each(
+        state
+            .resolver()
+            .resolve_each_detailed_as(&follow_up(ctx), again)
+            .await,
+        unsupported.len(),
+    );
+    for (i, res) in unsupported.into_iter().zip(read) {
+        out[i] = answer(&refs[i], res);
     }
     out
 }

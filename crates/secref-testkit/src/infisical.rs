@@ -546,6 +546,35 @@ async fn login(
     .into_response()
 }
 
+/// The 403 / 404 a real Infisical gives for a project the client may not
+/// read, or an environment the project does not have; `None` when allowed.
+fn project_access(
+    inner: &Inner,
+    client: &Option<String>,
+    project: &str,
+    env: &str,
+    what: &str,
+    req_id: &str,
+) -> Option<Response> {
+    if !may_read(inner, client, project) {
+        return Some(error(
+            403,
+            "PermissionDenied",
+            &format!("You are not allowed to read {what}"),
+            req_id,
+        ));
+    }
+    if !project_known(inner, project, env) {
+        return Some(error(
+            404,
+            "NotFound",
+            &format!("Environment with slug '{env}' in project with ID {project} not found"),
+            req_id,
+        ));
+    }
+    None
+}
+
 async fn list_secrets(
     State(state): State<AppState>,
     method: Method,
@@ -563,21 +592,8 @@ async fn list_secrets(
     }
     let inner = state.inner.lock();
     let (project, env) = (&q["workspaceId"], &q["environment"]);
-    if !may_read(&inner, &client, project) {
-        return error(
-            403,
-            "PermissionDenied",
-            "You are not allowed to read secrets",
-            &req_id,
-        );
-    }
-    if !project_known(&inner, project, env) {
-        return error(
-            404,
-            "NotFound",
-            &format!("Environment with slug '{env}' in project with ID {project} not found"),
-            &req_id,
-        );
+    if let Some(r) = project_access(&inner, &client, project, env, "secrets", &req_id) {
+        return r;
     }
     let path = norm_path(q.get("secretPath").map(String::as_str).unwrap_or("/"));
     let recursive = q.get("recursive").is_some_and(|v| v == "true");
@@ -669,21 +685,8 @@ async fn list_folders(
     }
     let inner = state.inner.lock();
     let (project, env) = (&q["workspaceId"], &q["environment"]);
-    if !may_read(&inner, &client, project) {
-        return error(
-            403,
-            "PermissionDenied",
-            "You are not allowed to read folders",
-            &req_id,
-        );
-    }
-    if !project_known(&inner, project, env) {
-        return error(
-            404,
-            "NotFound",
-            &format!("Environment with slug '{env}' in project with ID {project} not found"),
-            &req_id,
-        );
+    if let Some(r) = project_access(&inner, &client, project, env, "folders", &req_id) {
+        return r;
     }
     let parent = norm_path(q.get("path").map(String::as_str).unwrap_or("/"));
     // Every folder on the way to a secret or seeded folder exists.

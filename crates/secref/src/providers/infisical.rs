@@ -73,9 +73,10 @@ const MAX_DEFAULT_MARGIN: Duration = Duration::from_secs(60);
 #[serde(deny_unknown_fields)]
 struct Table {
     url: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    token: Option<String>,
+    // Credentials read from the file are wiped when the table is dropped.
+    client_id: Option<Zeroizing<String>>,
+    client_secret: Option<Zeroizing<String>>,
+    token: Option<Zeroizing<String>>,
     timeout_seconds: Option<f64>,
     refresh_margin_seconds: Option<f64>,
     ca_cert: Option<PathBuf>,
@@ -199,8 +200,8 @@ fn no_credentials() -> Error {
     )
 }
 
-fn non_empty(v: &Option<String>) -> Option<&str> {
-    v.as_deref().filter(|s| !s.is_empty())
+fn non_empty(v: &Option<Zeroizing<String>>) -> Option<&str> {
+    v.as_deref().map(String::as_str).filter(|s| !s.is_empty())
 }
 
 fn explicit_credentials(t: &Table) -> Result<Option<Credentials>> {
