@@ -7,13 +7,10 @@
 //! stdout, the server's resolve answer) are exempt, and those are checked to
 //! really carry it.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::process::{Child, Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
 use secref_testkit::capture::{assert_no_canary, assert_no_canary_in};
-use secref_testkit::cli::{feed_stdin, run, run_ok, stderr, stdout, Sandbox};
+use secref_testkit::cli::{feed_stdin, run, run_ok, stderr, stdout, Sandbox, Served};
 
 /// The planted value: spaces and URL/base64-special characters make its
 /// encoded forms differ from the plain one.
@@ -161,72 +158,6 @@ fn cli_commands_never_leak_the_canary() {
     assert_files_clean(&sb);
 }
 
-/// `secref serve` running in a sandbox, its stderr (logs, access log) going
-/// to `serve.log` there.
-struct Served {
-    child: Child,
-    addr: String,
-}
-
-impl Served {
-    fn start(sb: &Sandbox) -> Served {
-        let log = std::fs::File::create(sb.path("serve.log")).unwrap();
-        let child = sb
-            .cmd()
-            .env("SECREF_SERVE_TOKEN", TOKEN)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut served = Served {
-            child,
-            addr: String::new(),
-        };
-        // Wait (bounded) for the address line.
-        for _ in 0..600 {
-            let log = std::fs::read_to_string(sb.path("serve.log")).unwrap();
-            if let Some(rest) = log.split("listening on http://").nth(1) {
-                served.addr = rest.lines().next().unwrap().trim().to_string();
-                return served;
-            }
-            if let Some(status) = served.child.try_wait().unwrap() {
-                panic!("secref serve exited ({status}) before listening");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("secref serve did not start listening");
-    }
-
-    /// One SecFlow request; returns (status, body).
-    fn post(&self, path: &str, token: &str, body: &serde_json::Value) -> (u16, String) {
-        let body = body.to_string();
-        let mut s = TcpStream::connect(&self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        write!(
-            s,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )
-        .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        let status = raw[9..12].parse().unwrap();
-        let (_, body) = raw.split_once("\r\n\r\n").unwrap();
-        (status, body.to_string())
-    }
-
-    /// Stops the server the way an operator would (SIGTERM) and waits.
-    fn stop(mut self) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: signalling our own child process by its id.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        self.child.wait().unwrap();
-    }
-}
-
 fn envelope(purpose: &str, refs: &[&str]) -> serde_json::Value {
     let items: Vec<_> = refs
         .iter()
@@ -242,7 +173,7 @@ fn envelope(purpose: &str, refs: &[&str]) -> serde_json::Value {
 #[test]
 fn serve_never_leaks_the_canary_or_its_token() {
     let sb = planted();
-    let served = Served::start(&sb);
+    let served = Served::start(&sb, TOKEN, &[]);
 
     // The resolve answer carries the value: that is its job.
     let (status, body) = served.post(

@@ -125,3 +125,199 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// `secref serve` started from a [`Sandbox`] the way a user starts it: a
+/// real process on an ephemeral loopback port, its stderr (logs, access
+/// log) going to `serve.log` in the sandbox. Killed on drop if still running.
+pub struct Served {
+    child: std::process::Child,
+    addr: String,
+    log: PathBuf,
+}
+
+/// One HTTP answer as the client saw it.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The header lines (`name: value`), names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body as text (invalid UTF-8 replaced).
+    pub body: String,
+}
+
+impl Reply {
+    /// The first header named `name` (lower-case), if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON (panics with the body if it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl Served {
+    /// Starts `secref serve --bind 127.0.0.1:0 <extra>` with
+    /// `SECREF_SERVE_TOKEN=token` and waits (bounded) for its address line.
+    pub fn start(sb: &Sandbox, token: &str, extra: &[&str]) -> Served {
+        let mut cmd = sb.cmd();
+        cmd.env("SECREF_SERVE_TOKEN", token);
+        Served::start_cmd(sb, cmd, extra)
+    }
+
+    /// As [`Served::start`] with a prepared command (extra environment, no
+    /// token variable, …); `serve --bind 127.0.0.1:0 <extra>` is appended.
+    pub fn start_cmd(sb: &Sandbox, mut cmd: Command, extra: &[&str]) -> Served {
+        let log = sb.path("serve.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let mut served = Served {
+            child,
+            addr: String::new(),
+            log,
+        };
+        for _ in 0..1200 {
+            let text = served.log();
+            if let Some(rest) = text.split("listening on http://").nth(1) {
+                served.addr = rest.lines().next().unwrap().trim().to_string();
+                return served;
+            }
+            if let Some(status) = served.child.try_wait().unwrap() {
+                panic!("secref serve exited ({status}) before listening:\n{text}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("secref serve did not start listening:\n{}", served.log());
+    }
+
+    /// `host:port` the server listens on.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One HTTP/1.1 request on a fresh connection (`Connection: close`);
+    /// `headers` are extra `(name, value)` pairs.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        use std::io::Read as _;
+        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        ));
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        parse_reply(&raw)
+    }
+
+    /// One SecFlow-style JSON POST with a bearer token; returns (status, body).
+    pub fn post(&self, path: &str, token: &str, body: &serde_json::Value) -> (u16, String) {
+        let auth = format!("Bearer {token}");
+        let r = self.request(
+            "POST",
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        );
+        (r.status, r.body)
+    }
+
+    /// Stops the server the way an operator would (SIGTERM) and waits.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling our own child process by its id.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Parses a raw HTTP/1.1 response (body as-is; chunked bodies de-chunked).
+pub fn parse_reply(raw: &[u8]) -> Reply {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&raw[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        let end = (start + size).min(raw.len());
+        out.extend_from_slice(&raw[start..end]);
+        raw = &raw[(end + 2).min(raw.len())..];
+    }
+    out
+}
