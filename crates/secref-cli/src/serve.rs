@@ -5,7 +5,8 @@
 //! `--token-file` (created with mode 0600) when given, or printed once to
 //! stderr. The listening address is printed to stderr as
 //! `secref serve: listening on http://<addr>` (useful with `--bind
-//! 127.0.0.1:0`).
+//! 127.0.0.1:0`), after `secref serve: listening on unix:<path>` when a
+//! socket is configured (`--socket` or `[server] socket`).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -49,15 +50,41 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let token = obtain_token(&cfg, args.token_file.as_deref())?;
     let resolver = Resolver::from_config(&cfg)?;
+    let socket_path = server_cfg.socket.clone();
     let server = Server::with_env(resolver, server_cfg, token, &cfg.env)?;
+    raise_fd_limit();
     let listener = server.bind().await?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::new(ErrorCode::Io, format!("no local address: {}", e.kind())))?;
+    let unix = match &socket_path {
+        Some(path) => Some(server.bind_unix(path)?),
+        None => None,
+    };
+    if let Some(path) = &socket_path {
+        eprintln!("secref serve: listening on unix:{}", path.display());
+    }
     eprintln!("secref serve: listening on http://{addr}");
     server
-        .serve(listener, secref_server::shutdown_signal())
+        .serve_all(listener, unix, secref_server::shutdown_signal())
         .await
+}
+
+/// Raises the open-file soft limit to the hard limit: every connection is a
+/// file descriptor, and the common soft limit of 1024 is below what
+/// `max_connections` allows. Best effort (a failure leaves the old limit).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 fn obtain_token(cfg: &Config, token_file: Option<&Path>) -> Result<Secret> {

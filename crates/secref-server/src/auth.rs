@@ -1,6 +1,8 @@
 //! Bearer-token authentication: who is calling.
 //!
-//! Every request must carry `Authorization: Bearer <token>`. The token is
+//! A TCP request must carry `Authorization: Bearer <token>` (or Vault's
+//! `X-Vault-Token: <token>`); a Unix-socket caller is identified by the
+//! kernel instead ([`PeerCredentials`]). The token is
 //! compared against every configured token in constant time (and without
 //! stopping at the first match), so timing tells nothing about how much of a
 //! guess was right or which token matched.
@@ -77,13 +79,24 @@ impl PeerCredentials {
     }
 }
 
-impl
-    axum::extract::connect_info::Connected<
-        axum::serve::IncomingStream<'_, tokio::net::UnixListener>,
-    > for PeerCredentials
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
-        PeerCredentials::of(stream.io())
+/// Who the shared authentication layer found a request's caller to be
+/// (`None`: no valid token and no Unix peer). Handlers extract it; without
+/// the layer it is always `None`, so a route mounted without it fails closed.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Option<Principal>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Caller, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller(None)))
     }
 }
 
@@ -110,8 +123,8 @@ impl Auth {
         self.tokens.iter().map(|(n, _)| n.as_str())
     }
 
-    /// Who sent these headers, or `None` if the bearer token is missing or
-    /// unknown.
+    /// Who sent these headers, or `None` if the token (`Authorization:
+    /// Bearer`, else `X-Vault-Token`) is missing or unknown.
     pub fn authenticate(&self, headers: &HeaderMap) -> Option<Principal> {
         let presented = bearer(headers)?;
         let mut found: Option<&str> = None;
@@ -125,8 +138,13 @@ impl Auth {
     }
 }
 
+/// The presented token: `Authorization: Bearer`, else `X-Vault-Token`.
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.as_bytes();
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        let token = headers.get("x-vault-token")?.as_bytes().trim_ascii();
+        return (!token.is_empty()).then_some(token);
+    };
+    let value = value.as_bytes();
     let (scheme, rest) = value.split_at_checked(7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {
         return None;

@@ -6,7 +6,11 @@
 //! bind = "127.0.0.1:8787"             # loopback only (no TLS support yet)
 //! lease_ttl_seconds = 300
 //! max_body_bytes = 1048576
-//! request_timeout_seconds = 30
+//! request_timeout_seconds = 30        # whole request, body included (→ 504)
+//! header_read_timeout_seconds = 10    # a request's headers, from when the server waits for them
+//! idle_timeout_seconds = 60           # no request running and no byte moving → closed
+//! max_connections = 512               # TCP + Unix socket; beyond it → 503 and close
+//! shutdown_grace_seconds = 10         # SIGTERM: in-flight requests get this long
 //! socket = "/run/user/1000/secref.sock"   # optional Unix socket (0600)
 //! # where `secret://<environment>/<service>/<kind>/<name>` is read from:
 //! secflow_ref_template = "local://secflow/{environment}/{service}/{kind}/{name}"
@@ -46,6 +50,18 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Longest a request may take (longer → 504 `TIMEOUT`, retryable).
     pub request_timeout: Duration,
+    /// Longest the server waits for a request's headers, counted from when
+    /// it starts waiting (so it also ends an idle keep-alive connection).
+    pub header_read_timeout: Duration,
+    /// A connection with no request running on which no byte moves for this
+    /// long is closed (e.g. a client that stopped reading its answer).
+    pub idle_timeout: Duration,
+    /// Most open connections (TCP and Unix socket together); one more is
+    /// answered 503 and closed at once.
+    pub max_connections: usize,
+    /// On SIGTERM, how long in-flight requests may still finish before the
+    /// server exits anyway.
+    pub shutdown_grace: Duration,
     /// Template mapping `secret://` refs onto secref refs.
     pub secflow_ref_template: String,
     /// Extra named tokens: name → where to read the token.
@@ -110,6 +126,10 @@ struct RawServerConfig {
     lease_ttl_seconds: Option<u64>,
     max_body_bytes: Option<usize>,
     request_timeout_seconds: Option<f64>,
+    header_read_timeout_seconds: Option<f64>,
+    idle_timeout_seconds: Option<f64>,
+    max_connections: Option<usize>,
+    shutdown_grace_seconds: Option<f64>,
     secflow_ref_template: Option<String>,
     #[serde(default)]
     tokens: BTreeMap<String, TokenSource>,
@@ -125,6 +145,10 @@ impl Default for ServerConfig {
             lease_ttl: Duration::from_secs(300),
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            shutdown_grace: Duration::from_secs(10),
             secflow_ref_template: DEFAULT_SECFLOW_TEMPLATE.to_string(),
             tokens: BTreeMap::new(),
             rules: Vec::new(),
@@ -175,6 +199,21 @@ impl ServerConfig {
         }
         if let Some(t) = raw.request_timeout_seconds {
             cfg.request_timeout = check_timeout("server request_timeout_seconds", t)?;
+        }
+        if let Some(t) = raw.header_read_timeout_seconds {
+            cfg.header_read_timeout = check_timeout("server header_read_timeout_seconds", t)?;
+        }
+        if let Some(t) = raw.idle_timeout_seconds {
+            cfg.idle_timeout = check_timeout("server idle_timeout_seconds", t)?;
+        }
+        if let Some(t) = raw.shutdown_grace_seconds {
+            cfg.shutdown_grace = check_timeout("server shutdown_grace_seconds", t)?;
+        }
+        if let Some(n) = raw.max_connections {
+            if !(1..=65_536).contains(&n) {
+                return Err(Error::config("server max_connections must be 1..=65536"));
+            }
+            cfg.max_connections = n;
         }
         if let Some(t) = raw.secflow_ref_template {
             cfg.secflow_ref_template = t;

@@ -8,9 +8,14 @@
 //!   and [`vault`] (Vault KV v2);
 //! * shared state ([`AppState`]): the resolver, bearer-token [`auth`],
 //!   [`access`] rules and issued [`leases`];
-//! * loopback only (no TLS yet: a non-loopback bind is refused), bounded
-//!   request bodies, a per-request timeout, graceful shutdown, and an access
-//!   log (target `secref_server::access`) that never contains values.
+//! * loopback only (no TLS yet: a non-loopback bind is refused), plus an
+//!   optional 0600 Unix socket whose callers are identified by the kernel;
+//! * one set of middleware for every route and both listeners
+//!   ([`Server::layered`]): access log (target `secref_server::access`, never
+//!   values), authentication, body limit (413 on a declared length before
+//!   reading), request timeout;
+//! * connection limits for both listeners: header-read and idle timeouts, a
+//!   connection cap, bounded graceful shutdown (see `listen`).
 //!
 //! ```no_run
 //! # async fn demo() -> secref::Result<()> {
@@ -30,6 +35,7 @@ pub mod access;
 pub mod auth;
 pub mod config;
 pub mod leases;
+mod listen;
 pub mod secflow;
 pub mod vault;
 
@@ -47,9 +53,11 @@ use secref::{Error, ErrorCode, Resolver, Result, Secret};
 use tokio::net::TcpListener;
 
 pub use config::ServerConfig;
+#[cfg(unix)]
+pub use listen::UnixSocket;
 
 use access::AccessRules;
-use auth::{Auth, PeerCredentials, Principal};
+use auth::{Auth, Caller, PeerCredentials, Principal};
 use leases::Leases;
 
 /// State shared by every protocol module. Cheap to clone.
@@ -79,9 +87,9 @@ impl AppState {
     }
 
     /// Who is calling: a Unix-socket peer is who the kernel says (any token
-    /// is ignored); a TCP caller must show a bearer token. Protocol handlers
-    /// take `Option<Extension<ConnectInfo<PeerCredentials>>>`, present only
-    /// on the Unix listener.
+    /// is ignored); a TCP caller must show a token. The shared
+    /// authentication layer calls this once per request; handlers take the
+    /// resulting [`Caller`].
     pub fn caller(
         &self,
         peer: Option<&PeerCredentials>,
@@ -187,17 +195,39 @@ impl Server {
     }
 
     /// The whole HTTP API: `/healthz`, the SecFlow Runtime API and the Vault
-    /// API, with the access log around them.
+    /// API, behind the shared middleware ([`Server::layered`]).
     pub fn router(&self) -> Router {
         let state = self.state.clone();
-        Router::new()
-            .route(
-                "/healthz",
-                get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-            )
-            .merge(secflow::router(state.clone()))
-            .merge(vault::router(state.clone()))
-            .fallback(secflow::not_found)
+        self.layered(
+            Router::new()
+                .route(
+                    "/healthz",
+                    get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+                )
+                .merge(secflow::router(state.clone()))
+                .merge(vault::router(state))
+                .fallback(secflow::not_found),
+        )
+    }
+
+    /// `routes` behind the middleware every route of every listener shares,
+    /// outermost first: the access log; authentication (the caller, from
+    /// the Unix peer's credentials or the bearer / `X-Vault-Token` token,
+    /// becomes a [`Caller`](auth::Caller) extension); the limits — a declared
+    /// `Content-Length` above `max_body_bytes` is answered 413 before any
+    /// body byte is read, a streamed body is cut at the same size, and the
+    /// whole request (body included) gets `request_timeout` (then 504
+    /// `TIMEOUT`, retryable). Errors come in the shape of the route's API.
+    pub fn layered(&self, routes: Router) -> Router {
+        let state = self.state.clone();
+        let max_body = state.config().max_body_bytes;
+        routes
+            .layer(axum::middleware::from_fn_with_state(state.clone(), limits))
+            .layer(axum::extract::DefaultBodyLimit::max(max_body))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                authenticate,
+            ))
             .layer(axum::middleware::from_fn_with_state(state, access_log))
     }
 
@@ -219,38 +249,15 @@ impl Server {
         })
     }
 
-    /// Creates the Unix socket `path` with mode 0600 (an existing socket
-    /// file there is replaced; any other file is an error).
+    /// Creates the Unix socket `path`, mode 0600 from the start; see
+    /// [`UnixSocket::bind`]. The file is removed when the server stops.
     #[cfg(unix)]
-    pub fn bind_unix(&self, path: &std::path::Path) -> Result<tokio::net::UnixListener> {
-        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            if !meta.file_type().is_socket() {
-                return Err(Error::config(format!(
-                    "{} exists and is not a socket",
-                    path.display()
-                )));
-            }
-            std::fs::remove_file(path)?;
-        }
-        // The umask makes the socket 0600 from its creation: no window in
-        // which another user could connect.
-        // SAFETY: umask only swaps the process's file-creation mask.
-        let old = unsafe { libc::umask(0o177) };
-        let bound = tokio::net::UnixListener::bind(path);
-        // SAFETY: as above, restoring the previous mask.
-        unsafe { libc::umask(old) };
-        let listener = bound.map_err(|e| {
-            Error::new(
-                ErrorCode::Io,
-                format!("cannot listen on {}: {}", path.display(), e.kind()),
-            )
-        })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(listener)
+    pub fn bind_unix(&self, path: &std::path::Path) -> Result<UnixSocket> {
+        UnixSocket::bind(path)
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    /// Serves until `shutdown` completes, then finishes in-flight requests
+    /// (for up to `shutdown_grace`).
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -260,11 +267,14 @@ impl Server {
     }
 
     /// Serves TCP and, if given, a Unix socket (whose callers are identified
-    /// by peer credentials), until `shutdown` completes.
+    /// by peer credentials), with the same router and limits, until
+    /// `shutdown` completes: then both stop accepting, in-flight requests
+    /// get up to `shutdown_grace`, the rest are closed, and the socket file
+    /// is removed.
     pub async fn serve_all(
         self,
         listener: TcpListener,
-        #[cfg(unix)] unix: Option<tokio::net::UnixListener>,
+        #[cfg(unix)] mut unix: Option<UnixSocket>,
         #[cfg(not(unix))] unix: Option<std::convert::Infallible>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
@@ -282,34 +292,25 @@ impl Server {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let router = self.router();
-        // Answers go out at once, not held back by Nagle's algorithm.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let tcp =
-            axum::serve(listener, router.clone()).with_graceful_shutdown(stopped(stop_rx.clone()));
-        let io =
-            |e: std::io::Error| Error::new(ErrorCode::Io, format!("server failed: {}", e.kind()));
-        match unix {
-            #[cfg(unix)]
-            Some(unix) => {
-                let uds = axum::serve(
-                    unix,
-                    router.into_make_service_with_connect_info::<PeerCredentials>(),
-                )
-                .with_graceful_shutdown(stopped(stop_rx));
-                let (a, b) = tokio::join!(async { tcp.await }, async { uds.await });
-                a.map_err(io)?;
-                b.map_err(io)
+        let conns = listen::Connections::new(self.router(), self.state.config());
+        let tcp = conns.accept(listener, stop_rx.clone());
+        #[cfg(unix)]
+        let uds = async {
+            if let Some(l) = unix.as_mut().and_then(|u| u.listener.take()) {
+                conns.accept(l, stop_rx).await;
             }
-            #[cfg(not(unix))]
-            Some(never) => match never {},
-            None => tcp.await.map_err(io),
-        }
+        };
+        #[cfg(not(unix))]
+        let uds = async {
+            if let Some(never) = unix {
+                match never {}
+            }
+        };
+        tokio::join!(tcp, uds);
+        conns.drain().await;
+        // Removes the socket file.
+        drop(unix);
+        Ok(())
     }
 }
 
@@ -334,6 +335,74 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// The shared authentication layer: works out the caller once and hands it
+/// to the handlers as a [`Caller`] extension; the access log names it.
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let principal = state.caller(req.extensions().get::<PeerCredentials>(), req.headers());
+    req.extensions_mut().insert(Caller(principal.clone()));
+    let mut resp = next.run(req).await;
+    if let (None, Some(p)) = (resp.extensions().get::<Logged>(), principal) {
+        resp.extensions_mut().insert(Logged {
+            principal: p.name,
+            items: 0,
+        });
+    }
+    resp
+}
+
+/// The shared limits: a declared body above `max_body_bytes` is refused
+/// before reading it; the whole request (body included) must finish within
+/// `request_timeout`.
+async fn limits(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let vault = is_vault_route(&req);
+    let max = state.config().max_body_bytes;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        let msg = format!("request body exceeds {max} bytes");
+        return if vault {
+            vault::error(axum::http::StatusCode::PAYLOAD_TOO_LARGE, &msg)
+        } else {
+            secflow::error(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                &msg,
+                false,
+            )
+        };
+    }
+    match tokio::time::timeout(state.config().request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) if vault => vault::error(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            "the request did not finish in time",
+        ),
+        Err(_) => secflow::error(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            "TIMEOUT",
+            "the request did not finish in time",
+            true,
+        ),
+    }
+}
+
+/// Whether a request is for the Vault API (answered in Vault's error
+/// shape); everything else — SecFlow, `/healthz`, unknown paths — uses the
+/// SecFlow shape.
+fn is_vault_route(req: &Request) -> bool {
+    req.extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str())
+        .is_some_and(|p| {
+            p.starts_with("/v1/")
+                && !secref::providers::secflow::wire::Op::ALL
+                    .iter()
+                    .any(|op| op.path() == p)
+        })
 }
 
 /// One structured line per request: method, route, status, caller, item

@@ -47,11 +47,11 @@
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use secref::policy::Context;
 use secref::provider::{Action, RevokeReason, Validation};
 pub use secref::providers::secflow::wire::ENVIRONMENTS;
@@ -61,7 +61,7 @@ use secref::providers::secflow::wire::{
 use secref::{Error, ErrorCode, Resolved, SecretRef};
 use serde_json::{json, Map, Value};
 
-use crate::auth::{PeerCredentials, Principal};
+use crate::auth::{Caller, Principal};
 use crate::config::fill_template;
 use crate::{AppState, Logged};
 
@@ -79,9 +79,9 @@ pub fn router(state: AppState) -> Router {
                 op.path(),
                 post(
                     move |State(state): State<AppState>,
-                          peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
+                          Caller(caller): Caller,
                           headers: HeaderMap,
-                          body: Body| handle(state, peer, headers, body, op),
+                          body: Body| handle(state, caller, headers, body, op),
                 ),
             )
         })
@@ -114,18 +114,17 @@ impl Ids {
     }
 }
 
-/// Authenticate, read and check the envelope, answer each item — within the
-/// request timeout.
+/// Check the caller, read and check the envelope, answer each item. The
+/// shared layers (see [`crate::Server::layered`]) found the caller and bound
+/// the body size and the request's time.
 async fn handle(
     state: AppState,
-    peer: Option<Extension<ConnectInfo<PeerCredentials>>>,
+    caller: Option<Principal>,
     headers: HeaderMap,
     body: Body,
     op: Op,
 ) -> Response {
-    // Unix-socket callers are who the kernel says; TCP callers show a token.
-    let principal = state.caller(peer.as_ref().map(|p| &p.0 .0), &headers);
-    let Some(principal) = principal else {
+    let Some(principal) = caller else {
         // Nothing is read or resolved for an unauthenticated caller.
         return request_error(
             StatusCode::UNAUTHORIZED,
@@ -136,22 +135,7 @@ async fn handle(
         );
     };
     let ctx = state.request_context(&principal, &headers);
-    let timeout = state.config().request_timeout;
-    let mut resp = match tokio::time::timeout(
-        timeout,
-        handle_authenticated(&state, &principal, &ctx, body, op),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => request_error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "TIMEOUT",
-            "the request did not finish in time",
-            true,
-            &Ids::fresh(),
-        ),
-    };
+    let mut resp = handle_authenticated(&state, &principal, &ctx, body, op).await;
     if resp.extensions().get::<Logged>().is_none() {
         resp.extensions_mut().insert(Logged {
             principal: principal.name,
@@ -838,6 +822,12 @@ fn revoke_failure(item: &RequestItem, lease_id: &str, e: &Error) -> Value {
 }
 
 /// A request-level error in SecFlow's shape.
+/// A request-level error in the SecFlow shape, with fresh ids (for the
+/// shared layers, which answer before any envelope is read).
+pub(crate) fn error(status: StatusCode, code: &str, message: &str, retryable: bool) -> Response {
+    request_error(status, code, message, retryable, &Ids::fresh())
+}
+
 fn request_error(
     status: StatusCode,
     code: &str,

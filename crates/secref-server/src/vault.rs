@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -48,7 +48,7 @@ use secref::{Error, Result};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::auth::Principal;
+use crate::auth::{Caller, Principal};
 use crate::{AppState, Logged};
 
 /// The environment variable naming the seed file.
@@ -297,6 +297,11 @@ impl Kv2Store {
     }
 }
 
+/// An error in Vault's shape (for the shared layers too).
+pub(crate) fn error(status: StatusCode, msg: &str) -> Response {
+    vault_error(status, msg)
+}
+
 fn vault_error(status: StatusCode, msg: &str) -> Response {
     let errors: Vec<&str> = if msg.is_empty() { vec![] } else { vec![msg] };
     (status, axum::Json(json!({ "errors": errors }))).into_response()
@@ -324,22 +329,6 @@ fn with_principal(mut resp: Response, p: &Principal) -> Response {
     resp
 }
 
-/// The caller, from `X-Vault-Token` (Vault's header) or `Authorization:
-/// Bearer`.
-fn caller(api: &Api, headers: &HeaderMap) -> Option<Principal> {
-    if let Some(tok) = headers.get("x-vault-token") {
-        let mut h = HeaderMap::new();
-        let mut v = b"Bearer ".to_vec();
-        v.extend_from_slice(tok.as_bytes());
-        let mut value = HeaderValue::from_bytes(&v).ok()?;
-        value.set_sensitive(true);
-        zeroize::Zeroize::zeroize(&mut v);
-        h.insert(axum::http::header::AUTHORIZATION, value);
-        return api.state.authenticate(&h);
-    }
-    api.state.authenticate(headers)
-}
-
 fn denied() -> Response {
     vault_error(StatusCode::FORBIDDEN, "permission denied")
 }
@@ -350,11 +339,12 @@ fn denied() -> Response {
 /// point outage is a 503.
 async fn authorize(
     api: &Api,
+    caller: Option<Principal>,
     headers: &HeaderMap,
     key: &str,
     action: Action,
 ) -> std::result::Result<(Principal, Authorization), Box<Response>> {
-    let Some(p) = caller(api, headers) else {
+    let Some(p) = caller else {
         return Err(Box::new(denied()));
     };
     let reference = format!("openbao+kv2://{key}");
@@ -411,10 +401,11 @@ async fn read_data(
     State(api): State<Api>,
     Path((mount, path)): Path<(String, String)>,
     Query(q): Query<ReadQuery>,
+    Caller(caller): Caller,
     headers: HeaderMap,
 ) -> Response {
     let key = format!("{mount}/{path}");
-    let (p, granted) = match authorize(&api, &headers, &key, Action::Read).await {
+    let (p, granted) = match authorize(&api, caller, &headers, &key, Action::Read).await {
         Ok(g) => g,
         Err(r) => return *r,
     };
@@ -528,10 +519,11 @@ fn parse_vault_duration(s: &str) -> Option<Duration> {
 async fn read_metadata(
     State(api): State<Api>,
     Path((mount, path)): Path<(String, String)>,
+    Caller(caller): Caller,
     headers: HeaderMap,
 ) -> Response {
     let key = format!("{mount}/{path}");
-    let p = match authorize(&api, &headers, &key, Action::MetadataRead).await {
+    let p = match authorize(&api, caller, &headers, &key, Action::MetadataRead).await {
         Ok((p, _)) => p,
         Err(r) => return *r,
     };
@@ -568,8 +560,8 @@ async fn read_metadata(
     with_principal(axum::Json(body).into_response(), &p)
 }
 
-async fn lookup_self(State(api): State<Api>, headers: HeaderMap) -> Response {
-    let Some(p) = caller(&api, &headers) else {
+async fn lookup_self(Caller(caller): Caller) -> Response {
+    let Some(p) = caller else {
         return denied();
     };
     // Vault also echoes the token as `id`; this server never sends tokens
@@ -602,7 +594,12 @@ struct UnwrapBody {
 
 /// The wrapping token comes in the body (then the header must be a server
 /// token, as hvac's `sys.unwrap(token)` sends it) or as `X-Vault-Token`.
-async fn unwrap(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+async fn unwrap(
+    State(api): State<Api>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let parsed: UnwrapBody = if body.is_empty() {
         UnwrapBody::default()
     } else {
@@ -613,7 +610,7 @@ async fn unwrap(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Resp
     };
     let wrapping = match parsed.token.filter(|t| !t.is_empty()) {
         Some(t) => {
-            if caller(&api, &headers).is_none() {
+            if caller.is_none() {
                 return denied();
             }
             t

@@ -238,7 +238,10 @@ async fn start_vault() -> String {
             "secret/app/wrapped": {{"versions": [{{"data": {{"password": "{CANARY}"}}}}]}}}}"#
     );
     let store = std::sync::Arc::new(secref_server::vault::Kv2Store::from_seed_json(&seed).unwrap());
-    let router = secref_server::vault::router_with_store(server.state().clone(), store);
+    let router = server.layered(secref_server::vault::router_with_store(
+        server.state().clone(),
+        store,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
