@@ -196,6 +196,15 @@ mod tests {
             assert!(auth.authenticate(&headers(bad)).is_none(), "{bad}");
         }
         assert!(auth.authenticate(&HeaderMap::new()).is_none());
+        // Vault's header, used only without an Authorization header.
+        let mut h = HeaderMap::new();
+        h.insert("x-vault-token", HeaderValue::from_static("tok-b"));
+        assert_eq!(auth.authenticate(&h).unwrap().name, "ci");
+        h.insert("authorization", HeaderValue::from_static("Bearer nope"));
+        assert!(auth.authenticate(&h).is_none());
+        h.insert("x-vault-token", HeaderValue::from_static(" "));
+        h.remove("authorization");
+        assert!(auth.authenticate(&h).is_none());
         assert!(!format!("{auth:?}").contains("tok-"));
     }
 

@@ -164,6 +164,11 @@ impl ServerConfig {
     /// let t: toml::Table = toml::from_str("bind = '127.0.0.1:0'\nlease_ttl_seconds = 60").unwrap();
     /// let c = secref_server::ServerConfig::from_table(Some(&t)).unwrap();
     /// assert_eq!(c.lease_ttl.as_secs(), 60);
+    /// let t: toml::Table = toml::from_str("max_connections = 8\nheader_read_timeout_seconds = 0.5").unwrap();
+    /// let c = secref_server::ServerConfig::from_table(Some(&t)).unwrap();
+    /// assert_eq!((c.max_connections, c.header_read_timeout.as_millis()), (8, 500));
+    /// let zero: toml::Table = toml::from_str("max_connections = 0").unwrap();
+    /// assert!(secref_server::ServerConfig::from_table(Some(&zero)).is_err());
     /// let bad: toml::Table = toml::from_str("bnid = 'x'").unwrap();
     /// assert!(secref_server::ServerConfig::from_table(Some(&bad)).is_err());
     /// ```
