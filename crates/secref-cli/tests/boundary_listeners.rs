@@ -394,3 +394,51 @@ fn a_declared_oversize_body_gets_413_before_it_is_sent_on_every_api() {
     assert_eq!(exchange(tcp(served.addr()), head).unwrap().status, 413);
     served.stop();
 }
+
+#[test]
+fn a_stalled_body_hits_the_request_timeout_on_every_api() {
+    let sb = sandbox("request_timeout_seconds = 1\n");
+    let served = Served::start(&sb, TOKEN, &[]);
+    for path in ["/v1/secrets/resolve:batch", "/v1/sys/wrapping/unwrap"] {
+        // 100 bytes announced, 10 sent, then silence.
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\n\
+             Authorization: Bearer {TOKEN}\r\nX-Vault-Token: {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\
+             Connection: close\r\n\r\n{{\"items\":"
+        );
+        let reply = exchange(tcp(served.addr()), &head).unwrap();
+        assert_eq!(reply.status, 504, "{path}: {}", reply.body);
+        let body = reply.json();
+        if path.starts_with("/v1/secrets") {
+            assert_eq!(body["error"]["code"], "TIMEOUT", "{body}");
+            assert_eq!(body["error"]["retryable"], true);
+        } else {
+            assert!(body["errors"].is_array(), "{path}: {body}");
+        }
+    }
+    served.stop();
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_by_the_idle_timeout() {
+    // The header timeout is long: only the idle timeout can close it.
+    let sb = sandbox("header_read_timeout_seconds = 300\nidle_timeout_seconds = 1\n");
+    let served = Served::start(&sb, TOKEN, &[]);
+    let mut s = tcp(served.addr());
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the idle connection was left open: {e}"),
+    }
+    // The answer came first, then the server closed the idle connection.
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    served.stop();
+}
