@@ -103,17 +103,20 @@ impl Connections {
     where
         L: Listener,
         L::Io: Accepted,
+        L::Addr: std::fmt::Debug,
     {
         loop {
             // axum's `Listener::accept` retries accept errors (EMFILE …)
             // with a pause instead of spinning.
-            let io = tokio::select! {
+            let (io, remote) = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
-                (io, _) = listener.accept() => io,
+                accepted = listener.accept() => accepted,
             };
+            tracing::trace!(?remote, "connection accepted");
             self.spawn(io);
         }
+        tracing::trace!("listener closed: not accepting new connections");
     }
 
     fn spawn<Io: Accepted>(&self, io: Io) {
