@@ -442,3 +442,41 @@ fn an_idle_keep_alive_connection_is_closed_by_the_idle_timeout() {
     );
     served.stop();
 }
+
+#[test]
+fn sigterm_stops_accepting_but_lets_an_in_flight_request_finish() {
+    let sb = sandbox("shutdown_grace_seconds = 60\nrequest_timeout_seconds = 60\n");
+    let served = Served::start(&sb, TOKEN, &[]);
+    let addr = served.addr().to_string();
+    let body = resolve_body(&["env://BL_A"]);
+    let raw = raw_post(
+        "/v1/secrets/resolve:batch",
+        &format!("Authorization: Bearer {TOKEN}\r\n"),
+        &body,
+    );
+    let (first, rest) = raw.split_at(raw.len() - 5);
+    let mut s = tcp(&addr);
+    s.write_all(first.as_bytes()).unwrap();
+    // The request is in flight (its head was read: the handler waits for
+    // the body) once the server answers a later request.
+    assert_eq!(served.request("GET", "/healthz", &[], b"").status, 200);
+
+    // SAFETY: signalling the server we started, by its pid.
+    unsafe { libc::kill(served.pid() as libc::pid_t, libc::SIGTERM) };
+    let mut refused = false;
+    for _ in 0..200 {
+        if served.log().contains("shutting down") && TcpStream::connect(&addr).is_err() {
+            refused = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(refused, "still accepting after SIGTERM:\n{}", served.log());
+    // The in-flight request still gets its answer.
+    s.write_all(rest.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    assert_eq!(outcomes(&parse_reply(&out)), ["value-a"]);
+    let status = served.stop();
+    assert!(status.success(), "{status}");
+}
