@@ -186,6 +186,9 @@ impl ServerConfig {
             ));
         }
         cfg.tokens = raw.tokens;
+        for rule in &raw.rules {
+            rule.check()?;
+        }
         cfg.rules = raw.rules;
         cfg.socket = raw.socket;
         Ok(cfg)
