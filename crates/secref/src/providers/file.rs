@@ -256,3 +256,52 @@ impl Provider for FileProvider {
         .map_err(|_| Error::internal("file read task failed"))?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(p: &FileProvider, path: &std::path::Path) -> Result<Secret> {
+        p.read(&SecretRef::parse(format!("file://{}", path.display())).unwrap())
+    }
+
+    #[test]
+    fn cap_and_kinds_are_checked_on_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"0123456789").unwrap();
+        assert_eq!(
+            read(&FileProvider::new(), &f).unwrap().expose_bytes(),
+            b"0123456789"
+        );
+        let small = FileProvider::new().max_bytes(9);
+        assert_eq!(read(&small, &f).unwrap_err().code(), ErrorCode::TooLarge);
+        assert!(read(&FileProvider::new().max_bytes(10), &f).is_ok());
+        let e = read(&FileProvider::new(), dir.path()).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unsupported);
+        let e = read(&FileProvider::new(), std::path::Path::new("/dev/null")).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unsupported);
+        let missing = dir.path().join("nope/f");
+        assert_eq!(
+            read(&FileProvider::new(), &missing).unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_refused_unless_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::fs::write(dir.path().join("real/f"), b"v").unwrap();
+        std::os::unix::fs::symlink("real", dir.path().join("dir")).unwrap();
+        std::os::unix::fs::symlink("real/f", dir.path().join("file")).unwrap();
+        for link in ["dir/f", "file"] {
+            let path = dir.path().join(link);
+            let e = read(&FileProvider::new(), &path).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::Unsupported, "{link}");
+            let followed = read(&FileProvider::new().follow_symlinks(true), &path).unwrap();
+            assert_eq!(followed.expose_bytes(), b"v");
+        }
+    }
+}
