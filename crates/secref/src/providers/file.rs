@@ -1,4 +1,4 @@
-//! `file://path[#pointer]`: a whole file, or one value inside a JSON file.
+//! `file:///absolute/path[#pointer]`: a whole regular file, or one value inside a JSON file.
 
 use async_trait::async_trait;
 
