@@ -191,14 +191,35 @@ fn file_rules_cannot_be_escaped() {
 }
 
 #[test]
-fn vault_api_rules_see_only_canonical_paths() {
+fn every_scheme_is_matched_by_its_canonical_form() {
     let sb = sandbox();
     sb.write(
         "secref.toml",
         "[server.tokens.reader]\ntoken_env = \"SECREF_READER_TOKEN\"\n\
-         [[server.rules]]\nprincipals = [\"reader\"]\nrefs = [\"openbao+kv2://secret/app/*\"]\n",
+         [[server.rules]]\nprincipals = [\"reader\"]\n\
+         refs = [\"openbao+kv2://secret/app/*\", \"local://app/*\", \"secret://dev/app/*\"]\n",
     );
+    run_ok(sb.cmd().arg("init"));
+    let o = feed_stdin(sb.cmd().args(["set", "local://app/db"]), b"app-db");
+    assert!(o.status.success(), "{}", stderr(&o));
     let served = Served::start(&sb, ADMIN, &[]);
+    // SecFlow API: a spelling the grammar rejects never reaches a rule; a
+    // spelling it accepts is matched canonically.
+    for escape in [
+        "local://app/../other/x",
+        "local://app/./db",
+        "local://app//db",
+        "local://app/%2e%2e/other",
+        "secret://dev/app/../x",
+        "secret://dev/app/token/..",
+        "secret://dev/app/token/a%2fb",
+    ] {
+        assert_refused(&served, escape, "ILLEGAL_SEGMENT");
+    }
+    assert_served(&served, "LOCAL://app/db", "app-db");
+    assert_denied(&resolve(&served, READER, "local://apple/db"));
+
+    // Vault API.
     let get = |path: &str| served.request("GET", path, &[("X-Vault-Token", READER)], b"");
     // Allowed and absent: Vault's 404.
     assert_eq!(get("/v1/secret/data/app/x").status, 404);
@@ -213,6 +234,41 @@ fn vault_api_rules_see_only_canonical_paths() {
     }
     assert_eq!(get("/v1/secret/data/other/x").status, 403);
     served.stop();
+}
+
+#[test]
+fn a_rule_pattern_that_is_not_canonical_stops_the_server() {
+    let sb = sandbox();
+    sb.write(
+        "secref.toml",
+        "[[server.rules]]\nprincipals = [\"*\"]\nrefs = [\"file:///srv/a/../b\"]\n",
+    );
+    // Spawned, not run to completion: were the pattern accepted, the server
+    // would serve forever; it is killed after a bounded wait instead.
+    let mut child = sb
+        .cmd()
+        .env("SECREF_SERVE_TOKEN", ADMIN)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if child.try_wait().unwrap().is_none() {
+        child.kill().unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a valid reference"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
