@@ -242,8 +242,12 @@ def test_generated_token_file(secref_bin, tmp_path):
         assert token not in log.read_text(errors="replace")
         c = SecFlowClient(url, sdk_token=token, timeout=5)
         with pytest.raises(SecFlowItemError) as err:
-            c.resolve_text("env://SECREF_SURELY_UNSET_VARIABLE_X")
+            c.resolve_text("local://app/surely-missing-entry-x")
         assert err.value.code == "NOT_FOUND"
+        # Without rules the server's own environment is still not served.
+        with pytest.raises(SecFlowItemError) as err:
+            c.resolve_text("env://SECREF_SURELY_UNSET_VARIABLE_X")
+        assert err.value.code == "PERMISSION_DENIED"
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -9,15 +9,33 @@
 //! actions = ["read", "metadata_read"]       # default: all actions
 //! ```
 //!
+//! * **Host-local references are denied unless a rule names them.** A
+//!   reference that reads the server's own host — its environment
+//!   (`env://`) or its file system (`file://`), see
+//!   [`SecretRef::is_host_local`] — is allowed only by a rule whose pattern
+//!   spells out its scheme (`env://APP_*`, `file:///srv/app/*`); neither
+//!   "no rules" nor a bare `*` pattern grants it. Otherwise any token holder
+//!   could read the admin token from the server's environment or the store
+//!   key from its disk.
 //! * With **no rules at all**, every authenticated caller may do everything
-//!   (the single-user default: one generated token).
+//!   else (the single-user default: one generated token; the local store and
+//!   configured remote backends).
 //! * As soon as one rule exists, access is **denied unless a rule allows it**.
 //! * A pattern is exact, or ends in `*` for a prefix match, or is `*` alone.
-//!   Patterns are matched against the reference's canonical form *as the
-//!   client wrote it* (`secret://…`, `local://…`, `env://…`); a client that
-//!   names the backing `local://` ref directly needs a rule for that.
+//!   Patterns are matched against the **parsed reference's canonical form**
+//!   only (never the text the client sent), and the grammar rejects rather
+//!   than rewrites `.`, `..`, empty and encoded segments, so a prefix such as
+//!   `file:///srv/allowed/*` cannot be escaped. An exact pattern must itself
+//!   be a canonical reference (checked when the config is loaded).
+//! * The reference checked is the one the client named: a `secret://` ref
+//!   that `secflow_ref_template` maps onto another scheme is decided as
+//!   `secret://…` (the template is the operator's own configuration); a
+//!   client that names the backing ref directly needs a rule for that.
+//! * Every denial looks the same (`PERMISSION_DENIED`, decision
+//!   `default-deny`), whatever the reason.
 
 use secref::provider::Action;
+use secref::{Error, SecretRef};
 use serde::Deserialize;
 
 use crate::auth::Principal;
@@ -35,6 +53,46 @@ pub struct Rule {
     pub actions: Vec<Action>,
 }
 
+impl Rule {
+    /// Checks the rule's patterns: `*` only at the end, and an exact pattern
+    /// must be a canonical reference (anything else could never match).
+    ///
+    /// ```
+    /// use secref_server::access::Rule;
+    /// let rule = |p: &str| Rule { principals: vec!["*".into()], refs: vec![p.into()], actions: vec![] };
+    /// assert!(rule("file:///srv/allowed/*").check().is_ok());
+    /// assert!(rule("file:///srv/allowed/../x").check().is_err());
+    /// assert!(rule("secret://dev/*/token/*").check().is_err());
+    /// ```
+    pub fn check(&self) -> secref::Result<()> {
+        for pattern in &self.refs {
+            let body = pattern.strip_suffix('*').unwrap_or(pattern);
+            if body.contains('*') {
+                return Err(Error::config(format!(
+                    "server rule pattern '{pattern}': '*' is only allowed at the end"
+                )));
+            }
+            if body.len() == pattern.len() {
+                match SecretRef::parse(pattern) {
+                    Ok(r) if r.to_canonical() == pattern => {}
+                    Ok(r) => {
+                        return Err(Error::config(format!(
+                            "server rule pattern '{pattern}' is not canonical: write '{r}'"
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(Error::config(format!(
+                            "server rule pattern '{pattern}' is not a valid reference: {}",
+                            e.message()
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn all_actions() -> Vec<Action> {
     vec![Action::Read, Action::MetadataRead, Action::LeaseRevoke]
 }
@@ -49,6 +107,15 @@ pub struct Decision {
     pub decision_id: String,
 }
 
+impl Decision {
+    fn deny() -> Decision {
+        Decision {
+            allowed: false,
+            decision_id: "default-deny".into(),
+        }
+    }
+}
+
 /// The configured rules.
 #[derive(Clone, Debug, Default)]
 pub struct AccessRules {
@@ -61,10 +128,12 @@ impl AccessRules {
         AccessRules { rules }
     }
 
-    /// Decides whether `principal` may do `action` on `reference` (canonical).
+    /// Decides whether `principal` may do `action` on `reference`, by its
+    /// canonical form.
     ///
     /// ```
     /// use secref::provider::Action;
+    /// use secref::SecretRef;
     /// use secref_server::access::{AccessRules, Rule};
     /// use secref_server::auth::Principal;
     /// let rules = AccessRules::new(vec![Rule {
@@ -73,11 +142,25 @@ impl AccessRules {
     ///     actions: vec![Action::Read],
     /// }]);
     /// let ci = Principal::named("ci");
-    /// assert!(rules.decide(&ci, "secret://dev/app/token/a", Action::Read).allowed);
-    /// assert!(!rules.decide(&ci, "secret://prod/app/token/a", Action::Read).allowed);
+    /// let r = |s: &str| SecretRef::parse(s).unwrap();
+    /// assert!(rules.decide(&ci, &r("secret://dev/app/token/a"), Action::Read).allowed);
+    /// assert!(!rules.decide(&ci, &r("secret://prod/app/token/a"), Action::Read).allowed);
+    /// // Without rules, the server's own environment and files are still denied.
+    /// let none = AccessRules::default();
+    /// assert!(none.decide(&ci, &r("local://app/db"), Action::Read).allowed);
+    /// assert!(!none.decide(&ci, &r("env://HOME"), Action::Read).allowed);
     /// ```
-    pub fn decide(&self, principal: &Principal, reference: &str, action: Action) -> Decision {
+    pub fn decide(&self, principal: &Principal, reference: &SecretRef, action: Action) -> Decision {
+        let canonical = reference.to_canonical();
+        // A host-local ref needs a pattern that spells out its scheme.
+        let scheme_prefix = format!("{}://", reference.scheme());
+        let may_match = |pattern: &str| {
+            !reference.is_host_local() || pattern.starts_with(scheme_prefix.as_str())
+        };
         if self.rules.is_empty() {
+            if reference.is_host_local() {
+                return Decision::deny();
+            }
             return Decision {
                 allowed: true,
                 decision_id: "no-rules".into(),
@@ -87,7 +170,10 @@ impl AccessRules {
             let who = rule.principals.iter().any(|p| principal.is_named(p));
             if who
                 && rule.actions.contains(&action)
-                && rule.refs.iter().any(|p| pattern_matches(p, reference))
+                && rule
+                    .refs
+                    .iter()
+                    .any(|p| may_match(p) && pattern_matches(p, canonical))
             {
                 return Decision {
                     allowed: true,
@@ -95,17 +181,14 @@ impl AccessRules {
                 };
             }
         }
-        Decision {
-            allowed: false,
-            decision_id: "default-deny".into(),
-        }
+        Decision::deny()
     }
 }
 
-fn pattern_matches(pattern: &str, reference: &str) -> bool {
+fn pattern_matches(pattern: &str, canonical: &str) -> bool {
     match pattern.strip_suffix('*') {
-        Some(prefix) => reference.starts_with(prefix),
-        None => pattern == reference,
+        Some(prefix) => canonical.starts_with(prefix),
+        None => pattern == canonical,
     }
 }
 
@@ -117,14 +200,145 @@ mod tests {
         Principal::named(name)
     }
 
+    fn r(s: &str) -> SecretRef {
+        SecretRef::parse(s).unwrap()
+    }
+
     #[test]
-    fn no_rules_allows_everything() {
-        let r = AccessRules::default();
-        assert!(r.decide(&p("x"), "env://A", Action::Read).allowed);
+    fn no_rules_allows_everything_but_host_local() {
+        let rules = AccessRules::default();
+        for ok in [
+            "local://app/db",
+            "secret://dev/a/b/c",
+            "openbao+kv2://secret/a",
+        ] {
+            assert!(rules.decide(&p("x"), &r(ok), Action::Read).allowed, "{ok}");
+        }
+        for host in ["env://A", "file:///etc/passwd"] {
+            for action in all_actions() {
+                let d = rules.decide(&p("x"), &r(host), action);
+                assert_eq!((d.allowed, d.decision_id.as_str()), (false, "default-deny"));
+            }
+        }
+    }
+
+    #[test]
+    fn host_local_needs_a_pattern_naming_its_scheme() {
+        let star = |pattern: &str| {
+            AccessRules::new(vec![Rule {
+                principals: vec!["*".into()],
+                refs: vec![pattern.into()],
+                actions: all_actions(),
+            }])
+        };
+        assert!(
+            !star("*")
+                .decide(&p("x"), &r("env://A"), Action::Read)
+                .allowed
+        );
+        assert!(
+            !star("*")
+                .decide(&p("x"), &r("file:///a"), Action::Read)
+                .allowed
+        );
+        assert!(
+            !star("e*")
+                .decide(&p("x"), &r("env://A"), Action::Read)
+                .allowed
+        );
+        assert!(
+            star("*")
+                .decide(&p("x"), &r("local://a"), Action::Read)
+                .allowed
+        );
+        assert!(
+            star("env://*")
+                .decide(&p("x"), &r("env://A"), Action::Read)
+                .allowed
+        );
+        assert!(
+            star("env://A")
+                .decide(&p("x"), &r("env://A"), Action::Read)
+                .allowed
+        );
+        assert!(
+            star("file:///srv/allowed/*")
+                .decide(&p("x"), &r("file:///srv/allowed/k"), Action::Read)
+                .allowed
+        );
+    }
+
+    #[test]
+    fn prefixes_match_the_canonical_form_only() {
+        let rules = AccessRules::new(vec![Rule {
+            principals: vec!["*".into()],
+            refs: vec![
+                "file:///srv/allowed/*".into(),
+                "local://app/*".into(),
+                "secret://dev/app/*".into(),
+                "openbao+kv2://secret/app/*".into(),
+            ],
+            actions: all_actions(),
+        }]);
+        // Whatever spelling a client tries, it either fails to parse or its
+        // canonical form is what the prefix is matched against.
+        for escape in [
+            "file:///srv/allowed/../other/secret.key",
+            "file:///srv/allowed/./../x",
+            "file:///srv/allowed//../x",
+            "file:///srv/allowed/%2e%2e/x",
+            "local://app/../x",
+            "local://app/%2e%2e/x",
+            "secret://dev/app/../x",
+            "openbao+kv2://secret/app/../x",
+            "openbao+kv2://secret/app/%2f/x",
+        ] {
+            assert!(SecretRef::parse(escape).is_err(), "{escape}");
+        }
+        // Case-folded schemes are canonicalised before matching.
+        let upper = r("LOCAL://app/x");
+        assert!(rules.decide(&p("x"), &upper, Action::Read).allowed);
+        assert!(
+            !rules
+                .decide(&p("x"), &r("local://apple/x"), Action::Read)
+                .allowed
+        );
+        assert!(
+            !rules
+                .decide(&p("x"), &r("file:///srv/allowedx/k"), Action::Read)
+                .allowed
+        );
+    }
+
+    #[test]
+    fn patterns_are_checked() {
+        let rule = |pattern: &str| Rule {
+            principals: vec!["*".into()],
+            refs: vec![pattern.into()],
+            actions: all_actions(),
+        };
+        for ok in [
+            "*",
+            "env://A",
+            "env://A_*",
+            "file:///srv/a/*",
+            "local://app/db#f",
+        ] {
+            assert!(rule(ok).check().is_ok(), "{ok}");
+        }
+        for bad in [
+            "LOCAL://app/db",
+            "file:///a/../b",
+            "secret://*/app/*",
+            "env://1",
+        ] {
+            assert!(rule(bad).check().is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn first_matching_rule_allows_rest_denied() {
+        let rr = r;
         let r = AccessRules::new(vec![
             Rule {
                 principals: vec!["*".into()],
@@ -138,20 +352,23 @@ mod tests {
             },
         ]);
         assert_eq!(
-            r.decide(&p("any"), "env://PUBLIC", Action::MetadataRead)
+            r.decide(&p("any"), &rr("env://PUBLIC"), Action::MetadataRead)
                 .decision_id,
             "rule-1"
         );
-        assert!(!r.decide(&p("any"), "env://PUBLIC", Action::Read).allowed);
         assert!(
-            !r.decide(&p("any"), "env://PUBLIC2", Action::MetadataRead)
+            !r.decide(&p("any"), &rr("env://PUBLIC"), Action::Read)
                 .allowed
         );
         assert!(
-            r.decide(&p("ci"), "secret://dev/a/b/c", Action::Read)
+            !r.decide(&p("any"), &rr("env://PUBLIC2"), Action::MetadataRead)
                 .allowed
         );
-        let d = r.decide(&p("other"), "secret://dev/a/b/c", Action::Read);
+        assert!(
+            r.decide(&p("ci"), &rr("secret://dev/a/b/c"), Action::Read)
+                .allowed
+        );
+        let d = r.decide(&p("other"), &rr("secret://dev/a/b/c"), Action::Read);
         assert_eq!((d.allowed, d.decision_id.as_str()), (false, "default-deny"));
     }
 }

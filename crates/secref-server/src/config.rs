@@ -66,7 +66,8 @@ pub struct ServerConfig {
     pub secflow_ref_template: String,
     /// Extra named tokens: name → where to read the token.
     pub tokens: BTreeMap<String, TokenSource>,
-    /// Access rules (empty = everything allowed).
+    /// Access rules, patterns checked at load (empty = everything allowed
+    /// except host-local `env://` / `file://` refs; see [`crate::access`]).
     pub rules: Vec<Rule>,
     /// A Unix socket to listen on too (mode 0600; callers identified by
     /// their peer credentials instead of a token).
@@ -230,6 +231,9 @@ impl ServerConfig {
             ));
         }
         cfg.tokens = raw.tokens;
+        for rule in &raw.rules {
+            rule.check()?;
+        }
         cfg.rules = raw.rules;
         cfg.socket = raw.socket;
         Ok(cfg)

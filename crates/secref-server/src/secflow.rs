@@ -12,8 +12,10 @@
 //! **References.** `secret://<environment>/<service>/<kind>/<name>` is mapped
 //! onto a secref ref with `secflow_ref_template` (default
 //! `local://secflow/{environment}/{service}/{kind}/{name}`); any other secref
-//! ref (`local://…`, `env://…`, `file://…`) may be passed as `secret_ref`
-//! directly and is resolved as is.
+//! ref (`local://…`, `openbao+kv2://…`, …) may be passed as `secret_ref`
+//! directly and is resolved as is — except host-local ones (`env://…`,
+//! `file://…`), which are denied unless an access rule names them (see
+//! [`crate::access`]), on every route here.
 //!
 //! **Leases.** Every resolved item gets a fresh lease (`lease-<uuid>`), bound
 //! to the caller, lasting `lease_ttl_seconds` from the request (≤ 1 day) or
@@ -351,7 +353,6 @@ fn prepare(
             return Prepared::Done(item_failure(&item.item_id, Some(raw), "failed", &e, None))
         }
     };
-    let canonical = client_ref.to_canonical().to_string();
     if let secref::RefKind::SecFlow(sf) = client_ref.kind() {
         if sf.environment != env {
             let e = Error::new(
@@ -370,7 +371,8 @@ fn prepare(
             ));
         }
     }
-    let decision = state.access().decide(principal, &canonical, action);
+    // Decided on the parsed, canonical reference, never the raw text.
+    let decision = state.access().decide(principal, &client_ref, action);
     if !decision.allowed {
         let e = Error::new(
             ErrorCode::PermissionDenied,

@@ -44,7 +44,7 @@ use axum::Router;
 use parking_lot::{Mutex, RwLock};
 use secref::policy::Authorization;
 use secref::provider::Action;
-use secref::{Error, Result};
+use secref::{Error, Result, SecretRef};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -347,7 +347,14 @@ async fn authorize(
     let Some(p) = caller else {
         return Err(Box::new(denied()));
     };
-    let reference = format!("openbao+kv2://{key}");
+    // Rules see the parsed, canonical reference only: a path the grammar
+    // rejects (`..`, `//`, `%2f`) is refused before any rule is consulted.
+    let Ok(reference) = SecretRef::parse(format!("openbao+kv2://{key}")) else {
+        return Err(Box::new(with_principal(
+            vault_error(StatusCode::BAD_REQUEST, "invalid path"),
+            &p,
+        )));
+    };
     if !api.state.access().decide(&p, &reference, action).allowed {
         return Err(Box::new(with_principal(denied(), &p)));
     }
@@ -355,7 +362,7 @@ async fn authorize(
     match api
         .state
         .resolver()
-        .authorize_as(&ctx, reference.as_str(), action)
+        .authorize_as(&ctx, &reference, action)
         .await
     {
         Ok(granted) => Ok((p, granted)),

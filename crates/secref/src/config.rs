@@ -41,6 +41,9 @@ pub struct Config {
     /// The embedded local store.
     #[serde(default)]
     pub local: LocalConfig,
+    /// The `file://` provider.
+    #[serde(default)]
+    pub file: FileConfig,
     /// Per-provider cache overrides, by provider name.
     #[serde(default)]
     pub provider_cache: BTreeMap<String, CacheConfig>,
@@ -83,6 +86,25 @@ pub struct LocalConfig {
     /// The key file (default: `$SECREF_KEY_FILE`, else `key` in the user's
     /// config dir). `$SECREF_KEY` (base64) takes precedence over any file.
     pub key_file: Option<PathBuf>,
+}
+
+/// Settings of the `file://` provider.
+///
+/// ```
+/// let cfg = secref::Config::from_toml_str("[file]\nmax_bytes = 4096\nfollow_symlinks = true").unwrap();
+/// assert_eq!(cfg.file.max_bytes, Some(4096));
+/// assert!(cfg.file.follow_symlinks);
+/// ```
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The largest file read, in bytes (default 1 MiB); a larger one is
+    /// `too_large`.
+    pub max_bytes: Option<u64>,
+    /// Whether symbolic links in a `file://` path are followed (default:
+    /// no, a symlink anywhere in the path is `unsupported`).
+    #[serde(default)]
+    pub follow_symlinks: bool,
 }
 
 /// A snapshot of environment variables: the process's, overlaid with any

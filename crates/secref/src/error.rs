@@ -27,7 +27,8 @@
 //! | `invalid_utf8` | no | text was asked for but the value is not UTF-8 |
 //! | `config` | no | configuration is missing or invalid |
 //! | `usage` | no | a call was made with invalid arguments |
-//! | `unsupported` | no | the provider does not support this operation |
+//! | `unsupported` | no | the provider does not support this operation (or this kind of file) |
+//! | `too_large` | no | the value is larger than the configured limit |
 //! | `rate_limited` | yes | the backend or resolver asked to slow down |
 //! | `backend_unavailable` | yes | the backend could not be reached or answered 5xx |
 //! | `timeout` | yes | the backend did not answer in time |
@@ -85,8 +86,10 @@ pub enum ErrorCode {
     Config,
     /// Invalid arguments to a call.
     Usage,
-    /// The provider does not support the operation.
+    /// The provider does not support the operation (or this kind of file).
     Unsupported,
+    /// The value is larger than the configured limit.
+    TooLarge,
     /// The backend asked to slow down.
     RateLimited,
     /// The backend could not be reached or failed.
@@ -129,6 +132,7 @@ impl ErrorCode {
         ErrorCode::Config,
         ErrorCode::Usage,
         ErrorCode::Unsupported,
+        ErrorCode::TooLarge,
         ErrorCode::RateLimited,
         ErrorCode::BackendUnavailable,
         ErrorCode::Timeout,
@@ -166,6 +170,7 @@ impl ErrorCode {
             ErrorCode::Config => "config",
             ErrorCode::Usage => "usage",
             ErrorCode::Unsupported => "unsupported",
+            ErrorCode::TooLarge => "too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::BackendUnavailable => "backend_unavailable",
             ErrorCode::Timeout => "timeout",

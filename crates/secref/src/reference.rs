@@ -25,7 +25,11 @@
 //! * `version` must be a positive integer (`invalid_reference`);
 //! * an empty engine (`openbao+://…`) is `unsupported_engine`;
 //! * `file://` belongs to secref's file provider, not the reference's `file`
-//!   URI provider.
+//!   URI provider. Its path must be absolute and normalised: a `.`, `..` or
+//!   empty segment (`//`, trailing `/`) or any `%` is `illegal_segment`, a
+//!   relative path `invalid_reference` — rejected, never rewritten, so an
+//!   access rule's prefix match on the canonical form is a match on the file
+//!   read.
 //!
 //! The other schemes in the table above (`secret`, `infisical`, `coze+…`,
 //! `env`, `local`) are secref's own; the reference rejects them as
@@ -86,9 +90,10 @@ pub enum RefKind {
         /// The environment variable's name.
         var: String,
     },
-    /// `file://<path>[#pointer]`
+    /// `file:///<absolute path>[#pointer]`
     File {
-        /// The file's path as written (absolute when it starts with `/`).
+        /// The file's absolute, normalised path (no `.`, `..` or empty
+        /// segments, no `%`).
         path: String,
         /// A JSON pointer (`/a/b`) or dotted path (`a.b`) into the file.
         pointer: Option<String>,
@@ -278,6 +283,22 @@ impl SecretRef {
             RefKind::File { .. } => "file",
             RefKind::Local(_) => "local",
         }
+    }
+
+    /// Whether the reference names data of the host the resolver runs on —
+    /// its process environment (`env://`) or its file system (`file://`) —
+    /// rather than a secret store. A server that exposes a resolver to
+    /// other callers must not hand such data out unless told to
+    /// (`secref serve` denies it unless an access rule names it).
+    ///
+    /// ```
+    /// use secref::SecretRef;
+    /// assert!(SecretRef::parse("env://HOME").unwrap().is_host_local());
+    /// assert!(SecretRef::parse("file:///etc/app.json").unwrap().is_host_local());
+    /// assert!(!SecretRef::parse("local://app/db").unwrap().is_host_local());
+    /// ```
+    pub fn is_host_local(&self) -> bool {
+        matches!(&*self.kind, RefKind::Env { .. } | RefKind::File { .. })
     }
 
     fn new(kind: RefKind, canonical: String) -> SecretRef {
@@ -611,13 +632,52 @@ fn parse_env(rest: &str) -> Result<SecretRef> {
     ))
 }
 
+/// A `file://` path must be absolute and already normalised, so that the
+/// text an access rule matches is the file that is read: no `.` or `..`
+/// segments, no empty segment (`//`, a trailing `/`). Such paths are
+/// rejected, never rewritten. Percent escapes are not decoded, so `%` is
+/// refused outright: `%2e%2e` or `%2f` must not mean one thing to secref and
+/// another to a tool that decodes them.
+fn check_file_path(path: &str) -> Result<()> {
+    let Some(relative) = path.strip_prefix('/') else {
+        return Err(err(
+            ErrorCode::InvalidReference,
+            "file:// takes an absolute path",
+        )
+        .with_hint("write three slashes: file:///absolute/path"));
+    };
+    if path.contains('%') {
+        return Err(err(
+            ErrorCode::IllegalSegment,
+            "'%' is not allowed in a file:// path (percent escapes are not decoded)",
+        ));
+    }
+    for seg in relative.split('/') {
+        if seg.is_empty() {
+            return Err(err(
+                ErrorCode::IllegalSegment,
+                "empty file:// path segment ('//' or a trailing '/')",
+            ));
+        }
+        if seg == "." || seg == ".." {
+            return Err(err(
+                ErrorCode::IllegalSegment,
+                format!("'{seg}' is not allowed as a file:// path segment"),
+            )
+            .with_hint("write the normalised absolute path"));
+        }
+    }
+    Ok(())
+}
+
 fn parse_file(rest: &str) -> Result<SecretRef> {
     let (path, pointer) = match rest.split_once('#') {
         Some((p, f)) => (p, Some(f)),
         None => (rest, None),
     };
     if path.is_empty() {
-        return Err(err(ErrorCode::InvalidReference, "file:// needs a path"));
+        return Err(err(ErrorCode::InvalidReference, "file:// needs a path")
+            .with_hint("file:///run/secrets/app.json"));
     }
     if has_control(rest) {
         return Err(err(
@@ -625,6 +685,7 @@ fn parse_file(rest: &str) -> Result<SecretRef> {
             "control characters are not allowed in file:// references",
         ));
     }
+    check_file_path(path)?;
     let pointer = match pointer {
         None => None,
         Some("") => {
@@ -960,8 +1021,46 @@ mod tests {
         );
         assert_eq!(canon("local://app/db#password"), "local://app/db#password");
         assert_eq!(code("local://app/../db"), "illegal_segment");
+        assert_eq!(code("local://app/./db"), "illegal_segment");
+        assert_eq!(code("local://app//db"), "illegal_segment");
+        assert_eq!(code("local://app/%2e%2e/db"), "illegal_segment");
+        assert_eq!(code("secret://dev/../token/a"), "illegal_segment");
+        assert_eq!(code("secret://dev/app/token/a%2fb"), "illegal_segment");
+        assert_eq!(code("infisical://p/dev/../KEY"), "illegal_segment");
+        assert_eq!(code("coze+env://1/../K"), "invalid_reference");
         assert_eq!(code("local://app/db#a#b"), "illegal_segment");
         assert_eq!(code("nope"), "illegal_segment");
+    }
+
+    #[test]
+    fn file_paths_are_absolute_and_normalised() {
+        for bad in [
+            "file:///srv/allowed/../other/secret.key",
+            "file:///srv/allowed/./x",
+            "file:///srv//allowed/x",
+            "file:///srv/allowed/",
+            "file:///",
+            "file:///..",
+            "file:///srv/allowed/%2e%2e/x",
+            "file:///srv/allowed/%2E%2E%2Fx",
+            "file:///srv/allowed/a%2fb",
+            "file:///srv/allowed/../x#/db/password",
+        ] {
+            assert_eq!(code(bad), "illegal_segment", "{bad}");
+        }
+        for relative in [
+            "file://srv/x",
+            "file://./x",
+            "file://localhost/etc/x",
+            "file://",
+        ] {
+            assert_eq!(code(relative), "invalid_reference", "{relative}");
+        }
+        // Dots inside a name are fine: only whole `.` / `..` segments are not.
+        assert_eq!(
+            canon("FILE:///srv/allowed/..data/.x..y#/a/b"),
+            "file:///srv/allowed/..data/.x..y#/a/b"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ impl Resolver {
     ///   `local://` references fail with that error (`not_found` with the
     ///   hint `secref init` when there is no store) and every other scheme
     ///   still works.
-    /// * `env://` and `file://`: always.
+    /// * `env://` and `file://`: always (`file://` with the `[file]` limits).
     /// * `[policy]`: an enforcement point every read passes
     ///   ([`crate::policy`]); `[audit]`: audit events ([`crate::audit`]).
     ///
@@ -54,7 +54,10 @@ fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
     builder = builder
         .provider_arc(Arc::new(local), Some(cfg.cache_for("local")))
         .provider_arc(Arc::new(EnvProvider::new()), Some(cfg.cache_for("env")))
-        .provider_arc(Arc::new(FileProvider::new()), Some(cfg.cache_for("file")));
+        .provider_arc(
+            Arc::new(FileProvider::from_config(&cfg.file)),
+            Some(cfg.cache_for("file")),
+        );
 
     // ---- Remote providers --------------------------------------------------
     // REGISTER REMOTE PROVIDERS HERE (SecFlow from `cfg.secflow` / SECFLOW_*,

@@ -466,20 +466,23 @@ fn file() {
             "/etc/app.json",
             Some("/db/password"),
         ),
+        ("FILE:///abs/x.txt", "file:///abs/x.txt", "/abs/x.txt", None),
         (
-            "FILE://relative/x.txt",
-            "file://relative/x.txt",
-            "relative/x.txt",
-            None,
-        ),
-        (
-            "file://a b/ü.json#a.b",
-            "file://a b/ü.json#a.b",
-            "a b/ü.json",
+            "file:///a b/ü.json#a.b",
+            "file:///a b/ü.json#a.b",
+            "/a b/ü.json",
             Some("a.b"),
         ),
         ("file:///x?y=1", "file:///x?y=1", "/x?y=1", None),
-        ("file://a://b", "file://a://b", "a://b", None),
+        ("file:///a:/b", "file:///a:/b", "/a:/b", None),
+        (
+            "file:///k8s/..data/.hidden..x",
+            "file:///k8s/..data/.hidden..x",
+            "/k8s/..data/.hidden..x",
+            None,
+        ),
+        // The pointer is not a path: `..` there is a JSON key.
+        ("file:///x#/../a", "file:///x#/../a", "/x", Some("/../a")),
     ] {
         let r = accepts(input, canonical);
         assert_eq!(
@@ -499,6 +502,20 @@ fn file() {
         ("file:///x#a#b", IllegalSegment),
         ("file:///x\n", IllegalSegment),
         ("file:///x#\u{0}", IllegalSegment),
+        // Absolute and normalised only: rejected, never rewritten.
+        ("FILE://relative/x.txt", InvalidReference),
+        ("file://a://b", InvalidReference),
+        ("file://localhost/etc/passwd", InvalidReference),
+        ("file:///a/../b", IllegalSegment),
+        ("file:///a/./b", IllegalSegment),
+        ("file:///..", IllegalSegment),
+        ("file:///a//b", IllegalSegment),
+        ("file:////a", IllegalSegment),
+        ("file:///a/", IllegalSegment),
+        ("file:///", IllegalSegment),
+        ("file:///a/%2e%2e/b", IllegalSegment),
+        ("file:///a/%2F/b", IllegalSegment),
+        ("file:///a/100%", IllegalSegment),
         // `file+engine` is the reference's URI provider, which secref does not serve.
         ("file+x:///x", UnsupportedEngine),
         ("file+:///x", UnsupportedEngine),

@@ -118,10 +118,18 @@ fn own_scheme_input() -> impl Strategy<Value = String> {
         segment().prop_map(|s| format!("coze+credential://{s}")),
         segments(2, 2).prop_map(|s| format!("coze+env://{}", s.join("/"))),
         "[A-Za-z_][A-Za-z0-9_]{0,10}".prop_map(|v| format!("env://{v}")),
-        ("[^#\\p{Cc}]{1,20}", prop::option::of("[^#\\p{Cc}]{1,10}")).prop_map(|(p, f)| match f {
-            Some(f) => format!("file://{p}#{f}"),
-            None => format!("file://{p}"),
-        }),
+        // Absolute, normalised paths: no empty, `.` or `..` segment, no `%`.
+        (
+            prop::collection::vec(
+                "[^#%/\\p{Cc}]{1,8}".prop_filter("not . or ..", |s| s != "." && s != ".."),
+                1..4
+            ),
+            prop::option::of("[^#\\p{Cc}]{1,10}")
+        )
+            .prop_map(|(p, f)| match f {
+                Some(f) => format!("file:///{}#{f}", p.join("/")),
+                None => format!("file:///{}", p.join("/")),
+            }),
         (segments(1, 4), prop::option::of(segment())).prop_map(|(s, f)| match f {
             Some(f) => format!("local://{}#{f}", s.join("/")),
             None => format!("local://{}", s.join("/")),
@@ -156,6 +164,10 @@ const FRAGMENTS: &[&str] = &[
     "=",
     "%2f",
     "%2F",
+    "file:///",
+    "/../",
+    "//",
+    "%2e%2e",
     "version=",
     "mount=",
     "\n",
@@ -233,6 +245,16 @@ proptest! {
                 Ok(r) => {
                     let again = SecretRef::parse(r.to_canonical());
                     prop_assert_eq!(again.as_ref().ok(), Some(&r), "{:?}", input);
+                    // A file:// path is absolute and already normalised, so
+                    // a rule's prefix on it is a prefix on the file read.
+                    if let RefKind::File { path, .. } = r.kind() {
+                        let p = std::path::Path::new(path);
+                        prop_assert!(p.is_absolute(), "{:?}", input);
+                        let normal: std::path::PathBuf = p.components().collect();
+                        prop_assert_eq!(normal.to_str(), Some(path.as_str()), "{:?}", input);
+                        prop_assert!(!path.contains("/./") && !path.contains("/../"));
+                        prop_assert!(!path.contains('%'), "{:?}", input);
+                    }
                 }
                 Err(e) => {
                     prop_assert!(e.code().is_reference_error(), "{:?}: {:?}", input, e);
