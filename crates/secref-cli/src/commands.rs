@@ -27,8 +27,9 @@ pub async fn dispatch(command: Command) -> i32 {
         Command::Run {
             vars,
             no_masking,
+            pass_env,
             command,
-        } => return finish(run(&vars, no_masking, &command).await),
+        } => return finish(run(&vars, no_masking, &pass_env, &command).await),
         Command::Export { vars, format } => export_vars(&vars, format).await,
         Command::Ref {
             json,
@@ -92,8 +93,10 @@ async fn get(reference: &str, no_newline: bool) -> secref::Result<i32> {
 async fn run(
     args: &VarArgs,
     no_masking: bool,
+    pass_env: &[String],
     command: &[std::ffi::OsString],
 ) -> Result<i32, Failure> {
+    let withhold = child::withheld(pass_env)?;
     let vars = vars::collect(args)?;
     let cfg = Config::load()?;
     let resolved = vars::resolve_all(&resolver(&cfg)?, &vars, "nothing was run").await?;
@@ -119,7 +122,7 @@ async fn run(
         // Nothing long enough to mask: let the command write directly.
         (!patterns.is_empty()).then(|| Arc::new(patterns))
     };
-    child::run(command, &resolved.values, patterns).await
+    child::run(command, &resolved.values, &withhold, patterns).await
 }
 
 async fn export_vars(args: &VarArgs, format: ExportFormat) -> secref::Result<i32> {

@@ -23,6 +23,7 @@ mod child;
 mod cli;
 mod commands;
 mod export;
+mod harden;
 mod mask;
 mod report;
 mod serve;
@@ -30,11 +31,18 @@ mod store_cmds;
 mod vars;
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-fn main() {
+/// Returns (rather than `process::exit`s) so that destructors run: the
+/// runtime shuts down, the resolver is dropped and its audit writer drains
+/// its queue before the process ends.
+fn main() -> ExitCode {
+    // Before anything else, in particular before any secret is read.
+    harden::harden();
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
     let code = match tokio::runtime::Builder::new_multi_thread()
@@ -42,7 +50,13 @@ fn main() {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(commands::dispatch(cli.command)),
+        Ok(rt) => {
+            let code = rt.block_on(commands::dispatch(cli.command));
+            // Drops every task (and the resolver clones they hold); a
+            // blocking read of stdin may never end, so the wait is bounded.
+            rt.shutdown_timeout(Duration::from_secs(5));
+            code
+        }
         Err(e) => {
             report::print(&secref::Error::internal(format!(
                 "cannot start the async runtime: {e}"
@@ -50,7 +64,7 @@ fn main() {
             report::EXIT_OTHER
         }
     };
-    std::process::exit(code);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// Logs go to stderr. `RUST_LOG` wins over `-v`; without either only
