@@ -79,7 +79,7 @@ pub fn write_stdout(bytes: &[u8]) -> secref::Result<()> {
 }
 
 async fn get(reference: &str, no_newline: bool) -> secref::Result<i32> {
-    let r = SecretRef::parse(reference)?;
+    let r = vars::parse_reference(reference)?;
     let cfg = Config::load()?;
     let secret = resolver(&cfg)?.resolve(&r).await?;
     let mut out = zeroize::Zeroizing::new(secret.expose_bytes().to_vec());
@@ -214,10 +214,13 @@ fn parse_refs(
     let mut json_out = Vec::new();
     let mut text_out = String::new();
     for input in references {
-        let parsed = match tenant {
-            Some(t) => SecretRef::parse_for_tenant(input, t, allowed_mounts),
-            None => SecretRef::parse(input),
-        };
+        let parsed = vars::not_echoed(
+            input,
+            match tenant {
+                Some(t) => SecretRef::parse_for_tenant(input, t, allowed_mounts),
+                None => SecretRef::parse(input),
+            },
+        );
         match parsed {
             Ok(r) => {
                 if json {

@@ -66,7 +66,7 @@ fn obtain_token(cfg: &Config, token_file: Option<&Path>) -> Result<Secret> {
     }
     if let Some(path) = token_file {
         if path.exists() {
-            let text = zeroize::Zeroizing::new(secref_server::config::read_token_file(path)?);
+            let text = secref_server::config::read_token_file(path)?;
             return checked(text.trim());
         }
         let token = secref_server::auth::generate_token();
