@@ -35,6 +35,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+
+/// Every heap block is wiped when freed. Values, tokens and keys pass
+/// through buffers secref does not own (hyper's read buffers and HTTP
+/// bodies in `serve`, serde_json values, the child's environment block in
+/// `run`, the masker's tables); wiping at the allocator covers them all in
+/// one place, so freed memory never keeps a secret for a later core,
+/// swap-out or heap read to find. Live `Secret`s additionally sit in locked,
+/// MADV_DONTDUMP memory (see `secref::Secret`).
+#[global_allocator]
+static ALLOC: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
+    zeroizing_alloc::ZeroAlloc(std::alloc::System);
 use tracing_subscriber::EnvFilter;
 
 /// Returns (rather than `process::exit`s) so that destructors run: the
