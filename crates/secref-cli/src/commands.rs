@@ -100,6 +100,10 @@ async fn run(
     let vars = vars::collect(args)?;
     let cfg = Config::load()?;
     let resolved = vars::resolve_all(&resolver(&cfg)?, &vars, "nothing was run").await?;
+    // Its environment snapshot holds secref's credentials: wipe it (the
+    // allocator zeroes freed memory) rather than keep it while the command
+    // runs.
+    drop(cfg);
     let patterns = if no_masking {
         None
     } else {

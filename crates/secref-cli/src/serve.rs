@@ -50,6 +50,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let token = obtain_token(&cfg, args.token_file.as_deref())?;
     let resolver = Resolver::from_config(&cfg)?;
     let server = Server::with_env(resolver, server_cfg, token, &cfg.env)?;
+    // The config's environment snapshot holds every credential secref was
+    // started with; the server has what it needs, so free (and, through the
+    // zeroizing allocator, wipe) it rather than keep it for the server's life.
+    drop(cfg);
     let listener = server.bind().await?;
     let addr = listener
         .local_addr()
