@@ -84,10 +84,12 @@ fn cores_in(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// How often `needle` occurs in `haystack` (a core of up to a few hundred
+/// MB: aho-corasick's vectorised search, not a byte-by-byte scan).
 fn occurrences(haystack: &[u8], needle: &str) -> usize {
-    haystack
-        .windows(needle.len())
-        .filter(|w| *w == needle.as_bytes())
+    aho_corasick::AhoCorasick::new([needle])
+        .unwrap()
+        .find_overlapping_iter(haystack)
         .count()
 }
 
@@ -294,6 +296,73 @@ fn crashed_run_leaves_no_core() {
 #[test]
 fn crashed_serve_leaves_no_core() {
     crash_both_ways(crash_serve, "SECREF_SERVE_TOKEN", TOKEN);
+}
+
+/// A debugger's snapshot of a live, hardened `secref serve` (gdb's
+/// `gcore`, which honours MADV_DONTDUMP and the dump filter): for another user's process it is
+/// refused (non-dumpable processes cannot be ptrace-attached by non-root);
+/// root can still take it, and then it holds no resolved value and the
+/// token only in the initial environment block.
+#[test]
+fn debugger_snapshot_of_live_serve_holds_no_value() {
+    let have_gdb = Command::new("gdb")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_gdb {
+        eprintln!("gdb is not installed: skipped");
+        return;
+    }
+    let sb = planted();
+    let mut cmd = sb.cmd();
+    cmd.env("SECREF_SERVE_TOKEN", TOKEN);
+    let served = Served::start_cmd(&sb, cmd, &[]);
+    let idle_fds = open_fds(served.pid());
+    let body = serde_json::json!({
+        "request_id": "r-1", "trace_id": "t-1", "target_environment": "dev",
+        "purpose": "secret.runtime_resolve",
+        "items": [{"item_id": "i-0", "secret_ref": REF}],
+    });
+    for _ in 0..20 {
+        let (status, text) = served.post("/v1/secrets/resolve:batch", TOKEN, &body);
+        assert_eq!(status, 200, "{text}");
+    }
+    let mut polls = 0;
+    while open_fds(served.pid()) > idle_fds {
+        polls += 1;
+        assert!(polls < 400, "connections stay open");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let snapshot = sb.path("snapshot.core");
+    // What `gcore` does, without reading the (large) debug symbols.
+    let o = run(Command::new("gdb")
+        .args(["--batch", "-nx", "--readnever", "-p"])
+        .arg(served.pid().to_string())
+        .arg("-ex")
+        .arg(format!("gcore {}", snapshot.display())));
+    served.stop();
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            !snapshot.exists(),
+            "a non-root debugger attached to secref serve"
+        );
+        return;
+    }
+    assert!(
+        snapshot.exists(),
+        "gdb as root took no snapshot: {}",
+        stderr(&o)
+    );
+    let core = std::fs::read(&snapshot).unwrap();
+    std::fs::remove_file(&snapshot).unwrap();
+    assert_eq!(occurrences(&core, VALUE), 0, "the value is in the snapshot");
+    assert_eq!(
+        occurrences(&core, TOKEN),
+        occurrences(&core, &format!("SECREF_SERVE_TOKEN={TOKEN}")),
+        "a copy of the token outside the environment block is in the snapshot"
+    );
 }
 
 #[test]
