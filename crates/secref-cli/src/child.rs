@@ -20,15 +20,65 @@ pub const EXIT_COMMAND_NOT_FOUND: i32 = 127;
 /// Exit code when the command cannot be executed (as shells do).
 pub const EXIT_NOT_EXECUTABLE: i32 = 126;
 
+/// secref's own credentials: never in the child's environment (there is no
+/// opt-in; a child that needs the store should get values, not its key).
+pub const WITHHELD_ALWAYS: &[&str] = &["SECREF_KEY", "SECREF_SERVE_TOKEN"];
+
+/// Provider credentials secref reads from its environment: withheld from
+/// the child unless named with `--pass-env` (the child gets the values it
+/// asked for, not the power to read everything the backend holds).
+pub const WITHHELD_BY_DEFAULT: &[&str] = &[
+    "VAULT_TOKEN",
+    "VAULT_SECRET_ID",
+    "INFISICAL_CLIENT_SECRET",
+    "INFISICAL_TOKEN",
+    "SECFLOW_SDK_TOKEN",
+    "COZE_WORKLOAD_IDENTITY_CLIENT_SECRET",
+    "SECRET_TENANT_SALT",
+];
+
+/// The variables to remove from the child's inherited environment: every
+/// [`WITHHELD_ALWAYS`], and every [`WITHHELD_BY_DEFAULT`] not in `pass`.
+/// Naming one of secref's own credentials in `pass` is a usage error.
+pub fn withheld(pass: &[String]) -> secref::Result<Vec<&'static str>> {
+    for name in pass {
+        if WITHHELD_ALWAYS.contains(&name.as_str()) {
+            return Err(Error::usage(format!(
+                "--pass-env {name}: secref's own credentials are never passed to the command"
+            )));
+        }
+        if !WITHHELD_BY_DEFAULT.contains(&name.as_str()) {
+            return Err(Error::usage(format!(
+                "--pass-env {name}: not a withheld variable (it is passed anyway)"
+            ))
+            .with_hint(format!(
+                "withheld unless passed: {}",
+                WITHHELD_BY_DEFAULT.join(", ")
+            )));
+        }
+    }
+    Ok(WITHHELD_ALWAYS
+        .iter()
+        .chain(
+            WITHHELD_BY_DEFAULT
+                .iter()
+                .filter(|n| !pass.iter().any(|p| p == *n)),
+        )
+        .copied()
+        .collect())
+}
+
 /// The signals forwarded to the child.
 const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
-/// Runs `command` with `env` added to the inherited environment. With
-/// `patterns`, its stdout and stderr are masked; otherwise inherited.
-/// Returns the exit code to exit with.
+/// Runs `command` with `env` added to the inherited environment minus
+/// `withhold` (see [`withheld`]; a variable the user set explicitly in `env`
+/// is still passed). With `patterns`, its stdout and stderr are masked;
+/// otherwise inherited. Returns the exit code to exit with.
 pub async fn run(
     command: &[OsString],
     env: &[(String, Secret)],
+    withhold: &[&str],
     patterns: Option<Arc<Patterns>>,
 ) -> Result<i32, Failure> {
     let (program, args) = command
@@ -36,6 +86,14 @@ pub async fn run(
         .ok_or_else(|| Error::usage("no command given after --"))?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).stdin(Stdio::inherit());
+    for name in withhold {
+        cmd.env_remove(name);
+    }
+    // SAFETY: the closure runs between fork and exec and only calls
+    // async-signal-safe functions (see harden::restore_for_child).
+    unsafe {
+        cmd.pre_exec(crate::harden::restore_for_child);
+    }
     for (name, value) in env {
         // Values go into the child's environment only, never its argv.
         cmd.env(name, std::ffi::OsStr::from_bytes(value.expose_bytes()));
@@ -51,6 +109,9 @@ pub async fn run(
     // dispositions back at exec).
     let forwarder = Forwarder::install()?;
     let mut child = cmd.spawn().map_err(|e| spawn_error(program, e))?;
+    // The command's copy of the environment (values included) is not needed
+    // any more; free it now rather than when the command exits.
+    drop(cmd);
     tracing::debug!(pid = child.id(), "started command");
     forwarder.set_target(child.id());
 

@@ -119,6 +119,14 @@ pub enum Command {
     /// themselves and line by line only. stdin is passed through untouched;
     /// with masking on, the command's stdout and stderr are pipes, not the
     /// terminal.
+    ///
+    /// The command inherits secref's environment except secref's own
+    /// credentials, which it never receives (SECREF_KEY, SECREF_SERVE_TOKEN),
+    /// and the provider credentials secref reads, which it receives only when
+    /// named with --pass-env (VAULT_TOKEN, VAULT_SECRET_ID,
+    /// INFISICAL_CLIENT_SECRET, INFISICAL_TOKEN, SECFLOW_SDK_TOKEN,
+    /// COZE_WORKLOAD_IDENTITY_CLIENT_SECRET, SECRET_TENANT_SALT). A variable
+    /// set with --env or --env-file is always passed.
     Run {
         #[command(flatten)]
         vars: VarArgs,
@@ -126,6 +134,10 @@ pub enum Command {
         /// stderr are then inherited directly).
         #[arg(long)]
         no_masking: bool,
+        /// Pass this provider credential (e.g. VAULT_TOKEN) to the command,
+        /// which does not get it otherwise. Repeatable.
+        #[arg(long = "pass-env", value_name = "NAME")]
+        pass_env: Vec<String>,
         /// The command and its arguments (after `--`).
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<OsString>,

@@ -27,8 +27,9 @@ pub async fn dispatch(command: Command) -> i32 {
         Command::Run {
             vars,
             no_masking,
+            pass_env,
             command,
-        } => return finish(run(&vars, no_masking, &command).await),
+        } => return finish(run(&vars, no_masking, &pass_env, &command).await),
         Command::Export { vars, format } => export_vars(&vars, format).await,
         Command::Ref {
             json,
@@ -78,7 +79,7 @@ pub fn write_stdout(bytes: &[u8]) -> secref::Result<()> {
 }
 
 async fn get(reference: &str, no_newline: bool) -> secref::Result<i32> {
-    let r = SecretRef::parse(reference)?;
+    let r = vars::parse_reference(reference)?;
     let cfg = Config::load()?;
     let secret = resolver(&cfg)?.resolve(&r).await?;
     let mut out = zeroize::Zeroizing::new(secret.expose_bytes().to_vec());
@@ -92,11 +93,17 @@ async fn get(reference: &str, no_newline: bool) -> secref::Result<i32> {
 async fn run(
     args: &VarArgs,
     no_masking: bool,
+    pass_env: &[String],
     command: &[std::ffi::OsString],
 ) -> Result<i32, Failure> {
+    let withhold = child::withheld(pass_env)?;
     let vars = vars::collect(args)?;
     let cfg = Config::load()?;
     let resolved = vars::resolve_all(&resolver(&cfg)?, &vars, "nothing was run").await?;
+    // Its environment snapshot holds secref's credentials: wipe it (the
+    // allocator zeroes freed memory) rather than keep it while the command
+    // runs.
+    drop(cfg);
     let patterns = if no_masking {
         None
     } else {
@@ -119,7 +126,7 @@ async fn run(
         // Nothing long enough to mask: let the command write directly.
         (!patterns.is_empty()).then(|| Arc::new(patterns))
     };
-    child::run(command, &resolved.values, patterns).await
+    child::run(command, &resolved.values, &withhold, patterns).await
 }
 
 async fn export_vars(args: &VarArgs, format: ExportFormat) -> secref::Result<i32> {
@@ -211,10 +218,13 @@ fn parse_refs(
     let mut json_out = Vec::new();
     let mut text_out = String::new();
     for input in references {
-        let parsed = match tenant {
-            Some(t) => SecretRef::parse_for_tenant(input, t, allowed_mounts),
-            None => SecretRef::parse(input),
-        };
+        let parsed = vars::not_echoed(
+            input,
+            match tenant {
+                Some(t) => SecretRef::parse_for_tenant(input, t, allowed_mounts),
+                None => SecretRef::parse(input),
+            },
+        );
         match parsed {
             Ok(r) => {
                 if json {

@@ -23,6 +23,7 @@ mod child;
 mod cli;
 mod commands;
 mod export;
+mod harden;
 mod mask;
 mod report;
 mod serve;
@@ -30,11 +31,29 @@ mod store_cmds;
 mod vars;
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
+
+/// Every heap block is wiped when freed. Values, tokens and keys pass
+/// through buffers secref does not own (hyper's read buffers and HTTP
+/// bodies in `serve`, serde_json values, the child's environment block in
+/// `run`, the masker's tables); wiping at the allocator covers them all in
+/// one place, so freed memory never keeps a secret for a later core,
+/// swap-out or heap read to find. Live `Secret`s additionally sit in locked,
+/// MADV_DONTDUMP memory (see `secref::Secret`).
+#[global_allocator]
+static ALLOC: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
+    zeroizing_alloc::ZeroAlloc(std::alloc::System);
 use tracing_subscriber::EnvFilter;
 
-fn main() {
+/// Returns (rather than `process::exit`s) so that destructors run: the
+/// runtime shuts down, the resolver is dropped and its audit writer drains
+/// its queue before the process ends.
+fn main() -> ExitCode {
+    // Before anything else, in particular before any secret is read.
+    harden::harden();
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
     let code = match tokio::runtime::Builder::new_multi_thread()
@@ -42,7 +61,13 @@ fn main() {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(commands::dispatch(cli.command)),
+        Ok(rt) => {
+            let code = rt.block_on(commands::dispatch(cli.command));
+            // Drops every task (and the resolver clones they hold); a
+            // blocking read of stdin may never end, so the wait is bounded.
+            rt.shutdown_timeout(Duration::from_secs(5));
+            code
+        }
         Err(e) => {
             report::print(&secref::Error::internal(format!(
                 "cannot start the async runtime: {e}"
@@ -50,7 +75,7 @@ fn main() {
             report::EXIT_OTHER
         }
     };
-    std::process::exit(code);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// Logs go to stderr. `RUST_LOG` wins over `-v`; without either only

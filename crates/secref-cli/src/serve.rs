@@ -53,6 +53,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let socket_path = server_cfg.socket.clone();
     let server = Server::with_env(resolver, server_cfg, token, &cfg.env)?;
     raise_fd_limit();
+    // The config's environment snapshot holds every credential secref was
+    // started with; the server has what it needs, so free (and, through the
+    // zeroizing allocator, wipe) it rather than keep it for the server's life.
+    drop(cfg);
     let listener = server.bind().await?;
     let addr = listener
         .local_addr()
@@ -93,7 +97,7 @@ fn obtain_token(cfg: &Config, token_file: Option<&Path>) -> Result<Secret> {
     }
     if let Some(path) = token_file {
         if path.exists() {
-            let text = zeroize::Zeroizing::new(secref_server::config::read_token_file(path)?);
+            let text = secref_server::config::read_token_file(path)?;
             return checked(text.trim());
         }
         let token = secref_server::auth::generate_token();

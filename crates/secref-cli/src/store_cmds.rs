@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Read};
 
 use secref::reference::LocalRef;
 use secref::store::{Store, StoreKey, KEY_ENV};
-use secref::{Config, Error, ErrorCode, RefKind, Secret, SecretRef};
+use secref::{Config, Error, ErrorCode, RefKind, Secret};
 use zeroize::Zeroizing;
 
 use crate::commands::write_stdout;
@@ -68,7 +68,7 @@ pub fn init() -> secref::Result<i32> {
 
 /// Parses a reference that must be `local://`.
 fn local_ref(input: &str, command: &str) -> secref::Result<LocalRef> {
-    let r = SecretRef::parse(input)?;
+    let r = crate::vars::parse_reference(input)?;
     match r.kind() {
         RefKind::Local(l) => Ok(l.clone()),
         _ => Err(Error::usage(format!(

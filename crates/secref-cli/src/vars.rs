@@ -54,6 +54,37 @@ pub fn looks_like_reference(value: &str) -> bool {
         .any(|known| known.eq_ignore_ascii_case(family))
 }
 
+/// Parses command-line or env-file input meant as a reference — the one
+/// entry point for every user-typed reference (`get`, `set`, `rm`, `ref`,
+/// `--env`, env files).
+///
+/// Input that does not start with a known scheme and `://` (`hunter2`,
+/// `postgres://u:p@h/db`) may well be a value typed where a reference
+/// belongs, so its error never contains the text: it says "not a
+/// reference" and nothing more. Reference-shaped input keeps the parser's
+/// detailed error, which is what helps fix a typo.
+pub fn parse_reference(input: &str) -> secref::Result<SecretRef> {
+    not_echoed(input, SecretRef::parse(input))
+}
+
+/// [`parse_reference`]'s rule applied to any parse result of `input`.
+pub fn not_echoed(input: &str, parsed: secref::Result<SecretRef>) -> secref::Result<SecretRef> {
+    parsed.map_err(|e| {
+        if looks_like_reference(input) {
+            e
+        } else {
+            Error::new(
+                e.code(),
+                "not a reference (the text is not shown: it may be a secret value)",
+            )
+            .with_hint(
+                "a reference starts with a scheme and ://, e.g. local://app/db#password; \
+                 values are read from stdin (`secref set`) or from the backend",
+            )
+        }
+    })
+}
+
 /// Checks an environment variable name: a letter or `_`, then letters,
 /// digits or `_`.
 fn check_name(name: &str, origin: &str) -> secref::Result<()> {
@@ -87,7 +118,7 @@ pub fn collect(args: &VarArgs) -> secref::Result<Vec<Var>> {
             let value = Zeroizing::new(value);
             check_name(&name, &origin)?;
             let value = if looks_like_reference(&value) {
-                let r = SecretRef::parse(value.as_str())
+                let r = parse_reference(value.as_str())
                     .map_err(|e| report::prefixed(&e, &format!("{origin}: {name}")))?;
                 VarValue::Ref(r)
             } else {
@@ -98,13 +129,12 @@ pub fn collect(args: &VarArgs) -> secref::Result<Vec<Var>> {
     }
     for flag in &args.env {
         let Some((name, reference)) = flag.split_once('=') else {
-            return Err(
-                Error::usage(format!("--env '{}' is not NAME=REF", flag.escape_debug()))
-                    .with_hint("write --env DB_PASSWORD=local://app/db#password"),
-            );
+            // Not echoed: a bare `--env <value>` may be the secret itself.
+            return Err(Error::usage("an --env argument is not NAME=REF")
+                .with_hint("write --env DB_PASSWORD=local://app/db#password"));
         };
         check_name(name, "--env")?;
-        let r = SecretRef::parse(reference)
+        let r = parse_reference(reference)
             .map_err(|e| report::prefixed(&e, &format!("--env {name}")))?;
         put(Var {
             name: name.to_string(),

@@ -88,10 +88,13 @@ impl TokenSource {
     /// Reads the token.
     pub fn load(&self, name: &str, env: &Env) -> Result<Secret> {
         let raw = match (&self.token_env, &self.token_file) {
-            (Some(var), None) => env
-                .get(var)
-                .ok_or_else(|| Error::config(format!("server token '{name}': {var} is not set")))?
-                .to_string(),
+            (Some(var), None) => zeroize::Zeroizing::new(
+                env.get(var)
+                    .ok_or_else(|| {
+                        Error::config(format!("server token '{name}': {var} is not set"))
+                    })?
+                    .to_string(),
+            ),
             (None, Some(path)) => read_token_file(path)?,
             _ => {
                 return Err(Error::config(format!(
@@ -109,15 +112,19 @@ impl TokenSource {
     }
 }
 
-/// Reads a token file (trimmed); the message names the path, never content.
-pub fn read_token_file(path: &std::path::Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| {
+/// Reads a token file (not yet trimmed) after the shared credential-file
+/// check (owner-only mode, see `secref::credfile`); errors name the path,
+/// never the content.
+pub fn read_token_file(path: &std::path::Path) -> Result<zeroize::Zeroizing<String>> {
+    let bytes = secref::credfile::read_private_file(path, "token file")?.ok_or_else(|| {
         Error::config(format!(
-            "cannot read token file {}: {}",
-            path.display(),
-            e.kind()
+            "cannot read token file {}: not found",
+            path.display()
         ))
-    })
+    })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Error::config(format!("token file {} is not UTF-8", path.display())))?;
+    Ok(zeroize::Zeroizing::new(text.to_owned()))
 }
 
 #[derive(Deserialize)]

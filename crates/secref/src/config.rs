@@ -108,10 +108,19 @@ pub struct FileConfig {
 }
 
 /// A snapshot of environment variables: the process's, overlaid with any
-/// dotenv files named explicitly.
-#[derive(Clone, Debug, Default)]
+/// dotenv files named explicitly. `Debug` shows the names only: values
+/// include credentials (`SECREF_KEY`, `VAULT_TOKEN`, …).
+#[derive(Clone, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("names", &self.vars.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Env {

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod blocking;
 mod cache;
 pub mod config;
+pub mod credfile;
 pub mod error;
 pub mod http;
 pub mod policy;

@@ -428,8 +428,10 @@ struct Counters {
 }
 
 /// Emits audit events without blocking: a bounded queue and a background
-/// writer thread. Cheap to clone; the thread ends when the last clone is
-/// dropped.
+/// writer thread. Cheap to clone. Dropping the last clone closes the queue
+/// and waits (at most [`DRAIN_TIMEOUT`]) for the writer to hand every queued
+/// event to the sink, so a process that ends after its last read does not
+/// lose that read's event.
 #[derive(Clone)]
 pub struct Auditor {
     inner: Arc<AuditorInner>,
@@ -439,6 +441,24 @@ struct AuditorInner {
     tx: mpsc::Sender<Msg>,
     options: AuditOptions,
     counters: Arc<Counters>,
+    /// Disconnects when the writer thread has drained the queue and ended.
+    done: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+/// How long dropping the last [`Auditor`] waits for queued events to be
+/// written (a sink that hangs, e.g. an unreachable broker, cannot hold the
+/// process forever).
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Drop for AuditorInner {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer's loop once it has drained it.
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, closed));
+        let done = self.done.get_mut().unwrap_or_else(|p| p.into_inner());
+        // Only ever disconnects (the writer never sends): Err either way.
+        let _ = done.recv_timeout(DRAIN_TIMEOUT);
+    }
 }
 
 impl fmt::Debug for Auditor {
@@ -474,15 +494,21 @@ impl Auditor {
         let (tx, rx) = mpsc::channel(capacity);
         let counters = Arc::new(Counters::default());
         let worker_counters = counters.clone();
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("secref-audit".into())
-            .spawn(move || writer(sink, rx, worker_counters))
+            .spawn(move || {
+                writer(sink, rx, worker_counters);
+                // The writer's sink is dropped by now: the file is closed.
+                drop(done_tx);
+            })
             .map_err(|e| Error::internal(format!("cannot start the audit writer: {e}")))?;
         Ok(Auditor {
             inner: Arc::new(AuditorInner {
                 tx,
                 options,
                 counters,
+                done: std::sync::Mutex::new(done),
             }),
         })
     }

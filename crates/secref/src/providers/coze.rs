@@ -215,14 +215,14 @@ impl CozeProvider {
                 ))
             }
             (None, Some(path)) => {
-                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                    Error::config(format!(
-                        "cannot read Coze client secret file {}: {}",
-                        path.display(),
-                        e.kind()
-                    ))
-                })?);
-                Some(Secret::from(text.trim())).filter(|s| !s.is_empty())
+                let bytes = crate::credfile::read_private_file(path, "Coze client secret file")?
+                    .ok_or_else(|| {
+                        Error::config(format!(
+                            "cannot read Coze client secret file {}: not found",
+                            path.display()
+                        ))
+                    })?;
+                Some(Secret::copy_from(bytes.trim_ascii())).filter(|s| !s.is_empty())
             }
             (var, None) => env
                 .get(var.as_deref().unwrap_or(ENV_CLIENT_SECRET))

@@ -230,14 +230,14 @@ impl SecFlowProvider {
                 ))
             }
             (None, Some(path)) => {
-                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                    Error::config(format!(
-                        "cannot read SecFlow token file {}: {}",
-                        path.display(),
-                        e.kind()
-                    ))
-                })?);
-                Secret::from(text.trim())
+                let bytes = crate::credfile::read_private_file(path, "SecFlow token file")?
+                    .ok_or_else(|| {
+                        Error::config(format!(
+                            "cannot read SecFlow token file {}: not found",
+                            path.display()
+                        ))
+                    })?;
+                Secret::copy_from(bytes.trim_ascii())
             }
             (var, None) => {
                 let var = var.as_deref().unwrap_or("SECFLOW_SDK_TOKEN");
@@ -978,6 +978,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tf = dir.path().join("tok");
         std::fs::write(&tf, "file-token\n").unwrap();
+        // Credential files must be owner-only (secref::credfile).
+        std::fs::set_permissions(&tf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let t: toml::Table =
             toml::from_str(&format!("token_file = {:?}", tf.to_str().unwrap())).unwrap();
         let p = SecFlowProvider::from_table(&t, &Env::default()).unwrap();

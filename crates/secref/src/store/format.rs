@@ -43,7 +43,7 @@ use zeroize::Zeroizing;
 
 use super::key::{StoreKey, KEY_LEN};
 use crate::error::{Error, ErrorCode, Result};
-use crate::secret::constant_time_eq;
+use crate::secret::{constant_time_eq, Secret};
 
 /// The `format` marker of every store file.
 pub(crate) const FORMAT: &str = "secref-store";
@@ -75,10 +75,11 @@ pub(crate) struct SealedEntry {
     pub ciphertext: String,
 }
 
-/// The keys derived from a master key. Zeroized on drop.
+/// The keys derived from a master key, held as [`Secret`]s (locked memory,
+/// excluded from core dumps, zeroized on drop) like the master key itself.
 pub(crate) struct Keys {
-    entry_key: Zeroizing<[u8; KEY_LEN]>,
-    mac_key: Zeroizing<[u8; KEY_LEN]>,
+    entry_key: Secret,
+    mac_key: Secret,
     key_id: String,
 }
 
@@ -95,8 +96,8 @@ impl Keys {
             .expect("valid HKDF length");
         hk.expand(LABEL_KEY_ID, &mut id).expect("valid HKDF length");
         Keys {
-            entry_key,
-            mac_key,
+            entry_key: Secret::copy_from(entry_key.as_ref()),
+            mac_key: Secret::copy_from(mac_key.as_ref()),
             key_id: id.iter().map(|b| format!("{b:02x}")).collect(),
         }
     }
@@ -106,11 +107,11 @@ impl Keys {
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(self.entry_key.as_ref().into())
+        XChaCha20Poly1305::new(self.entry_key.expose_bytes().into())
     }
 
     fn mac(&self, file: &StoreFile) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.mac_key.as_ref())
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.mac_key.expose_bytes())
             .expect("HMAC takes any key length");
         let mut put = |bytes: &[u8]| {
             mac.update(&(bytes.len() as u64).to_be_bytes());

@@ -165,27 +165,13 @@ impl StoreKey {
     }
 
     fn read_key_file(path: &Path) -> Result<StoreKey> {
-        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::config(format!(
+        let bytes = crate::credfile::read_private_file(path, "key file")?.ok_or_else(|| {
+            Error::config(format!(
                 "no store key: {KEY_ENV} is not set and key file {} does not exist",
                 path.display()
             ))
-            .with_hint(INIT_HINT),
-            k => Error::config(format!("cannot read key file {}: {k}", path.display())),
+            .with_hint(INIT_HINT)
         })?;
-        let bytes = Zeroizing::new(bytes);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(Error::config(format!(
-                    "key file {} is accessible by other users (mode {mode:o})",
-                    path.display()
-                ))
-                .with_hint(format!("run `chmod 600 {}`", path.display())));
-            }
-        }
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| Error::config(format!("key file {} is not text", path.display())))?;
         StoreKey::from_base64(text)

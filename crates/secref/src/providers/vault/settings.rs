@@ -285,13 +285,9 @@ fn one_of(name: &str, inline: Option<String>, file: Option<PathBuf>) -> Result<O
 /// Reads a credential file; surrounding whitespace is dropped. Errors name
 /// the file, never its contents.
 fn read_secret_file(name: &str, path: &Path) -> Result<Secret> {
-    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
-        Error::config(format!(
-            "{name}: cannot read {}: {}",
-            path.display(),
-            e.kind()
-        ))
-    })?);
+    let bytes = crate::credfile::read_private_file(path, name)?.ok_or_else(|| {
+        Error::config(format!("{name}: cannot read {}: not found", path.display()))
+    })?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| Error::config(format!("{name}: {} is not UTF-8", path.display())))?
         .trim();
