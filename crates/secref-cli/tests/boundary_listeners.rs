@@ -34,7 +34,14 @@ fn sandbox(server_toml: &str) -> Sandbox {
     let sb = Sandbox::new(BIN)
         .with_env("BL_A", "value-a")
         .with_env("BL_B", "value-b");
-    sb.write("secref.toml", &format!("[server]\n{server_toml}"));
+    // `env://` is host-local, denied unless a rule names it: tests without
+    // rules of their own get one naming exactly the two test variables.
+    let rules = if server_toml.contains("[[server.rules]]") {
+        ""
+    } else {
+        "\n[[server.rules]]\nprincipals = ['*']\nrefs = ['env://BL_A', 'env://BL_B']\n"
+    };
+    sb.write("secref.toml", &format!("[server]\n{server_toml}{rules}"));
     sb
 }
 
