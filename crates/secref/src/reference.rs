@@ -10,7 +10,7 @@
 //! | `coze+env` | `coze+env://<project_id>/<KEY>` | Coze project env var |
 //! | `env` | `env://<VAR>` | process environment |
 //! | `file` | `file://<path>[#/json/pointer]` | a file (whole, or one JSON value) |
-//! | `local` | `local://<path…>[#field]` | the embedded encrypted store |
+//! | `local` | `local://<path…>[#field][?version=N]` | the embedded encrypted store |
 //!
 //! The Canonical Secret URI (`openbao+kv2://…`) follows the `secrets_sdk`
 //! parser's algorithm check for check, so the canonical form and the error code
