@@ -1079,3 +1079,175 @@ pub(crate) fn relative_to_config(cfg: &Config, p: &Path) -> PathBuf {
         _ => p.to_path_buf(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RefKind, SecretRef};
+
+    fn local(s: &str) -> LocalRef {
+        match SecretRef::parse(s).unwrap().kind() {
+            RefKind::Local(l) => l.clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(&dir.path().join("s.store"), &StoreKey::generate()).unwrap();
+        (dir, s)
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> EntryValue {
+        EntryValue::Fields(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Secret::from(*v)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn vault_style_api_round_trip() {
+        let (_d, s) = store();
+        assert_eq!(
+            s.write("kv/a", &fields(&[("k", "v1")]), Some(0)).unwrap(),
+            1
+        );
+        assert_eq!(s.write("kv/a", &fields(&[("k", "v2")]), None).unwrap(), 2);
+        let (value, meta) = s.read("kv/a", Some(1)).unwrap();
+        let EntryValue::Fields(f) = value else {
+            panic!("fields expected")
+        };
+        assert_eq!(f["k"].as_text().unwrap(), "v1");
+        assert_eq!(meta.version, 1);
+        assert!(meta.deletion_time.is_none());
+
+        s.update_metadata(
+            "kv/a",
+            &MetadataUpdate {
+                max_versions: Some(1),
+                cas_required: Some(true),
+                custom_metadata: Some([("owner".to_string(), "team".to_string())].into()),
+            },
+        )
+        .unwrap();
+        let m = s.metadata("kv/a").unwrap();
+        assert_eq!((m.current_version, m.oldest_version), (2, 2));
+        assert_eq!(m.versions.len(), 1);
+        assert_eq!(m.custom_metadata["owner"], "team");
+        assert_eq!(
+            s.write("kv/a", &fields(&[("k", "v3")]), None)
+                .unwrap_err()
+                .code(),
+            ErrorCode::Usage
+        );
+        assert_eq!(
+            s.write("kv/a", &fields(&[("k", "v3")]), Some(2)).unwrap(),
+            3
+        );
+        assert_eq!(
+            s.read("kv/a", Some(1)).unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+
+        assert_eq!(s.delete_versions("kv/a", &[3, 99]).unwrap(), 1);
+        assert_eq!(
+            s.read("kv/a", Some(3)).unwrap_err().code(),
+            ErrorCode::VersionDeleted
+        );
+        assert_eq!(s.undelete("kv/a", &[3]).unwrap(), 1);
+        assert_eq!(s.destroy("kv/a", &[3]).unwrap(), 1);
+        assert_eq!(
+            s.read("kv/a", Some(3)).unwrap_err().code(),
+            ErrorCode::VersionDestroyed
+        );
+        assert_eq!(s.undelete("kv/a", &[3]).unwrap(), 0);
+
+        s.write("kv/b/c", &EntryValue::Single(Secret::from("x")), None)
+            .unwrap();
+        s.update_metadata("other", &MetadataUpdate::default())
+            .unwrap();
+        assert_eq!(s.names("kv/").unwrap(), ["kv/a", "kv/b/c"]);
+        assert_eq!(s.metadata("other").unwrap().current_version, 0);
+        assert_eq!(
+            s.get(&local("local://other")).unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        assert!(s.purge("kv/a").unwrap());
+        assert!(!s.purge("kv/a").unwrap());
+        assert_eq!(s.metadata("kv/a").unwrap_err().code(), ErrorCode::NotFound);
+        assert_eq!(
+            s.delete_versions("kv/a", &[1]).unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+    }
+
+    #[test]
+    fn store_settings_limit_versions_and_require_cas() {
+        let (_d, s) = store();
+        assert_eq!(
+            s.settings().unwrap(),
+            StoreSettings {
+                max_versions: DEFAULT_MAX_VERSIONS,
+                cas_required: false
+            }
+        );
+        let r = local("local://app/x");
+        for i in 0..4 {
+            s.set(&r, Secret::from(format!("v{i}"))).unwrap();
+        }
+        s.configure(StoreSettings {
+            max_versions: 2,
+            cas_required: true,
+        })
+        .unwrap();
+        assert_eq!(s.metadata("app/x").unwrap().oldest_version, 3);
+        assert_eq!(
+            s.set(&r, Secret::from("no")).unwrap_err().code(),
+            ErrorCode::Usage
+        );
+        assert_eq!(s.set_cas(&r, Secret::from("v4"), Some(4)).unwrap(), 5);
+        assert_eq!(
+            s.configure(StoreSettings {
+                max_versions: 0,
+                cas_required: false
+            })
+            .unwrap_err()
+            .code(),
+            ErrorCode::Usage
+        );
+    }
+
+    #[test]
+    fn removing_a_pinned_version_or_a_field() {
+        let (_d, s) = store();
+        s.set(&local("local://a/db#u"), Secret::from("u1")).unwrap();
+        s.set(&local("local://a/db#p"), Secret::from("p1")).unwrap();
+        assert!(s.remove(&local("local://a/db?version=1")).unwrap());
+        assert!(!s.remove(&local("local://a/db?version=1")).unwrap());
+        assert_eq!(
+            s.get(&local("local://a/db#p")).unwrap().as_text().unwrap(),
+            "p1"
+        );
+        assert!(s.remove(&local("local://a/db#p")).unwrap());
+        assert!(s.remove(&local("local://a/db#u")).unwrap());
+        // The last field gone: the entry reads as removed, and comes back.
+        assert_eq!(
+            s.get(&local("local://a/db#u")).unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        assert!(s.list().unwrap().is_empty());
+        assert_eq!(s.undelete("a/db", &[3]).unwrap(), 1);
+        assert_eq!(
+            s.get(&local("local://a/db#u")).unwrap().as_text().unwrap(),
+            "u1"
+        );
+        assert_eq!(
+            s.remove(&local("local://a/db#u?version=3"))
+                .unwrap_err()
+                .code(),
+            ErrorCode::Usage
+        );
+    }
+}
