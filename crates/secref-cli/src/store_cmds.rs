@@ -231,6 +231,18 @@ pub fn history(input: &str, json: bool) -> secref::Result<i32> {
             time(meta.created_time),
             time(meta.updated_time)
         );
+        let max = match meta.max_versions {
+            0 => "the store's".to_string(),
+            n => n.to_string(),
+        };
+        out.push_str(&format!(
+            "max_versions {max}, cas_required {}",
+            meta.cas_required
+        ));
+        for (k, v) in &meta.custom_metadata {
+            out.push_str(&format!(", {k}={v}"));
+        }
+        out.push('\n');
         out.push_str(&format!(
             "{:<8} {:<21} {:<21} DESTROYED\n",
             "VERSION", "CREATED", "DELETED"
