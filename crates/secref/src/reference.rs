@@ -10,7 +10,7 @@
 //! | `coze+env` | `coze+env://<project_id>/<KEY>` | Coze project env var |
 //! | `env` | `env://<VAR>` | process environment |
 //! | `file` | `file://<path>[#/json/pointer]` | a file (whole, or one JSON value) |
-//! | `local` | `local://<path…>[#field]` | the embedded encrypted store |
+//! | `local` | `local://<path…>[#field][?version=N]` | the embedded encrypted store |
 //!
 //! The Canonical Secret URI (`openbao+kv2://…`) follows the `secrets_sdk`
 //! parser's algorithm check for check, so the canonical form and the error code
@@ -174,6 +174,8 @@ pub struct LocalRef {
     pub path: Vec<String>,
     /// One field of a structured entry, if any.
     pub field: Option<String>,
+    /// A pinned version (`?version=N`); `None` reads the current one.
+    pub version: Option<u64>,
 }
 
 impl LocalRef {
@@ -520,6 +522,27 @@ fn parse_positive_version(v: &str) -> Result<u64> {
     }
 }
 
+/// A query that may only hold `version=N` (once, positive).
+fn parse_version_query(query: Option<&str>) -> Result<Option<u64>> {
+    let mut version = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("version", v)) if version.is_none() => version = Some(parse_positive_version(v)?),
+            Some(("version", _)) => {
+                return Err(err(ErrorCode::AmbiguousQuery, "version is given twice"))
+            }
+            _ => {
+                return Err(err(
+                    ErrorCode::InvalidReference,
+                    format!("unknown query parameter '{}'", printable(pair)),
+                )
+                .with_hint("only ?version=N is supported"))
+            }
+        }
+    }
+    Ok(version)
+}
+
 fn parse_infisical(rest: &str) -> Result<SecretRef> {
     let (body, query) = match rest.split_once('?') {
         Some((b, q)) => (b, Some(q)),
@@ -531,26 +554,7 @@ fn parse_infisical(rest: &str) -> Result<SecretRef> {
             "infisical:// references take no #fragment",
         ));
     }
-    let mut version = None;
-    if let Some(q) = query {
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("version", v)) if version.is_none() => {
-                    version = Some(parse_positive_version(v)?)
-                }
-                Some(("version", _)) => {
-                    return Err(err(ErrorCode::AmbiguousQuery, "version is given twice"))
-                }
-                _ => {
-                    return Err(err(
-                        ErrorCode::InvalidReference,
-                        format!("unknown query parameter '{}'", printable(pair)),
-                    )
-                    .with_hint("only ?version=N is supported"))
-                }
-            }
-        }
-    }
+    let version = parse_version_query(query)?;
     let segs: Vec<&str> = body.split('/').collect();
     if segs.len() < 3 {
         return Err(err(
@@ -717,12 +721,18 @@ fn parse_file(rest: &str) -> Result<SecretRef> {
 }
 
 fn parse_local(rest: &str) -> Result<SecretRef> {
-    if rest.contains('?') {
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    if query.is_some_and(|q| q.contains('#')) {
         return Err(err(
-            ErrorCode::InvalidReference,
-            "local:// references take no ?query",
-        ));
+            ErrorCode::AmbiguousQuery,
+            "a #field after the ?query is ambiguous",
+        )
+        .with_hint("write local://<entry>#field?version=N"));
     }
+    let version = parse_version_query(query)?;
     let (path, field) = match rest.split_once('#') {
         Some((p, f)) => (p, Some(f)),
         None => (rest, None),
@@ -747,11 +757,15 @@ fn parse_local(rest: &str) -> Result<SecretRef> {
     let r = LocalRef {
         path: segs.iter().map(|s| s.to_string()).collect(),
         field: field.map(str::to_string),
+        version,
     };
     let mut canonical = format!("local://{path}");
     if let Some(f) = &r.field {
         canonical.push('#');
         canonical.push_str(f);
+    }
+    if let Some(v) = version {
+        canonical.push_str(&format!("?version={v}"));
     }
     Ok(SecretRef::new(RefKind::Local(r), canonical))
 }
