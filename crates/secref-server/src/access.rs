@@ -16,6 +16,10 @@
 //!   Patterns are matched against the reference's canonical form *as the
 //!   client wrote it* (`secret://…`, `local://…`, `env://…`); a client that
 //!   names the backing `local://` ref directly needs a rule for that.
+//! * `read` is checked on resolve, `metadata_read` on validate and metadata,
+//!   and `lease_revoke` on `revoke:batch`, against the reference the lease
+//!   was issued for (sealed in the lease id): what `permission-check` answers
+//!   for an action is what the matching endpoint does.
 
 use secref::provider::Action;
 use serde::Deserialize;

@@ -46,7 +46,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use parking_lot::RwLock;
 use secref::policy::Authorization;
@@ -82,10 +82,7 @@ pub fn router(state: AppState) -> Router {
         Ok(store) => router_with_store(state, Arc::new(store)),
         Err(e) => {
             tracing::error!(error = %e, "vault API disabled: invalid {SEED_ENV}");
-            Router::new().route(
-                "/v1/{*rest}",
-                get(seed_broken).post(seed_broken).put(seed_broken),
-            )
+            Router::new().route("/v1/{*rest}", any(seed_broken))
         }
     }
 }
