@@ -33,6 +33,10 @@
 //!   client that names the backing ref directly needs a rule for that.
 //! * Every denial looks the same (`PERMISSION_DENIED`, decision
 //!   `default-deny`), whatever the reason.
+//! * `read` is checked on resolve, `metadata_read` on validate and metadata,
+//!   and `lease_revoke` on `revoke:batch`, against the reference the lease
+//!   was issued for (sealed in the lease id): what `permission-check` answers
+//!   for an action is what the matching endpoint does.
 
 use secref::provider::Action;
 use secref::{Error, SecretRef};
@@ -108,7 +112,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn deny() -> Decision {
+    pub(crate) fn deny() -> Decision {
         Decision {
             allowed: false,
             decision_id: "default-deny".into(),

@@ -5,6 +5,8 @@
 //! [server]
 //! bind = "127.0.0.1:8787"             # loopback only (no TLS support yet)
 //! lease_ttl_seconds = 300
+//! max_revoked_leases_per_principal = 10000  # revoked, not yet expired leases
+//! max_wraps_per_principal = 1000      # outstanding Vault wrapping tokens
 //! max_body_bytes = 1048576
 //! request_timeout_seconds = 30        # whole request, body included (→ 504)
 //! header_read_timeout_seconds = 10    # a request's headers, from when the server waits for them
@@ -46,6 +48,12 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// How long issued leases last unless the client asks for less.
     pub lease_ttl: Duration,
+    /// Revoked (not yet expired) leases each principal may hold; past it,
+    /// that principal's revocations are `rate_limited`.
+    pub max_revoked_leases_per_principal: usize,
+    /// Outstanding Vault wrapping tokens each principal may hold; past it,
+    /// that principal's wrapped reads are 503 (retryable).
+    pub max_wraps_per_principal: usize,
     /// Largest request body accepted (larger → 413).
     pub max_body_bytes: usize,
     /// Longest a request may take (longer → 504 `TIMEOUT`, retryable).
@@ -132,6 +140,8 @@ pub fn read_token_file(path: &std::path::Path) -> Result<zeroize::Zeroizing<Stri
 struct RawServerConfig {
     bind: Option<String>,
     lease_ttl_seconds: Option<u64>,
+    max_revoked_leases_per_principal: Option<usize>,
+    max_wraps_per_principal: Option<usize>,
     max_body_bytes: Option<usize>,
     request_timeout_seconds: Option<f64>,
     header_read_timeout_seconds: Option<f64>,
@@ -151,6 +161,8 @@ impl Default for ServerConfig {
         ServerConfig {
             bind: DEFAULT_BIND.parse().expect("valid default"),
             lease_ttl: Duration::from_secs(300),
+            max_revoked_leases_per_principal: crate::leases::DEFAULT_REVOKED_QUOTA,
+            max_wraps_per_principal: crate::vault::DEFAULT_WRAP_QUOTA,
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
@@ -203,6 +215,25 @@ impl ServerConfig {
                 return Err(Error::config("server lease_ttl_seconds must be 1..=86400"));
             }
             cfg.lease_ttl = Duration::from_secs(t);
+        }
+        for (key, n, field) in [
+            (
+                "max_revoked_leases_per_principal",
+                raw.max_revoked_leases_per_principal,
+                &mut cfg.max_revoked_leases_per_principal,
+            ),
+            (
+                "max_wraps_per_principal",
+                raw.max_wraps_per_principal,
+                &mut cfg.max_wraps_per_principal,
+            ),
+        ] {
+            if let Some(n) = n {
+                if n == 0 || n > 1_000_000 {
+                    return Err(Error::config(format!("server {key} must be 1..=1000000")));
+                }
+                *field = n;
+            }
         }
         if let Some(n) = raw.max_body_bytes {
             if n < 1024 {

@@ -1,107 +1,272 @@
-//! Leases issued with resolved values, so that `revoke_leases` is real.
+//! Leases issued with resolved values, so that `revoke_leases` is real —
+//! without holding anything per resolve.
 //!
-//! A lease is random, bound to the caller that got it and to the reference,
-//! and lives `lease_ttl_seconds`. Leases are held in memory only (a restart
-//! forgets them) and are bounded in number.
+//! A lease id is **self-authenticating**: `lease-` followed by the
+//! unpadded base64url of a random 24-byte nonce and the XChaCha20-Poly1305
+//! sealing of (expiry, reference) under a key drawn at server start, with the
+//! caller's principal name as associated data. So:
+//!
+//! * issuing a lease stores nothing: a resolve costs no server memory, and no
+//!   caller can fill a table by resolving;
+//! * only the server could have made an id, and only for the principal it was
+//!   issued to: another caller's (or a forged, truncated or edited) id fails
+//!   to open and is `not_found` — its existence is not revealed;
+//! * the id carries the reference (sealed: the id reveals nothing), so a
+//!   revocation is checked against the `lease_revoke` rules of that
+//!   reference;
+//! * a restart draws a new key and so forgets every lease (as before).
+//!
+//! Revoking is the only thing that stores state: the revoked lease's nonce,
+//! until the lease would have ended, in an [`Expiring`] table with a quota
+//! per principal (`max_revoked_leases_per_principal`). Revoking again is
+//! `not_found`; an expired lease is `expired`.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::Mutex;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use secref::ErrorCode;
 
-/// Most leases held at once; past it, resolves fail with `rate_limited`
-/// until some expire or are revoked.
-pub const MAX_LEASES: usize = 100_000;
+use crate::expiring::{Expiring, Refused};
 
-#[derive(Debug)]
-struct Lease {
-    principal: String,
-    expires: Instant,
+/// The default `max_revoked_leases_per_principal`.
+pub const DEFAULT_REVOKED_QUOTA: usize = 10_000;
+
+/// What every lease id starts with (the SDK's conformance suite checks it).
+const PREFIX: &str = "lease-";
+/// Longest lease id accepted: longer input is not one of ours and is not
+/// decoded at all.
+const MAX_ID_LEN: usize = 8 * 1024;
+/// Binds the sealing to its purpose (no other sealed data is ever a lease).
+const CONTEXT: &[u8] = b"secref-serve lease v1\0";
+const NONCE_LEN: usize = 24;
+
+/// The lease authority: the sealing key, and the revoked leases.
+pub struct Leases {
+    cipher: XChaCha20Poly1305,
+    /// Lease ids' expiries are milliseconds since this instant (a process's
+    /// monotonic clock: a wall-clock jump neither ends nor extends leases).
+    epoch: Instant,
+    revoked: Expiring<[u8; NONCE_LEN], ()>,
 }
 
-/// The live leases.
-#[derive(Debug, Default)]
-pub struct Leases {
-    map: Mutex<HashMap<String, Lease>>,
+impl std::fmt::Debug for Leases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leases")
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A freshly issued lease.
 #[derive(Debug, Clone)]
 pub struct Issued {
-    /// The lease id (`lease-<uuid>`).
+    /// The lease id (`lease-…`).
     pub id: String,
     /// When it ends.
     pub expires_at: SystemTime,
 }
 
+/// A lease id opened by the principal it was issued to.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// The reference the lease was issued for, canonical, as the client
+    /// wrote it (what access rules match).
+    pub reference: String,
+    expires: Instant,
+    nonce: [u8; NONCE_LEN],
+}
+
+impl Lease {
+    /// Whether the lease has ended.
+    pub fn is_expired(&self) -> bool {
+        self.expires <= Instant::now()
+    }
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Leases::new(DEFAULT_REVOKED_QUOTA)
+    }
+}
+
 impl Leases {
-    /// Issues a lease for `principal` lasting `ttl`.
-    pub fn issue(&self, principal: &str, ttl: Duration) -> Result<Issued, ErrorCode> {
-        let now = Instant::now();
-        let mut map = self.map.lock();
-        if map.len() >= MAX_LEASES {
-            map.retain(|_, l| l.expires > now);
-            if map.len() >= MAX_LEASES {
-                return Err(ErrorCode::RateLimited);
-            }
+    /// A fresh authority (new key) allowing each principal `revoked_quota`
+    /// revoked-but-not-yet-expired leases.
+    pub fn new(revoked_quota: usize) -> Leases {
+        Leases {
+            cipher: XChaCha20Poly1305::new(&XChaCha20Poly1305::generate_key(&mut OsRng)),
+            epoch: Instant::now(),
+            revoked: Expiring::new(revoked_quota),
         }
-        let id = format!("lease-{}", uuid::Uuid::new_v4());
-        map.insert(
-            id.clone(),
-            Lease {
-                principal: principal.to_string(),
-                expires: now + ttl,
-            },
-        );
+    }
+
+    /// Issues a lease on `reference` for `principal`, lasting `ttl`. Stores
+    /// nothing.
+    pub fn issue(
+        &self,
+        principal: &str,
+        reference: &str,
+        ttl: Duration,
+    ) -> Result<Issued, ErrorCode> {
+        let expires_ms = self.epoch.elapsed().saturating_add(ttl).as_millis() as u64;
+        let mut plain = Vec::with_capacity(8 + reference.len());
+        plain.extend_from_slice(&expires_ms.to_be_bytes());
+        plain.extend_from_slice(reference.as_bytes());
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = aad(principal);
+        let sealed = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: &plain,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| ErrorCode::Internal)?;
+        let mut raw = nonce.to_vec();
+        raw.extend_from_slice(&sealed);
         Ok(Issued {
-            id,
+            id: format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw)),
             expires_at: SystemTime::now() + ttl,
         })
     }
 
-    /// Revokes a lease the principal holds. Another caller's lease is
-    /// `not_found` (its existence is not revealed); an expired one `expired`.
-    pub fn revoke(&self, principal: &str, id: &str) -> Result<SystemTime, ErrorCode> {
-        let mut map = self.map.lock();
-        match map.get(id) {
-            Some(l) if l.principal == principal => {
-                let expired = l.expires <= Instant::now();
-                map.remove(id);
-                if expired {
-                    Err(ErrorCode::Expired)
-                } else {
-                    Ok(SystemTime::now())
-                }
-            }
-            _ => Err(ErrorCode::NotFound),
+    /// Opens a lease id presented by `principal`: `not_found` unless this
+    /// server issued it to that principal.
+    pub fn open(&self, principal: &str, id: &str) -> Result<Lease, ErrorCode> {
+        let encoded = id
+            .strip_prefix(PREFIX)
+            .filter(|s| s.len() <= MAX_ID_LEN)
+            .ok_or(ErrorCode::NotFound)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| ErrorCode::NotFound)?;
+        if raw.len() < NONCE_LEN {
+            return Err(ErrorCode::NotFound);
+        }
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let aad = aad(principal);
+        let plain = self
+            .cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| ErrorCode::NotFound)?;
+        let (ms, reference) = plain.split_at_checked(8).ok_or(ErrorCode::NotFound)?;
+        let ms = u64::from_be_bytes(ms.try_into().map_err(|_| ErrorCode::NotFound)?);
+        let reference = String::from_utf8(reference.to_vec()).map_err(|_| ErrorCode::NotFound)?;
+        Ok(Lease {
+            reference,
+            expires: self.epoch + Duration::from_millis(ms),
+            nonce: nonce.try_into().map_err(|_| ErrorCode::NotFound)?,
+        })
+    }
+
+    /// Revokes an opened lease of `principal`: `expired` if it has ended,
+    /// `not_found` if already revoked, `rate_limited` if the principal holds
+    /// its quota of revoked leases (other principals are unaffected).
+    pub fn revoke(&self, principal: &str, lease: &Lease) -> Result<SystemTime, ErrorCode> {
+        if lease.is_expired() {
+            return Err(ErrorCode::Expired);
+        }
+        match self
+            .revoked
+            .insert(principal, lease.nonce, (), lease.expires)
+        {
+            Ok(()) => Ok(SystemTime::now()),
+            Err(Refused::Exists) => Err(ErrorCode::NotFound),
+            Err(Refused::Full) => Err(ErrorCode::RateLimited),
         }
     }
 
-    /// How many leases are held (live or not yet purged).
-    pub fn len(&self) -> usize {
-        self.map.lock().len()
+    /// How many revoked leases `principal` holds (until they expire).
+    pub fn revoked_by(&self, principal: &str) -> usize {
+        self.revoked.held_by(principal)
     }
+}
 
-    /// Whether no leases are held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+/// The associated data: the purpose and the principal the lease is bound to.
+fn aad(principal: &str) -> Vec<u8> {
+    [CONTEXT, principal.as_bytes()].concat()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const MIN: Duration = Duration::from_secs(60);
+
     #[test]
     fn revoke_is_per_principal_and_once() {
         let l = Leases::default();
-        let a = l.issue("a", Duration::from_secs(60)).unwrap();
-        assert_eq!(l.revoke("b", &a.id), Err(ErrorCode::NotFound));
-        assert!(l.revoke("a", &a.id).is_ok());
-        assert_eq!(l.revoke("a", &a.id), Err(ErrorCode::NotFound));
-        let e = l.issue("a", Duration::ZERO).unwrap();
-        assert_eq!(l.revoke("a", &e.id), Err(ErrorCode::Expired));
-        assert!(l.is_empty());
+        let a = l.issue("a", "env://A", MIN).unwrap();
+        assert!(a.id.starts_with("lease-"));
+        let raw = URL_SAFE_NO_PAD.decode(&a.id[PREFIX.len()..]).unwrap();
+        assert!(
+            !raw.windows(7).any(|w| w == b"env://A"),
+            "the reference is sealed"
+        );
+        assert_eq!(l.open("b", &a.id).unwrap_err(), ErrorCode::NotFound);
+        let lease = l.open("a", &a.id).unwrap();
+        assert_eq!(lease.reference, "env://A");
+        assert!(l.revoke("a", &lease).is_ok());
+        assert_eq!(l.revoke("a", &lease), Err(ErrorCode::NotFound));
+        let e = l.issue("a", "env://A", Duration::ZERO).unwrap();
+        let e = l.open("a", &e.id).unwrap();
+        assert_eq!(l.revoke("a", &e), Err(ErrorCode::Expired));
+        assert_eq!(l.revoked_by("a"), 1);
+    }
+
+    #[test]
+    fn issuing_stores_nothing() {
+        let l = Leases::new(1);
+        for _ in 0..1000 {
+            l.issue("a", "env://A", MIN).unwrap();
+        }
+        assert!(l.revoked.is_empty());
+    }
+
+    #[test]
+    fn forged_and_foreign_ids_are_not_found() {
+        let l = Leases::default();
+        let other = Leases::default();
+        let id = l.issue("a", "env://A", MIN).unwrap().id;
+        let mut edited = id.clone().into_bytes();
+        let last = edited.len() - 1;
+        edited[last] = if edited[last] == b'A' { b'B' } else { b'A' };
+        let edited = String::from_utf8(edited).unwrap();
+        for bad in [
+            "",
+            "lease-",
+            "lease-abc",
+            "lease-!!!",
+            &id[..id.len() - 4],
+            &edited,
+            &format!("lease-{}", "A".repeat(MAX_ID_LEN + 4)),
+        ] {
+            assert_eq!(l.open("a", bad).unwrap_err(), ErrorCode::NotFound, "{bad}");
+        }
+        assert_eq!(other.open("a", &id).unwrap_err(), ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn quota_of_revocations_is_per_principal() {
+        let l = Leases::new(2);
+        let revoke = |who: &str| {
+            let id = l.issue(who, "env://A", MIN).unwrap().id;
+            l.revoke(who, &l.open(who, &id).unwrap())
+        };
+        assert!(revoke("a").is_ok());
+        assert!(revoke("a").is_ok());
+        assert_eq!(revoke("a"), Err(ErrorCode::RateLimited));
+        assert!(revoke("b").is_ok());
     }
 }

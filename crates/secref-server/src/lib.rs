@@ -34,6 +34,7 @@
 pub mod access;
 pub mod auth;
 pub mod config;
+pub mod expiring;
 pub mod leases;
 mod listen;
 pub mod secflow;
@@ -44,6 +45,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -51,6 +53,7 @@ use axum::Router;
 use secref::config::Env;
 use secref::{Error, ErrorCode, Resolver, Result, Secret};
 use tokio::net::TcpListener;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use config::ServerConfig;
 #[cfg(unix)]
@@ -182,7 +185,7 @@ impl Server {
                     resolver,
                     auth: Auth::new(tokens),
                     access: AccessRules::new(config.rules.clone()),
-                    leases: Leases::default(),
+                    leases: Leases::new(config.max_revoked_leases_per_principal),
                     config,
                 }),
             },
@@ -206,7 +209,7 @@ impl Server {
                 )
                 .merge(secflow::router(state.clone()))
                 .merge(vault::router(state))
-                .fallback(secflow::not_found),
+                .fallback(not_found),
         )
     }
 
@@ -227,6 +230,16 @@ impl Server {
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 authenticate,
+            ))
+            // Every answer may carry a secret or say something about one:
+            // no cache (browser, proxy, SDK) may keep it.
+            .layer(SetResponseHeaderLayer::overriding(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::PRAGMA,
+                HeaderValue::from_static("no-cache"),
             ))
             .layer(axum::middleware::from_fn_with_state(state, access_log))
     }
@@ -311,6 +324,18 @@ impl Server {
         // Removes the socket file.
         drop(unix);
         Ok(())
+    }
+}
+
+/// Unknown paths answer in the shape of the API they look like: Vault's
+/// `{"errors":[…]}` under `/v1/` (SecFlow's paths all end in `:batch`),
+/// SecFlow's error object elsewhere.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path.starts_with("/v1/") && !path.ends_with(":batch") {
+        vault::not_found().await
+    } else {
+        secflow::not_found().await
     }
 }
 

@@ -7,7 +7,7 @@
 //! | `POST /v1/secrets/validate:batch` | does the ref name a usable secret | `metadata_read` |
 //! | `POST /v1/secrets/metadata:batch` | non-secret facts | `metadata_read` |
 //! | `POST /v1/secrets/permission-check:batch` | policy question; a denial is `allowed:false` | (the asked one) |
-//! | `POST /v1/leases/revoke:batch` | revoke leases this caller got | — (leases are per caller) |
+//! | `POST /v1/leases/revoke:batch` | revoke leases this caller got | `lease_revoke` on the lease's ref |
 //!
 //! **References.** `secret://<environment>/<service>/<kind>/<name>` is mapped
 //! onto a secref ref with `secflow_ref_template` (default
@@ -17,11 +17,18 @@
 //! `file://…`), which are denied unless an access rule names them (see
 //! [`crate::access`]), on every route here.
 //!
-//! **Leases.** Every resolved item gets a fresh lease (`lease-<uuid>`), bound
-//! to the caller, lasting `lease_ttl_seconds` from the request (≤ 1 day) or
-//! the server's `lease_ttl_seconds` (default 300). `revoke:batch` revokes the
-//! caller's own leases; anyone else's are `NOT_FOUND`. Leases are bookkeeping
-//! for the client: the value is not taken back.
+//! **Leases.** Every resolved item gets a fresh lease, bound to the caller
+//! and the reference, lasting `lease_ttl_seconds` from the request (≤ 1 day)
+//! or the server's `lease_ttl_seconds` (default 300). A lease id is a sealed,
+//! self-authenticating token ([`crate::leases`]): issuing one stores nothing,
+//! so resolving never fills a table. `revoke:batch` revokes the caller's own
+//! leases, if a rule (and the policy) allows `lease_revoke` on the lease's
+//! reference (otherwise the item is `denied`, `PERMISSION_DENIED`); anyone
+//! else's, forged or already revoked ids are `NOT_FOUND`, ended ones
+//! `EXPIRED`. Revoked ids are remembered until they expire, at most
+//! `max_revoked_leases_per_principal` per caller (past it: `RATE_LIMITED`,
+//! for that caller only). Leases are bookkeeping for the client: the value
+//! is not taken back.
 //!
 //! **Environments.** `target_environment` must be one of `dev`, `stage`,
 //! `prod`, `shared`. A `secret://` ref whose environment segment differs from
@@ -72,7 +79,8 @@ pub const MAX_ITEMS: usize = wire::MAX_BATCH_ITEMS;
 /// The longest lease a client may ask for with `lease_ttl_seconds`.
 pub const MAX_LEASE_TTL: Duration = Duration::from_secs(86_400);
 
-/// The SecFlow routes: one per [`Op`], all answered by the same handler.
+/// The SecFlow routes: one per [`Op`], all answered by the same handler; a
+/// wrong method is 405 in SecFlow's error shape.
 pub fn router(state: AppState) -> Router {
     Op::ALL
         .into_iter()
@@ -87,7 +95,18 @@ pub fn router(state: AppState) -> Router {
                 ),
             )
         })
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+async fn method_not_allowed() -> Response {
+    request_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "this endpoint takes POST only",
+        false,
+        &Ids::fresh(),
+    )
 }
 
 /// Unknown paths answer in the SecFlow error shape too.
@@ -211,7 +230,7 @@ async fn handle_authenticated(
         );
     }
     let items = match op {
-        Op::Revoke => revoke_items(state, principal, &envelope.items),
+        Op::Revoke => revoke_items(state, principal, ctx, &envelope.items).await,
         _ => ref_items(state, principal, ctx, &envelope, op).await,
     };
     let body = json!({
@@ -479,12 +498,12 @@ async fn ref_items(
             );
             asks.iter()
                 .zip(results)
-                .map(|((i, _, backend_ref, decision_id), res)| {
+                .map(|((i, client_ref, backend_ref, decision_id), res)| {
                     resolve_item(
                         state,
                         principal,
                         &e.items[*i],
-                        backend_ref,
+                        (client_ref, backend_ref),
                         decision_id,
                         e.lease_ttl_seconds,
                         res,
@@ -646,7 +665,7 @@ fn resolve_item(
     state: &AppState,
     principal: &Principal,
     item: &RequestItem,
-    backend_ref: &SecretRef,
+    (client_ref, backend_ref): (&SecretRef, &SecretRef),
     decision_id: &str,
     lease_ttl_seconds: Option<u64>,
     resolved: secref::Result<Resolved>,
@@ -674,10 +693,16 @@ fn resolve_item(
         .map(Duration::from_secs)
         .unwrap_or(state.config().lease_ttl)
         .min(MAX_LEASE_TTL);
-    let lease = match state.leases().issue(&principal.name, ttl) {
+    // The lease names the ref as the client wrote it: revocation is
+    // checked against the rules for that ref.
+    let client_canonical = client_ref.to_canonical().to_string();
+    let lease = match state
+        .leases()
+        .issue(&principal.name, &client_canonical, ttl)
+    {
         Ok(l) => l,
         Err(code) => {
-            let e = Error::new(code, "too many live leases; revoke some or wait");
+            let e = Error::new(code, "the lease could not be issued");
             return item_failure(&item.item_id, Some(shown), "failed", &e, Some(decision_id));
         }
     };
@@ -789,36 +814,107 @@ fn permission_item(
     }
 }
 
-fn revoke_items(state: &AppState, principal: &Principal, items: &[RequestItem]) -> Vec<Value> {
-    items
-        .iter()
-        .map(|item| {
-            let lease_id = item.lease_id.as_deref().unwrap_or_default().trim();
-            if let Err(e) = RevokeReason::parse(item.reason.as_deref().unwrap_or("job_completed")) {
-                return revoke_failure(item, lease_id, &e);
+/// Revokes the caller's leases. Each lease id is opened first (someone
+/// else's or a forged id is `NOT_FOUND`, revealing nothing), then the rules
+/// and the policy decide `lease_revoke` on the lease's reference, then the
+/// revocation is recorded.
+async fn revoke_items(
+    state: &AppState,
+    principal: &Principal,
+    ctx: &Context,
+    items: &[RequestItem],
+) -> Vec<Value> {
+    let mut out = Vec::with_capacity(items.len());
+    // The request's token `jti` counts once: on its first policy call.
+    let mut first_call = true;
+    for item in items {
+        let lease_id = item.lease_id.as_deref().unwrap_or_default().trim();
+        if let Err(e) = RevokeReason::parse(item.reason.as_deref().unwrap_or("job_completed")) {
+            out.push(revoke_failure(item, lease_id, "failed", &e, None));
+            continue;
+        }
+        let lease = match state.leases().open(&principal.name, lease_id) {
+            Ok(l) => l,
+            Err(code) => {
+                let e = Error::new(code, "no such lease for this caller");
+                out.push(revoke_failure(item, lease_id, "failed", &e, None));
+                continue;
             }
-            match state.leases().revoke(&principal.name, lease_id) {
-                Ok(at) => json!({
-                    "item_id": item.item_id,
-                    "result": "allowed",
-                    "lease_id": lease_id,
-                    "status": "revoked",
-                    "revoked_at": rfc3339(at),
-                }),
-                Err(code) => {
-                    let msg = match code {
-                        ErrorCode::Expired => "the lease has expired",
-                        _ => "no such lease for this caller",
-                    };
-                    revoke_failure(item, lease_id, &Error::new(code, msg))
-                }
+        };
+        // The sealed reference was canonical when the lease was issued; one
+        // that no longer parses is refused like any other denial.
+        let decision = match SecretRef::parse(&lease.reference) {
+            Ok(r) => state.access().decide(principal, &r, Action::LeaseRevoke),
+            Err(_) => crate::access::Decision::deny(),
+        };
+        if !decision.allowed {
+            let e = Error::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "caller '{}' may not lease_revoke this reference",
+                    principal.name
+                ),
+            );
+            out.push(revoke_failure(
+                item,
+                lease_id,
+                "denied",
+                &e,
+                Some(&decision.decision_id),
+            ));
+            continue;
+        }
+        let call_ctx = if std::mem::take(&mut first_call) {
+            ctx.clone()
+        } else {
+            follow_up(ctx)
+        };
+        if let Err(e) = state
+            .resolver()
+            .authorize_as(&call_ctx, lease.reference.as_str(), Action::LeaseRevoke)
+            .await
+        {
+            // A policy refusal is `denied` with its decision id, as on reads;
+            // revoke items carry the lease id, not the ref.
+            let mut v = backend_failure(&item.item_id, "", &e, None);
+            if let Some(m) = v.as_object_mut() {
+                m.remove("secret_ref");
+                m.insert("lease_id".into(), json!(lease_id));
             }
-        })
-        .collect()
+            out.push(v);
+            continue;
+        }
+        out.push(match state.leases().revoke(&principal.name, &lease) {
+            Ok(at) => json!({
+                "item_id": item.item_id,
+                "result": "allowed",
+                "lease_id": lease_id,
+                "status": "revoked",
+                "revoked_at": rfc3339(at),
+            }),
+            Err(code) => {
+                let msg = match code {
+                    ErrorCode::Expired => "the lease has expired",
+                    ErrorCode::RateLimited => {
+                        "this caller holds too many revoked leases; retry when some expire"
+                    }
+                    _ => "no such lease for this caller",
+                };
+                revoke_failure(item, lease_id, "failed", &Error::new(code, msg), None)
+            }
+        });
+    }
+    out
 }
 
-fn revoke_failure(item: &RequestItem, lease_id: &str, e: &Error) -> Value {
-    let mut v = item_failure(&item.item_id, None, "failed", e, None);
+fn revoke_failure(
+    item: &RequestItem,
+    lease_id: &str,
+    result: &str,
+    e: &Error,
+    decision_id: Option<&str>,
+) -> Value {
+    let mut v = item_failure(&item.item_id, None, result, e, decision_id);
     v["lease_id"] = json!(lease_id);
     v
 }

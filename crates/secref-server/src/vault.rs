@@ -9,11 +9,17 @@
 //! | `POST /v1/sys/wrapping/unwrap` | the wrapped answer, once |
 //! | `GET /v1/auth/token/lookup-self` | facts about the caller's token (never the token) |
 //!
-//! A read with `X-Vault-Wrap-TTL` answers with a single-use wrapping token
-//! instead of the data. Callers authenticate with the server's bearer token
-//! sent as `X-Vault-Token` (or `Authorization: Bearer`); access rules apply
-//! to the reference `openbao+kv2://<mount>/<path>`. Errors are Vault's
-//! `{"errors":[…]}` bodies.
+//! Any of these with `X-Vault-Wrap-TTL` answers with a single-use wrapping
+//! token instead of the data (data reads, metadata reads, `lookup-self`,
+//! and `unwrap` itself, which re-wraps). Outstanding wrapping tokens are held
+//! at most `max_wraps_per_principal` per caller (default
+//! [`DEFAULT_WRAP_QUOTA`]); past it that caller's wrapped reads are 503
+//! (retryable) and nobody else's are affected. Callers authenticate with the
+//! server's bearer token sent as `X-Vault-Token` (or `Authorization:
+//! Bearer`); access rules apply to the reference
+//! `openbao+kv2://<mount>/<path>`. Every error — unknown path (404), wrong
+//! method (405), bad input (400), too large a body (413), no or a bad token
+//! (403) — is Vault's `{"errors":[…]}` body.
 //!
 //! When the resolver has a `[policy]`, each read (`execute`) and metadata
 //! read (`metadata_read`) of that reference is also decided by it, on behalf
@@ -31,17 +37,18 @@
 //! faithful stand-in for KV v2 semantics (tests, local development), not a
 //! persistent secret store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use axum::body::Bytes;
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use secref::policy::Authorization;
 use secref::provider::Action;
 use secref::{Error, Result, SecretRef};
@@ -49,6 +56,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::auth::{Caller, Principal};
+use crate::expiring::{deadline, Expiring};
 use crate::{AppState, Logged};
 
 /// The environment variable naming the seed file.
@@ -57,9 +65,10 @@ pub const SEED_ENV: &str = "SECREF_SERVE_VAULT_SEED";
 /// Longest wrap TTL accepted (Vault's default max is 32 days; keep it short).
 const MAX_WRAP_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Outstanding wrapping tokens kept at most; beyond this a wrapped read is
-/// answered 503 (retryable) instead of growing memory without bound.
-const MAX_WRAPS: usize = 10_000;
+/// The default `max_wraps_per_principal`: outstanding wrapping tokens one
+/// caller may hold; beyond it that caller's wrapped reads are answered 503
+/// (retryable) instead of growing memory without bound.
+pub const DEFAULT_WRAP_QUOTA: usize = 1_000;
 
 /// The Vault API's routes over an in-memory KV v2 store seeded from
 /// [`SEED_ENV`]. An unreadable seed makes every Vault request answer 500
@@ -73,10 +82,7 @@ pub fn router(state: AppState) -> Router {
         Ok(store) => router_with_store(state, Arc::new(store)),
         Err(e) => {
             tracing::error!(error = %e, "vault API disabled: invalid {SEED_ENV}");
-            Router::new().route(
-                "/v1/{*rest}",
-                get(seed_broken).post(seed_broken).put(seed_broken),
-            )
+            Router::new().route("/v1/{*rest}", any(seed_broken))
         }
     }
 }
@@ -91,24 +97,35 @@ async fn seed_broken() -> Response {
 /// The Vault API's routes over `store`.
 pub fn router_with_store(state: AppState, store: Arc<Kv2Store>) -> Router {
     let api = Api {
+        wraps: Arc::new(Expiring::new(state.config().max_wraps_per_principal)),
         state,
         store,
-        wraps: Arc::new(Mutex::new(HashMap::new())),
     };
     Router::new()
         .route("/v1/auth/token/lookup-self", get(lookup_self))
         .route("/v1/sys/wrapping/unwrap", post(unwrap))
         .route("/v1/{mount}/data/{*path}", get(read_data))
         .route("/v1/{mount}/metadata/{*path}", get(read_metadata))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)
+}
+
+/// An unknown path under `/v1/` (not a SecFlow one), in Vault's shape.
+pub async fn not_found() -> Response {
+    vault_error(StatusCode::NOT_FOUND, "unsupported path")
+}
+
+async fn method_not_allowed() -> Response {
+    vault_error(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
 }
 
 #[derive(Clone)]
 struct Api {
     state: AppState,
     store: Arc<Kv2Store>,
-    /// Wrapping token → (wrapped answer, expiry). Removed on first use.
-    wraps: Arc<Mutex<HashMap<String, (Value, Instant)>>>,
+    /// Wrapping token → wrapped answer, owned by the caller who wrapped it.
+    /// Removed on first use or expiry.
+    wraps: Arc<Expiring<String, Value>>,
 }
 
 /// An in-memory, versioned KV v2 store keyed by `<mount>/<path>`.
@@ -404,26 +421,66 @@ struct ReadQuery {
     version: Option<String>,
 }
 
+/// The `<mount>/<path>` of a request; a path axum cannot decode (bad
+/// percent-encoding) is Vault's 400.
+fn kv_key(
+    path: std::result::Result<Path<(String, String)>, PathRejection>,
+) -> std::result::Result<(String, String), Box<Response>> {
+    path.map(|Path(p)| p)
+        .map_err(|_| Box::new(vault_error(StatusCode::BAD_REQUEST, "invalid path")))
+}
+
+/// The wrap TTL a request asks for with `X-Vault-Wrap-TTL` (`None`: no
+/// wrapping); an unusable value is Vault's 400.
+fn asked_wrap(headers: &HeaderMap) -> std::result::Result<Option<Duration>, Box<Response>> {
+    match headers.get("x-vault-wrap-ttl") {
+        None => Ok(None),
+        Some(v) => match v.to_str().ok().and_then(parse_vault_duration) {
+            Some(d) if d > Duration::ZERO && d <= MAX_WRAP_TTL => Ok(Some(d)),
+            _ => Err(Box::new(vault_error(
+                StatusCode::BAD_REQUEST,
+                "invalid wrap TTL",
+            ))),
+        },
+    }
+}
+
+/// A 200 answer: wrapped for `owner` when `wrap_ttl` is set, else as is.
+fn answer(
+    api: &Api,
+    owner: &str,
+    wrap_ttl: Option<Duration>,
+    body: Value,
+    creation_path: &str,
+) -> Response {
+    match wrap_ttl {
+        Some(ttl) => wrap(api, owner, body, ttl, creation_path),
+        None => axum::Json(body).into_response(),
+    }
+}
+
 async fn read_data(
     State(api): State<Api>,
-    Path((mount, path)): Path<(String, String)>,
-    Query(q): Query<ReadQuery>,
+    path: std::result::Result<Path<(String, String)>, PathRejection>,
+    query: std::result::Result<Query<ReadQuery>, QueryRejection>,
     Caller(caller): Caller,
     headers: HeaderMap,
 ) -> Response {
+    let (mount, path) = match kv_key(path) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
     let key = format!("{mount}/{path}");
     let (p, granted) = match authorize(&api, caller, &headers, &key, Action::Read).await {
         Ok(g) => g,
         Err(r) => return *r,
     };
-    let asked_wrap = match headers.get("x-vault-wrap-ttl") {
-        None => None,
-        Some(v) => match v.to_str().ok().and_then(parse_vault_duration) {
-            Some(d) if d > Duration::ZERO && d <= MAX_WRAP_TTL => Some(d),
-            _ => {
-                return with_principal(vault_error(StatusCode::BAD_REQUEST, "invalid wrap TTL"), &p)
-            }
-        },
+    let Ok(Query(q)) = query else {
+        return with_principal(vault_error(StatusCode::BAD_REQUEST, "invalid query"), &p);
+    };
+    let asked_wrap = match asked_wrap(&headers) {
+        Ok(w) => w,
+        Err(r) => return with_principal(*r, &p),
     };
     // The policy's wrapping obligation wins over the caller's choice.
     let wrap_ttl = granted.wrap_ttl.map(|t| t.min(MAX_WRAP_TTL)).or(asked_wrap);
@@ -460,15 +517,15 @@ async fn read_data(
             )
         }
     };
-    if let (StatusCode::OK, Some(ttl)) = (status, wrap_ttl) {
+    if status == StatusCode::OK {
         let creation_path = format!("{mount}/data/{path}");
-        return with_principal(wrap(&api, body, ttl, &creation_path), &p);
+        return with_principal(answer(&api, &p.name, wrap_ttl, body, &creation_path), &p);
     }
     with_principal((status, axum::Json(body)).into_response(), &p)
 }
 
-/// Stores `body` behind a new single-use wrapping token.
-fn wrap(api: &Api, body: Value, ttl: Duration, creation_path: &str) -> Response {
+/// Stores `body` behind a new single-use wrapping token held by `owner`.
+fn wrap(api: &Api, owner: &str, body: Value, ttl: Duration, creation_path: &str) -> Response {
     let token = crate::auth::generate_token();
     let token = format!(
         "hvs.{}",
@@ -478,17 +535,15 @@ fn wrap(api: &Api, body: Value, ttl: Duration, creation_path: &str) -> Response 
             .trim_start_matches("srt_")
     );
     let accessor = uuid::Uuid::new_v4().simple().to_string();
+    if api
+        .wraps
+        .insert(owner, token.clone(), body, deadline(ttl))
+        .is_err()
     {
-        let mut wraps = api.wraps.lock();
-        let now = Instant::now();
-        wraps.retain(|_, (_, exp)| *exp > now);
-        if wraps.len() >= MAX_WRAPS {
-            return vault_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many outstanding wrapping tokens; unwrap or let them expire",
-            );
-        }
-        wraps.insert(token.clone(), (body, now + ttl));
+        return vault_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many outstanding wrapping tokens; unwrap or let them expire",
+        );
     }
     axum::Json(json!({
         "request_id": uuid::Uuid::new_v4().to_string(),
@@ -525,14 +580,22 @@ fn parse_vault_duration(s: &str) -> Option<Duration> {
 
 async fn read_metadata(
     State(api): State<Api>,
-    Path((mount, path)): Path<(String, String)>,
+    path: std::result::Result<Path<(String, String)>, PathRejection>,
     Caller(caller): Caller,
     headers: HeaderMap,
 ) -> Response {
-    let key = format!("{mount}/{path}");
-    let p = match authorize(&api, caller, &headers, &key, Action::MetadataRead).await {
-        Ok((p, _)) => p,
+    let (mount, path) = match kv_key(path) {
+        Ok(k) => k,
         Err(r) => return *r,
+    };
+    let key = format!("{mount}/{path}");
+    let (p, granted) = match authorize(&api, caller, &headers, &key, Action::MetadataRead).await {
+        Ok(g) => g,
+        Err(r) => return *r,
+    };
+    let wrap_ttl = match asked_wrap(&headers) {
+        Ok(w) => granted.wrap_ttl.map(|t| t.min(MAX_WRAP_TTL)).or(w),
+        Err(r) => return with_principal(*r, &p),
     };
     let all = api.store.secrets.read();
     let Some(s) = all.get(&key) else {
@@ -564,12 +627,22 @@ async fn read_metadata(
         "updated_time": s.updated_time,
         "versions": versions,
     }));
-    with_principal(axum::Json(body).into_response(), &p)
+    drop(all);
+    let creation_path = format!("{mount}/metadata/{path}");
+    with_principal(answer(&api, &p.name, wrap_ttl, body, &creation_path), &p)
 }
 
-async fn lookup_self(Caller(caller): Caller) -> Response {
+async fn lookup_self(
+    State(api): State<Api>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+) -> Response {
     let Some(p) = caller else {
         return denied();
+    };
+    let wrap_ttl = match asked_wrap(&headers) {
+        Ok(w) => w,
+        Err(r) => return with_principal(*r, &p),
     };
     // Vault also echoes the token as `id`; this server never sends tokens
     // back.
@@ -590,7 +663,10 @@ async fn lookup_self(Caller(caller): Caller) -> Response {
         "ttl": 0,
         "type": "service",
     }));
-    with_principal(axum::Json(body).into_response(), &p)
+    with_principal(
+        answer(&api, &p.name, wrap_ttl, body, "auth/token/lookup-self"),
+        &p,
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -601,12 +677,25 @@ struct UnwrapBody {
 
 /// The wrapping token comes in the body (then the header must be a server
 /// token, as hvac's `sys.unwrap(token)` sends it) or as `X-Vault-Token`.
+/// With `X-Vault-Wrap-TTL` the unwrapped answer is wrapped anew (for the
+/// caller who wrapped it first).
 async fn unwrap(
     State(api): State<Api>,
     Caller(caller): Caller,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let limit = api.state.config().max_body_bytes;
+    let Ok(body) = axum::body::to_bytes(body, limit).await else {
+        return vault_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body exceeds {limit} bytes"),
+        );
+    };
+    let wrap_ttl = match asked_wrap(&headers) {
+        Ok(w) => w,
+        Err(r) => return *r,
+    };
     let parsed: UnwrapBody = if body.is_empty() {
         UnwrapBody::default()
     } else {
@@ -627,10 +716,9 @@ async fn unwrap(
             None => return denied(),
         },
     };
-    let taken = api.wraps.lock().remove(&wrapping);
-    match taken {
-        Some((answer, exp)) if exp > Instant::now() => axum::Json(answer).into_response(),
-        _ => vault_error(
+    match api.wraps.take(&wrapping) {
+        Some((owner, body)) => answer(&api, &owner, wrap_ttl, body, "sys/wrapping/unwrap"),
+        None => vault_error(
             StatusCode::BAD_REQUEST,
             "wrapping token is not valid or does not exist",
         ),
