@@ -381,7 +381,7 @@ fn is_base64_char(b: u8) -> bool {
 
 /// Builds the base64-unwrapped view of `buf`: a single `\n` or `\r\n`
 /// preceded by a base64 character and followed by one (or by the end of what
-/// has arrived) is dropped.
+/// has arrived; a trailing `\r` likewise) is dropped.
 fn unwrap_base64(buf: &[u8], view: &mut ViewBuf) {
     view.clear();
     let mut copied = 0;
@@ -399,7 +399,16 @@ fn unwrap_base64(buf: &[u8], view: &mut ViewBuf) {
             copied = at + 1;
         }
     }
-    view.bytes.extend_from_slice(&buf[copied..]);
+    // A `\r` at the end may be the first half of a `\r\n`: dropped for
+    // now, so a form it interrupts is still held as a possible match.
+    let end = match buf {
+        [.., b, b'\r'] if is_base64_char(*b) && buf.len() - 1 >= copied => buf.len() - 1,
+        _ => buf.len(),
+    };
+    view.bytes.extend_from_slice(&buf[copied..end]);
+    if end < buf.len() {
+        view.edit(end, 1, &[]);
+    }
 }
 
 /// One JSON escape at the start of a byte string.
@@ -650,7 +659,7 @@ impl StreamMasker {
         if let Some(base64) = patterns
             .base64
             .as_ref()
-            .filter(|_| memchr::memchr(b'\n', buf).is_some())
+            .filter(|_| memchr::memchr2(b'\n', b'\r', buf).is_some())
         {
             unwrap_base64(buf, &mut self.base64_view);
             let view = View::Mapped(&self.base64_view);
@@ -972,5 +981,231 @@ mod tests {
         // "aaa" overlaps itself; every byte of a long run is concealed.
         let out = masked_in_steps(&["aaa"], "xaaaaaaay", 1);
         assert_eq!(out, format!("x{M}y"));
+    }
+
+    /// The forms real JSON encoders write for `value`, besides serde's.
+    fn json_encoder_forms(value: &str) -> Vec<String> {
+        let serde = serde_json::to_string(value).unwrap();
+        let serde = &serde[1..serde.len() - 1];
+        let mut python = String::new(); // ensure_ascii: \u00e9, surrogate pairs
+        let mut dotnet = String::new(); // upper-case hex, + < > & ' escaped
+        let mut go = String::new(); // HTML-safe
+        let mut php = String::new(); // \/ and \u00e9
+        let mut every = String::new(); // every character as \uXXXX
+        for c in serde.chars() {
+            let mut units = [0u16; 2];
+            let u = c.encode_utf16(&mut units);
+            let lower: String = u.iter().map(|u| format!("\\u{u:04x}")).collect();
+            let upper: String = u.iter().map(|u| format!("\\u{u:04X}")).collect();
+            python.push_str(&if c.is_ascii() {
+                c.to_string()
+            } else {
+                lower.clone()
+            });
+            dotnet.push_str(&if c.is_ascii() && !"+<>&'".contains(c) {
+                c.to_string()
+            } else {
+                upper.clone()
+            });
+            go.push_str(&if "<>&".contains(c) {
+                lower.clone()
+            } else {
+                c.to_string()
+            });
+            php.push_str(&match c {
+                '/' => "\\/".to_string(),
+                c if !c.is_ascii() => lower.clone(),
+                c => c.to_string(),
+            });
+        }
+        // Every character escaped (skipping the existing escapes' bodies).
+        let mut chars = value.chars();
+        for c in chars.by_ref() {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                every.push_str(&format!("\\u{u:04X}"));
+            }
+        }
+        vec![serde.to_string(), python, dotnet, go, php, every]
+    }
+
+    #[test]
+    fn json_encoder_forms_are_masked_in_any_split() {
+        for value in ["p@ss wörd/+<>&'\"\\\n😀x", "plain-Value/123", "añ€𝄞"] {
+            for form in json_encoder_forms(value) {
+                let input = format!("{{\"k\":\"{form}\"}}");
+                let want = format!("{{\"k\":\"{M}\"}}");
+                assert_eq!(masked(&[value], &input), want, "{form}");
+                for step in [1, 3, 7] {
+                    assert_eq!(masked_in_steps(&[value], &input, step), want, "{form}");
+                }
+            }
+        }
+        // An escaped backslash followed by `u0041` is not an escape.
+        assert_eq!(
+            masked(&["AAA"], r"\\u0041\\u0041\\u0041"),
+            r"\\u0041\\u0041\\u0041"
+        );
+        assert_eq!(masked(&["AAA"], r"x\u0041\u0041A"), format!("x{M}"));
+    }
+
+    #[test]
+    fn json_view_writes_characters_as_serde_json_does() {
+        for c in (0u32..0x300)
+            .chain([0x2028, 0x1F600])
+            .filter_map(char::from_u32)
+        {
+            let mut ours = Vec::new();
+            push_json_char(c, &mut ours);
+            let serde = serde_json::to_string(&c.to_string()).unwrap();
+            assert_eq!(ours, serde.as_bytes()[1..serde.len() - 1], "{c:?}");
+        }
+    }
+
+    fn wrapped(encoded: &str, width: usize, eol: &str) -> String {
+        let lines: Vec<&str> = encoded
+            .as_bytes()
+            .chunks(width)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect();
+        lines.join(eol) + eol
+    }
+
+    #[test]
+    fn wrapped_base64_is_masked_including_its_line_breaks() {
+        let secret = "correct horse battery staple, a long secret value of 70 bytes or so..";
+        for prefix in ["", "u", "us", "usr:"] {
+            let blob = STANDARD.encode(format!("{prefix}{secret}"));
+            for (width, eol) in [
+                (76, "\n"),
+                (64, "\n"),
+                (76, "\r\n"),
+                (64, "\r\n"),
+                (5, "\n"),
+            ] {
+                let text = wrapped(&blob, width, eol);
+                let out = masked(&[secret], &text);
+                assert!(out.contains(M), "{width} {eol:?}: {out}");
+                let rest = out.replace(M, "").replace(['\r', '\n'], "");
+                // Only the prefix's characters, the mixed edges and padding stay.
+                assert!(
+                    rest.len() <= prefix.len() * 4 / 3 + 5,
+                    "{width} {eol:?}: {out}"
+                );
+                for step in [1, 13, 76] {
+                    assert_eq!(masked_in_steps(&[secret], &text, step), out);
+                }
+            }
+        }
+        // Exactly the encoded span is replaced, line breaks inside included.
+        let text = format!(
+            "begin\n{}end\n",
+            wrapped(&STANDARD.encode(secret), 76, "\n")
+        );
+        assert_eq!(masked(&[secret], &text), format!("begin\n{M}\nend\n"));
+        // A blank line is not a wrap.
+        let b64 = STANDARD.encode(secret);
+        let (a, b) = b64.split_at(40);
+        assert_eq!(
+            masked(&[secret], &format!("{a}\n\n{b}")),
+            format!("{a}\n\n{b}")
+        );
+    }
+
+    #[test]
+    fn zeros_with_a_low_entropy_value_are_one_region() {
+        let input = vec![b'0'; 3 << 20];
+        let p = patterns(&["000"]);
+        let mut m = StreamMasker::new(p);
+        let mut out = Vec::new();
+        for chunk in input.chunks(16 * 1024) {
+            out.extend(m.feed(chunk));
+            // Nothing but a possible prefix is ever held.
+            assert!(m.pending.len() < 16);
+        }
+        out.extend(m.finish());
+        assert_eq!(out, MASK);
+        assert_eq!(masked(&["000"], "1000010"), format!("1{M}10"));
+        assert_eq!(masked(&["000"], "x00000 000 00"), format!("x{M} {M} 00"));
+    }
+
+    mod splits {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Pieces of output: filler that cannot join a form, and the
+        /// secret in one of its forms.
+        fn piece() -> impl Strategy<Value = (String, bool)> {
+            let value = "s3cr3t/+ü\"x";
+            let forms: Vec<String> = {
+                let mut f = json_encoder_forms(value);
+                f.push(value.to_string());
+                f.push(STANDARD.encode(value));
+                f.push(
+                    wrapped(&STANDARD.encode(value), 7, "\r\n")
+                        .trim_end()
+                        .to_string(),
+                );
+                f.push(URL_SAFE_NO_PAD.encode(value));
+                f
+            };
+            prop_oneof![
+                "[ .,;:!?\\n]{1,6}".prop_map(|s| (s, false)),
+                proptest::sample::select(forms).prop_map(|s| (s, true)),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn output_is_the_input_with_each_form_replaced(
+                pieces in proptest::collection::vec(piece(), 0..12),
+                cuts in proptest::collection::vec(0usize..400, 0..8),
+            ) {
+                let value = "s3cr3t/+ü\"x";
+                // Filler between forms, so each form is its own region.
+                let mut input = String::new();
+                let mut want = String::new();
+                for (text, secret) in &pieces {
+                    input.push('|');
+                    want.push('|');
+                    input.push_str(text);
+                    want.push_str(if *secret { M } else { text });
+                }
+                let p = patterns(&[value]);
+                let bytes = input.as_bytes();
+                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+                cuts.sort_unstable();
+                let mut m = StreamMasker::new(p);
+                let mut out = Vec::new();
+                let mut at = 0;
+                for c in cuts.into_iter().chain([bytes.len()]) {
+                    out.extend(m.feed(&bytes[at..c]));
+                    at = c;
+                }
+                out.extend(m.finish());
+                prop_assert_eq!(String::from_utf8(out).unwrap(), want);
+            }
+
+            #[test]
+            fn random_bytes_do_not_depend_on_splits(
+                input in proptest::collection::vec(
+                    proptest::sample::select(b"00\\u0030/\n\rMDAw".to_vec()), 0..300),
+                cuts in proptest::collection::vec(0usize..300, 0..10),
+            ) {
+                let p = patterns(&["000", "0/0"]);
+                let whole = mask_all(&p, &input);
+                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+                cuts.sort_unstable();
+                let mut m = StreamMasker::new(p);
+                let mut out = Vec::new();
+                let mut at = 0;
+                for c in cuts.into_iter().chain([input.len()]) {
+                    out.extend(m.feed(&input[at..c]));
+                    at = c;
+                }
+                out.extend(m.finish());
+                prop_assert_eq!(out, whole);
+            }
+        }
     }
 }
