@@ -402,7 +402,7 @@ fn unwrap_base64(buf: &[u8], view: &mut ViewBuf) {
     // A `\r` at the end may be the first half of a `\r\n`: dropped for
     // now, so a form it interrupts is still held as a possible match.
     let end = match buf {
-        [.., b, b'\r'] if is_base64_char(*b) && buf.len() - 1 >= copied => buf.len() - 1,
+        [.., b, b'\r'] if is_base64_char(*b) && buf.len() > copied => buf.len() - 1,
         _ => buf.len(),
     };
     view.bytes.extend_from_slice(&buf[copied..end]);
