@@ -128,6 +128,60 @@ pub fn assert_no_canary_in(what: &str, haystack: &[u8], canary: &str) {
     }
 }
 
+/// [`assert_no_canary_in`] over `haystack` as written, with its line
+/// breaks removed (base64 wrapped at any column) and with its JSON escapes
+/// decoded (`\uXXXX` in either case, surrogate pairs, `\/`): the forms
+/// `secref run` conceals beyond the plain ones.
+pub fn assert_no_canary_decoded(what: &str, haystack: &[u8], canary: &str) {
+    let text = String::from_utf8_lossy(haystack);
+    assert_no_canary_in(what, text.as_bytes(), canary);
+    let unwrapped: String = text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+    assert_no_canary_in(
+        &format!("{what} (line breaks removed)"),
+        unwrapped.as_bytes(),
+        canary,
+    );
+    assert_no_canary_in(
+        &format!("{what} (JSON escapes decoded)"),
+        json_unescape(&text).as_bytes(),
+        canary,
+    );
+}
+
+/// Decodes `\uXXXX` (joining surrogate pairs) and `\/`; leaves the rest.
+fn json_unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut units: Vec<u16> = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let unit = rest
+            .strip_prefix("\\u")
+            .and_then(|r| r.get(..4))
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|h| u16::from_str_radix(h, 16).ok());
+        if let Some(u) = unit {
+            units.push(u);
+            rest = &rest[6..];
+            continue;
+        }
+        out.push_str(&String::from_utf16_lossy(&units));
+        units.clear();
+        if let Some(r) = rest.strip_prefix("\\/") {
+            out.push('/');
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("\\\\") {
+            out.push_str("\\\\");
+            rest = r;
+        } else {
+            let c = rest.chars().next().unwrap_or_default();
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out.push_str(&String::from_utf16_lossy(&units));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +201,16 @@ mod tests {
         }
         let hex: String = canary.bytes().map(|b| format!("{b:02x}")).collect();
         assert!(std::panic::catch_unwind(|| assert_no_canary(&hex, canary)).is_err());
+        for leaked in [
+            r"\u0063anary-7f3e9c1d",
+            "canary-7f\r\n3e9c1d",
+            r"canary-7f3e9c1\u0064",
+        ] {
+            let hit = std::panic::catch_unwind(|| {
+                assert_no_canary_decoded("t", leaked.as_bytes(), "canary-7f3e9c1d")
+            });
+            assert!(hit.is_err(), "missed {leaked}");
+        }
         let url = "canary%2D7f3e9c1d";
         assert!(std::panic::catch_unwind(|| assert_no_canary(url, canary)).is_err());
         assert_no_canary("nothing to see", canary);
