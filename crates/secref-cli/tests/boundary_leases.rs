@@ -28,7 +28,15 @@ fn serve_with(server_toml: &str, env: &[(&str, &str)]) -> (Served, Sandbox) {
     }
     let cfg = sb.write(
         "secref.toml",
-        &format!("[server]\n{server_toml}\n[server.tokens.other]\ntoken_env = \"OTHER_TOKEN\"\n"),
+        &format!(
+            "[server]\n{server_toml}\n[server.tokens.other]\ntoken_env = \"OTHER_TOKEN\"\n{}",
+            // `env://` is host-local: denied unless a rule names it.
+            if server_toml.contains("[[server.rules]]") {
+                ""
+            } else {
+                "[[server.rules]]\nprincipals = [\"*\"]\nrefs = [\"*\", \"env://APP_*\"]\n"
+            }
+        ),
     );
     let served = Served::start(&sb, TOKEN, &["--config", cfg.to_str().unwrap()]);
     (served, sb)

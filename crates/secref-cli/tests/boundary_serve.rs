@@ -15,7 +15,8 @@ fn serve() -> (Served, Sandbox) {
     let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref")).with_env("APP_A", "value-A");
     let seed = sb.write("seed.json", SEED);
     let sb = sb.with_env("SECREF_SERVE_VAULT_SEED", seed.to_str().unwrap());
-    let cfg = sb.write("secref.toml", "[server]\nmax_body_bytes = 1024\n");
+    let cfg = sb.write("secref.toml", "[server]\nmax_body_bytes = 1024\n\
+         [[server.rules]]\nprincipals = ['*']\nrefs = ['*', 'env://APP_A']\n");
     let s = Served::start(&sb, TOKEN, &["--config", cfg.to_str().unwrap()]);
     (s, sb)
 }
