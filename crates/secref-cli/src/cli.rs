@@ -67,12 +67,19 @@ pub enum Command {
     /// does not end up in shell history or process listings. One trailing
     /// newline (`\n` or `\r\n`) is stripped unless --raw is given:
     /// `printf '%s' "$VALUE" | secref set local://app/db#password`
+    ///
+    /// Every write creates a new version of the entry (see `history`); with
+    /// `#field`, the new version is the current one with that field set.
     Set {
         /// A `local://` reference, e.g. `local://app/db#password`.
         reference: String,
         /// Store stdin byte for byte (keep a trailing newline).
         #[arg(long)]
         raw: bool,
+        /// Check-and-set: write only if the entry's current version is N
+        /// (0: only if it has none yet); otherwise exit 2 and change nothing.
+        #[arg(long, value_name = "N")]
+        cas: Option<u64>,
     },
 
     /// Resolve one reference and print its value to stdout.
@@ -89,10 +96,47 @@ pub enum Command {
 
     /// Remove an entry (or one field of it) from the local store.
     ///
-    /// Exits 3 (not found) when there is nothing to remove.
+    /// Soft-deletes the entry's current version (or the `?version=N` given):
+    /// reads then fail with not_found, and `undelete` brings it back. With
+    /// `#field`, writes a new version without that field. --destroy erases
+    /// the version's data for good instead. Exits 3 (not found) when there
+    /// is nothing to remove.
     Rm {
         /// A `local://` reference.
         reference: String,
+        /// Destroy the version (unrecoverable) instead of soft-deleting it.
+        #[arg(long)]
+        destroy: bool,
+    },
+
+    /// Destroy versions of a local-store entry: their encrypted data is
+    /// removed from the store file for good (metadata stays, see `history`).
+    Destroy {
+        /// A `local://` entry reference, e.g. `local://app/db`.
+        reference: String,
+        /// The versions to destroy, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true, value_name = "N,…")]
+        versions: Vec<u64>,
+    },
+
+    /// Restore soft-deleted versions of a local-store entry.
+    Undelete {
+        /// A `local://` entry reference, e.g. `local://app/db`.
+        reference: String,
+        /// The versions to restore, comma-separated (default: the current one).
+        #[arg(long, value_delimiter = ',', value_name = "N,…")]
+        versions: Vec<u64>,
+    },
+
+    /// Show an entry's versions and metadata: created, deleted and destroyed
+    /// times, the current version, max_versions, cas_required and custom
+    /// metadata. Never values; nothing is decrypted.
+    History {
+        /// A `local://` entry reference, e.g. `local://app/db`.
+        reference: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 
     /// List the local store's entries (names only, never values).

@@ -17,8 +17,21 @@ use crate::{child, export, store_cmds};
 pub async fn dispatch(command: Command) -> i32 {
     let result: secref::Result<i32> = match command {
         Command::Init => store_cmds::init(),
-        Command::Set { reference, raw } => store_cmds::set(&reference, raw),
-        Command::Rm { reference } => store_cmds::rm(&reference),
+        Command::Set {
+            reference,
+            raw,
+            cas,
+        } => store_cmds::set(&reference, raw, cas),
+        Command::Rm { reference, destroy } => store_cmds::rm(&reference, destroy),
+        Command::Destroy {
+            reference,
+            versions,
+        } => store_cmds::destroy(&reference, &versions),
+        Command::Undelete {
+            reference,
+            versions,
+        } => store_cmds::undelete(&reference, &versions),
+        Command::History { reference, json } => store_cmds::history(&reference, json),
         Command::Ls => store_cmds::ls(),
         Command::Get {
             reference,

@@ -1,4 +1,5 @@
-//! The local-store commands: `init`, `set`, `rm`, `ls`.
+//! The local-store commands: `init`, `set`, `rm`, `destroy`, `undelete`,
+//! `history`, `ls`.
 
 use std::io::{IsTerminal, Read};
 
@@ -80,8 +81,8 @@ fn local_ref(input: &str, command: &str) -> secref::Result<LocalRef> {
     }
 }
 
-/// `secref set`: stores stdin under a `local://` reference.
-pub fn set(input: &str, raw: bool) -> secref::Result<i32> {
+/// `secref set`: stores stdin under a `local://` reference as a new version.
+pub fn set(input: &str, raw: bool, cas: Option<u64>) -> secref::Result<i32> {
     let r = local_ref(input, "set")?;
     let store = Store::open_from_config(&Config::load()?)?;
     let stdin = std::io::stdin();
@@ -103,8 +104,8 @@ pub fn set(input: &str, raw: bool) -> secref::Result<i32> {
             ),
         );
     }
-    store.set(&r, Secret::copy_from(&value))?;
-    eprintln!("stored local://{}", display_name(&r));
+    let version = store.set_cas(&r, Secret::copy_from(&value), cas)?;
+    eprintln!("stored local://{} (version {version})", display_name(&r));
     Ok(EXIT_OK)
 }
 
@@ -119,25 +120,154 @@ fn strip_one_newline(value: &mut Zeroizing<Vec<u8>>) {
 }
 
 fn display_name(r: &LocalRef) -> String {
-    match &r.field {
-        Some(f) => format!("{}#{f}", r.entry()),
-        None => r.entry(),
+    let mut s = r.entry();
+    if let Some(f) = &r.field {
+        s.push('#');
+        s.push_str(f);
     }
+    if let Some(v) = r.version {
+        s.push_str(&format!("?version={v}"));
+    }
+    s
 }
 
-/// `secref rm`: removes an entry or one field.
-pub fn rm(input: &str) -> secref::Result<i32> {
+/// `secref rm`: soft-deletes (or with `--destroy`, destroys) the current
+/// or pinned version of an entry, or removes one field.
+pub fn rm(input: &str, destroy: bool) -> secref::Result<i32> {
     let r = local_ref(input, "rm")?;
     let store = Store::open_from_config(&Config::load()?)?;
+    if destroy {
+        if r.field.is_some() {
+            return Err(Error::usage(
+                "--destroy erases whole versions; name the entry without #field",
+            )
+            .with_hint(format!("secref rm --destroy local://{}", r.entry())));
+        }
+        let name = r.entry();
+        let version = match r.version {
+            Some(v) => v,
+            None => store.metadata(&name)?.current_version,
+        };
+        if store.destroy(&name, &[version])? == 0 {
+            return Err(nothing_to(&r, "destroy"));
+        }
+        eprintln!("destroyed version {version} of local://{name}");
+        return Ok(EXIT_OK);
+    }
     if !store.remove(&r)? {
+        return Err(nothing_to(&r, "remove"));
+    }
+    eprintln!(
+        "removed local://{} (recoverable with `secref undelete`)",
+        display_name(&r)
+    );
+    Ok(EXIT_OK)
+}
+
+/// `secref destroy --versions 1,2`.
+pub fn destroy(input: &str, versions: &[u64]) -> secref::Result<i32> {
+    let (store, name) = entry_command(input, "destroy")?;
+    let n = store.destroy(&name, versions)?;
+    eprintln!("destroyed {n} version(s) of local://{name}");
+    Ok(EXIT_OK)
+}
+
+/// `secref undelete [--versions 1,2]` (default: the current version).
+pub fn undelete(input: &str, versions: &[u64]) -> secref::Result<i32> {
+    let (store, name) = entry_command(input, "undelete")?;
+    let versions = if versions.is_empty() {
+        vec![store.metadata(&name)?.current_version]
+    } else {
+        versions.to_vec()
+    };
+    let n = store.undelete(&name, &versions)?;
+    if n == 0 {
         return Err(Error::new(
             ErrorCode::NotFound,
-            format!("local://{} is not in the store", display_name(&r)),
+            format!("local://{name} has no deleted version among {versions:?}"),
         )
-        .with_hint("`secref ls` lists what is stored"));
+        .with_hint(format!("`secref history local://{name}` lists its versions")));
     }
-    eprintln!("removed local://{}", display_name(&r));
+    eprintln!("restored {n} version(s) of local://{name}");
     Ok(EXIT_OK)
+}
+
+/// `secref history`: versions and metadata, never values.
+pub fn history(input: &str, json: bool) -> secref::Result<i32> {
+    let (store, name) = entry_command(input, "history")?;
+    let meta = store.metadata(&name)?;
+    let time = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let out = if json {
+        let versions: Vec<_> = meta
+            .versions
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "version": v.version,
+                    "created_time": time(v.created_time),
+                    "deletion_time": v.deletion_time.map(time),
+                    "destroyed": v.destroyed,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "reference": format!("local://{name}"),
+            "created_time": time(meta.created_time),
+            "updated_time": time(meta.updated_time),
+            "current_version": meta.current_version,
+            "oldest_version": meta.oldest_version,
+            "max_versions": meta.max_versions,
+            "cas_required": meta.cas_required,
+            "custom_metadata": meta.custom_metadata,
+            "versions": versions,
+        });
+        format!("{doc:#}\n")
+    } else {
+        let mut out = format!(
+            "local://{name}: current version {}, created {}, updated {}\n",
+            meta.current_version,
+            time(meta.created_time),
+            time(meta.updated_time)
+        );
+        out.push_str(&format!(
+            "{:<8} {:<21} {:<21} DESTROYED\n",
+            "VERSION", "CREATED", "DELETED"
+        ));
+        for v in meta.versions.iter().rev() {
+            out.push_str(&format!(
+                "{:<8} {:<21} {:<21} {}\n",
+                v.version,
+                time(v.created_time),
+                v.deletion_time.map_or_else(|| "-".to_string(), time),
+                if v.destroyed { "yes" } else { "no" }
+            ));
+        }
+        out
+    };
+    write_stdout(out.as_bytes())?;
+    Ok(EXIT_OK)
+}
+
+/// Opens the store for a command on a whole entry (`local://app/db`, no
+/// `#field`, no `?version=`).
+fn entry_command(input: &str, command: &str) -> secref::Result<(Store, String)> {
+    let r = local_ref(input, command)?;
+    if r.field.is_some() || r.version.is_some() {
+        return Err(Error::usage(format!(
+            "`secref {command}` works on whole entries: name it without #field or ?version="
+        ))
+        .with_hint(format!("secref {command} local://{}", r.entry())));
+    }
+    let store = Store::open_from_config(&Config::load()?)?;
+    Ok((store, r.entry()))
+}
+
+fn nothing_to(r: &LocalRef, what: &str) -> Error {
+    Error::new(
+        ErrorCode::NotFound,
+        format!("local://{} has nothing to {what}", display_name(r)),
+    )
+    .with_hint("`secref ls` lists what is stored, `secref history` an entry's versions")
 }
 
 /// `secref ls`: entry names (and `name#field`), one a line.

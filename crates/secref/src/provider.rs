@@ -299,6 +299,15 @@ pub trait Provider: Send + Sync + fmt::Debug {
         100
     }
 
+    /// Whether the resolver may cache this provider's answers (default yes,
+    /// within the TTL). A provider whose data changes under it and is cheap
+    /// to read again (the local store) says no: the resolver then asks it on
+    /// every read, whatever the cache settings say, so a change is seen at
+    /// once.
+    fn cacheable(&self) -> bool {
+        true
+    }
+
     /// Resolves each reference.
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved>;
 

@@ -169,6 +169,8 @@ pub struct LocalRef {
     pub path: Vec<String>,
     /// One field of a structured entry, if any.
     pub field: Option<String>,
+    /// A pinned version (`?version=N`); `None` reads the current one.
+    pub version: Option<u64>,
 }
 
 impl LocalRef {
@@ -499,6 +501,27 @@ fn parse_positive_version(v: &str) -> Result<u64> {
     }
 }
 
+/// A query that may only hold `version=N` (once, positive).
+fn parse_version_query(query: Option<&str>) -> Result<Option<u64>> {
+    let mut version = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("version", v)) if version.is_none() => version = Some(parse_positive_version(v)?),
+            Some(("version", _)) => {
+                return Err(err(ErrorCode::AmbiguousQuery, "version is given twice"))
+            }
+            _ => {
+                return Err(err(
+                    ErrorCode::InvalidReference,
+                    format!("unknown query parameter '{}'", printable(pair)),
+                )
+                .with_hint("only ?version=N is supported"))
+            }
+        }
+    }
+    Ok(version)
+}
+
 fn parse_infisical(rest: &str) -> Result<SecretRef> {
     let (body, query) = match rest.split_once('?') {
         Some((b, q)) => (b, Some(q)),
@@ -510,26 +533,7 @@ fn parse_infisical(rest: &str) -> Result<SecretRef> {
             "infisical:// references take no #fragment",
         ));
     }
-    let mut version = None;
-    if let Some(q) = query {
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("version", v)) if version.is_none() => {
-                    version = Some(parse_positive_version(v)?)
-                }
-                Some(("version", _)) => {
-                    return Err(err(ErrorCode::AmbiguousQuery, "version is given twice"))
-                }
-                _ => {
-                    return Err(err(
-                        ErrorCode::InvalidReference,
-                        format!("unknown query parameter '{}'", printable(pair)),
-                    )
-                    .with_hint("only ?version=N is supported"))
-                }
-            }
-        }
-    }
+    let version = parse_version_query(query)?;
     let segs: Vec<&str> = body.split('/').collect();
     if segs.len() < 3 {
         return Err(err(
@@ -656,12 +660,18 @@ fn parse_file(rest: &str) -> Result<SecretRef> {
 }
 
 fn parse_local(rest: &str) -> Result<SecretRef> {
-    if rest.contains('?') {
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    if query.is_some_and(|q| q.contains('#')) {
         return Err(err(
-            ErrorCode::InvalidReference,
-            "local:// references take no ?query",
-        ));
+            ErrorCode::AmbiguousQuery,
+            "a #field after the ?query is ambiguous",
+        )
+        .with_hint("write local://<entry>#field?version=N"));
     }
+    let version = parse_version_query(query)?;
     let (path, field) = match rest.split_once('#') {
         Some((p, f)) => (p, Some(f)),
         None => (rest, None),
@@ -686,11 +696,15 @@ fn parse_local(rest: &str) -> Result<SecretRef> {
     let r = LocalRef {
         path: segs.iter().map(|s| s.to_string()).collect(),
         field: field.map(str::to_string),
+        version,
     };
     let mut canonical = format!("local://{path}");
     if let Some(f) = &r.field {
         canonical.push('#');
         canonical.push_str(f);
+    }
+    if let Some(v) = version {
+        canonical.push_str(&format!("?version={v}"));
     }
     Ok(SecretRef::new(RefKind::Local(r), canonical))
 }

@@ -223,6 +223,12 @@ impl ResolverBuilder {
         for (i, (p, cache)) in self.providers.into_iter().enumerate() {
             let cache = cache.unwrap_or_else(|| self.cache.clone());
             cache.validate()?;
+            // Not even a negative entry for a provider that opts out.
+            let cache = if p.cacheable() {
+                cache
+            } else {
+                CacheConfig::disabled()
+            };
             for fam in p.families() {
                 if !by_family.iter().any(|(f, _)| f == fam) {
                     by_family.push((fam, i));

@@ -513,6 +513,7 @@ fn local() {
         RefKind::Local(LocalRef {
             path: vec!["app".into(), "db".into()],
             field: Some("password".into()),
+            version: None,
         })
     );
     let RefKind::Local(l) = r.kind() else {
@@ -522,8 +523,14 @@ fn local() {
     assert_eq!(r.provider_family(), "local");
     accepts("local://a", "local://a");
     accepts("local://a.b/c-d/e_f#g.h", "local://a.b/c-d/e_f#g.h");
+    accepts("local://app/db#pw?version=3", "local://app/db#pw?version=3");
+    accepts("local://app/db?version=12", "local://app/db?version=12");
     reject_table(&[
         ("local://", IllegalSegment),
+        ("local://app/db?version=0", InvalidReference),
+        ("local://app/db?version=x", InvalidReference),
+        ("local://app/db?ttl=3", InvalidReference),
+        ("local://app/db?version=3#pw", AmbiguousQuery),
         ("local://#f", IllegalSegment),
         ("local://a/", IllegalSegment),
         ("local:///a", IllegalSegment),

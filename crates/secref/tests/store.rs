@@ -233,10 +233,9 @@ fn same_value_twice_gives_different_ciphertexts() {
     put(&f.store, "local://a/x", "same");
     put(&f.store, "local://a/y", "same");
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&f.path).unwrap()).unwrap();
-    assert_ne!(
-        doc["entries"]["a/x"]["ciphertext"],
-        doc["entries"]["a/y"]["ciphertext"]
-    );
+    let ct = |name: &str| doc["entries"][name]["versions"]["1"]["ciphertext"].clone();
+    assert!(ct("a/x").is_string());
+    assert_ne!(ct("a/x"), ct("a/y"));
 }
 
 // ------------------------------------------------------------------ wrong key
@@ -302,11 +301,9 @@ fn tampering_is_detected_and_never_blessed() {
             "flipped ciphertext byte",
             Box::new(|p| {
                 edit_json(p, |d| {
-                    let c = d["entries"]["a/x"]["ciphertext"]
-                        .as_str()
-                        .unwrap()
-                        .to_string();
-                    d["entries"]["a/x"]["ciphertext"] = flip_b64(&c).into();
+                    let v = &mut d["entries"]["a/x"]["versions"]["1"];
+                    let c = v["ciphertext"].as_str().unwrap().to_string();
+                    v["ciphertext"] = flip_b64(&c).into();
                 })
             }),
             ErrorCode::Integrity,
@@ -315,8 +312,9 @@ fn tampering_is_detected_and_never_blessed() {
             "flipped nonce byte",
             Box::new(|p| {
                 edit_json(p, |d| {
-                    let c = d["entries"]["a/x"]["nonce"].as_str().unwrap().to_string();
-                    d["entries"]["a/x"]["nonce"] = flip_b64(&c).into();
+                    let v = &mut d["entries"]["a/x"]["versions"]["1"];
+                    let c = v["nonce"].as_str().unwrap().to_string();
+                    v["nonce"] = flip_b64(&c).into();
                 })
             }),
             ErrorCode::Integrity,
@@ -389,8 +387,28 @@ fn tampering_is_detected_and_never_blessed() {
             ErrorCode::WrongKey,
         ),
         (
+            "version 2 sealed under version 1 (moved ciphertext)",
+            Box::new(|p| {
+                edit_json(p, |d| {
+                    let v = d["entries"]["a/x"]["versions"]["1"].clone();
+                    d["entries"]["a/x"]["versions"]["2"] = v;
+                    d["entries"]["a/x"]["current_version"] = 2.into();
+                })
+            }),
+            ErrorCode::Integrity,
+        ),
+        (
+            "un-deleted by hand (metadata edit)",
+            Box::new(|p| {
+                edit_json(p, |d| {
+                    d["entries"]["a/x"]["max_versions"] = 99.into();
+                })
+            }),
+            ErrorCode::Integrity,
+        ),
+        (
             "future version",
-            Box::new(|p| edit_json(p, |d| d["version"] = 2.into())),
+            Box::new(|p| edit_json(p, |d| d["version"] = 3.into())),
             ErrorCode::Unsupported,
         ),
     ];

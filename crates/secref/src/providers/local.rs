@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::error::{Error, Result};
-use crate::provider::{BatchResult, Metadata, Provider, Resolved, Validation};
+use crate::error::{Error, ErrorCode, Result};
+use crate::provider::{BatchResult, Metadata, Provider, Resolved, Validation, VersionInfo};
 use crate::reference::{LocalRef, RefKind, SecretRef};
 use crate::store::format::StoreFile;
 use crate::store::Store;
@@ -92,37 +92,69 @@ impl Provider for LocalProvider {
         &["local"]
     }
 
+    /// The store is on this machine and may be changed by any process
+    /// (`secref set`/`rm`/`destroy`); a read costs one file read and one
+    /// decryption, so answers are not cached: the next read after a change
+    /// sees it.
+    fn cacheable(&self) -> bool {
+        false
+    }
+
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         self.with_snapshot(refs, |store, file, _, l| {
-            store.get_in(file, l).map(Resolved::new)
+            let secret = store.get_in(file, l)?;
+            let version = match l.version {
+                Some(v) => v,
+                None => store
+                    .metadata_in(file, &l.entry())?
+                    .map_or(0, |m| m.current_version),
+            };
+            Ok(Resolved::new(secret).with_version(version.to_string()))
         })
         .await
     }
 
     async fn validate(&self, refs: &[SecretRef]) -> BatchResult<Validation> {
-        self.with_snapshot(refs, |store, file, _, l| {
-            Ok(Validation::existence(store.describe_in(file, l)?.is_some()))
+        self.with_snapshot(refs, |store, file, _, l| match store.get_in(file, l) {
+            Ok(_) => Ok(Validation::existence(true)),
+            Err(e) if is_absent(e.code()) => Ok(Validation::existence(false)),
+            Err(e) => Err(e),
         })
         .await
     }
 
-    /// `custom.entry_kind` is `single` or `fields`; `custom.fields` lists the
-    /// field names (comma-separated) of a field-map entry. No values.
+    /// Times, the current version and every kept version (created, deleted,
+    /// destroyed), custom metadata in `custom`, plus `custom.entry_kind`
+    /// (`single` or `fields`) and `custom.fields` (the field names,
+    /// comma-separated). Never values. Fails as a read of the same reference
+    /// would.
     async fn metadata(&self, refs: &[SecretRef]) -> BatchResult<Metadata> {
         self.with_snapshot(refs, |store, file, r, l| {
-            let Some(fields) = store.describe_in(file, l)? else {
-                // Same error as a read would give, without the value.
-                return store.get_in(file, l).map(|_| Metadata::default());
-            };
+            // Same error as a read would give, without keeping the value.
+            drop(store.get_in(file, l)?);
+            let fields = store.field_names_in(file, l)?;
+            let m = store
+                .metadata_in(file, &l.entry())?
+                .ok_or_else(|| Error::internal("entry vanished from a snapshot"))?;
             let mut meta = Metadata {
                 reference: r.to_canonical().to_string(),
+                current_version: Some(m.current_version.to_string()),
+                created_at: Some(rfc3339(m.created_time)),
+                updated_at: Some(rfc3339(m.updated_time)),
+                versions: m
+                    .versions
+                    .iter()
+                    .map(|v| VersionInfo {
+                        version: v.version.to_string(),
+                        created_at: Some(rfc3339(v.created_time)),
+                        deleted_at: v.deletion_time.map(rfc3339),
+                        destroyed: v.destroyed,
+                    })
+                    .collect(),
+                custom: m.custom_metadata,
                 ..Metadata::default()
             };
-            let kind = if fields.is_empty() {
-                "single"
-            } else {
-                "fields"
-            };
+            let kind = if fields.is_empty() { "single" } else { "fields" };
             meta.custom.insert("entry_kind".into(), kind.into());
             if !fields.is_empty() {
                 meta.custom.insert("fields".into(), fields.join(","));
@@ -131,4 +163,19 @@ impl Provider for LocalProvider {
         })
         .await
     }
+}
+
+/// The errors that mean "there is nothing to read there".
+fn is_absent(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::NotFound
+            | ErrorCode::FieldNotFound
+            | ErrorCode::VersionDeleted
+            | ErrorCode::VersionDestroyed
+    )
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
 }

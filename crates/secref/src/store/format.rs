@@ -1,12 +1,30 @@
 //! The store file format and its cryptography.
 //!
+//! Version 2 (written by this code):
+//!
 //! ```json
 //! {
 //!   "format": "secref-store",
-//!   "version": 1,
+//!   "version": 2,
 //!   "key_id": "<16 hex chars>",
+//!   "generation": 7,
+//!   "max_versions": 10,
+//!   "cas_required": false,
 //!   "entries": {
-//!     "app/db": { "nonce": "<base64, 24 bytes>", "ciphertext": "<base64>" }
+//!     "app/db": {
+//!       "created_time": "2026-01-01T00:00:00.000000000Z",
+//!       "updated_time": "2026-01-02T00:00:00.000000000Z",
+//!       "current_version": 2,
+//!       "oldest_version": 1,
+//!       "max_versions": 0,
+//!       "cas_required": false,
+//!       "custom_metadata": { "owner": "team-a" },
+//!       "versions": {
+//!         "1": { "created_time": "…", "deletion_time": "…", "destroyed": false,
+//!                "nonce": "<base64, 24 bytes>", "ciphertext": "<base64>" },
+//!         "2": { "created_time": "…", "destroyed": true }
+//!       }
+//!     }
 //!   },
 //!   "mac": "<base64, 32 bytes>"
 //! }
@@ -17,18 +35,25 @@
 //! * `key_id` is 8 bytes of HKDF output: it identifies the key (so that a
 //!   wrong key is reported as `wrong_key` before anything else) without
 //!   revealing anything about it.
-//! * Each entry is sealed with XChaCha20-Poly1305 under a fresh random
-//!   192-bit nonce, with the format, version and entry name as associated
-//!   data, so a ciphertext cannot be moved to another name.
-//! * `mac` is HMAC-SHA256 over a length-prefixed canonical listing of the
-//!   format, version, key id and every entry (name, nonce, ciphertext, in
-//!   name order), so adding, deleting, swapping or replaying single entries is
-//!   detected. HMAC rather than an AEAD over an empty plaintext: it is a
-//!   deterministic PRF made for exactly this, needs no nonce of its own, and
-//!   verifies in constant time.
-//! * Entry names (`app/db`) are visible, like in sops or fnox; values and
-//!   field names are not. Rolling the whole file back to an older, validly
-//!   MAC-ed version is not detected (git history is the audit trail).
+//! * Each version is sealed with XChaCha20-Poly1305 under a fresh random
+//!   192-bit nonce, with the format, file version, entry name and version
+//!   number as associated data, so a ciphertext cannot be moved to another
+//!   name or version. A destroyed version has no ciphertext at all.
+//! * Metadata (times, version numbers, `max_versions`, `cas_required`,
+//!   custom metadata) is plaintext, like entry names: it can be read without
+//!   decrypting anything. Do not put secrets in custom metadata.
+//! * `generation` grows by one on every write, so that two writes of the
+//!   same logical content still give different files.
+//! * `mac` is HMAC-SHA256 over the compact JSON of the whole file with an
+//!   empty `mac` (serde with sorted maps is deterministic), so adding,
+//!   deleting, swapping or editing anything — metadata included — is
+//!   detected. Rolling the whole file back to an older, validly MAC-ed file is
+//!   not detected (git history is the audit trail).
+//!
+//! Version 1 (entries `{nonce, ciphertext}` only, one value per entry, a MAC
+//! over a length-prefixed listing) is still read, and migrated to version 2
+//! by [`Store::open`](super::Store::open). A file with a higher version is
+//! refused (`unsupported`).
 
 use std::collections::BTreeMap;
 
@@ -47,19 +72,103 @@ use crate::secret::constant_time_eq;
 
 /// The `format` marker of every store file.
 pub(crate) const FORMAT: &str = "secref-store";
-/// The only version this code writes and reads.
-pub(crate) const VERSION: u32 = 1;
+/// The version this code writes.
+pub(crate) const VERSION: u32 = 2;
+/// The pre-versioning format, read only to migrate it.
+pub(crate) const VERSION_1: u32 = 1;
+/// How many versions an entry keeps unless configured otherwise.
+pub const DEFAULT_MAX_VERSIONS: u32 = 10;
 
 const NONCE_LEN: usize = 24;
 const HKDF_SALT: &[u8] = b"secref-store";
+// The labels keep their "v1" names: the same key must give the same key id
+// and keys across file versions.
 const LABEL_ENTRY_KEY: &[u8] = b"secref-store v1 entry key";
 const LABEL_MAC_KEY: &[u8] = b"secref-store v1 mac key";
 const LABEL_KEY_ID: &[u8] = b"secref-store v1 key id";
+const MAC_DOMAIN_V2: &[u8] = b"secref-store v2 mac\0";
 
-/// The file as stored: everything public except the ciphertexts' contents.
+/// Just enough of any file to decide how to read the rest.
+#[derive(Deserialize)]
+struct Header {
+    format: String,
+    version: u32,
+}
+
+/// A version-2 file as stored: everything public except the ciphertexts'
+/// contents.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StoreFile {
+    pub format: String,
+    pub version: u32,
+    pub key_id: String,
+    pub generation: u64,
+    pub max_versions: u32,
+    pub cas_required: bool,
+    pub entries: BTreeMap<String, EntryRecord>,
+    pub mac: String,
+}
+
+/// One entry: its metadata and its versions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EntryRecord {
+    pub created_time: String,
+    pub updated_time: String,
+    /// 0 until the first version is written.
+    pub current_version: u64,
+    pub oldest_version: u64,
+    /// 0: the store's `max_versions`.
+    pub max_versions: u32,
+    pub cas_required: bool,
+    pub custom_metadata: BTreeMap<String, String>,
+    pub versions: BTreeMap<u64, VersionRecord>,
+}
+
+/// One version of an entry. `nonce` and `ciphertext` are absent exactly when
+/// it is destroyed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VersionRecord {
+    pub created_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_time: Option<String>,
+    pub destroyed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ciphertext: Option<String>,
+}
+
+impl VersionRecord {
+    /// The sealed value, unless destroyed.
+    pub fn sealed(&self) -> Option<SealedEntry> {
+        Some(SealedEntry {
+            nonce: self.nonce.clone()?,
+            ciphertext: self.ciphertext.clone()?,
+        })
+    }
+
+    /// Stores a sealed value in this version.
+    pub fn put(&mut self, sealed: SealedEntry) {
+        self.nonce = Some(sealed.nonce);
+        self.ciphertext = Some(sealed.ciphertext);
+    }
+}
+
+/// One encrypted value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SealedEntry {
+    pub nonce: String,
+    pub ciphertext: String,
+}
+
+/// A version-1 file (read only, to migrate it).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoreFileV1 {
     pub format: String,
     pub version: u32,
     pub key_id: String,
@@ -67,12 +176,10 @@ pub(crate) struct StoreFile {
     pub mac: String,
 }
 
-/// One encrypted entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SealedEntry {
-    pub nonce: String,
-    pub ciphertext: String,
+/// A parsed file of either version.
+pub(crate) enum Parsed {
+    V1(StoreFileV1),
+    V2(StoreFile),
 }
 
 /// The keys derived from a master key. Zeroized on drop.
@@ -109,9 +216,26 @@ impl Keys {
         XChaCha20Poly1305::new(self.entry_key.as_ref().into())
     }
 
-    fn mac(&self, file: &StoreFile) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.mac_key.as_ref())
-            .expect("HMAC takes any key length");
+    fn hmac(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256> as Mac>::new_from_slice(self.mac_key.as_ref())
+            .expect("HMAC takes any key length")
+    }
+
+    /// The version-2 MAC: over the compact JSON of the file without its MAC.
+    fn mac(&self, file: &StoreFile) -> Result<Hmac<Sha256>> {
+        let mut unsigned = file.clone();
+        unsigned.mac.clear();
+        let bytes = serde_json::to_vec(&unsigned)
+            .map_err(|_| Error::internal("cannot serialise the store"))?;
+        let mut mac = self.hmac();
+        mac.update(MAC_DOMAIN_V2);
+        mac.update(&bytes);
+        Ok(mac)
+    }
+
+    /// The version-1 MAC: a length-prefixed listing of every entry.
+    fn mac_v1(&self, file: &StoreFileV1) -> Hmac<Sha256> {
+        let mut mac = self.hmac();
         let mut put = |bytes: &[u8]| {
             mac.update(&(bytes.len() as u64).to_be_bytes());
             mac.update(bytes);
@@ -128,10 +252,10 @@ impl Keys {
         mac
     }
 
-    /// Seals a plaintext for `name` under a fresh random nonce.
-    pub fn seal(&self, name: &str, plaintext: &[u8]) -> Result<SealedEntry> {
+    /// Seals version `version` of `name` under a fresh random nonce.
+    pub fn seal(&self, name: &str, version: u64, plaintext: &[u8]) -> Result<SealedEntry> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = entry_aad(name);
+        let aad = entry_aad(name, Some(version));
         let ciphertext = self
             .cipher()
             .encrypt(
@@ -148,77 +272,108 @@ impl Keys {
         })
     }
 
-    /// Opens `name`'s sealed entry into a zeroizing buffer.
-    pub fn open(&self, name: &str, sealed: &SealedEntry) -> Result<Zeroizing<Vec<u8>>> {
+    /// Opens version `version` of `name` into a zeroizing buffer.
+    pub fn open(&self, name: &str, version: u64, sealed: &SealedEntry) -> Result<Zeroizing<Vec<u8>>> {
+        self.open_with(name, &entry_aad(name, Some(version)), sealed)
+    }
+
+    /// Opens a version-1 entry.
+    pub fn open_v1(&self, name: &str, sealed: &SealedEntry) -> Result<Zeroizing<Vec<u8>>> {
+        self.open_with(name, &entry_aad(name, None), sealed)
+    }
+
+    fn open_with(&self, name: &str, aad: &[u8], sealed: &SealedEntry) -> Result<Zeroizing<Vec<u8>>> {
         let corrupt = || integrity(format!("entry '{name}' is corrupt"));
         let nonce = b64().decode(&sealed.nonce).map_err(|_| corrupt())?;
         if nonce.len() != NONCE_LEN {
             return Err(corrupt());
         }
         let ciphertext = b64().decode(&sealed.ciphertext).map_err(|_| corrupt())?;
-        let aad = entry_aad(name);
         self.cipher()
             .decrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
                     msg: &ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .map(Zeroizing::new)
             .map_err(|_| corrupt())
     }
 
-    /// Sets `file.key_id` and `file.mac` for the current entries.
-    pub fn finish(&self, file: &mut StoreFile) {
+    /// Sets the header fields and `mac` for the current content.
+    pub fn finish(&self, file: &mut StoreFile) -> Result<()> {
         file.format = FORMAT.to_string();
         file.version = VERSION;
         file.key_id = self.key_id.clone();
-        file.mac = b64().encode(self.mac(file).finalize().into_bytes());
+        file.mac = b64().encode(self.mac(file)?.finalize().into_bytes());
+        Ok(())
     }
 
-    /// Checks, in this order: the format marker, the version, the key id
-    /// (`wrong_key`) and the MAC (`integrity`).
+    /// Checks the key id (`wrong_key`), the MAC (`integrity`) and the
+    /// entries' invariants.
     pub fn verify(&self, file: &StoreFile) -> Result<()> {
-        if file.format != FORMAT {
-            return Err(integrity("the file is not a secref store"));
+        self.check_key_id(&file.key_id)?;
+        let mac = decode_mac(&file.mac)?;
+        self.mac(file)?
+            .verify_slice(&mac)
+            .map_err(|_| integrity("the store's MAC does not verify: entries or metadata were added, removed or modified"))?;
+        for (name, e) in &file.entries {
+            let bad = || integrity(format!("entry '{name}' has inconsistent versions"));
+            if e.versions.values().any(|v| {
+                v.destroyed != (v.nonce.is_none() && v.ciphertext.is_none())
+                    || v.nonce.is_some() != v.ciphertext.is_some()
+            })
+                || e.versions.keys().next_back().is_some_and(|&v| v > e.current_version)
+                || e.versions.keys().next().is_some_and(|&v| v < e.oldest_version)
+            {
+                return Err(bad());
+            }
         }
-        if file.version != VERSION {
-            return Err(Error::new(
-                ErrorCode::Unsupported,
-                format!(
-                    "store format version {} is not supported (this secref reads version {VERSION})",
-                    file.version
-                ),
-            )
-            .with_hint("upgrade secref"));
-        }
-        if !constant_time_eq(file.key_id.as_bytes(), self.key_id.as_bytes()) {
-            return Err(Error::new(
-                ErrorCode::WrongKey,
-                "the store key does not match this store (its key id differs)",
-            )
-            .with_hint(
-                "check SECREF_KEY / the key file: this store was created with another key",
-            ));
-        }
-        let mac = b64()
-            .decode(&file.mac)
-            .map_err(|_| integrity("the store's MAC is malformed"))?;
-        self.mac(file)
+        Ok(())
+    }
+
+    /// Checks a version-1 file's key id and MAC.
+    pub fn verify_v1(&self, file: &StoreFileV1) -> Result<()> {
+        self.check_key_id(&file.key_id)?;
+        let mac = decode_mac(&file.mac)?;
+        self.mac_v1(file)
             .verify_slice(&mac)
             .map_err(|_| integrity("the store's MAC does not verify: entries were added, removed, reordered or modified"))
     }
+
+    fn check_key_id(&self, key_id: &str) -> Result<()> {
+        if constant_time_eq(key_id.as_bytes(), self.key_id.as_bytes()) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorCode::WrongKey,
+            "the store key does not match this store (its key id differs)",
+        )
+        .with_hint("check SECREF_KEY / the key file: this store was created with another key"))
+    }
 }
 
-/// The AEAD associated data of an entry: format, version and name.
-fn entry_aad(name: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(FORMAT.len() + name.len() + 8);
+fn decode_mac(mac: &str) -> Result<Vec<u8>> {
+    b64()
+        .decode(mac)
+        .map_err(|_| integrity("the store's MAC is malformed"))
+}
+
+/// The AEAD associated data of a value: format, file version, entry name and
+/// (version 2) the entry's version number.
+fn entry_aad(name: &str, version: Option<u64>) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(FORMAT.len() + name.len() + 24);
     aad.extend_from_slice(FORMAT.as_bytes());
     aad.push(0);
-    aad.extend_from_slice(&VERSION.to_be_bytes());
+    let file_version = if version.is_some() { VERSION } else { VERSION_1 };
+    aad.extend_from_slice(&file_version.to_be_bytes());
     aad.push(0);
     aad.extend_from_slice(name.as_bytes());
+    if let Some(v) = version {
+        aad.push(0);
+        aad.extend_from_slice(&v.to_be_bytes());
+    }
     aad
 }
 
@@ -231,16 +386,32 @@ pub(crate) fn integrity(msg: impl Into<String>) -> Error {
         .with_hint("the store file is corrupt or was tampered with; restore it from version control or a backup")
 }
 
-/// Parses file bytes. Any malformation is `integrity`; serde_json's messages
-/// give positions only.
-pub(crate) fn parse(bytes: &[u8]) -> Result<StoreFile> {
-    serde_json::from_slice(bytes).map_err(|e| {
+/// Parses file bytes of any known version. A malformation is `integrity`
+/// (serde_json's messages give positions only); a version this code does
+/// not know is `unsupported`.
+pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed> {
+    let malformed = |e: serde_json::Error| {
         integrity(format!(
             "the store file is not a valid secref store (line {}, column {})",
             e.line(),
             e.column()
         ))
-    })
+    };
+    let header: Header = serde_json::from_slice(bytes).map_err(malformed)?;
+    if header.format != FORMAT {
+        return Err(integrity("the file is not a secref store"));
+    }
+    match header.version {
+        VERSION_1 => serde_json::from_slice(bytes).map(Parsed::V1).map_err(malformed),
+        VERSION => serde_json::from_slice(bytes).map(Parsed::V2).map_err(malformed),
+        v => Err(Error::new(
+            ErrorCode::Unsupported,
+            format!(
+                "store format version {v} is newer than this secref understands (it reads versions {VERSION_1} and {VERSION}); nothing was changed"
+            ),
+        )
+        .with_hint("upgrade secref to read this store")),
+    }
 }
 
 /// Serialises a finished file (pretty, sorted: diffs well in git).
@@ -257,6 +428,9 @@ pub(crate) fn empty() -> StoreFile {
         format: FORMAT.to_string(),
         version: VERSION,
         key_id: String::new(),
+        generation: 0,
+        max_versions: DEFAULT_MAX_VERSIONS,
+        cas_required: false,
         entries: BTreeMap::new(),
         mac: String::new(),
     }

@@ -1,59 +1,95 @@
-//! The embedded encrypted store behind `local://` references.
+//! The embedded encrypted store behind `local://` references, with Vault KV
+//! v2 semantics.
 //!
 //! A store is one JSON file holding encrypted entries (see
 //! [`format`](mod@format) for the layout and the cryptography) and a
 //! [`StoreKey`] that lives elsewhere: in `$SECREF_KEY` or a key file readable
 //! only by its owner. The file contains no plaintext values and is safe to
-//! commit; entry *names* (`app/db`) are visible in it, field names and values
-//! are not.
+//! commit; entry *names* (`app/db`) and metadata are visible in it, field
+//! names and values are not.
 //!
 //! An entry is either a single value (`local://app/token`) or a map of fields
 //! (`local://app/db#password`, `local://app/db#user`). Reading a field-map
 //! entry without `#field` returns the map as compact JSON text. Values are
 //! arbitrary bytes.
 //!
-//! Writes are atomic and safe under concurrency: each one takes an exclusive
-//! lock on `<store>.lock` (a sidecar file that is left in place; ignore it in
-//! version control), re-reads and re-verifies the file under the lock, writes
-//! the new content to a temporary file in the same directory, fsyncs it,
-//! renames it over the store and fsyncs the directory. A crash at any point
-//! leaves either the old or the new file; a stray temporary file is harmless.
+//! **Versions.** Every write of an entry creates a new version; an entry
+//! keeps its last `max_versions` (default 10, per store and per entry).
+//! [`Store::remove`] soft-deletes the current version (recoverable with
+//! [`Store::undelete`]), [`Store::destroy`] erases versions' data for good,
+//! [`Store::purge`] forgets the entry and all its versions. A pinned read
+//! (`local://app/db#password?version=3`) of a deleted version fails with
+//! `version_deleted`, of a destroyed one with `version_destroyed`; reading
+//! the current version of a removed entry is `not_found`. Writers may pass a
+//! check-and-set version ([`Store::set_cas`]); `cas_required` makes it
+//! mandatory. [`Store::metadata`] answers without decrypting anything.
+//!
+//! **Coherence.** Every read looks at the file afresh (other processes may
+//! write it) and reuses the parsed, verified form only when the bytes are
+//! unchanged, so a read after a write — from any process — sees the write.
+//!
+//! **Writes** are atomic and safe under concurrency: each one takes an
+//! exclusive lock on `<store>.lock` (a sidecar file that is left in place;
+//! ignore it in version control), re-reads and re-verifies the file under the
+//! lock, writes the new content to `.<store>.<pid>.<random>.secref-tmp` in
+//! the same directory, fsyncs it, renames it over the store and fsyncs the
+//! directory. A crash leaves either the old or the new file, plus possibly a
+//! temporary file, which the next write removes. A store path that is a
+//! symbolic link is written through: the link is kept and its target
+//! replaced.
 //!
 //! ```
 //! use secref::store::{Store, StoreKey};
-//! use secref::{Secret, RefKind, SecretRef};
+//! use secref::{ErrorCode, RefKind, Secret, SecretRef};
 //!
+//! let local = |s: &str| match SecretRef::parse(s).unwrap().kind() {
+//!     RefKind::Local(r) => r.clone(),
+//!     _ => unreachable!(),
+//! };
 //! let dir = tempfile::tempdir().unwrap();
 //! let path = dir.path().join("secref.store");
-//! let key = StoreKey::generate();
-//! let store = Store::create(&path, &key).unwrap();
-//! let RefKind::Local(r) = SecretRef::parse("local://app/db#password").unwrap().kind().clone() else { unreachable!() };
-//! store.set(&r, Secret::from("s3cr3t")).unwrap();
-//! assert_eq!(store.get(&r).unwrap().as_text().unwrap(), "s3cr3t");
+//! let store = Store::create(&path, &StoreKey::generate()).unwrap();
+//! let pw = local("local://app/db#password");
+//! assert_eq!(store.set(&pw, Secret::from("one")).unwrap(), 1);
+//! assert_eq!(store.set_cas(&pw, Secret::from("two"), Some(1)).unwrap(), 2);
+//! assert_eq!(store.set_cas(&pw, Secret::from("x"), Some(1)).unwrap_err().code(), ErrorCode::Usage);
+//! assert_eq!(store.get(&pw).unwrap().as_text().unwrap(), "two");
+//! assert_eq!(store.get(&local("local://app/db#password?version=1")).unwrap().as_text().unwrap(), "one");
+//!
+//! store.remove(&local("local://app/db")).unwrap();           // soft-delete version 2
+//! assert_eq!(store.get(&pw).unwrap_err().code(), ErrorCode::NotFound);
+//! store.undelete("app/db", &[2]).unwrap();
+//! store.destroy("app/db", &[1]).unwrap();
+//! let meta = store.metadata("app/db").unwrap();
+//! assert_eq!(meta.current_version, 2);
+//! assert!(meta.versions[0].destroyed);
 //! assert_eq!(store.list().unwrap(), ["app/db#password"]);
-//! assert!(!std::fs::read_to_string(&path).unwrap().contains("s3cr3t"));
+//! assert!(!std::fs::read_to_string(&path).unwrap().contains("two"));
 //! ```
 
 mod entry;
 pub mod format;
+mod fsio;
 mod key;
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use zeroize::Zeroizing;
 
 use self::entry::Plain;
-use self::format::{Keys, StoreFile};
+use self::format::{EntryRecord, Keys, Parsed, StoreFile, StoreFileV1, VersionRecord};
+use self::fsio::{parent_dir, write_atomically, write_target, StoreLock};
 use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
 use crate::reference::LocalRef;
 use crate::secret::Secret;
 
+pub use self::format::DEFAULT_MAX_VERSIONS;
 pub use self::key::{StoreKey, KEY_ENV, KEY_FILE_ENV};
 
 /// The environment variable naming the store file.
@@ -65,6 +101,72 @@ const MAX_VALUE_LEN: usize = 64 * 1024 * 1024;
 
 /// The hint on every "there is no store" error.
 const INIT_HINT: &str = "run `secref init` to create the local store";
+
+/// The value of one version: a single value or a map of fields.
+#[derive(Debug, Clone)]
+pub enum EntryValue {
+    /// `local://app/token`
+    Single(Secret),
+    /// `local://app/db#password`, `local://app/db#user`, …
+    Fields(BTreeMap<String, Secret>),
+}
+
+/// What is known about one version, without its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionMetadata {
+    /// The version number (1, 2, …).
+    pub version: u64,
+    /// When it was written.
+    pub created_time: SystemTime,
+    /// When it was soft-deleted, if it is.
+    pub deletion_time: Option<SystemTime>,
+    /// Whether its value is destroyed (gone for good).
+    pub destroyed: bool,
+}
+
+/// An entry's metadata: read without decrypting anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryMetadata {
+    /// The entry's name (`app/db`).
+    pub name: String,
+    /// When the entry was first written.
+    pub created_time: SystemTime,
+    /// When the entry or its metadata last changed.
+    pub updated_time: SystemTime,
+    /// The newest version (0 if only metadata was written).
+    pub current_version: u64,
+    /// The oldest version still kept.
+    pub oldest_version: u64,
+    /// The entry's own limit (0: the store's, see [`StoreSettings`]).
+    pub max_versions: u32,
+    /// Whether writes must pass a check-and-set version.
+    pub cas_required: bool,
+    /// Free-form, non-secret key/value pairs (visible in the store file).
+    pub custom_metadata: BTreeMap<String, String>,
+    /// The versions still kept, oldest first.
+    pub versions: Vec<VersionMetadata>,
+}
+
+/// Changes to an entry's metadata; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataUpdate {
+    /// Versions to keep (0: the store's setting). Lowering it drops the
+    /// oldest versions at once.
+    pub max_versions: Option<u32>,
+    /// Whether writes must pass a check-and-set version.
+    pub cas_required: Option<bool>,
+    /// Replaces the custom metadata wholesale.
+    pub custom_metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Store-wide settings (Vault's `/config` of a KV v2 mount).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Versions each entry keeps unless it sets its own limit (≥ 1).
+    pub max_versions: u32,
+    /// Whether every write must pass a check-and-set version.
+    pub cas_required: bool,
+}
 
 /// An opened local store: a file path and the keys derived from its master
 /// key. Every read looks at the file afresh (other processes may write it);
@@ -120,9 +222,9 @@ impl Store {
             keys: Keys::derive(key),
             last: Mutex::new(None),
         };
-        let _lock = store.lock()?;
+        let _lock = StoreLock::acquire(path)?;
         let mut file = format::empty();
-        store.keys.finish(&mut file);
+        store.keys.finish(&mut file)?;
         let raw = format::render(&file)?;
         write_atomically(path, &raw, false).map_err(|e| {
             if e.code() == ErrorCode::Usage {
@@ -134,15 +236,16 @@ impl Store {
                 )
             }
         })?;
-        *store.last.lock() = Some(Verified {
-            raw,
-            file: Arc::new(file),
-        });
+        store.remember(raw, file);
         Ok(store)
     }
 
     /// Opens an existing store, checking that `key` is its key (`wrong_key`)
-    /// and that the file is intact (`integrity`).
+    /// and that the file is intact (`integrity`). A version-1 store is
+    /// migrated in place (under the lock; the old file is kept next to it
+    /// until the new one is read back and verified to hold the same values);
+    /// a store written by a newer secref is refused (`unsupported`) and left
+    /// as it is.
     pub fn open(path: &Path, key: StoreKey) -> Result<Store> {
         let store = Store {
             path: path.to_path_buf(),
@@ -168,29 +271,55 @@ impl Store {
         &self.path
     }
 
-    /// Reads one value. `local://app/db` of a field-map entry is the map as
-    /// compact JSON text.
+    /// Reads one value: the current version, or the one `?version=N` pins.
+    /// `local://app/db` of a field-map entry is the map as compact JSON
+    /// text.
     pub fn get(&self, r: &LocalRef) -> Result<Secret> {
         let file = self.snapshot()?;
         self.get_in(&file, r)
     }
 
-    /// Sets a value. With `#field`, creates or updates that field of the
-    /// entry. Mixing kinds is refused (`usage`): a field cannot be set on a
-    /// single-value entry, nor a whole value on a field-map entry; remove the
-    /// entry first.
-    pub fn set(&self, r: &LocalRef, value: Secret) -> Result<()> {
-        if value.len() > MAX_VALUE_LEN {
-            return Err(Error::usage(format!(
-                "values larger than {} MiB are not supported",
-                MAX_VALUE_LEN >> 20
-            )));
+    /// Reads a whole version (`None`: the current one) with its metadata.
+    pub fn read(&self, name: &str, version: Option<u64>) -> Result<(EntryValue, VersionMetadata)> {
+        let file = self.snapshot()?;
+        let (n, record, plain) = self.open_version(&file, name, version)?;
+        let value = match plain {
+            Plain::Single(v) => EntryValue::Single(Secret::copy_from(&v)),
+            Plain::Fields(f) => EntryValue::Fields(
+                f.iter()
+                    .map(|(k, v)| (k.clone(), Secret::copy_from(v)))
+                    .collect(),
+            ),
+        };
+        Ok((value, version_metadata(n, record)?))
+    }
+
+    /// Sets a value as a new version and returns its number. With `#field`,
+    /// the new version is the current one with that field set. Mixing kinds
+    /// is refused (`usage`): a field cannot be set on a single-value entry,
+    /// nor a whole value on a field-map entry; remove the entry first.
+    pub fn set(&self, r: &LocalRef, value: Secret) -> Result<u64> {
+        self.set_cas(r, value, None)
+    }
+
+    /// [`Store::set`] with check-and-set: `Some(n)` writes only if the
+    /// current version is `n` (`Some(0)`: only if the entry has no version
+    /// yet); a mismatch is a `usage` error and writes nothing. Without it,
+    /// an entry or store with `cas_required` refuses the write.
+    pub fn set_cas(&self, r: &LocalRef, value: Secret, cas: Option<u64>) -> Result<u64> {
+        if r.version.is_some() {
+            return Err(Error::usage(
+                "a write creates a new version: leave ?version= out of the reference",
+            )
+            .with_reference(local_canonical(r)));
         }
+        check_size(&value)?;
         let name = r.entry();
         self.modify(|file, keys| {
-            let existing = open_entry(keys, file, &name)?;
+            check_cas(file, &name, cas)?;
+            let current = current_plain(keys, file, &name)?;
             let value = Zeroizing::new(value.expose_bytes().to_vec());
-            let plain = match (&r.field, existing) {
+            let plain = match (&r.field, current) {
                 (None, None | Some(Plain::Single(_))) => Plain::Single(value),
                 (None, Some(Plain::Fields(_))) => {
                     return Err(Error::usage(format!(
@@ -210,51 +339,210 @@ impl Store {
                     )))
                 }
             };
-            let sealed = keys.seal(&name, &plain.encode())?;
-            file.entries.insert(name.clone(), sealed);
-            Ok(true)
+            push_version(file, keys, &name, &plain)
         })
-        .map(|_| ())
         .map_err(|e| e.with_reference(local_canonical(r)))
     }
 
-    /// Removes an entry, or with `#field` one field (an entry whose last
-    /// field is removed disappears). Returns whether anything was removed.
+    /// Writes a whole new version of `name` (Vault's `PUT data`), with
+    /// optional check-and-set as in [`Store::set_cas`]. Returns its number.
+    pub fn write(&self, name: &str, value: &EntryValue, cas: Option<u64>) -> Result<u64> {
+        check_name(name)?;
+        let plain = match value {
+            EntryValue::Single(s) => {
+                check_size(s)?;
+                Plain::Single(Zeroizing::new(s.expose_bytes().to_vec()))
+            }
+            EntryValue::Fields(f) => {
+                for s in f.values() {
+                    check_size(s)?;
+                }
+                Plain::Fields(
+                    f.iter()
+                        .map(|(k, v)| (k.clone(), Zeroizing::new(v.expose_bytes().to_vec())))
+                        .collect(),
+                )
+            }
+        };
+        self.modify(|file, keys| {
+            check_cas(file, name, cas)?;
+            push_version(file, keys, name, &plain)
+        })
+    }
+
+    /// Removes what `r` names, recoverably: the entry's current version (or
+    /// the pinned `?version=N`) is soft-deleted; with `#field`, a new version
+    /// without that field is written (removing the last field soft-deletes
+    /// the current version instead). Returns whether anything was removed.
     pub fn remove(&self, r: &LocalRef) -> Result<bool> {
         let name = r.entry();
         self.modify(|file, keys| {
             let Some(field) = &r.field else {
-                return Ok(file.entries.remove(&name).is_some());
+                let Some(rec) = file.entries.get(&name) else {
+                    return Ok(false);
+                };
+                let v = r.version.unwrap_or(rec.current_version);
+                return Ok(soft_delete(file, &name, &[v]) > 0);
             };
-            let Some(Plain::Fields(mut fields)) = open_entry(keys, file, &name)? else {
+            if r.version.is_some() {
+                return Err(Error::usage(
+                    "a field is removed by writing a new version: leave ?version= out",
+                ));
+            }
+            let Some(Plain::Fields(mut fields)) = current_plain(keys, file, &name)? else {
                 return Ok(false);
             };
             if fields.remove(field).is_none() {
                 return Ok(false);
             }
             if fields.is_empty() {
-                file.entries.remove(&name);
+                let current = file.entries[&name].current_version;
+                soft_delete(file, &name, &[current]);
             } else {
-                let sealed = keys.seal(&name, &Plain::Fields(fields).encode())?;
-                file.entries.insert(name.clone(), sealed);
+                push_version(file, keys, &name, &Plain::Fields(fields))?;
             }
             Ok(true)
         })
         .map_err(|e| e.with_reference(local_canonical(r)))
     }
 
-    /// Everything in the store, sorted: `name` for a single-value entry,
-    /// `name#field` for each field of a field-map entry. Names only, never
-    /// values.
+    /// Soft-deletes the given versions of `name` (unknown, deleted or
+    /// destroyed ones are skipped, as in Vault). Returns how many changed.
+    /// `not_found` if there is no such entry.
+    pub fn delete_versions(&self, name: &str, versions: &[u64]) -> Result<usize> {
+        self.modify(|file, _| {
+            require_entry(file, name)?;
+            Ok(soft_delete(file, name, versions))
+        })
+    }
+
+    /// Restores soft-deleted versions of `name`. Returns how many changed.
+    pub fn undelete(&self, name: &str, versions: &[u64]) -> Result<usize> {
+        self.modify(|file, _| {
+            let rec = require_entry(file, name)?;
+            let mut n = 0;
+            for v in versions {
+                if let Some(vr) = rec.versions.get_mut(v).filter(|vr| !vr.destroyed) {
+                    n += usize::from(vr.deletion_time.take().is_some());
+                }
+            }
+            if n > 0 {
+                rec.updated_time = now();
+            }
+            Ok(n)
+        })
+    }
+
+    /// Destroys versions of `name` for good: their ciphertexts are removed
+    /// from the file. Returns how many changed.
+    pub fn destroy(&self, name: &str, versions: &[u64]) -> Result<usize> {
+        self.modify(|file, _| {
+            let rec = require_entry(file, name)?;
+            let mut n = 0;
+            for v in versions {
+                if let Some(vr) = rec.versions.get_mut(v).filter(|vr| !vr.destroyed) {
+                    vr.destroyed = true;
+                    vr.nonce = None;
+                    vr.ciphertext = None;
+                    n += 1;
+                }
+            }
+            if n > 0 {
+                rec.updated_time = now();
+            }
+            Ok(n)
+        })
+    }
+
+    /// Forgets `name` entirely: every version and its metadata (Vault's
+    /// `DELETE metadata`). Returns whether it existed.
+    pub fn purge(&self, name: &str) -> Result<bool> {
+        self.modify(|file, _| Ok(file.entries.remove(name).is_some()))
+    }
+
+    /// The metadata of `name`, without decrypting anything. `not_found` if
+    /// there is no such entry.
+    pub fn metadata(&self, name: &str) -> Result<EntryMetadata> {
+        let file = self.snapshot()?;
+        let rec = file.entries.get(name).ok_or_else(|| no_entry(name))?;
+        entry_metadata(name, rec)
+    }
+
+    /// Changes the metadata of `name`, creating an entry without versions
+    /// if there is none (as Vault does).
+    pub fn update_metadata(&self, name: &str, update: &MetadataUpdate) -> Result<()> {
+        check_name(name)?;
+        self.modify(|file, _| {
+            let store_max = file.max_versions;
+            let rec = file
+                .entries
+                .entry(name.to_string())
+                .or_insert_with(new_record);
+            if let Some(m) = update.max_versions {
+                rec.max_versions = m;
+            }
+            if let Some(c) = update.cas_required {
+                rec.cas_required = c;
+            }
+            if let Some(c) = &update.custom_metadata {
+                rec.custom_metadata = c.clone();
+            }
+            rec.updated_time = now();
+            prune(rec, store_max);
+            Ok(())
+        })
+    }
+
+    /// The store-wide settings.
+    pub fn settings(&self) -> Result<StoreSettings> {
+        let file = self.snapshot()?;
+        Ok(StoreSettings {
+            max_versions: file.max_versions,
+            cas_required: file.cas_required,
+        })
+    }
+
+    /// Changes the store-wide settings (`max_versions` must be ≥ 1; entries
+    /// over the new limit lose their oldest versions at once).
+    pub fn configure(&self, settings: StoreSettings) -> Result<()> {
+        if settings.max_versions == 0 {
+            return Err(Error::usage("max_versions must be at least 1"));
+        }
+        self.modify(|file, _| {
+            file.max_versions = settings.max_versions;
+            file.cas_required = settings.cas_required;
+            for rec in file.entries.values_mut() {
+                prune(rec, settings.max_versions);
+            }
+            Ok(())
+        })
+    }
+
+    /// Every entry name (with metadata, whatever the state of its versions)
+    /// that starts with `prefix`, sorted. Nothing is decrypted.
+    pub fn names(&self, prefix: &str) -> Result<Vec<String>> {
+        let file = self.snapshot()?;
+        Ok(file
+            .entries
+            .keys()
+            .filter(|n| n.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
+    /// What can be read, sorted: `name` for a single-value entry, `name#field`
+    /// for each field of a field-map entry; entries whose current version is
+    /// deleted or destroyed are left out. Names only, never values.
     pub fn list(&self) -> Result<Vec<String>> {
         let file = self.snapshot()?;
         let mut out = Vec::new();
         for name in file.entries.keys() {
-            match open_entry(&self.keys, &file, name)? {
+            match current_plain(&self.keys, &file, name)? {
                 Some(Plain::Fields(fields)) => {
                     out.extend(fields.keys().map(|f| format!("{name}#{f}")));
                 }
-                _ => out.push(name.clone()),
+                Some(Plain::Single(_)) => out.push(name.clone()),
+                None => {}
             }
         }
         out.sort();
@@ -262,32 +550,29 @@ impl Store {
     }
 
     /// The current file content, verified. Reads the file every time and
-    /// reuses the parsed form when the bytes are unchanged.
+    /// reuses the parsed form when the bytes are unchanged; a version-1 file
+    /// is migrated first.
     pub(crate) fn snapshot(&self) -> Result<Arc<StoreFile>> {
-        let raw = self.read_raw()?;
+        let raw = read_raw(&self.path)?;
         if let Some(last) = &*self.last.lock() {
             if last.raw == raw {
                 return Ok(last.file.clone());
             }
         }
-        let file = Arc::new(self.verify(&raw)?);
-        *self.last.lock() = Some(Verified {
-            raw,
-            file: file.clone(),
-        });
-        Ok(file)
+        match self.parse(&raw)? {
+            Parsed::V2(file) => Ok(self.remember(raw, file)),
+            Parsed::V1(_) => {
+                let target = write_target(&self.path)?;
+                let _lock = StoreLock::acquire(&target)?;
+                self.load_locked(&target)
+            }
+        }
     }
 
     /// Reads one value from a snapshot.
     pub(crate) fn get_in(&self, file: &StoreFile, r: &LocalRef) -> Result<Secret> {
         let name = r.entry();
-        let plain = open_entry(&self.keys, file, &name)?.ok_or_else(|| {
-            Error::new(
-                ErrorCode::NotFound,
-                format!("the local store has no entry '{name}'"),
-            )
-            .with_hint(format!("create it with `secref set local://{name}`"))
-        })?;
+        let (_, _, plain) = self.open_version(file, &name, r.version)?;
         let bytes = match (&r.field, &plain) {
             (None, _) => plain.whole_value(&name)?,
             (Some(field), Plain::Fields(fields)) => match fields.get(field) {
@@ -310,85 +595,437 @@ impl Store {
         Ok(Secret::copy_from(&bytes))
     }
 
-    /// Whether `r` exists in a snapshot, and the entry's field names.
-    pub(crate) fn describe_in(
+    /// The field names of the version `r` reads (empty for a single value).
+    pub(crate) fn field_names_in(&self, file: &StoreFile, r: &LocalRef) -> Result<Vec<String>> {
+        let (_, _, plain) = self.open_version(file, &r.entry(), r.version)?;
+        Ok(plain.field_names())
+    }
+
+    /// The metadata of `name` in a snapshot, if the entry exists.
+    pub(crate) fn metadata_in(&self, file: &StoreFile, name: &str) -> Result<Option<EntryMetadata>> {
+        file.entries
+            .get(name)
+            .map(|rec| entry_metadata(name, rec))
+            .transpose()
+    }
+
+    /// Decrypts one version (`None`: the current one) of `name`, with the
+    /// errors a reader should see: `not_found` for a missing entry or a
+    /// removed current version, `version_deleted` / `version_destroyed` for
+    /// a pinned one.
+    fn open_version<'f>(
         &self,
-        file: &StoreFile,
-        r: &LocalRef,
-    ) -> Result<Option<Vec<String>>> {
-        let name = r.entry();
-        let Some(plain) = open_entry(&self.keys, file, &name)? else {
-            return Ok(None);
+        file: &'f StoreFile,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<(u64, &'f VersionRecord, Plain)> {
+        let rec = file
+            .entries
+            .get(name)
+            .filter(|r| r.current_version > 0)
+            .ok_or_else(|| no_entry(name))?;
+        let n = version.unwrap_or(rec.current_version);
+        let Some(vr) = rec.versions.get(&n) else {
+            let why = if n > rec.current_version {
+                format!("entry '{name}' has no version {n} (its current version is {})", rec.current_version)
+            } else {
+                format!("version {n} of entry '{name}' is no longer kept (max_versions)")
+            };
+            return Err(Error::new(ErrorCode::NotFound, why)
+                .with_hint(format!("`secref history local://{name}` lists its versions")));
         };
-        let fields = plain.field_names();
-        Ok(match &r.field {
-            None => Some(fields),
-            Some(f) if fields.contains(f) => Some(fields),
-            Some(_) => None,
-        })
+        if version.is_none() && (vr.destroyed || vr.deletion_time.is_some()) {
+            let what = if vr.destroyed { "destroyed" } else { "deleted" };
+            let mut e = Error::new(
+                ErrorCode::NotFound,
+                format!("entry '{name}' was removed (its current version {n} is {what})"),
+            );
+            if !vr.destroyed {
+                e = e.with_hint(format!(
+                    "`secref undelete local://{name} --versions {n}` restores it"
+                ));
+            }
+            return Err(e);
+        }
+        if vr.destroyed {
+            return Err(Error::new(
+                ErrorCode::VersionDestroyed,
+                format!("version {n} of entry '{name}' is destroyed"),
+            ));
+        }
+        if vr.deletion_time.is_some() {
+            return Err(Error::new(
+                ErrorCode::VersionDeleted,
+                format!("version {n} of entry '{name}' is deleted"),
+            )
+            .with_hint(format!(
+                "`secref undelete local://{name} --versions {n}` restores it"
+            )));
+        }
+        let sealed = vr
+            .sealed()
+            .ok_or_else(|| format::integrity(format!("entry '{name}' is corrupt")))?;
+        let bytes = self.keys.open(name, n, &sealed)?;
+        Ok((n, vr, Plain::decode(name, &bytes)?))
     }
 
-    fn read_raw(&self) -> Result<Vec<u8>> {
-        std::fs::read(&self.path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => missing_store(&self.path),
-            k => Error::new(
+    fn parse(&self, raw: &[u8]) -> Result<Parsed> {
+        let parsed = format::parse(raw).map_err(|e| {
+            if e.code() == ErrorCode::Integrity {
+                format::integrity(format!("{}: {}", self.path.display(), e.message()))
+            } else {
+                e
+            }
+        })?;
+        match &parsed {
+            Parsed::V1(f) => self.keys.verify_v1(f)?,
+            Parsed::V2(f) => self.keys.verify(f)?,
+        }
+        Ok(parsed)
+    }
+
+    fn remember(&self, raw: Vec<u8>, file: StoreFile) -> Arc<StoreFile> {
+        let file = Arc::new(file);
+        *self.last.lock() = Some(Verified {
+            raw,
+            file: file.clone(),
+        });
+        file
+    }
+
+    /// With the lock held: reads and verifies the store, migrating a
+    /// version-1 file first.
+    fn load_locked(&self, target: &Path) -> Result<Arc<StoreFile>> {
+        let raw = read_raw(target)?;
+        match self.parse(&raw)? {
+            Parsed::V2(file) => Ok(self.remember(raw, file)),
+            Parsed::V1(old) => self.migrate_locked(target, &raw, &old),
+        }
+    }
+
+    /// Migrates a verified version-1 file to version 2, with the lock held.
+    /// The new file is verified to hold exactly the old values before it
+    /// replaces the old one; the old file is kept as `<store>.v1-backup`
+    /// until the replaced store has been read back and verified again.
+    fn migrate_locked(&self, target: &Path, raw: &[u8], old: &StoreFileV1) -> Result<Arc<StoreFile>> {
+        let since = std::fs::metadata(target)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| SystemTime::now());
+        let since = rfc3339(since);
+        let mut plains = BTreeMap::new();
+        let mut file = format::empty();
+        for (name, sealed) in &old.entries {
+            let plain = self.keys.open_v1(name, sealed)?;
+            Plain::decode(name, &plain)?;
+            let mut version = VersionRecord {
+                created_time: since.clone(),
+                deletion_time: None,
+                destroyed: false,
+                nonce: None,
+                ciphertext: None,
+            };
+            version.put(self.keys.seal(name, 1, &plain)?);
+            let mut rec = new_record();
+            rec.created_time = since.clone();
+            rec.updated_time = since.clone();
+            rec.current_version = 1;
+            rec.oldest_version = 1;
+            rec.versions.insert(1, version);
+            file.entries.insert(name.clone(), rec);
+            plains.insert(name.clone(), plain);
+        }
+        file.generation = 1;
+        self.keys.finish(&mut file)?;
+        let new_raw = format::render(&file)?;
+        let same_values = |bytes: &[u8]| -> Result<()> {
+            let Parsed::V2(f) = self.parse(bytes)? else {
+                return Err(format::integrity("the migrated store is not version 2"));
+            };
+            if f.entries.len() != plains.len() {
+                return Err(format::integrity("the migrated store lost entries"));
+            }
+            for (name, plain) in &plains {
+                let sealed = f.entries[name].versions[&1].sealed();
+                let back = sealed
+                    .map(|s| self.keys.open(name, 1, &s))
+                    .transpose()?;
+                if back.as_deref().map(|b| &b[..]) != Some(&plain[..]) {
+                    return Err(format::integrity(format!(
+                        "the migrated store does not hold entry '{name}' unchanged"
+                    )));
+                }
+            }
+            Ok(())
+        };
+        same_values(&new_raw)?;
+        let backup = sibling(target, ".v1-backup");
+        write_atomically(&backup, raw, true)?;
+        write_atomically(target, &new_raw, true)?;
+        let verified = read_raw(target).and_then(|back| {
+            if back == new_raw {
+                same_values(&back)
+            } else {
+                Err(format::integrity("the migrated store changed on disk"))
+            }
+        });
+        if let Err(e) = verified {
+            // Put the old file back: it is known good, the new one is not.
+            std::fs::rename(&backup, target).map_err(|r| {
+                Error::new(
+                    ErrorCode::Io,
+                    format!(
+                        "store migration failed ({}) and restoring {} failed ({}); the old store is in {}",
+                        e.message(),
+                        target.display(),
+                        r.kind(),
+                        backup.display()
+                    ),
+                )
+            })?;
+            return Err(Error::new(
+                e.code(),
+                format!("store migration failed, the old store was kept: {}", e.message()),
+            ));
+        }
+        std::fs::remove_file(&backup).map_err(|e| {
+            Error::new(
                 ErrorCode::Io,
-                format!("cannot read store {}: {k}", self.path.display()),
-            ),
-        })
-    }
-
-    fn verify(&self, raw: &[u8]) -> Result<StoreFile> {
-        let file = format::parse(raw)
-            .map_err(|e| format::integrity(format!("{}: {}", self.path.display(), e.message())))?;
-        self.keys.verify(&file)?;
-        Ok(file)
+                format!("cannot remove {}: {}", backup.display(), e.kind()),
+            )
+        })?;
+        fsio::sync_dir(parent_dir(target).unwrap_or(Path::new(".")))?;
+        tracing::info!(store = %target.display(), "migrated the store from format 1 to format 2");
+        Ok(self.remember(new_raw, file))
     }
 
     /// Read-modify-write under the store's exclusive lock. `change` edits the
-    /// verified file and says whether it changed anything; nothing is written
-    /// if it did not, or if it or the verification failed.
-    fn modify(&self, change: impl FnOnce(&mut StoreFile, &Keys) -> Result<bool>) -> Result<bool> {
-        let _lock = self.lock()?;
+    /// verified file; nothing is written if it changed nothing, or if it or
+    /// the verification failed.
+    fn modify<T>(&self, change: impl FnOnce(&mut StoreFile, &Keys) -> Result<T>) -> Result<T> {
+        let target = write_target(&self.path)?;
+        let _lock = StoreLock::acquire(&target)?;
+        fsio::remove_stale_temps(&target);
         // Re-read under the lock: another process may have written since.
-        let raw = self.read_raw()?;
-        let mut file = self.verify(&raw)?;
-        if !change(&mut file, &self.keys)? {
-            return Ok(false);
+        let before = self.load_locked(&target)?;
+        let mut file = (*before).clone();
+        let out = change(&mut file, &self.keys)?;
+        if file == *before {
+            return Ok(out);
         }
-        self.keys.finish(&mut file);
+        file.generation += 1;
+        self.keys.finish(&mut file)?;
         let raw = format::render(&file)?;
-        write_atomically(&self.path, &raw, true)?;
-        *self.last.lock() = Some(Verified {
-            raw,
-            file: Arc::new(file),
-        });
-        Ok(true)
-    }
-
-    fn lock(&self) -> Result<StoreLock> {
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push(".lock");
-        StoreLock::acquire(&self.path.with_file_name(name))
+        write_atomically(&target, &raw, true)?;
+        self.remember(raw, file);
+        Ok(out)
     }
 }
 
-/// Decrypts and decodes entry `name`, if present.
-fn open_entry(keys: &Keys, file: &StoreFile, name: &str) -> Result<Option<Plain>> {
-    match file.entries.get(name) {
-        None => Ok(None),
-        Some(sealed) => {
-            let bytes = keys.open(name, sealed)?;
-            Plain::decode(name, &bytes).map(Some)
+fn read_raw(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => missing_store(path),
+        k => Error::new(
+            ErrorCode::Io,
+            format!("cannot read store {}: {k}", path.display()),
+        ),
+    })
+}
+
+fn sibling(target: &Path, suffix: &str) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    target.with_file_name(name)
+}
+
+fn now() -> String {
+    rfc3339(SystemTime::now())
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+fn parse_time(s: &str) -> Result<SystemTime> {
+    humantime::parse_rfc3339(s).map_err(|_| format::integrity("a time in the store is malformed"))
+}
+
+fn new_record() -> EntryRecord {
+    let now = now();
+    EntryRecord {
+        created_time: now.clone(),
+        updated_time: now,
+        current_version: 0,
+        oldest_version: 0,
+        max_versions: 0,
+        cas_required: false,
+        custom_metadata: BTreeMap::new(),
+        versions: BTreeMap::new(),
+    }
+}
+
+fn no_entry(name: &str) -> Error {
+    Error::new(
+        ErrorCode::NotFound,
+        format!("the local store has no entry '{name}'"),
+    )
+    .with_hint(format!("create it with `secref set local://{name}`"))
+}
+
+fn require_entry<'f>(file: &'f mut StoreFile, name: &str) -> Result<&'f mut EntryRecord> {
+    file.entries.get_mut(name).ok_or_else(|| no_entry(name))
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let r = crate::SecretRef::parse(format!("local://{name}"))?;
+    match r.kind() {
+        crate::RefKind::Local(l) if l.field.is_none() && l.version.is_none() => Ok(()),
+        _ => Err(Error::usage(format!("'{name}' is not a valid entry name"))),
+    }
+}
+
+fn check_size(value: &Secret) -> Result<()> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(Error::usage(format!(
+            "values larger than {} MiB are not supported",
+            MAX_VALUE_LEN >> 20
+        )));
+    }
+    Ok(())
+}
+
+/// Applies check-and-set rules for a write of `name`.
+fn check_cas(file: &StoreFile, name: &str, cas: Option<u64>) -> Result<()> {
+    let rec = file.entries.get(name);
+    let current = rec.map_or(0, |r| r.current_version);
+    match cas {
+        Some(want) if want != current => Err(Error::usage(format!(
+            "check-and-set failed: entry '{name}' is at version {current}, not {want}; nothing was written"
+        ))
+        .with_hint("read the current version with `secref history` and retry")),
+        Some(_) => Ok(()),
+        None if file.cas_required || rec.is_some_and(|r| r.cas_required) => Err(Error::usage(
+            format!("entry '{name}' requires check-and-set; nothing was written"),
+        )
+        .with_hint("pass --cas <current version> (0 for a new entry)")),
+        None => Ok(()),
+    }
+}
+
+/// The current version's plaintext, if it is live.
+fn current_plain(keys: &Keys, file: &StoreFile, name: &str) -> Result<Option<Plain>> {
+    let Some(rec) = file.entries.get(name) else {
+        return Ok(None);
+    };
+    let n = rec.current_version;
+    match rec.versions.get(&n) {
+        Some(vr) if vr.deletion_time.is_none() => match vr.sealed() {
+            Some(s) => Plain::decode(name, &keys.open(name, n, &s)?).map(Some),
+            None => Ok(None),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// Appends a new version to `name` and drops versions over the limit.
+fn push_version(file: &mut StoreFile, keys: &Keys, name: &str, plain: &Plain) -> Result<u64> {
+    let store_max = file.max_versions;
+    let rec = file
+        .entries
+        .entry(name.to_string())
+        .or_insert_with(new_record);
+    let n = rec.current_version + 1;
+    let now = now();
+    let mut version = VersionRecord {
+        created_time: now.clone(),
+        deletion_time: None,
+        destroyed: false,
+        nonce: None,
+        ciphertext: None,
+    };
+    version.put(keys.seal(name, n, &plain.encode())?);
+    rec.versions.insert(n, version);
+    rec.current_version = n;
+    rec.updated_time = now;
+    if rec.oldest_version == 0 {
+        rec.oldest_version = n;
+    }
+    prune(rec, store_max);
+    Ok(n)
+}
+
+/// Drops the oldest versions beyond the entry's (or the store's) limit.
+fn prune(rec: &mut EntryRecord, store_max: u32) {
+    let max = if rec.max_versions > 0 {
+        rec.max_versions
+    } else {
+        store_max.max(1)
+    } as usize;
+    while rec.versions.len() > max {
+        rec.versions.pop_first();
+    }
+    if let Some((&oldest, _)) = rec.versions.first_key_value() {
+        rec.oldest_version = oldest;
+    }
+}
+
+/// Soft-deletes live versions of `name`; returns how many changed.
+fn soft_delete(file: &mut StoreFile, name: &str, versions: &[u64]) -> usize {
+    let Some(rec) = file.entries.get_mut(name) else {
+        return 0;
+    };
+    let now = now();
+    let mut n = 0;
+    for v in versions {
+        if let Some(vr) = rec.versions.get_mut(v) {
+            if !vr.destroyed && vr.deletion_time.is_none() {
+                vr.deletion_time = Some(now.clone());
+                n += 1;
+            }
         }
     }
+    if n > 0 {
+        rec.updated_time = now;
+    }
+    n
+}
+
+fn version_metadata(n: u64, vr: &VersionRecord) -> Result<VersionMetadata> {
+    Ok(VersionMetadata {
+        version: n,
+        created_time: parse_time(&vr.created_time)?,
+        deletion_time: vr.deletion_time.as_deref().map(parse_time).transpose()?,
+        destroyed: vr.destroyed,
+    })
+}
+
+fn entry_metadata(name: &str, rec: &EntryRecord) -> Result<EntryMetadata> {
+    Ok(EntryMetadata {
+        name: name.to_string(),
+        created_time: parse_time(&rec.created_time)?,
+        updated_time: parse_time(&rec.updated_time)?,
+        current_version: rec.current_version,
+        oldest_version: rec.oldest_version,
+        max_versions: rec.max_versions,
+        cas_required: rec.cas_required,
+        custom_metadata: rec.custom_metadata.clone(),
+        versions: rec
+            .versions
+            .iter()
+            .map(|(&n, vr)| version_metadata(n, vr))
+            .collect::<Result<_>>()?,
+    })
 }
 
 fn local_canonical(r: &LocalRef) -> String {
-    match &r.field {
-        Some(f) => format!("local://{}#{f}", r.entry()),
-        None => format!("local://{}", r.entry()),
+    let mut s = format!("local://{}", r.entry());
+    if let Some(f) = &r.field {
+        s.push('#');
+        s.push_str(f);
     }
+    if let Some(v) = r.version {
+        s.push_str(&format!("?version={v}"));
+    }
+    s
 }
 
 fn missing_store(path: &Path) -> Error {
@@ -399,122 +1036,8 @@ fn missing_store(path: &Path) -> Error {
     .with_hint(INIT_HINT)
 }
 
-/// An exclusive advisory lock on the store's sidecar lock file, released when
-/// dropped (or when the process dies).
-struct StoreLock {
-    _file: File,
-}
-
-impl StoreLock {
-    fn acquire(path: &Path) -> Result<StoreLock> {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let file = opts.open(path).map_err(|e| {
-            Error::new(
-                ErrorCode::Io,
-                format!("cannot open lock file {}: {}", path.display(), e.kind()),
-            )
-        })?;
-        lock_exclusive(&file).map_err(|e| {
-            Error::new(
-                ErrorCode::Io,
-                format!("cannot lock {}: {}", path.display(), e.kind()),
-            )
-        })?;
-        Ok(StoreLock { _file: file })
-    }
-}
-
-/// `flock(LOCK_EX)` directly: `File::lock` would need Rust 1.89, above the
-/// workspace's declared minimum.
-#[cfg(unix)]
-fn lock_exclusive(file: &File) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    loop {
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-#[cfg(not(unix))]
-#[allow(clippy::incompatible_msrv)]
-fn lock_exclusive(file: &File) -> std::io::Result<()> {
-    file.lock()
-}
-
-/// Replaces (or, with `replace == false`, creates) `path` atomically: temp
-/// file in the same directory, fsync, rename, fsync of the directory.
-fn write_atomically(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
-    let dir = parent_dir(path).unwrap_or(Path::new("."));
-    let io = |what: &str, e: std::io::Error| {
-        Error::new(
-            ErrorCode::Io,
-            format!(
-                "cannot write store {} ({what}): {}",
-                path.display(),
-                e.kind()
-            ),
-        )
-    };
-    // NamedTempFile is created 0600 and deleted if we fail before the rename.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".secref-store.")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| io("create temporary file", e))?;
-    tmp.write_all(bytes).map_err(|e| io("write", e))?;
-    tmp.as_file().sync_all().map_err(|e| io("fsync", e))?;
-    let persisted = if replace {
-        tmp.persist(path)
-    } else {
-        tmp.persist_noclobber(path)
-    };
-    persisted.map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::usage(format!(
-                "{} already exists; refusing to overwrite it",
-                path.display()
-            ))
-        } else {
-            io("rename", e.error)
-        }
-    })?;
-    sync_dir(dir)
-}
-
-fn parent_dir(path: &Path) -> Option<&Path> {
-    path.parent().filter(|p| !p.as_os_str().is_empty())
-}
-
-/// Makes a rename or a new file in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
-            Error::new(
-                ErrorCode::Io,
-                format!("cannot fsync directory {}: {}", dir.display(), e.kind()),
-            )
-        })?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
 pub(crate) fn sync_parent_dir(path: &Path) -> Result<()> {
-    sync_dir(parent_dir(path).unwrap_or(Path::new(".")))
+    fsio::sync_dir(parent_dir(path).unwrap_or(Path::new(".")))
 }
 
 /// Creates `dir` and its missing parents with mode 0700.
