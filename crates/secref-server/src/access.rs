@@ -36,7 +36,15 @@ pub struct Rule {
 }
 
 fn all_actions() -> Vec<Action> {
-    vec![Action::Read, Action::MetadataRead, Action::LeaseRevoke]
+    vec![
+        Action::Read,
+        Action::MetadataRead,
+        Action::LeaseRevoke,
+        Action::List,
+        Action::Write,
+        Action::Delete,
+        Action::Destroy,
+    ]
 }
 
 /// A decision and the id that explains it (the matching rule's index, or why

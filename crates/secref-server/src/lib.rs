@@ -156,6 +156,7 @@ pub struct Logged {
 #[derive(Debug)]
 pub struct Server {
     state: AppState,
+    local_store: vault::LocalStore,
 }
 
 impl Server {
@@ -177,6 +178,9 @@ impl Server {
             tokens.push((name.clone(), source.load(name, env)?));
         }
         Ok(Server {
+            local_store: Err(Error::config(
+                "the Vault API has no local store (the server was built without one)",
+            )),
             state: AppState {
                 inner: Arc::new(StateInner {
                     resolver,
@@ -187,6 +191,15 @@ impl Server {
                 }),
             },
         })
+    }
+
+    /// The local store the Vault API's local mounts read and write (the
+    /// same file the `local` provider reads; pass the opening error to have
+    /// it answered, e.g. "run `secref init`").
+    #[must_use]
+    pub fn with_local_store(mut self, store: Result<secref::store::Store>) -> Server {
+        self.local_store = store.map(Arc::new);
+        self
     }
 
     /// The shared state (for protocol modules and tests).
@@ -205,7 +218,7 @@ impl Server {
                     get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
                 )
                 .merge(secflow::router(state.clone()))
-                .merge(vault::router(state))
+                .merge(vault::router(state, self.local_store.clone()))
                 .fallback(secflow::not_found),
         )
     }
@@ -218,6 +231,8 @@ impl Server {
     /// body byte is read, a streamed body is cut at the same size, and the
     /// whole request (body included) gets `request_timeout` (then 504
     /// `TIMEOUT`, retryable). Errors come in the shape of the route's API.
+    /// Every answer, errors included, carries `Cache-Control: no-store`:
+    /// they may hold secrets, and none may be kept by a cache in between.
     pub fn layered(&self, routes: Router) -> Router {
         let state = self.state.clone();
         let max_body = state.config().max_body_bytes;
@@ -229,6 +244,7 @@ impl Server {
                 authenticate,
             ))
             .layer(axum::middleware::from_fn_with_state(state, access_log))
+            .layer(axum::middleware::map_response(no_store))
     }
 
     /// Binds the configured address; refuses anything but loopback (TLS is
@@ -312,6 +328,15 @@ impl Server {
         drop(unix);
         Ok(())
     }
+}
+
+/// Marks an answer as not storable by any cache.
+async fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    resp
 }
 
 /// Completes on ctrl-c or SIGTERM.

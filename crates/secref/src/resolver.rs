@@ -516,8 +516,9 @@ impl Resolver {
     /// resolver does not see whether the operation then succeeds). Refusals
     /// are audited. Without a policy, everything is authorized.
     ///
-    /// `Action::Read` is a read (`execute`); `MetadataRead` and
-    /// `LeaseRevoke` are `metadata_read` (they reveal no value).
+    /// `Action::Read` is a read (`execute`); `MetadataRead`, `LeaseRevoke`
+    /// and `List` are `metadata_read` (they reveal no value); `Write`,
+    /// `Delete` and `Destroy` are asked under their own names.
     pub async fn authorize_as(
         &self,
         ctx: &Context,
@@ -530,7 +531,8 @@ impl Resolver {
         };
         let name = match action {
             Action::Read => READ_ACTION,
-            Action::MetadataRead | Action::LeaseRevoke => METADATA_ACTION,
+            Action::MetadataRead | Action::LeaseRevoke | Action::List => METADATA_ACTION,
+            Action::Write | Action::Delete | Action::Destroy => action.as_str(),
         };
         let decision = policy
             .authorize(ctx, std::slice::from_ref(&r), name)
