@@ -344,9 +344,15 @@ struct Target<'a> {
 }
 
 impl Target<'_> {
-    /// The reference the access rules and the policy see.
-    fn rule_ref(&self) -> String {
-        format!("openbao+kv2://{}/{}", self.mount_name, self.path)
+    /// The reference the access rules and the policy see; a folder (what
+    /// LIST names) ends in `/`, so `…/app/*` covers listing `app`.
+    fn rule_ref(&self, action: Action) -> String {
+        let slash = if action == Action::List && !self.path.is_empty() {
+            "/"
+        } else {
+            ""
+        };
+        format!("openbao+kv2://{}/{}{slash}", self.mount_name, self.path)
     }
     fn key(&self) -> String {
         format!("{}/{}", self.mount_name, self.path)
@@ -379,11 +385,11 @@ async fn authorize(
     action: Action,
     policy: bool,
 ) -> std::result::Result<Authorization, Response> {
-    let reference = target.rule_ref();
+    let reference = target.rule_ref(action);
     if !api.state.access().decide(p, &reference, action).allowed {
         return Err(denied());
     }
-    if !policy || target.path.is_empty() {
+    if !policy || target.path.is_empty() || action == Action::List {
         return Ok(Authorization::default());
     }
     let ctx = api.state.request_context(p, headers);

@@ -1,0 +1,373 @@
+//! `secref serve` as a Vault agent, driven through the built binary the way
+//! a user runs it: the Vault API over the local store (written and read
+//! from both sides: `secref set`/`get` and HTTP), the access rules on every
+//! Vault action, and the caching proxy mode in front of another
+//! `secref serve` (KV v2) and, when the suite provides one, a real
+//! RustyVault (KV v1).
+
+use secref_testkit::cli::{feed_stdin, run, run_ok, stdout, Reply, Sandbox, Served};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "canary-agent-token-0a1b2c3d4e";
+const READER: &str = "canary-agent-reader-9f8e7d6c";
+
+fn sandbox() -> Sandbox {
+    let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref"));
+    run_ok(sb.cmd().arg("init"));
+    sb
+}
+
+fn set(sb: &Sandbox, reference: &str, value: &str) {
+    let o = feed_stdin(sb.cmd().args(["set", reference]), value.as_bytes());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn vault(s: &Served, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    s.request(
+        method,
+        path,
+        &[
+            ("X-Vault-Token", token),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+}
+
+/// Every answer of the Vault API: no-store, and errors in Vault's shape.
+fn check_shape(r: &Reply) {
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{r:?}");
+    // Vault's one exception: a deleted or destroyed version is a 404 with
+    // that version's metadata instead of errors.
+    if r.status >= 400 && r.json()["data"]["metadata"].is_null() {
+        assert!(r.json()["errors"].is_array(), "{r:?}");
+    }
+}
+
+#[test]
+fn secref_set_is_readable_by_vault_clients_and_vault_writes_by_secref_get() {
+    let sb = sandbox();
+    set(&sb, "local://myapp/db#password", "canary-agent-pw-1");
+    let s = Served::start(&sb, TOKEN, &[]);
+
+    // The issue's "done when": set with the CLI, read at secret/data/myapp/db.
+    let r = vault(&s, "GET", "/v1/secret/data/myapp/db", TOKEN, None);
+    check_shape(&r);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["data"]["data"], json!({"password": "canary-agent-pw-1"}));
+    assert_eq!(r.json()["data"]["metadata"]["version"], 1);
+
+    // A Vault write (cas on the version read) is what `secref get` sees.
+    let w = vault(
+        &s,
+        "POST",
+        "/v1/secret/data/myapp/db",
+        TOKEN,
+        Some(json!({"data": {"password": "canary-agent-pw-2", "user": "app"}, "options": {"cas": 1}})),
+    );
+    check_shape(&w);
+    assert_eq!(w.status, 200, "{w:?}");
+    assert_eq!(w.json()["data"]["version"], 2);
+    let got = run_ok(sb.cmd().args(["get", "local://myapp/db#password"]));
+    assert_eq!(stdout(&got).trim(), "canary-agent-pw-2");
+
+    // A stale cas is Vault's 400 and writes nothing.
+    let stale = vault(
+        &s,
+        "PUT",
+        "/v1/secret/data/myapp/db",
+        TOKEN,
+        Some(json!({"data": {"password": "x"}, "options": {"cas": 1}})),
+    );
+    check_shape(&stale);
+    assert_eq!(stale.status, 400, "{stale:?}");
+    let got = run_ok(sb.cmd().args(["get", "local://myapp/db#password"]));
+    assert_eq!(stdout(&got).trim(), "canary-agent-pw-2");
+
+    // The CLI's change is seen by the next Vault read, at once.
+    set(&sb, "local://myapp/db#password", "canary-agent-pw-3");
+    let r = vault(&s, "GET", "/v1/secret/data/myapp/db", TOKEN, None);
+    assert_eq!(r.json()["data"]["data"]["password"], "canary-agent-pw-3");
+    assert_eq!(r.json()["data"]["metadata"]["version"], 3);
+
+    // Soft delete via the API; the CLI sees it removed; undelete; destroy.
+    let d = vault(&s, "DELETE", "/v1/secret/data/myapp/db", TOKEN, None);
+    assert_eq!(d.status, 204, "{d:?}");
+    let gone = run(sb.cmd().args(["get", "local://myapp/db#password"]));
+    assert_eq!(gone.status.code(), Some(3));
+    let r = vault(&s, "GET", "/v1/secret/data/myapp/db", TOKEN, None);
+    check_shape(&r);
+    assert_eq!(r.status, 404);
+    assert_ne!(r.json()["data"]["metadata"]["deletion_time"], "");
+    let u = vault(
+        &s,
+        "POST",
+        "/v1/secret/undelete/myapp/db",
+        TOKEN,
+        Some(json!({"versions": [3]})),
+    );
+    assert_eq!(u.status, 204, "{u:?}");
+    let got = run_ok(sb.cmd().args(["get", "local://myapp/db#password"]));
+    assert_eq!(stdout(&got).trim(), "canary-agent-pw-3");
+    let x = vault(
+        &s,
+        "PUT",
+        "/v1/secret/destroy/myapp/db",
+        TOKEN,
+        Some(json!({"versions": [1]})),
+    );
+    assert_eq!(x.status, 204, "{x:?}");
+    let pinned = run(sb.cmd().args(["get", "local://myapp/db#password?version=1"]));
+    assert_eq!(pinned.status.code(), Some(3));
+    let m = vault(&s, "GET", "/v1/secret/metadata/myapp/db", TOKEN, None);
+    assert_eq!(m.json()["data"]["versions"]["1"]["destroyed"], true);
+    assert_eq!(m.json()["data"]["current_version"], 3);
+    let l = vault(&s, "LIST", "/v1/secret/metadata/myapp", TOKEN, None);
+    assert_eq!(l.json()["data"]["keys"], json!(["db"]));
+
+    // Errors: Vault's shape and status codes.
+    for (method, path, token, status) in [
+        ("GET", "/v1/secret/data/myapp/db", "wrong-token-wrong-token", 403),
+        ("GET", "/v1/secret/data/nope/here", TOKEN, 404),
+        ("GET", "/v1/nomount/data/x", TOKEN, 404),
+        ("COPY", "/v1/secret/data/myapp/db", TOKEN, 405),
+        ("GET", "/v1/secret/data/myapp/db?version=x", TOKEN, 400),
+    ] {
+        let r = vault(&s, method, path, token, None);
+        check_shape(&r);
+        assert_eq!(r.status, status, "{method} {path}: {r:?}");
+    }
+    let bad = s.request(
+        "POST",
+        "/v1/secret/data/myapp/db",
+        &[("X-Vault-Token", TOKEN)],
+        b"{not json",
+    );
+    check_shape(&bad);
+    assert_eq!(bad.status, 400);
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let r = s.request(
+        "POST",
+        "/v1/secret/data/myapp/db",
+        &[("X-Vault-Token", TOKEN)],
+        &big,
+    );
+    check_shape(&r);
+    assert_eq!(r.status, 413);
+
+    let log = s.log();
+    s.stop();
+    assert!(!log.contains("canary-agent-pw"), "a value leaked: {log}");
+    assert!(!log.contains(TOKEN), "the token leaked: {log}");
+}
+
+#[test]
+fn access_rules_cover_every_vault_action() {
+    let sb = sandbox().with_env("SECREF_READER_TOKEN", READER);
+    set(&sb, "local://app/db#password", "canary-agent-rule-1");
+    sb.write(
+        "secref.toml",
+        r#"
+[server.tokens.reader]
+token_env = "SECREF_READER_TOKEN"
+[[server.rules]]
+principals = ["default"]
+refs = ["*"]
+[[server.rules]]
+principals = ["reader"]
+refs = ["openbao+kv2://secret/app/*"]
+actions = ["read", "metadata_read", "list"]
+"#,
+    );
+    let s = Served::start(&sb, TOKEN, &[]);
+    let r = vault(&s, "GET", "/v1/secret/data/app/db", READER, None);
+    assert_eq!(r.status, 200, "{r:?}\n{}", s.log());
+    let r = vault(&s, "LIST", "/v1/secret/metadata/app", READER, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    for (method, path, body) in [
+        ("POST", "/v1/secret/data/app/db", json!({"data": {"password": "x"}})),
+        ("DELETE", "/v1/secret/data/app/db", json!({})),
+        ("POST", "/v1/secret/delete/app/db", json!({"versions": [1]})),
+        ("PUT", "/v1/secret/destroy/app/db", json!({"versions": [1]})),
+        ("DELETE", "/v1/secret/metadata/app/db", json!({})),
+        ("POST", "/v1/secret/metadata/app/db", json!({"max_versions": 1})),
+    ] {
+        let r = vault(&s, method, path, READER, Some(body));
+        check_shape(&r);
+        assert_eq!(r.status, 403, "{method} {path}: {r:?}");
+        assert_eq!(r.json(), json!({"errors": ["permission denied"]}));
+    }
+    let r = vault(&s, "GET", "/v1/secret/data/other/x", READER, None);
+    assert_eq!(r.status, 403);
+    // Nothing changed.
+    let got = run_ok(sb.cmd().args(["get", "local://app/db#password"]));
+    assert_eq!(stdout(&got).trim(), "canary-agent-rule-1");
+    let m = vault(&s, "GET", "/v1/secret/metadata/app/db", TOKEN, None);
+    assert_eq!(m.json()["data"]["current_version"], 1);
+    s.stop();
+}
+
+/// A proxy `secref serve` whose `secret` mount reads `upstream` through the
+/// `openbao+kv2://` provider, with the given cache settings.
+fn proxy(upstream: &Served, cache: &str) -> (Sandbox, Served) {
+    let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref"));
+    sb.write(
+        "secref.toml",
+        &format!(
+            r#"
+[cache]
+{cache}
+[server.vault.mounts.secret]
+backend = "openbao+kv2://secret/{{path}}"
+"#
+        ),
+    );
+    let mut cmd = sb.cmd();
+    cmd.env("SECREF_SERVE_TOKEN", TOKEN)
+        .env("VAULT_ADDR", format!("http://{}", upstream.addr()))
+        .env("VAULT_TOKEN", TOKEN);
+    let s = Served::start_cmd(&sb, cmd, &[]);
+    (sb, s)
+}
+
+fn version_of(r: &Reply) -> Value {
+    r.json()["data"]["metadata"]["version"].clone()
+}
+
+#[test]
+fn proxy_caches_upstream_reads_never_goes_back_a_version_and_invalidates() {
+    let up_sb = sandbox();
+    set(&up_sb, "local://app/api#token", "canary-agent-up-1");
+    let up = Served::start(&up_sb, TOKEN, &[]);
+    let (_psb, p) = proxy(&up, "ttl_seconds = 300");
+
+    let r = vault(&p, "GET", "/v1/secret/data/app/api", TOKEN, None);
+    check_shape(&r);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["data"]["data"]["token"], "canary-agent-up-1");
+    assert_eq!(version_of(&r), 1);
+
+    // A new upstream version: the proxy still answers from its cache...
+    set(&up_sb, "local://app/api#token", "canary-agent-up-2");
+    let r = vault(&p, "GET", "/v1/secret/data/app/api", TOKEN, None);
+    assert_eq!(version_of(&r), 1, "served from the cache");
+    // ...until it has seen version 2 (a pinned read): then a latest read
+    // never answers the older cached version again (vault#28137).
+    let r = vault(&p, "GET", "/v1/secret/data/app/api?version=2", TOKEN, None);
+    assert_eq!(r.json()["data"]["data"]["token"], "canary-agent-up-2");
+    let r = vault(&p, "GET", "/v1/secret/data/app/api", TOKEN, None);
+    assert_eq!(version_of(&r), 2, "{r:?}");
+    assert_eq!(r.json()["data"]["data"]["token"], "canary-agent-up-2");
+
+    // Explicit invalidation by path.
+    set(&up_sb, "local://app/api#token", "canary-agent-up-3");
+    let r = vault(&p, "GET", "/v1/secret/data/app/api", TOKEN, None);
+    assert_eq!(version_of(&r), 2);
+    let i = vault(
+        &p,
+        "POST",
+        "/v1/sys/secref/invalidate",
+        TOKEN,
+        Some(json!({"path": "secret/app/api"})),
+    );
+    assert_eq!(i.status, 204, "{i:?}");
+    let r = vault(&p, "GET", "/v1/secret/data/app/api", TOKEN, None);
+    assert_eq!(version_of(&r), 3);
+    assert_eq!(r.json()["data"]["data"]["token"], "canary-agent-up-3");
+
+    // Metadata reads through; a pinned deleted version is Vault's 404.
+    let m = vault(&p, "GET", "/v1/secret/metadata/app/api", TOKEN, None);
+    assert_eq!(m.status, 200, "{m:?}");
+    assert_eq!(m.json()["data"]["current_version"], 3);
+    run_ok(up_sb.cmd().args(["rm", "local://app/api?version=1"]));
+    let r = vault(&p, "GET", "/v1/secret/data/app/api?version=1", TOKEN, None);
+    check_shape(&r);
+    assert_eq!(r.status, 404, "{r:?}");
+
+    // The proxy is read-only: Vault's own error for that.
+    let w = vault(
+        &p,
+        "POST",
+        "/v1/secret/data/app/api",
+        TOKEN,
+        Some(json!({"data": {"token": "x"}})),
+    );
+    check_shape(&w);
+    assert_eq!(w.status, 405);
+    assert_eq!(w.json(), json!({"errors": ["cannot write to readonly storage"]}));
+    // A wrong token at the proxy never reaches the cache.
+    let r = vault(&p, "GET", "/v1/secret/data/app/api", "wrong-token-wrong-token", None);
+    assert_eq!(r.status, 403);
+
+    let log = p.log() + &up.log();
+    p.stop();
+    up.stop();
+    assert!(!log.contains("canary-agent-up"), "a value leaked: {log}");
+}
+
+#[test]
+fn proxy_serves_stale_within_the_grace_only_while_upstream_is_down_then_fails_closed() {
+    let up_sb = sandbox();
+    set(&up_sb, "local://app/api#token", "canary-agent-grace");
+    let up = Served::start(&up_sb, TOKEN, &[]);
+    let (_psb, p) = proxy(&up, "ttl_seconds = 1\nstale_grace_seconds = 8");
+    let r = vault(&p, "GET", "/v1/secret/data/app/api", TOKEN, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    up.stop();
+    // Past the TTL, upstream unreachable: the stale value, within the grace.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let r = vault(&p, "GET", "/v1/secret/data/app/api", TOKEN, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["data"]["data"]["token"], "canary-agent-grace");
+    // After the grace: fail closed, retryable (503), never the old value.
+    let mut last = r;
+    for _ in 0..100 {
+        if last.status != 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        last = vault(&p, "GET", "/v1/secret/data/app/api", TOKEN, None);
+    }
+    check_shape(&last);
+    assert_eq!(last.status, 503, "{last:?}");
+    assert!(!last.body.contains("canary-agent-grace"));
+    p.stop();
+}
+
+#[test]
+fn proxy_in_front_of_rusty_vault_kv1() {
+    let (Ok(addr), Ok(token)) = (
+        std::env::var("SECREF_TEST_VAULT_ADDR"),
+        std::env::var("SECREF_TEST_VAULT_TOKEN"),
+    ) else {
+        eprintln!(
+            "skipped: SECREF_TEST_VAULT_ADDR / SECREF_TEST_VAULT_TOKEN are not set (scripts/test.sh starts RustyVault and sets them)"
+        );
+        return;
+    };
+    // Write a KV v1 secret straight to RustyVault.
+    let path = format!("secret/secref-agent-{}", std::process::id());
+    let put = std::process::Command::new("curl")
+        .args(["-sf", "-X", "POST", "-H"])
+        .arg(format!("X-Vault-Token: {token}"))
+        .args(["-d", r#"{"password":"canary-agent-rv"}"#])
+        .arg(format!("{addr}/v1/{path}"))
+        .status();
+    assert!(put.is_ok_and(|s| s.success()), "cannot write to RustyVault");
+    let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref"));
+    sb.write(
+        "secref.toml",
+        "[cache]\nttl_seconds = 300\n[server.vault.mounts.rv]\nbackend = \"openbao://secret/{path}\"\nkv_version = 1\n",
+    );
+    let mut cmd = sb.cmd();
+    cmd.env("SECREF_SERVE_TOKEN", TOKEN)
+        .env("VAULT_ADDR", &addr)
+        .env("VAULT_TOKEN", &token);
+    let p = Served::start_cmd(&sb, cmd, &[]);
+    let name = path.trim_start_matches("secret/");
+    let r = vault(&p, "GET", &format!("/v1/rv/{name}"), TOKEN, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["data"]["password"], "canary-agent-rv");
+    p.stop();
+}
