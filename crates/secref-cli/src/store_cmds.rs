@@ -186,7 +186,9 @@ pub fn undelete(input: &str, versions: &[u64]) -> secref::Result<i32> {
             ErrorCode::NotFound,
             format!("local://{name} has no deleted version among {versions:?}"),
         )
-        .with_hint(format!("`secref history local://{name}` lists its versions")));
+        .with_hint(format!(
+            "`secref history local://{name}` lists its versions"
+        )));
     }
     eprintln!("restored {n} version(s) of local://{name}");
     Ok(EXIT_OK)

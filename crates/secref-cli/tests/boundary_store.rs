@@ -120,8 +120,7 @@ fn a_tampered_format_1_store_is_refused_and_not_migrated() {
     let sb = v1_sandbox();
     let store = sb.path("secrets.store");
     let mut doc = json(&store);
-    doc["entries"]["app/api-token"]["ciphertext"] =
-        doc["entries"]["app/db"]["ciphertext"].clone();
+    doc["entries"]["app/api-token"]["ciphertext"] = doc["entries"]["app/db"]["ciphertext"].clone();
     std::fs::write(&store, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
     let before = std::fs::read(&store).unwrap();
     let o = run(sb.cmd().args(["get", "local://app/api-token"]));
@@ -188,15 +187,24 @@ fn a_symlinked_store_is_written_through_its_link() {
     assert_eq!(direct("local://app/x"), "through-link-2");
     assert_eq!(direct("local://app/x?version=1"), "through-link-1");
     // Temporary files and the lock live next to the target, none are left.
-    assert_eq!(names_in(&sb.path("data")), ["real.store", "real.store.lock"]);
-    assert_eq!(names_in(sb.root()), ["data", "home", "secrets.store", "store.key"]);
+    assert_eq!(
+        names_in(&sb.path("data")),
+        ["real.store", "real.store.lock"]
+    );
+    assert_eq!(
+        names_in(sb.root()),
+        ["data", "home", "secrets.store", "store.key"]
+    );
 
     // A dangling link is refused with a clear error; nothing is created.
     std::fs::remove_file(&target).unwrap();
     let o = set(&sb, "local://app/x", "lost");
     assert_ne!(o.status.code(), Some(0));
     assert!(!target.exists());
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[test]
@@ -247,12 +255,20 @@ fn temporary_files_of_crashed_writers_are_cleaned_and_nothing_else() {
     let o = set(&sb, "local://app/y", "value-y");
     assert!(o.status.success(), "{}", stderr(&o));
 
-    assert!(!crashed.exists(), "the crashed writer's copy is still there");
-    assert!(!legacy.exists(), "the old secref's stale copy is still there");
+    assert!(
+        !crashed.exists(),
+        "the crashed writer's copy is still there"
+    );
+    assert!(
+        !legacy.exists(),
+        "the old secref's stale copy is still there"
+    );
     for k in keep {
         assert_eq!(std::fs::read(sb.path(k)).unwrap(), b"not ours", "{k}");
     }
-    assert!(sb.path(".secrets.store.4243.Zz99Yy.secref-tmp").is_symlink());
+    assert!(sb
+        .path(".secrets.store.4243.Zz99Yy.secref-tmp")
+        .is_symlink());
     assert_eq!(std::fs::read(sb.path("outside")).unwrap(), b"precious");
     assert_eq!(get_ok(&sb, "local://app/x"), "value-x");
     assert_eq!(get_ok(&sb, "local://app/y"), "value-y");

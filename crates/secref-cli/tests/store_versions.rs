@@ -69,12 +69,28 @@ fn every_set_is_a_new_version_and_pinned_reads_see_old_ones() {
     assert_eq!(get_ok(&sb, "local://app/db#password?version=1"), "pw-one");
     assert_eq!(get_ok(&sb, "local://app/db#password?version=2"), "pw-one");
     assert_eq!(get_ok(&sb, "local://app/db#user?version=2"), "admin");
-    fails(&get(&sb, "local://app/db#user?version=1"), 3, "field_not_found");
+    fails(
+        &get(&sb, "local://app/db#user?version=1"),
+        3,
+        "field_not_found",
+    );
     fails(&get(&sb, "local://app/db?version=4"), 3, "not_found");
-    fails(&get(&sb, "local://app/db?version=0"), 2, "invalid_reference");
-    fails(&get(&sb, "local://app/db?version=2#user"), 2, "ambiguous_query");
+    fails(
+        &get(&sb, "local://app/db?version=0"),
+        2,
+        "invalid_reference",
+    );
+    fails(
+        &get(&sb, "local://app/db?version=2#user"),
+        2,
+        "ambiguous_query",
+    );
     // A write names no version.
-    fails(&set(&sb, "local://app/db#user?version=2", "x", &[]), 2, "usage");
+    fails(
+        &set(&sb, "local://app/db#user?version=2", "x", &[]),
+        2,
+        "usage",
+    );
 
     let h = history(&sb, "local://app/db");
     assert_eq!(h["current_version"], 3);
@@ -95,8 +111,16 @@ fn cas_writes_only_on_the_expected_version_and_changes_nothing_otherwise() {
     assert!(o.status.success(), "{}", stderr(&o));
     // --cas 0 means "only if it does not exist yet".
     let before = store_bytes(&sb);
-    fails(&set(&sb, "local://app/token", "t2", &["--cas", "0"]), 2, "usage");
-    fails(&set(&sb, "local://app/token", "t2", &["--cas", "7"]), 2, "usage");
+    fails(
+        &set(&sb, "local://app/token", "t2", &["--cas", "0"]),
+        2,
+        "usage",
+    );
+    fails(
+        &set(&sb, "local://app/token", "t2", &["--cas", "7"]),
+        2,
+        "usage",
+    );
     assert_eq!(store_bytes(&sb), before, "a failed check-and-set wrote");
     let o = set(&sb, "local://app/token", "t2", &["--cas", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -116,7 +140,11 @@ fn rm_soft_deletes_and_undelete_restores() {
     assert!(!stdout(&run_ok(sb.cmd().arg("ls"))).contains("app/api"));
     // Removing what is already removed is not found, and changes nothing.
     let before = store_bytes(&sb);
-    fails(&run(sb.cmd().args(["rm", "local://app/api"])), 3, "not_found");
+    fails(
+        &run(sb.cmd().args(["rm", "local://app/api"])),
+        3,
+        "not_found",
+    );
     assert_eq!(store_bytes(&sb), before);
 
     let h = history(&sb, "local://app/api");
@@ -141,13 +169,26 @@ fn destroy_erases_data_for_good_and_keeps_history() {
     for v in ["first-secret", "second-secret", "third-secret"] {
         set_ok(&sb, "local://app/key", v);
     }
-    run_ok(sb.cmd().args(["destroy", "local://app/key", "--versions", "1,2"]));
-    fails(&get(&sb, "local://app/key?version=1"), 3, "version_destroyed");
-    fails(&get(&sb, "local://app/key?version=2"), 3, "version_destroyed");
+    run_ok(
+        sb.cmd()
+            .args(["destroy", "local://app/key", "--versions", "1,2"]),
+    );
+    fails(
+        &get(&sb, "local://app/key?version=1"),
+        3,
+        "version_destroyed",
+    );
+    fails(
+        &get(&sb, "local://app/key?version=2"),
+        3,
+        "version_destroyed",
+    );
     assert_eq!(get_ok(&sb, "local://app/key"), "third-secret");
     // Undelete cannot bring back destroyed data.
     fails(
-        &run(sb.cmd().args(["undelete", "local://app/key", "--versions", "1"])),
+        &run(sb
+            .cmd()
+            .args(["undelete", "local://app/key", "--versions", "1"])),
         3,
         "not_found",
     );
@@ -164,7 +205,11 @@ fn destroy_erases_data_for_good_and_keeps_history() {
     assert_eq!(destroyed, [true, true, true]);
     // The ciphertexts are gone from the file: nothing left to decrypt.
     let doc: serde_json::Value = serde_json::from_slice(&store_bytes(&sb)).unwrap();
-    for v in doc["entries"]["app/key"]["versions"].as_object().unwrap().values() {
+    for v in doc["entries"]["app/key"]["versions"]
+        .as_object()
+        .unwrap()
+        .values()
+    {
         assert!(v.get("ciphertext").is_none(), "{v}");
     }
     fails(
@@ -173,7 +218,9 @@ fn destroy_erases_data_for_good_and_keeps_history() {
         "usage",
     );
     fails(
-        &run(sb.cmd().args(["destroy", "local://app/none", "--versions", "1"])),
+        &run(sb
+            .cmd()
+            .args(["destroy", "local://app/none", "--versions", "1"])),
         3,
         "not_found",
     );
@@ -214,7 +261,10 @@ fn served_read(served: &Served, reference: &str) -> Result<String, String> {
     let item = &v["items"][0];
     match item["value"]["data"].as_str() {
         Some(data) => Ok(data.to_string()),
-        None => Err(item["error"]["code"].as_str().unwrap_or_default().to_string()),
+        None => Err(item["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()),
     }
 }
 

@@ -55,7 +55,10 @@ fn secref_set_is_readable_by_vault_clients_and_vault_writes_by_secref_get() {
     let r = vault(&s, "GET", "/v1/secret/data/myapp/db", TOKEN, None);
     check_shape(&r);
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.json()["data"]["data"], json!({"password": "canary-agent-pw-1"}));
+    assert_eq!(
+        r.json()["data"]["data"],
+        json!({"password": "canary-agent-pw-1"})
+    );
     assert_eq!(r.json()["data"]["metadata"]["version"], 1);
 
     // A Vault write (cas on the version read) is what `secref get` sees.
@@ -64,7 +67,9 @@ fn secref_set_is_readable_by_vault_clients_and_vault_writes_by_secref_get() {
         "POST",
         "/v1/secret/data/myapp/db",
         TOKEN,
-        Some(json!({"data": {"password": "canary-agent-pw-2", "user": "app"}, "options": {"cas": 1}})),
+        Some(
+            json!({"data": {"password": "canary-agent-pw-2", "user": "app"}, "options": {"cas": 1}}),
+        ),
     );
     check_shape(&w);
     assert_eq!(w.status, 200, "{w:?}");
@@ -118,7 +123,9 @@ fn secref_set_is_readable_by_vault_clients_and_vault_writes_by_secref_get() {
         Some(json!({"versions": [1]})),
     );
     assert_eq!(x.status, 204, "{x:?}");
-    let pinned = run(sb.cmd().args(["get", "local://myapp/db#password?version=1"]));
+    let pinned = run(sb
+        .cmd()
+        .args(["get", "local://myapp/db#password?version=1"]));
     assert_eq!(pinned.status.code(), Some(3));
     let m = vault(&s, "GET", "/v1/secret/metadata/myapp/db", TOKEN, None);
     assert_eq!(m.json()["data"]["versions"]["1"]["destroyed"], true);
@@ -128,7 +135,12 @@ fn secref_set_is_readable_by_vault_clients_and_vault_writes_by_secref_get() {
 
     // Errors: Vault's shape and status codes.
     for (method, path, token, status) in [
-        ("GET", "/v1/secret/data/myapp/db", "wrong-token-wrong-token", 403),
+        (
+            "GET",
+            "/v1/secret/data/myapp/db",
+            "wrong-token-wrong-token",
+            403,
+        ),
         ("GET", "/v1/secret/data/nope/here", TOKEN, 404),
         ("GET", "/v1/nomount/data/x", TOKEN, 404),
         ("COPY", "/v1/secret/data/myapp/db", TOKEN, 405),
@@ -186,12 +198,20 @@ actions = ["read", "metadata_read", "list"]
     let r = vault(&s, "LIST", "/v1/secret/metadata/app", READER, None);
     assert_eq!(r.status, 200, "{r:?}");
     for (method, path, body) in [
-        ("POST", "/v1/secret/data/app/db", json!({"data": {"password": "x"}})),
+        (
+            "POST",
+            "/v1/secret/data/app/db",
+            json!({"data": {"password": "x"}}),
+        ),
         ("DELETE", "/v1/secret/data/app/db", json!({})),
         ("POST", "/v1/secret/delete/app/db", json!({"versions": [1]})),
         ("PUT", "/v1/secret/destroy/app/db", json!({"versions": [1]})),
         ("DELETE", "/v1/secret/metadata/app/db", json!({})),
-        ("POST", "/v1/secret/metadata/app/db", json!({"max_versions": 1})),
+        (
+            "POST",
+            "/v1/secret/metadata/app/db",
+            json!({"max_versions": 1}),
+        ),
     ] {
         let r = vault(&s, method, path, READER, Some(body));
         check_shape(&r);
@@ -295,9 +315,18 @@ fn proxy_caches_upstream_reads_never_goes_back_a_version_and_invalidates() {
     );
     check_shape(&w);
     assert_eq!(w.status, 405);
-    assert_eq!(w.json(), json!({"errors": ["cannot write to readonly storage"]}));
+    assert_eq!(
+        w.json(),
+        json!({"errors": ["cannot write to readonly storage"]})
+    );
     // A wrong token at the proxy never reaches the cache.
-    let r = vault(&p, "GET", "/v1/secret/data/app/api", "wrong-token-wrong-token", None);
+    let r = vault(
+        &p,
+        "GET",
+        "/v1/secret/data/app/api",
+        "wrong-token-wrong-token",
+        None,
+    );
     assert_eq!(r.status, 403);
 
     let log = p.log() + &up.log();

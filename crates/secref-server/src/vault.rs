@@ -128,6 +128,13 @@ pub(crate) fn error(status: StatusCode, msg: &str) -> Response {
     (status, axum::Json(json!({ "errors": errors }))).into_response()
 }
 
+/// A handler's early answer (boxed: a `Response` is large).
+type Early<T> = std::result::Result<T, Box<Response>>;
+
+fn early(status: StatusCode, msg: &str) -> Box<Response> {
+    Box::new(error(status, msg))
+}
+
 fn denied() -> Response {
     error(StatusCode::FORBIDDEN, "permission denied")
 }
@@ -207,13 +214,13 @@ struct Req {
 }
 
 impl Req {
-    fn json(&self) -> std::result::Result<Value, Response> {
+    fn json(&self) -> Early<Value> {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Object(Map::new()));
         }
         match serde_json::from_slice::<Value>(&self.body) {
             Ok(v @ Value::Object(_)) => Ok(v),
-            _ => Err(error(StatusCode::BAD_REQUEST, "failed to parse JSON input")),
+            _ => Err(early(StatusCode::BAD_REQUEST, "failed to parse JSON input")),
         }
     }
 }
@@ -307,7 +314,7 @@ async fn route(api: &Api, p: &Principal, rest: &str, req: &Req) -> Response {
         (op, path)
     };
     let path = path.trim_end_matches('/');
-    if path.is_empty() && !(req.method == "LIST") {
+    if path.is_empty() && req.method != "LIST" {
         return not_found();
     }
     let target = Target {
@@ -323,7 +330,9 @@ async fn route(api: &Api, p: &Principal, rest: &str, req: &Req) -> Response {
             };
             local_op(api, p, req, &target, op, store, prefix).await
         }
-        MountBackend::Upstream { template } => upstream_op(api, p, req, &target, op, template).await,
+        MountBackend::Upstream { template } => {
+            upstream_op(api, p, req, &target, op, template).await
+        }
     }
 }
 
@@ -384,10 +393,10 @@ async fn authorize(
     target: &Target<'_>,
     action: Action,
     policy: bool,
-) -> std::result::Result<Authorization, Response> {
+) -> Early<Authorization> {
     let reference = target.rule_ref(action);
     if !api.state.access().decide(p, &reference, action).allowed {
-        return Err(denied());
+        return Err(Box::new(denied()));
     }
     if !policy || target.path.is_empty() || action == Action::List {
         return Ok(Authorization::default());
@@ -400,7 +409,7 @@ async fn authorize(
         .await
     {
         Ok(granted) => Ok(granted),
-        Err(e) if e.retryable() => Err(error(
+        Err(e) if e.retryable() => Err(early(
             StatusCode::SERVICE_UNAVAILABLE,
             "the policy decision point is unavailable",
         )),
@@ -410,23 +419,20 @@ async fn authorize(
                 ErrorCode::PermissionDenied | ErrorCode::TenantMountMismatch
             ) =>
         {
-            Err(denied())
+            Err(Box::new(denied()))
         }
-        Err(_) => Err(error(StatusCode::BAD_REQUEST, "invalid path")),
+        Err(_) => Err(early(StatusCode::BAD_REQUEST, "invalid path")),
     }
 }
 
 /// The wrap TTL a read answers with: the policy's obligation wins over the
 /// caller's `X-Vault-Wrap-TTL`.
-fn wrap_ttl(
-    headers: &HeaderMap,
-    granted: &Authorization,
-) -> std::result::Result<Option<Duration>, Response> {
+fn wrap_ttl(headers: &HeaderMap, granted: &Authorization) -> Early<Option<Duration>> {
     let asked = match headers.get("x-vault-wrap-ttl") {
         None => None,
         Some(v) => match v.to_str().ok().and_then(parse_vault_duration) {
             Some(d) if d > Duration::ZERO && d <= MAX_WRAP_TTL => Some(d),
-            _ => return Err(error(StatusCode::BAD_REQUEST, "invalid wrap TTL")),
+            _ => return Err(early(StatusCode::BAD_REQUEST, "invalid wrap TTL")),
         },
     };
     Ok(granted.wrap_ttl.map(|t| t.min(MAX_WRAP_TTL)).or(asked))
@@ -440,22 +446,25 @@ fn answer(api: &Api, body: Value, wrap: Option<Duration>, creation_path: &str) -
     }
 }
 
-fn parse_version(req: &Req) -> std::result::Result<Option<u64>, Response> {
+fn parse_version(req: &Req) -> Early<Option<u64>> {
     match req.query.get("version").map(String::as_str) {
         None | Some("") | Some("0") => Ok(None),
         Some(v) => v
             .parse::<u64>()
             .map(Some)
-            .map_err(|_| error(StatusCode::BAD_REQUEST, "invalid version")),
+            .map_err(|_| early(StatusCode::BAD_REQUEST, "invalid version")),
     }
 }
 
-fn versions_of(body: &Value) -> std::result::Result<Vec<u64>, Response> {
-    let bad = || error(StatusCode::BAD_REQUEST, "no version number provided");
+fn versions_of(body: &Value) -> Early<Vec<u64>> {
+    let bad = || early(StatusCode::BAD_REQUEST, "no version number provided");
     let list = body.get("versions").ok_or_else(bad)?;
     let items: Vec<Value> = match list {
         Value::Array(a) => a.clone(),
-        Value::String(s) => s.split(',').map(|x| Value::String(x.trim().into())).collect(),
+        Value::String(s) => s
+            .split(',')
+            .map(|x| Value::String(x.trim().into()))
+            .collect(),
         Value::Number(_) => vec![list.clone()],
         _ => return Err(bad()),
     };
@@ -535,9 +544,8 @@ fn metadata_json(m: &EntryMetadata) -> Value {
 /// An entry's value as the secret's data (`{"value": …}` for a
 /// single-value entry). Values must be UTF-8 text.
 fn data_json(value: &EntryValue) -> secref::Result<Value> {
-    let text = |s: &Secret| -> secref::Result<Value> {
-        s.as_text().map(|t| Value::String(t.to_string()))
-    };
+    let text =
+        |s: &Secret| -> secref::Result<Value> { s.as_text().map(|t| Value::String(t.to_string())) };
     Ok(match value {
         EntryValue::Single(s) => json!({ "value": text(s)? }),
         EntryValue::Fields(f) => Value::Object(
@@ -564,13 +572,13 @@ fn entry_value(data: &Map<String, Value>) -> EntryValue {
     )
 }
 
-fn cas_of(body: &Value) -> std::result::Result<Option<u64>, Response> {
+fn cas_of(body: &Value) -> Early<Option<u64>> {
     match body.get("options").and_then(|o| o.get("cas")) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
             .as_u64()
             .map(Some)
-            .ok_or_else(|| error(StatusCode::BAD_REQUEST, "invalid cas option")),
+            .ok_or_else(|| early(StatusCode::BAD_REQUEST, "invalid cas option")),
     }
 }
 
@@ -599,7 +607,7 @@ async fn local_op(
     };
     let granted = match authorize(api, p, &req.headers, t, action, true).await {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let name = entry_name(prefix, t.path);
     let creation_path = format!("{}/{}", t.mount_name, t.path);
@@ -607,11 +615,11 @@ async fn local_op(
         (Op::Data | Op::V1, "GET") => {
             let wrap = match wrap_ttl(&req.headers, &granted) {
                 Ok(w) => w,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let version = match parse_version(req) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let v1 = op == Op::V1;
             let res = blocking(&store, move |s| {
@@ -648,7 +656,9 @@ async fn local_op(
                     // with that version's metadata and null data.
                     let removed = matches!(
                         e.code(),
-                        ErrorCode::NotFound | ErrorCode::VersionDeleted | ErrorCode::VersionDestroyed
+                        ErrorCode::NotFound
+                            | ErrorCode::VersionDeleted
+                            | ErrorCode::VersionDestroyed
                     );
                     if let (false, true, Ok(m)) = (v1, removed, &meta) {
                         let n = version.unwrap_or(m.current_version);
@@ -671,7 +681,7 @@ async fn local_op(
         (Op::Metadata, "GET") => {
             let wrap = match wrap_ttl(&req.headers, &granted) {
                 Ok(w) => w,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             match blocking(&store, move |s| s.metadata(&name)).await {
                 Ok(m) => answer(
@@ -714,11 +724,11 @@ async fn local_op(
         (Op::Data | Op::V1, "POST" | "PUT" | "PATCH") => {
             let body = match req.json() {
                 Ok(b) => b,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let cas = match cas_of(&body) {
                 Ok(c) => c,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             // KV v1 takes the data as the whole body.
             let data = if op == Op::V1 {
@@ -760,11 +770,11 @@ async fn local_op(
         (Op::Delete | Op::Undelete | Op::Destroy, _) => {
             let body = match req.json() {
                 Ok(b) => b,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let versions = match versions_of(&body) {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let res = blocking(&store, move |s| match op {
                 Op::Delete => s.delete_versions(&name, &versions),
@@ -780,11 +790,11 @@ async fn local_op(
         (Op::Metadata, "POST" | "PUT" | "PATCH") => {
             let body = match req.json() {
                 Ok(b) => b,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let update = match metadata_update(&body) {
                 Ok(u) => u,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             match blocking(&store, move |s| {
                 local_ref(&name)?;
@@ -840,8 +850,8 @@ fn patch_entry(
     s.write(name, &EntryValue::Fields(fields), Some(vm.version))
 }
 
-fn metadata_update(body: &Value) -> std::result::Result<MetadataUpdate, Response> {
-    let bad = |m: &str| error(StatusCode::BAD_REQUEST, m);
+fn metadata_update(body: &Value) -> Early<MetadataUpdate> {
+    let bad = |m: &str| early(StatusCode::BAD_REQUEST, m);
     let mut u = MetadataUpdate::default();
     if let Some(v) = body.get("max_versions").filter(|v| !v.is_null()) {
         let n = v.as_u64().filter(|n| *n <= u32::MAX as u64);
@@ -851,7 +861,9 @@ fn metadata_update(body: &Value) -> std::result::Result<MetadataUpdate, Response
         u.cas_required = Some(v.as_bool().ok_or_else(|| bad("invalid cas_required"))?);
     }
     if let Some(v) = body.get("custom_metadata").filter(|v| !v.is_null()) {
-        let map = v.as_object().ok_or_else(|| bad("invalid custom_metadata"))?;
+        let map = v
+            .as_object()
+            .ok_or_else(|| bad("invalid custom_metadata"))?;
         let mut out = BTreeMap::new();
         for (k, v) in map {
             let s = v
@@ -900,15 +912,15 @@ async fn upstream_op(
     // The policy is applied by the resolver to the upstream reference.
     let granted = match authorize(api, p, &req.headers, t, action, false).await {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let wrap = match wrap_ttl(&req.headers, &granted) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let version = match parse_version(req) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let ctx = api.state.request_context(p, &req.headers);
     let resolver = api.state.resolver();
@@ -1040,7 +1052,7 @@ impl Api {
 async fn invalidate(api: &Api, p: &Principal, req: &Req) -> Response {
     let body = match req.json() {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(full) = body.get("path").and_then(Value::as_str) else {
         return error(StatusCode::BAD_REQUEST, "missing path");
@@ -1048,7 +1060,10 @@ async fn invalidate(api: &Api, p: &Principal, req: &Req) -> Response {
     let full = full.trim_matches('/');
     let (mount_name, path) = full.split_once('/').unwrap_or((full, ""));
     let Some(mount) = api.state.config().vault_mounts.get(mount_name) else {
-        return error(StatusCode::BAD_REQUEST, "the path is not under a configured mount");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the path is not under a configured mount",
+        );
     };
     if path.is_empty() {
         return error(StatusCode::BAD_REQUEST, "missing path");
@@ -1059,7 +1074,7 @@ async fn invalidate(api: &Api, p: &Principal, req: &Req) -> Response {
         path,
     };
     if let Err(r) = authorize(api, p, &req.headers, &t, Action::Read, false).await {
-        return r;
+        return *r;
     }
     if let MountBackend::Upstream { template } = &mount.backend {
         let newest = api.seen_version(&t.key()).min(MAX_INVALIDATE_VERSIONS);
@@ -1250,7 +1265,7 @@ fn wrapping(api: &Api, caller: Option<Principal>, req: &Req, unwrap: bool) -> Re
     }
     let body = match req.json() {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let in_body = body
         .get("token")
@@ -1263,7 +1278,11 @@ fn wrapping(api: &Api, caller: Option<Principal>, req: &Req, unwrap: bool) -> Re
             }
             t.to_string()
         }
-        None => match req.headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+        None => match req
+            .headers
+            .get("x-vault-token")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(t) => t.to_string(),
             None => return denied(),
         },

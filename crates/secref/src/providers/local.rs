@@ -154,7 +154,11 @@ impl Provider for LocalProvider {
                 custom: m.custom_metadata,
                 ..Metadata::default()
             };
-            let kind = if fields.is_empty() { "single" } else { "fields" };
+            let kind = if fields.is_empty() {
+                "single"
+            } else {
+                "fields"
+            };
             meta.custom.insert("entry_kind".into(), kind.into());
             if !fields.is_empty() {
                 meta.custom.insert("fields".into(), fields.join(","));

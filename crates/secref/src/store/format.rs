@@ -273,7 +273,12 @@ impl Keys {
     }
 
     /// Opens version `version` of `name` into a zeroizing buffer.
-    pub fn open(&self, name: &str, version: u64, sealed: &SealedEntry) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn open(
+        &self,
+        name: &str,
+        version: u64,
+        sealed: &SealedEntry,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         self.open_with(name, &entry_aad(name, Some(version)), sealed)
     }
 
@@ -282,7 +287,12 @@ impl Keys {
         self.open_with(name, &entry_aad(name, None), sealed)
     }
 
-    fn open_with(&self, name: &str, aad: &[u8], sealed: &SealedEntry) -> Result<Zeroizing<Vec<u8>>> {
+    fn open_with(
+        &self,
+        name: &str,
+        aad: &[u8],
+        sealed: &SealedEntry,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let corrupt = || integrity(format!("entry '{name}' is corrupt"));
         let nonce = b64().decode(&sealed.nonce).map_err(|_| corrupt())?;
         if nonce.len() != NONCE_LEN {
@@ -323,9 +333,15 @@ impl Keys {
             if e.versions.values().any(|v| {
                 v.destroyed != (v.nonce.is_none() && v.ciphertext.is_none())
                     || v.nonce.is_some() != v.ciphertext.is_some()
-            })
-                || e.versions.keys().next_back().is_some_and(|&v| v > e.current_version)
-                || e.versions.keys().next().is_some_and(|&v| v < e.oldest_version)
+            }) || e
+                .versions
+                .keys()
+                .next_back()
+                .is_some_and(|&v| v > e.current_version)
+                || e.versions
+                    .keys()
+                    .next()
+                    .is_some_and(|&v| v < e.oldest_version)
             {
                 return Err(bad());
             }
@@ -366,7 +382,11 @@ fn entry_aad(name: &str, version: Option<u64>) -> Vec<u8> {
     let mut aad = Vec::with_capacity(FORMAT.len() + name.len() + 24);
     aad.extend_from_slice(FORMAT.as_bytes());
     aad.push(0);
-    let file_version = if version.is_some() { VERSION } else { VERSION_1 };
+    let file_version = if version.is_some() {
+        VERSION
+    } else {
+        VERSION_1
+    };
     aad.extend_from_slice(&file_version.to_be_bytes());
     aad.push(0);
     aad.extend_from_slice(name.as_bytes());

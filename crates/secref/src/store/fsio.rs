@@ -30,7 +30,9 @@ pub(crate) fn write_target(path: &Path) -> Result<PathBuf> {
                     e.kind()
                 ),
             )
-            .with_hint("point the link at an existing store file, or set SECREF_STORE to the file itself")
+            .with_hint(
+                "point the link at an existing store file, or set SECREF_STORE to the file itself",
+            )
         }),
         _ => Ok(path.to_path_buf()),
     }

@@ -602,7 +602,11 @@ impl Store {
     }
 
     /// The metadata of `name` in a snapshot, if the entry exists.
-    pub(crate) fn metadata_in(&self, file: &StoreFile, name: &str) -> Result<Option<EntryMetadata>> {
+    pub(crate) fn metadata_in(
+        &self,
+        file: &StoreFile,
+        name: &str,
+    ) -> Result<Option<EntryMetadata>> {
         file.entries
             .get(name)
             .map(|rec| entry_metadata(name, rec))
@@ -627,12 +631,16 @@ impl Store {
         let n = version.unwrap_or(rec.current_version);
         let Some(vr) = rec.versions.get(&n) else {
             let why = if n > rec.current_version {
-                format!("entry '{name}' has no version {n} (its current version is {})", rec.current_version)
+                format!(
+                    "entry '{name}' has no version {n} (its current version is {})",
+                    rec.current_version
+                )
             } else {
                 format!("version {n} of entry '{name}' is no longer kept (max_versions)")
             };
-            return Err(Error::new(ErrorCode::NotFound, why)
-                .with_hint(format!("`secref history local://{name}` lists its versions")));
+            return Err(Error::new(ErrorCode::NotFound, why).with_hint(format!(
+                "`secref history local://{name}` lists its versions"
+            )));
         };
         if version.is_none() && (vr.destroyed || vr.deletion_time.is_some()) {
             let what = if vr.destroyed { "destroyed" } else { "deleted" };
@@ -707,7 +715,12 @@ impl Store {
     /// The new file is verified to hold exactly the old values before it
     /// replaces the old one; the old file is kept as `<store>.v1-backup`
     /// until the replaced store has been read back and verified again.
-    fn migrate_locked(&self, target: &Path, raw: &[u8], old: &StoreFileV1) -> Result<Arc<StoreFile>> {
+    fn migrate_locked(
+        &self,
+        target: &Path,
+        raw: &[u8],
+        old: &StoreFileV1,
+    ) -> Result<Arc<StoreFile>> {
         let since = std::fs::metadata(target)
             .and_then(|m| m.modified())
             .unwrap_or_else(|_| SystemTime::now());
@@ -746,9 +759,7 @@ impl Store {
             }
             for (name, plain) in &plains {
                 let sealed = f.entries[name].versions[&1].sealed();
-                let back = sealed
-                    .map(|s| self.keys.open(name, 1, &s))
-                    .transpose()?;
+                let back = sealed.map(|s| self.keys.open(name, 1, &s)).transpose()?;
                 if back.as_deref().map(|b| &b[..]) != Some(&plain[..]) {
                     return Err(format::integrity(format!(
                         "the migrated store does not hold entry '{name}' unchanged"
@@ -784,7 +795,10 @@ impl Store {
             })?;
             return Err(Error::new(
                 e.code(),
-                format!("store migration failed, the old store was kept: {}", e.message()),
+                format!(
+                    "store migration failed, the old store was kept: {}",
+                    e.message()
+                ),
             ));
         }
         std::fs::remove_file(&backup).map_err(|e| {
