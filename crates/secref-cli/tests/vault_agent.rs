@@ -400,3 +400,77 @@ fn proxy_in_front_of_rusty_vault_kv1() {
     assert_eq!(r.json()["data"]["password"], "canary-agent-rv");
     p.stop();
 }
+
+/// vaultrs, the Rust Vault client, against `secref serve`: reads what
+/// `secref set` wrote, writes what `secref get` reads, versions, soft
+/// delete, undelete, destroy, metadata and listing.
+#[test]
+fn vaultrs_reads_writes_and_manages_versions() {
+    use std::collections::HashMap;
+    use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+    use vaultrs::kv2;
+
+    // reqwest (under vaultrs) wants a process-wide rustls provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sb = sandbox();
+    set(&sb, "local://myapp/db#password", "canary-agent-rs-1");
+    let s = Served::start(&sb, TOKEN, &[]);
+    let client = VaultClient::new(
+        VaultClientSettingsBuilder::default()
+            .address(format!("http://{}", s.addr()))
+            .token(TOKEN)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let got: HashMap<String, String> = kv2::read(&client, "secret", "myapp/db").await.unwrap();
+        assert_eq!(got["password"], "canary-agent-rs-1");
+
+        let data = HashMap::from([("token", "canary-agent-rs-2")]);
+        let v = kv2::set(&client, "secret", "rs/app", &data).await.unwrap();
+        assert_eq!(v.version, 1);
+        let data = HashMap::from([("token", "canary-agent-rs-3")]);
+        assert_eq!(
+            kv2::set(&client, "secret", "rs/app", &data)
+                .await
+                .unwrap()
+                .version,
+            2
+        );
+        let got = run_ok(sb.cmd().args(["get", "local://rs/app#token"]));
+        assert_eq!(stdout(&got).trim(), "canary-agent-rs-3");
+        let old: HashMap<String, String> = kv2::read_version(&client, "secret", "rs/app", 1)
+            .await
+            .unwrap();
+        assert_eq!(old["token"], "canary-agent-rs-2");
+
+        kv2::delete_latest(&client, "secret", "rs/app")
+            .await
+            .unwrap();
+        assert!(
+            kv2::read::<HashMap<String, String>>(&client, "secret", "rs/app")
+                .await
+                .is_err()
+        );
+        kv2::undelete_versions(&client, "secret", "rs/app", vec![2])
+            .await
+            .unwrap();
+        kv2::destroy_versions(&client, "secret", "rs/app", vec![1])
+            .await
+            .unwrap();
+        let meta = kv2::read_metadata(&client, "secret", "rs/app")
+            .await
+            .unwrap();
+        assert_eq!(meta.current_version, 2);
+        assert!(meta.versions["1"].destroyed);
+        assert_eq!(kv2::list(&client, "secret", "rs").await.unwrap(), ["app"]);
+    });
+    let got = run_ok(sb.cmd().args(["get", "local://rs/app#token"]));
+    assert_eq!(stdout(&got).trim(), "canary-agent-rs-3");
+    s.stop();
+}
