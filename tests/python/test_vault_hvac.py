@@ -336,3 +336,50 @@ def test_secrets_sdk_client(server, monkeypatch):
     assert got == {"token": "canary-kv2-sdk-1"}
     whole = asyncio.run(strategy.get_credentials("hashicorp+kv2://secret/sdk/app"))
     assert whole == {"token": "canary-kv2-sdk-2", "user": "u"}
+
+
+def test_hvac_through_a_caching_proxy(server, secref_bin, tmp_path):
+    """A second `secref serve` whose `secret` mount proxies the first one
+    (KV v2 through secref's openbao+kv2 provider); hvac talks to the proxy."""
+    client = hvac.Client(url=server["addr"], token=TOKEN)
+    client.secrets.kv.v2.create_or_update_secret(path="proxied/app", secret={"token": "canary-kv2-px-1"})
+    (tmp_path / "secref.toml").write_text(
+        '[cache]\nttl_seconds = 300\n[server.vault.mounts.secret]\nbackend = "openbao+kv2://secret/{path}"\n'
+    )
+    env = dict(server["env"])
+    env.update(VAULT_ADDR=server["addr"], VAULT_TOKEN=TOKEN, HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen(
+        [secref_bin, "serve", "--bind", "127.0.0.1:0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        addr = None
+        for line in proc.stderr:
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                addr = m.group(1)
+                break
+        assert addr, "the proxy did not start"
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        px = hvac.Client(url=addr, token=TOKEN)
+        got = px.secrets.kv.v2.read_secret_version(path="proxied/app", raise_on_deleted_version=True)
+        assert got["data"]["data"] == {"token": "canary-kv2-px-1"}
+        assert got["data"]["metadata"]["version"] == 1
+        client.secrets.kv.v2.create_or_update_secret(path="proxied/app", secret={"token": "canary-kv2-px-2"})
+        # Cached; a pinned read of the new version; then latest is never older.
+        assert px.secrets.kv.v2.read_secret_version(path="proxied/app", raise_on_deleted_version=True)["data"]["metadata"]["version"] == 1
+        two = px.secrets.kv.v2.read_secret_version(path="proxied/app", version=2, raise_on_deleted_version=True)
+        assert two["data"]["data"]["token"] == "canary-kv2-px-2"
+        assert px.secrets.kv.v2.read_secret_version(path="proxied/app", raise_on_deleted_version=True)["data"]["metadata"]["version"] == 2
+        assert px.secrets.kv.v2.read_secret_metadata(path="proxied/app")["data"]["current_version"] == 2
+        # Vault's own answer for a read-only mount (405; hvac has no class for it).
+        with pytest.raises(hvac.exceptions.VaultError) as exc:
+            px.secrets.kv.v2.create_or_update_secret(path="proxied/app", secret={"token": "x"})
+        assert "cannot write to readonly storage" in str(exc.value)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
