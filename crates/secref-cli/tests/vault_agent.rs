@@ -474,3 +474,40 @@ fn vaultrs_reads_writes_and_manages_versions() {
     assert_eq!(stdout(&got).trim(), "canary-agent-rs-3");
     s.stop();
 }
+
+/// Reads through the Vault API land in the audit stream as the resolver's
+/// own reads do: the event, the version, never the value.
+#[test]
+fn vault_api_reads_are_audited_without_values() {
+    let sb = sandbox();
+    set(&sb, "local://app/db#password", "canary-agent-audit");
+    let audit = sb.path("audit.jsonl");
+    sb.write(
+        "secref.toml",
+        &format!(
+            "[audit]\nsink = \"file\"\npath = {:?}\n",
+            audit.display().to_string()
+        ),
+    );
+    let s = Served::start(&sb, TOKEN, &[]);
+    let r = vault(&s, "GET", "/v1/secret/data/app/db", TOKEN, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = vault(&s, "GET", "/v1/secret/data/app/nope", TOKEN, None);
+    assert_eq!(r.status, 404, "{r:?}");
+    s.stop();
+    let text = std::fs::read_to_string(&audit).unwrap_or_default();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{text}");
+    assert_eq!(events[0]["event_type"], "SECRET_READ");
+    assert_eq!(events[0]["subject"], "default");
+    assert_eq!(events[0]["kv_version"], "1");
+    assert_eq!(events[1]["event_type"], "SECRET_ERROR");
+    assert_eq!(events[1]["error_code"], "not_found");
+    assert!(
+        !text.contains("canary-agent-audit"),
+        "a value leaked: {text}"
+    );
+}

@@ -35,6 +35,8 @@
 //! | `POST /v1/sys/wrapping/unwrap\|lookup` | wrapped answers, single use |
 //! | `POST /v1/sys/secref/invalidate` | `{"path": "<m>/<p>"}`: drop cached upstream answers |
 //!
+//! Reads of local mounts are audited as the resolver audits its own reads
+//! ([`secref::Resolver::audit_read_as`]; writes appear in the access log).
 //! Every request passes the access rules (actions `read`, `list`,
 //! `metadata_read`, `write`, `delete`, `destroy`) on
 //! `openbao+kv2://<mount>/<path>` and, for local mounts, the resolver's
@@ -632,6 +634,16 @@ async fn local_op(
                 Ok(x) => x,
                 Err(e) => return fail(&e),
             };
+            {
+                let ctx = api.state.request_context(p, &req.headers);
+                let version = read.as_ref().map(|(_, vm)| vm.version.to_string());
+                api.state.resolver().audit_read_as(
+                    &ctx,
+                    t.rule_ref(Action::Read).as_str(),
+                    granted.decision_id.as_deref(),
+                    version.as_ref().map(|v| Some(v.as_str())).map_err(|e| *e),
+                );
+            }
             match read {
                 Ok((value, vm)) => {
                     let data = match data_json(&value) {

@@ -564,6 +564,44 @@ impl Resolver {
         }
     }
 
+    /// Audits a read that a server answered outside the providers, after
+    /// [`Resolver::authorize_as`] allowed it (e.g. `secref serve`'s Vault
+    /// API reading the local store): `Ok(version)` is a read
+    /// (`SECRET_READ`), `Err` a failure. Never a value. Without an auditor,
+    /// nothing happens.
+    pub fn audit_read_as(
+        &self,
+        ctx: &Context,
+        reference: impl IntoSecretRef,
+        decision_id: Option<&str>,
+        result: std::result::Result<Option<&str>, &Error>,
+    ) {
+        let (Some(a), Ok(r)) = (&self.inner.audit, reference.into_secret_ref()) else {
+            return;
+        };
+        let tenant = ctx.tenant.as_deref().or_else(|| {
+            self.inner
+                .policy
+                .as_deref()
+                .map(|p| p.settings().tenant.as_str())
+        });
+        let outcome = match result {
+            Ok(version) => Outcome::Read {
+                cached: false,
+                version,
+            },
+            Err(e) => Outcome::Failed(e),
+        };
+        a.record(
+            ctx,
+            tenant,
+            &r,
+            self.provider_for(&r).ok(),
+            decision_id,
+            outcome,
+        );
+    }
+
     /// One call for many references on behalf of `ctx`, answered in input
     /// order with each value's details (version, lease): what a server
     /// answering a batch request item by item needs. As one call, a token
