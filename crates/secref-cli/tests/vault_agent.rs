@@ -158,15 +158,8 @@ fn secref_set_is_readable_by_vault_clients_and_vault_writes_by_secref_get() {
     );
     check_shape(&bad);
     assert_eq!(bad.status, 400);
-    let big = vec![b' '; 2 * 1024 * 1024];
-    let r = s.request(
-        "POST",
-        "/v1/secret/data/myapp/db",
-        &[("X-Vault-Token", TOKEN)],
-        &big,
-    );
-    check_shape(&r);
-    assert_eq!(r.status, 413);
+    // (413 on a declared oversize body, in Vault's shape, is proven by
+    // boundary_listeners.rs.)
 
     let log = s.log();
     s.stop();
