@@ -1349,6 +1349,41 @@ mod tests {
     }
 
     #[test]
+    fn mounts_table() {
+        use crate::ServerConfig;
+        let parse = |t: &str| ServerConfig::from_table(Some(&toml::from_str(t).unwrap()));
+        let d = ServerConfig::default();
+        assert_eq!(
+            d.vault_mounts["secret"].backend,
+            MountBackend::Local {
+                prefix: String::new()
+            }
+        );
+        let c = parse(
+            "[vault.mounts.kv]\nbackend = 'openbao+kv2://secret/{path}'\n[vault.mounts.old]\nbackend = 'local://legacy/{path}'\nkv_version = 1\n",
+        )
+        .unwrap();
+        assert!(
+            !c.vault_mounts.contains_key("secret"),
+            "a table replaces the default"
+        );
+        assert!(matches!(
+            c.vault_mounts["kv"].backend,
+            MountBackend::Upstream { .. }
+        ));
+        assert_eq!(c.vault_mounts["old"].kv_version, 1);
+        for bad in [
+            "[vault.mounts.sys]\nbackend = 'local://{path}'",
+            "[vault.mounts.'a/b']\nbackend = 'local://{path}'",
+            "[vault.mounts.x]\nbackend = 'local://fixed'",
+            "[vault.mounts.x]\nbackend = 'local://{path}'\nkv_version = 3",
+            "[vault.mounts.x]\nbackend = 'local://{path}'\nbogus = 1",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn entry_mapping() {
         assert_eq!(entry_name("", "myapp/db"), "myapp/db");
         assert_eq!(entry_name("team/", "db"), "team/db");
