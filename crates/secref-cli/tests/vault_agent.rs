@@ -368,15 +368,7 @@ fn proxy_in_front_of_rusty_vault_kv1() {
         );
         return;
     };
-    // Write a KV v1 secret straight to RustyVault.
-    let path = format!("secret/secref-agent-{}", std::process::id());
-    let put = std::process::Command::new("curl")
-        .args(["-sf", "-X", "POST", "-H"])
-        .arg(format!("X-Vault-Token: {token}"))
-        .args(["-d", r#"{"password":"canary-agent-rv"}"#])
-        .arg(format!("{addr}/v1/{path}"))
-        .status();
-    assert!(put.is_ok_and(|s| s.success()), "cannot write to RustyVault");
+    // scripts/test.sh writes the KV v1 secret secret/myapp/api there.
     let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref"));
     sb.write(
         "secref.toml",
@@ -387,11 +379,28 @@ fn proxy_in_front_of_rusty_vault_kv1() {
         .env("VAULT_ADDR", &addr)
         .env("VAULT_TOKEN", &token);
     let p = Served::start_cmd(&sb, cmd, &[]);
-    let name = path.trim_start_matches("secret/");
-    let r = vault(&p, "GET", &format!("/v1/rv/{name}"), TOKEN, None);
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.json()["data"]["password"], "canary-agent-rv");
+    for _ in 0..2 {
+        // The second read is answered from the proxy's cache.
+        let r = vault(&p, "GET", "/v1/rv/myapp/api", TOKEN, None);
+        check_shape(&r);
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json()["data"]["token"], "rv-canary-value-5e11");
+        assert_eq!(r.json()["data"]["user"], "app");
+    }
+    let r = vault(&p, "GET", "/v1/rv/myapp/nope", TOKEN, None);
+    assert_eq!(r.status, 404, "{r:?}");
+    let w = vault(
+        &p,
+        "PUT",
+        "/v1/rv/myapp/api",
+        TOKEN,
+        Some(json!({"token": "x"})),
+    );
+    assert_eq!(w.status, 405, "{w:?}");
+    let log = p.log();
     p.stop();
+    assert!(!log.contains("rv-canary-value"), "a value leaked: {log}");
+    assert!(!log.contains(&token), "the upstream token leaked");
 }
 
 /// vaultrs, the Rust Vault client, against `secref serve`: reads what
