@@ -1,9 +1,12 @@
 """hvac (the reference Vault client) against `secref serve`'s Vault API.
 
-The server is started with the KV v2 seed in tests/fixtures/vault/seed.json
-(`secret/myapp/api`: versions 1-5, 3 deleted, 4 destroyed). Each scenario
-is what a real Vault answers, as hvac sees it; answers are also compared
-with the golden shapes taken from the Vault API docs.
+The server runs over a real local store (`secref init` in a temporary
+HOME), which the fixture fills through the Vault API itself with the KV v2
+seed in tests/fixtures/vault/seed.json (`secret/myapp/api`: versions 1-5,
+3 deleted, 4 destroyed). Each scenario is what a real Vault answers, as
+hvac sees it; answers are also compared with the golden shapes taken from
+the Vault API docs. Writes with hvac are read back with `secref get` and
+the other way round.
 """
 import json
 import os
@@ -12,6 +15,8 @@ import queue
 import re
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 
 import hvac
 import hvac.exceptions
@@ -54,16 +59,42 @@ def assert_shape(actual, want, path=""):
     assert isinstance(actual, kinds) and not (kinds != (bool,) and isinstance(actual, bool)), f"{path}: {actual!r}"
 
 
+def seed(client):
+    """Writes the seed through the Vault API, as a Vault user would."""
+    for key, secret in json.loads((FIXTURES / "seed.json").read_text()).items():
+        mount, path = key.split("/", 1)
+        deleted, destroyed = [], []
+        for v in secret["versions"]:
+            out = client.secrets.kv.v2.create_or_update_secret(path=path, secret=v["data"], mount_point=mount)
+            n = out["data"]["version"]
+            if v.get("deleted"):
+                deleted.append(n)
+            if v.get("destroyed"):
+                destroyed.append(n)
+        if deleted:
+            client.secrets.kv.v2.delete_secret_versions(path=path, versions=deleted, mount_point=mount)
+        if destroyed:
+            client.secrets.kv.v2.destroy_secret_versions(path=path, versions=destroyed, mount_point=mount)
+        if "custom_metadata" in secret:
+            client.secrets.kv.v2.update_metadata(
+                path=path, custom_metadata=secret["custom_metadata"], mount_point=mount
+            )
+
+
 @pytest.fixture(scope="module")
 def server(secref_bin, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("serve")
     env = dict(os.environ)
     env.update(
         SECREF_SERVE_TOKEN=TOKEN,
-        SECREF_SERVE_VAULT_SEED=str(FIXTURES / "seed.json"),
+        HOME=str(cwd / "home"),
+        SECREF_STORE=str(cwd / "secrets.store"),
+        SECREF_KEY_FILE=str(cwd / "store.key"),
         RUST_LOG="secref=trace,secref_server=trace,info",
     )
     env.pop("SECREF_CONFIG", None)
+    env.pop("SECREF_KEY", None)
+    subprocess.run([secref_bin, "init"], cwd=cwd, env=env, check=True, capture_output=True)
     proc = subprocess.Popen(
         [secref_bin, "serve", "--bind", "127.0.0.1:0"],
         cwd=cwd,
@@ -87,7 +118,8 @@ def server(secref_bin, tmp_path_factory):
         m = re.search(r"listening on (http://\S+)", line)
         if m:
             addr = m.group(1)
-    yield {"addr": addr, "log": log}
+    seed(hvac.Client(url=addr, token=TOKEN))
+    yield {"addr": addr, "log": log, "env": env, "cwd": cwd, "bin": secref_bin}
     proc.terminate()
     proc.wait(timeout=10)
     text = "".join(log)
@@ -117,7 +149,8 @@ def test_read_latest_and_pinned(client):
     pinned = client.secrets.kv.v2.read_secret_version(
         path="myapp/api", version=2, mount_point="secret", raise_on_deleted_version=True
     )
-    assert pinned["data"]["data"] == {"token": "canary-kv2-v2-51c7", "port": 5432}
+    # The local store keeps text: a number reads back as its JSON text.
+    assert pinned["data"]["data"] == {"token": "canary-kv2-v2-51c7", "port": "5432"}
     assert pinned["data"]["metadata"]["version"] == 2
 
 
@@ -185,3 +218,168 @@ def test_bad_token(server):
             path="myapp/api", mount_point="secret", raise_on_deleted_version=True
         )
     assert "permission denied" in str(exc.value)
+
+
+def secref(server, *args, stdin=None):
+    return subprocess.run(
+        [server["bin"], *args],
+        cwd=server["cwd"],
+        env=server["env"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_secref_set_then_hvac_reads_it(server, client):
+    out = secref(server, "set", "local://myapp/db#password", stdin="canary-kv2-set-1b2c")
+    assert out.returncode == 0, out.stderr
+    got = client.secrets.kv.v2.read_secret_version(path="myapp/db", raise_on_deleted_version=True)
+    assert got["data"]["data"] == {"password": "canary-kv2-set-1b2c"}
+    assert got["data"]["metadata"]["version"] == 1
+
+
+def test_hvac_write_then_secref_get(server, client):
+    out = client.secrets.kv.v2.create_or_update_secret(
+        path="hvac/written", secret={"user": "app", "password": "canary-kv2-hw-8d7e"}
+    )
+    assert out["data"]["version"] == 1
+    got = secref(server, "get", "local://hvac/written#password")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.strip() == "canary-kv2-hw-8d7e"
+    # A check-and-set mismatch is refused and changes nothing.
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        client.secrets.kv.v2.create_or_update_secret(path="hvac/written", secret={"user": "x"}, cas=0)
+    out = client.secrets.kv.v2.create_or_update_secret(path="hvac/written", secret={"user": "b"}, cas=1)
+    assert out["data"]["version"] == 2
+    assert secref(server, "get", "local://hvac/written#user").stdout.strip() == "b"
+    # PATCH merges into the current version.
+    client.secrets.kv.v2.patch(path="hvac/written", secret={"password": "canary-kv2-hw-p"})
+    got = client.secrets.kv.v2.read_secret_version(path="hvac/written", raise_on_deleted_version=True)
+    assert got["data"]["data"] == {"user": "b", "password": "canary-kv2-hw-p"}
+    assert got["data"]["metadata"]["version"] == 3
+
+
+def test_delete_undelete_destroy_as_vault(server, client):
+    for i in (1, 2, 3):
+        client.secrets.kv.v2.create_or_update_secret(path="life/cycle", secret={"v": f"canary-kv2-life-{i}"})
+    client.secrets.kv.v2.delete_latest_version_of_secret(path="life/cycle")
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        client.secrets.kv.v2.read_secret_version(path="life/cycle", raise_on_deleted_version=True)
+    assert secref(server, "get", "local://life/cycle#v").returncode == 3
+    client.secrets.kv.v2.undelete_secret_versions(path="life/cycle", versions=[3])
+    assert secref(server, "get", "local://life/cycle#v").stdout.strip() == "canary-kv2-life-3"
+    client.secrets.kv.v2.delete_secret_versions(path="life/cycle", versions=[1])
+    client.secrets.kv.v2.destroy_secret_versions(path="life/cycle", versions=[2])
+    meta = client.secrets.kv.v2.read_secret_metadata(path="life/cycle")["data"]
+    assert meta["versions"]["1"]["deletion_time"] != ""
+    assert meta["versions"]["2"]["destroyed"] is True
+    assert meta["current_version"] == 3
+    with pytest.raises(hvac.exceptions.InvalidPath) as exc:
+        client.secrets.kv.v2.read_secret_version(path="life/cycle", version=2, raise_on_deleted_version=True)
+    assert exc.value.json["data"]["metadata"]["destroyed"] is True
+    # What the CLI sees is the same.
+    assert secref(server, "get", "local://life/cycle#v?version=2").returncode == 3
+    # Metadata settings, listing, forgetting.
+    client.secrets.kv.v2.update_metadata(path="life/cycle", max_versions=5, cas_required=True)
+    meta = client.secrets.kv.v2.read_secret_metadata(path="life/cycle")["data"]
+    assert (meta["max_versions"], meta["cas_required"]) == (5, True)
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        client.secrets.kv.v2.create_or_update_secret(path="life/cycle", secret={"v": "x"})
+    assert client.secrets.kv.v2.list_secrets(path="life")["data"]["keys"] == ["cycle"]
+    assert "life/" in client.secrets.kv.v2.list_secrets(path="")["data"]["keys"]
+    client.secrets.kv.v2.delete_metadata_and_all_versions(path="life/cycle")
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        client.secrets.kv.v2.read_secret_metadata(path="life/cycle")
+
+
+def test_preflight_and_wrapping_lookup(server, client):
+    assert client.sys.read_health_status(method="GET")["sealed"] is False
+    mounts = client.sys.list_mounted_secrets_engines()
+    assert mounts["data"]["secret/"]["options"]["version"] == "2"
+    ui = client.adapter.get("/v1/sys/internal/ui/mounts/secret/myapp/api")
+    assert ui["data"]["path"] == "secret/"
+    wrapped = client.read("secret/metadata/myapp/api", wrap_ttl="30s")
+    token = wrapped["wrap_info"]["token"]
+    info = client.adapter.post("/v1/sys/wrapping/lookup", json={"token": token})
+    assert info["data"]["creation_path"] == "secret/metadata/myapp/api"
+    assert client.sys.unwrap(token=token)["data"]["current_version"] == 5
+
+
+def test_errors_are_vaults_shape_and_never_cached(server):
+    for method, path in [("PUT", "/v1/sys/health"), ("GET", "/v1/nomount/data/x"), ("GET", "/v1/secret/data/nope")]:
+        req = urllib.request.Request(server["addr"] + path, method=method, headers={"X-Vault-Token": TOKEN})
+        try:
+            urllib.request.urlopen(req)
+            raise AssertionError(f"{method} {path} succeeded")
+        except urllib.error.HTTPError as e:
+            assert e.code in (404, 405), (method, path, e.code)
+            assert "errors" in json.loads(e.read())
+            assert e.headers["Cache-Control"] == "no-store"
+    req = urllib.request.Request(server["addr"] + "/v1/secret/data/myapp/api", headers={"X-Vault-Token": TOKEN})
+    assert urllib.request.urlopen(req).headers["Cache-Control"] == "no-store"
+
+
+def test_secrets_sdk_client(server, monkeypatch):
+    import asyncio
+
+    from secrets_sdk.vault_strategies.hashicorp_vault_strategy import HashiCorpVaultStrategy
+
+    # The SDK passes `<mount>/<path>` as the path under hvac's default mount
+    # `secret`, so `hashicorp+kv2://secret/sdk/app` is read from
+    # /v1/secret/data/secret/sdk/app -- against a real Vault as well.
+    client = hvac.Client(url=server["addr"], token=TOKEN)
+    for token in ("canary-kv2-sdk-1", "canary-kv2-sdk-2"):
+        client.secrets.kv.v2.create_or_update_secret(path="secret/sdk/app", secret={"token": token, "user": "u"})
+    strategy = HashiCorpVaultStrategy({"url": server["addr"], "token": TOKEN})
+    got = asyncio.run(strategy.get_credentials("hashicorp+kv2://secret/sdk/app#token?version=1"))
+    assert got == {"token": "canary-kv2-sdk-1"}
+    whole = asyncio.run(strategy.get_credentials("hashicorp+kv2://secret/sdk/app"))
+    assert whole == {"token": "canary-kv2-sdk-2", "user": "u"}
+
+
+def test_hvac_through_a_caching_proxy(server, secref_bin, tmp_path):
+    """A second `secref serve` whose `secret` mount proxies the first one
+    (KV v2 through secref's openbao+kv2 provider); hvac talks to the proxy."""
+    client = hvac.Client(url=server["addr"], token=TOKEN)
+    client.secrets.kv.v2.create_or_update_secret(path="proxied/app", secret={"token": "canary-kv2-px-1"})
+    (tmp_path / "secref.toml").write_text(
+        '[cache]\nttl_seconds = 300\n[server.vault.mounts.secret]\nbackend = "openbao+kv2://secret/{path}"\n'
+    )
+    env = dict(server["env"])
+    env.update(VAULT_ADDR=server["addr"], VAULT_TOKEN=TOKEN, HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen(
+        [secref_bin, "serve", "--bind", "127.0.0.1:0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        addr = None
+        for line in proc.stderr:
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                addr = m.group(1)
+                break
+        assert addr, "the proxy did not start"
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        px = hvac.Client(url=addr, token=TOKEN)
+        got = px.secrets.kv.v2.read_secret_version(path="proxied/app", raise_on_deleted_version=True)
+        assert got["data"]["data"] == {"token": "canary-kv2-px-1"}
+        assert got["data"]["metadata"]["version"] == 1
+        client.secrets.kv.v2.create_or_update_secret(path="proxied/app", secret={"token": "canary-kv2-px-2"})
+        # Cached; a pinned read of the new version; then latest is never older.
+        assert px.secrets.kv.v2.read_secret_version(path="proxied/app", raise_on_deleted_version=True)["data"]["metadata"]["version"] == 1
+        two = px.secrets.kv.v2.read_secret_version(path="proxied/app", version=2, raise_on_deleted_version=True)
+        assert two["data"]["data"]["token"] == "canary-kv2-px-2"
+        assert px.secrets.kv.v2.read_secret_version(path="proxied/app", raise_on_deleted_version=True)["data"]["metadata"]["version"] == 2
+        assert px.secrets.kv.v2.read_secret_metadata(path="proxied/app")["data"]["current_version"] == 2
+        # Vault's own answer for a read-only mount (405; hvac has no class for it).
+        with pytest.raises(hvac.exceptions.VaultError) as exc:
+            px.secrets.kv.v2.create_or_update_secret(path="proxied/app", secret={"token": "x"})
+        assert "cannot write to readonly storage" in str(exc.value)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

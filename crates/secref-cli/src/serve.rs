@@ -51,7 +51,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let token = obtain_token(&cfg, args.token_file.as_deref())?;
     let resolver = Resolver::from_config(&cfg)?;
     let socket_path = server_cfg.socket.clone();
-    let server = Server::with_env(resolver, server_cfg, token, &cfg.env)?;
+    // The Vault API's local mounts write the same store the CLI does.
+    let store = secref::store::Store::open_from_config(&cfg);
+    let server = Server::with_env(resolver, server_cfg, token, &cfg.env)?.with_local_store(store);
     raise_fd_limit();
     // The config's environment snapshot holds every credential secref was
     // started with; the server has what it needs, so free (and, through the

@@ -5,7 +5,7 @@
 //! binary with a real config file and talks HTTP to it on 127.0.0.1.
 
 use base64::Engine as _;
-use secref_testkit::cli::{Sandbox, Served};
+use secref_testkit::cli::{feed_stdin, run_ok, stderr, Sandbox, Served};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "boundary-default-token-0123";
@@ -38,6 +38,10 @@ fn serve_with(server_toml: &str, env: &[(&str, &str)]) -> (Served, Sandbox) {
             }
         ),
     );
+    // `secret/app/api` of the Vault API is this local store entry.
+    run_ok(sb.cmd().arg("init"));
+    let o = feed_stdin(sb.cmd().args(["set", "local://app/api#token"]), b"seeded");
+    assert!(o.status.success(), "{}", stderr(&o));
     let served = Served::start(&sb, TOKEN, &["--config", cfg.to_str().unwrap()]);
     (served, sb)
 }
@@ -233,14 +237,7 @@ fn a_principal_revokes_only_its_own_leases() {
 
 #[test]
 fn wrapping_token_quota_is_per_principal() {
-    let seed_json = r#"{"secret/app/api": {"versions": [{"data": {"token": "seeded"}}]}}"#;
-    let dir = tempfile::tempdir().unwrap();
-    let seed = dir.path().join("seed.json");
-    std::fs::write(&seed, seed_json).unwrap();
-    let (s, _sb) = serve_with(
-        "max_wraps_per_principal = 2",
-        &[("SECREF_SERVE_VAULT_SEED", seed.to_str().unwrap())],
-    );
+    let (s, _sb) = serve("max_wraps_per_principal = 2");
     let wrapped = |token: &str| {
         s.request(
             "GET",

@@ -98,7 +98,15 @@ impl Rule {
 }
 
 fn all_actions() -> Vec<Action> {
-    vec![Action::Read, Action::MetadataRead, Action::LeaseRevoke]
+    vec![
+        Action::Read,
+        Action::MetadataRead,
+        Action::LeaseRevoke,
+        Action::List,
+        Action::Write,
+        Action::Delete,
+        Action::Destroy,
+    ]
 }
 
 /// A decision and the id that explains it (the matching rule's index, or why
@@ -155,14 +163,28 @@ impl AccessRules {
     /// assert!(!none.decide(&ci, &r("env://HOME"), Action::Read).allowed);
     /// ```
     pub fn decide(&self, principal: &Principal, reference: &SecretRef, action: Action) -> Decision {
-        let canonical = reference.to_canonical();
+        let host_local = reference.is_host_local().then(|| reference.scheme());
+        self.decide_canonical(principal, reference.to_canonical(), host_local, action)
+    }
+
+    /// [`AccessRules::decide`] on a canonical form the server built itself
+    /// from a parsed reference (the Vault API's `<ref>/` of a listed folder);
+    /// `host_local` is the scheme when the reference reads the server's host.
+    pub(crate) fn decide_canonical(
+        &self,
+        principal: &Principal,
+        canonical: &str,
+        host_local: Option<&str>,
+        action: Action,
+    ) -> Decision {
         // A host-local ref needs a pattern that spells out its scheme.
-        let scheme_prefix = format!("{}://", reference.scheme());
-        let may_match = |pattern: &str| {
-            !reference.is_host_local() || pattern.starts_with(scheme_prefix.as_str())
+        let scheme_prefix = host_local.map(|s| format!("{s}://"));
+        let may_match = |pattern: &str| match &scheme_prefix {
+            Some(prefix) => pattern.starts_with(prefix.as_str()),
+            None => true,
         };
         if self.rules.is_empty() {
-            if reference.is_host_local() {
+            if host_local.is_some() {
                 return Decision::deny();
             }
             return Decision {

@@ -23,6 +23,12 @@
 //! [[server.rules]]                    # see the `access` module
 //! principals = ["ci"]
 //! refs = ["secret://dev/app/*"]
+//!
+//! [server.vault.mounts.secret]        # the default: Vault mount `secret` = the local store
+//! backend = "local://{path}"
+//! [server.vault.mounts.team]          # a read-only caching proxy of a real Vault / OpenBao
+//! backend = "openbao+kv2://secret/team/{path}"
+//! kv_version = 2                      # what clients are told (1 or 2; default 2)
 //! ```
 
 use std::collections::BTreeMap;
@@ -80,6 +86,108 @@ pub struct ServerConfig {
     /// A Unix socket to listen on too (mode 0600; callers identified by
     /// their peer credentials instead of a token).
     pub socket: Option<PathBuf>,
+    /// The Vault API's mounts, by name (default: `secret` → the local store).
+    pub vault_mounts: BTreeMap<String, VaultMount>,
+}
+
+/// One mount of the Vault API (`[server.vault.mounts.<name>]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultMount {
+    /// Where the mount's secrets live.
+    pub backend: MountBackend,
+    /// The KV version clients are told (1 or 2): with 2, secrets are at
+    /// `<mount>/data/<path>`; with 1, at `<mount>/<path>`.
+    pub kv_version: u8,
+}
+
+/// What backs a Vault mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MountBackend {
+    /// The local store: `<mount>/<path>` is the entry `<prefix><path>`,
+    /// whose fields are the secret's keys. Read-write.
+    Local {
+        /// Entry-name prefix (`""` for `local://{path}`, `team/` for
+        /// `local://team/{path}`).
+        prefix: String,
+    },
+    /// Any other reference template with `{path}` (e.g.
+    /// `openbao+kv2://secret/{path}`): read-only, read through the
+    /// resolver and its cache.
+    Upstream {
+        /// The template.
+        template: String,
+    },
+}
+
+impl VaultMount {
+    /// Parses a mount's `backend` template.
+    ///
+    /// ```
+    /// use secref_server::config::{MountBackend, VaultMount};
+    /// let m = VaultMount::parse("local://team/{path}", 2).unwrap();
+    /// assert_eq!(m.backend, MountBackend::Local { prefix: "team/".into() });
+    /// assert!(VaultMount::parse("openbao+kv2://secret/{path}", 2).is_ok());
+    /// assert!(VaultMount::parse("openbao+kv2://secret/fixed", 2).is_err());
+    /// assert!(VaultMount::parse("local://{path}", 3).is_err());
+    /// ```
+    pub fn parse(backend: &str, kv_version: u8) -> Result<VaultMount> {
+        if !(1..=2).contains(&kv_version) {
+            return Err(Error::config("vault mount kv_version must be 1 or 2"));
+        }
+        if backend.matches("{path}").count() != 1 || !backend.ends_with("{path}") {
+            return Err(Error::config(format!(
+                "vault mount backend '{backend}' must end with one {{path}}"
+            )));
+        }
+        let sample = backend.replace("{path}", "a/b");
+        SecretRef::parse(&sample).map_err(|e| {
+            Error::config(format!(
+                "vault mount backend '{backend}' does not give a valid reference: {}",
+                e.message()
+            ))
+        })?;
+        let backend = match backend.strip_prefix("local://") {
+            Some(rest) => MountBackend::Local {
+                prefix: rest.trim_end_matches("{path}").to_string(),
+            },
+            None => MountBackend::Upstream {
+                template: backend.to_string(),
+            },
+        };
+        Ok(VaultMount {
+            backend,
+            kv_version,
+        })
+    }
+}
+
+/// The default mounts: `secret` → the local store, KV v2.
+fn default_vault_mounts() -> BTreeMap<String, VaultMount> {
+    [(
+        "secret".to_string(),
+        VaultMount {
+            backend: MountBackend::Local {
+                prefix: String::new(),
+            },
+            kv_version: 2,
+        },
+    )]
+    .into_iter()
+    .collect()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    #[serde(default)]
+    mounts: BTreeMap<String, RawMount>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMount {
+    backend: String,
+    kv_version: Option<u8>,
 }
 
 /// Where a named token comes from.
@@ -154,6 +262,7 @@ struct RawServerConfig {
     #[serde(default)]
     rules: Vec<Rule>,
     socket: Option<PathBuf>,
+    vault: Option<RawVault>,
 }
 
 impl Default for ServerConfig {
@@ -173,6 +282,7 @@ impl Default for ServerConfig {
             tokens: BTreeMap::new(),
             rules: Vec::new(),
             socket: None,
+            vault_mounts: default_vault_mounts(),
         }
     }
 }
@@ -274,6 +384,24 @@ impl ServerConfig {
         }
         cfg.rules = raw.rules;
         cfg.socket = raw.socket;
+        if let Some(vault) = raw.vault.filter(|v| !v.mounts.is_empty()) {
+            cfg.vault_mounts = BTreeMap::new();
+            for (name, m) in vault.mounts {
+                // One path segment: the router splits the mount off there,
+                // and `sys`/`auth` are the API's own.
+                let plain = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+                if !plain || name == "sys" || name == "auth" || name == "secrets" {
+                    return Err(Error::config(format!(
+                        "vault mount name '{name}' must be one segment of A-Z a-z 0-9 _ - . and not sys, auth or secrets"
+                    )));
+                }
+                let mount = VaultMount::parse(&m.backend, m.kv_version.unwrap_or(2))?;
+                cfg.vault_mounts.insert(name, mount);
+            }
+        }
         Ok(cfg)
     }
 }

@@ -126,6 +126,13 @@ impl<K: Hash + Eq + Clone, V> Expiring<K, V> {
         (e.expires > Instant::now()).then_some((e.owner, e.value))
     }
 
+    /// Applies `f` to the live entry under `key` without removing it.
+    pub fn peek<R>(&self, key: &K, f: impl FnOnce(&V) -> R) -> Option<R> {
+        let inner = self.inner.lock();
+        let e = inner.entries.get(key)?;
+        (e.expires > Instant::now()).then(|| f(&e.value))
+    }
+
     /// How many entries `owner` holds (live or expired but not yet purged).
     pub fn held_by(&self, owner: &str) -> usize {
         self.inner.lock().per_owner.get(owner).copied().unwrap_or(0)

@@ -159,6 +159,7 @@ pub struct Logged {
 #[derive(Debug)]
 pub struct Server {
     state: AppState,
+    local_store: vault::LocalStore,
 }
 
 impl Server {
@@ -180,6 +181,9 @@ impl Server {
             tokens.push((name.clone(), source.load(name, env)?));
         }
         Ok(Server {
+            local_store: Err(Error::config(
+                "the Vault API has no local store (the server was built without one)",
+            )),
             state: AppState {
                 inner: Arc::new(StateInner {
                     resolver,
@@ -190,6 +194,15 @@ impl Server {
                 }),
             },
         })
+    }
+
+    /// The local store the Vault API's local mounts read and write (the
+    /// same file the `local` provider reads; pass the opening error to have
+    /// it answered, e.g. "run `secref init`").
+    #[must_use]
+    pub fn with_local_store(mut self, store: Result<secref::store::Store>) -> Server {
+        self.local_store = store.map(Arc::new);
+        self
     }
 
     /// The shared state (for protocol modules and tests).
@@ -208,8 +221,8 @@ impl Server {
                     get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
                 )
                 .merge(secflow::router(state.clone()))
-                .merge(vault::router(state))
-                .fallback(not_found),
+                .merge(vault::router(state, self.local_store.clone()))
+                .fallback(secflow::not_found),
         )
     }
 
@@ -221,6 +234,8 @@ impl Server {
     /// body byte is read, a streamed body is cut at the same size, and the
     /// whole request (body included) gets `request_timeout` (then 504
     /// `TIMEOUT`, retryable). Errors come in the shape of the route's API.
+    /// Every answer, errors included, carries `Cache-Control: no-store`:
+    /// they may hold secrets, and none may be kept by a cache in between.
     pub fn layered(&self, routes: Router) -> Router {
         let state = self.state.clone();
         let max_body = state.config().max_body_bytes;
@@ -324,18 +339,6 @@ impl Server {
         // Removes the socket file.
         drop(unix);
         Ok(())
-    }
-}
-
-/// Unknown paths answer in the shape of the API they look like: Vault's
-/// `{"errors":[…]}` under `/v1/` (SecFlow's paths all end in `:batch`),
-/// SecFlow's error object elsewhere.
-async fn not_found(uri: axum::http::Uri) -> Response {
-    let path = uri.path();
-    if path.starts_with("/v1/") && !path.ends_with(":batch") {
-        vault::not_found().await
-    } else {
-        secflow::not_found().await
     }
 }
 

@@ -237,10 +237,17 @@ async fn start_vault() -> String {
         r#"{{"secret/app/db": {{"versions": [{{"data": {{"password": "{CANARY}"}}}}]}},
             "secret/app/wrapped": {{"versions": [{{"data": {{"password": "{CANARY}"}}}}]}}}}"#
     );
-    let store = std::sync::Arc::new(secref_server::vault::Kv2Store::from_seed_json(&seed).unwrap());
-    let router = server.layered(secref_server::vault::router_with_store(
+    // A real local store (kept for the test process's life).
+    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    let store = secref::store::Store::create(
+        &dir.path().join("s.store"),
+        &secref::store::StoreKey::generate(),
+    )
+    .unwrap();
+    secref_testkit::vault_seed::seed_store(&store, &seed);
+    let router = server.layered(secref_server::vault::router(
         server.state().clone(),
-        store,
+        Ok(std::sync::Arc::new(store)),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

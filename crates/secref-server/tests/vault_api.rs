@@ -4,11 +4,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Once;
 
 use secref::config::Env;
 use secref::providers::vault::VaultProvider;
 use secref::providers::EnvProvider;
+use secref::store::{Store, StoreKey};
 use secref::{ErrorCode, Provider, Resolver, Secret, SecretRef};
 use secref_server::{Server, ServerConfig};
 use serde_json::Value;
@@ -71,11 +71,10 @@ fn assert_shape(actual: &Value, want: &Value, path: &str) {
 }
 
 async fn start() -> SocketAddr {
-    static SEED: Once = Once::new();
-    SEED.call_once(|| {
-        // Every test uses the same seed; set before any server reads it.
-        std::env::set_var(secref_server::vault::SEED_ENV, fixtures().join("seed.json"));
-    });
+    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    let store = Store::create(&dir.path().join("s.store"), &StoreKey::generate()).unwrap();
+    let seed = std::fs::read_to_string(fixtures().join("seed.json")).unwrap();
+    secref_testkit::vault_seed::seed_store(&store, &seed);
     let resolver = Resolver::builder()
         .provider(EnvProvider::new())
         .build()
@@ -89,7 +88,8 @@ async fn start() -> SocketAddr {
         Secret::from(TOKEN),
         &Env::from_pairs(Vec::<(String, String)>::new()),
     )
-    .unwrap();
+    .unwrap()
+    .with_local_store(Ok(store));
     let listener = server.bind().await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(server.serve(listener, std::future::pending()));
@@ -126,7 +126,9 @@ async fn answers_have_vaults_shapes() {
 
     let (s, body) = get(addr, "secret/data/myapp/api?version=2", Some(TOKEN), None).await;
     assert_eq!(s, 200);
-    assert_eq!(body["data"]["data"]["port"], 5432);
+    // The local store keeps text: a number written through the API reads
+    // back as its JSON text.
+    assert_eq!(body["data"]["data"]["port"], "5432");
 
     let (s, body) = get(addr, "secret/data/myapp/api?version=3", Some(TOKEN), None).await;
     assert_eq!(
@@ -241,7 +243,7 @@ async fn the_rust_provider_against_the_server() {
         .unwrap();
     assert_eq!(
         whole.secret.as_text().unwrap(),
-        r#"{"port":5432,"token":"canary-kv2-v2-51c7"}"#
+        r#"{"port":"5432","token":"canary-kv2-v2-51c7"}"#
     );
     let port = read(&p, "openbao+kv2://secret/myapp/api#port?version=2")
         .await

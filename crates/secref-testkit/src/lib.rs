@@ -8,3 +8,4 @@ pub mod capture;
 pub mod cli;
 pub mod coze;
 pub mod infisical;
+pub mod vault_seed;

@@ -172,15 +172,28 @@ pub enum Action {
     MetadataRead,
     /// Revoke a lease.
     LeaseRevoke,
+    /// List names (never values).
+    List,
+    /// Write a new version or change metadata.
+    Write,
+    /// Soft-delete or undelete versions.
+    Delete,
+    /// Destroy versions or forget a secret for good.
+    Destroy,
 }
 
 impl Action {
-    /// The wire string (`read`, `metadata_read`, `lease_revoke`).
+    /// The wire string (`read`, `metadata_read`, `lease_revoke`, `list`,
+    /// `write`, `delete`, `destroy`).
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Read => "read",
             Action::MetadataRead => "metadata_read",
             Action::LeaseRevoke => "lease_revoke",
+            Action::List => "list",
+            Action::Write => "write",
+            Action::Delete => "delete",
+            Action::Destroy => "destroy",
         }
     }
 
@@ -190,8 +203,12 @@ impl Action {
             "read" => Ok(Action::Read),
             "metadata_read" => Ok(Action::MetadataRead),
             "lease_revoke" => Ok(Action::LeaseRevoke),
+            "list" => Ok(Action::List),
+            "write" => Ok(Action::Write),
+            "delete" => Ok(Action::Delete),
+            "destroy" => Ok(Action::Destroy),
             other => Err(Error::usage(format!(
-                "unknown action '{other}': use read, metadata_read or lease_revoke"
+                "unknown action '{other}': use read, metadata_read, lease_revoke, list, write, delete or destroy"
             ))),
         }
     }

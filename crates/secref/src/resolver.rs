@@ -516,8 +516,9 @@ impl Resolver {
     /// resolver does not see whether the operation then succeeds). Refusals
     /// are audited. Without a policy, everything is authorized.
     ///
-    /// `Action::Read` is a read (`execute`); `MetadataRead` and
-    /// `LeaseRevoke` are `metadata_read` (they reveal no value).
+    /// `Action::Read` is a read (`execute`); `MetadataRead`, `LeaseRevoke`
+    /// and `List` are `metadata_read` (they reveal no value); `Write`,
+    /// `Delete` and `Destroy` are asked under their own names.
     pub async fn authorize_as(
         &self,
         ctx: &Context,
@@ -530,7 +531,8 @@ impl Resolver {
         };
         let name = match action {
             Action::Read => READ_ACTION,
-            Action::MetadataRead | Action::LeaseRevoke => METADATA_ACTION,
+            Action::MetadataRead | Action::LeaseRevoke | Action::List => METADATA_ACTION,
+            Action::Write | Action::Delete | Action::Destroy => action.as_str(),
         };
         let decision = policy
             .authorize(ctx, std::slice::from_ref(&r), name)
@@ -560,6 +562,44 @@ impl Resolver {
                 Err(refusal.error)
             }
         }
+    }
+
+    /// Audits a read that a server answered outside the providers, after
+    /// [`Resolver::authorize_as`] allowed it (e.g. `secref serve`'s Vault
+    /// API reading the local store): `Ok(version)` is a read
+    /// (`SECRET_READ`), `Err` a failure. Never a value. Without an auditor,
+    /// nothing happens.
+    pub fn audit_read_as(
+        &self,
+        ctx: &Context,
+        reference: impl IntoSecretRef,
+        decision_id: Option<&str>,
+        result: std::result::Result<Option<&str>, &Error>,
+    ) {
+        let (Some(a), Ok(r)) = (&self.inner.audit, reference.into_secret_ref()) else {
+            return;
+        };
+        let tenant = ctx.tenant.as_deref().or_else(|| {
+            self.inner
+                .policy
+                .as_deref()
+                .map(|p| p.settings().tenant.as_str())
+        });
+        let outcome = match result {
+            Ok(version) => Outcome::Read {
+                cached: false,
+                version,
+            },
+            Err(e) => Outcome::Failed(e),
+        };
+        a.record(
+            ctx,
+            tenant,
+            &r,
+            self.provider_for(&r).ok(),
+            decision_id,
+            outcome,
+        );
     }
 
     /// One call for many references on behalf of `ctx`, answered in input
