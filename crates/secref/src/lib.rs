@@ -33,6 +33,7 @@ pub mod policy;
 pub mod provider;
 pub mod providers;
 pub mod reference;
+pub mod registry;
 mod resolver;
 pub mod retry;
 mod secret;

@@ -45,6 +45,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::registry::ProviderSpec;
 
 /// A parsed, validated secret reference.
 ///
@@ -61,6 +62,8 @@ use crate::error::{Error, ErrorCode, Result};
 pub struct SecretRef {
     kind: Arc<RefKind>,
     canonical: Arc<str>,
+    /// The registered provider whose scheme this is.
+    spec: &'static ProviderSpec,
 }
 
 /// What a reference points at, by backend.
@@ -100,6 +103,69 @@ pub enum RefKind {
     },
     /// `local://<path…>[#field]`
     Local(LocalRef),
+    /// Any provider without a variant of its own: its parts, as its
+    /// [`ProviderSpec::parse`] produced them. New providers use this, so a
+    /// backend needs no new variant here.
+    Generic(GenericRef),
+}
+
+/// The parsed form of a reference whose provider has no [`RefKind`] variant:
+/// named parts in the provider's order (e.g. `region`, `secret_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GenericRef {
+    /// The parts, in the order the provider's parser produced them.
+    pub parts: Vec<(String, String)>,
+}
+
+impl GenericRef {
+    /// A part's value.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.parts
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a [`ProviderSpec::parse`] function gets: the lower-cased scheme,
+/// the text after `://`, and the tenant mount guard.
+pub struct ParseInput<'a> {
+    /// The scheme, lower case (`openbao+kv2`).
+    pub scheme: &'a str,
+    /// Everything after `://`, as written.
+    pub rest: &'a str,
+    guard: &'a MountGuard<'a>,
+}
+
+impl ParseInput<'_> {
+    /// Applies the tenant mount guard ([`SecretRef::parse_for_tenant`]) to
+    /// the reference's mount (its first segment); a no-op for a plain
+    /// [`SecretRef::parse`].
+    pub fn check_mount(&self, mount: &str) -> Result<()> {
+        self.guard.check(mount)
+    }
+}
+
+/// What a [`ProviderSpec::parse`] function returns: the parsed form and the
+/// canonical text (`parse(canonical)` must give the same reference back).
+#[derive(Debug)]
+pub struct ParsedRef {
+    /// The parsed form.
+    pub kind: RefKind,
+    /// The canonical text, including `scheme://`.
+    pub canonical: String,
+}
+
+impl ParsedRef {
+    /// A parsed reference.
+    pub fn new(kind: RefKind, canonical: String) -> ParsedRef {
+        ParsedRef { kind, canonical }
+    }
+
+    /// A [`RefKind::Generic`] reference from its canonical text and parts.
+    pub fn generic(canonical: String, parts: Vec<(String, String)>) -> ParsedRef {
+        ParsedRef::new(RefKind::Generic(GenericRef { parts }), canonical)
+    }
 }
 
 /// A SecFlow SecretRef.
@@ -229,17 +295,10 @@ impl SecretRef {
             tenant,
             allowed: &allowed,
         };
-        let r = parse_any(input, &guard).map_err(|e| e.with_reference(printable(input)))?;
-        // A Canonical Secret URI was checked at step 9 of its algorithm; a
-        // local:// entry's first segment is its mount.
-        if let RefKind::Local(l) = r.kind() {
-            if let Some(mount) = l.path.first() {
-                guard
-                    .check(mount)
-                    .map_err(|e| e.with_reference(r.to_canonical()))?;
-            }
-        }
-        Ok(r)
+        // Each provider's parser applies the guard to its mount (a Canonical
+        // Secret URI at step 9 of its algorithm, local:// to its first
+        // segment).
+        parse_any(input, &guard).map_err(|e| e.with_reference(printable(input)))
     }
 
     /// The canonical string; `parse(r.to_canonical()) == r`.
@@ -265,30 +324,36 @@ impl SecretRef {
             .unwrap_or_default()
     }
 
-    /// The name of the provider family that serves this reference: `secflow`,
-    /// `vault`, `db`, `bootstrap`, `yaml`, `infisical`, `coze`, `env`, `file`
-    /// or `local`.
+    /// The name of the provider family that serves this reference (its
+    /// [`ProviderSpec::name`]): `secflow`, `vault`, `db`, `bootstrap`,
+    /// `yaml`, `infisical`, `coze`, `env`, `file`, `local`, …
     pub fn provider_family(&self) -> &'static str {
-        match &*self.kind {
-            RefKind::SecFlow(_) => "secflow",
-            RefKind::Vault(u) => match u.provider.as_str() {
-                "openbao" | "hashicorp" => "vault",
-                "db" => "db",
-                "bootstrap" => "bootstrap",
-                _ => "yaml",
-            },
-            RefKind::Infisical(_) => "infisical",
-            RefKind::CozeCredential { .. } | RefKind::CozeEnv { .. } => "coze",
-            RefKind::Env { .. } => "env",
-            RefKind::File { .. } => "file",
-            RefKind::Local(_) => "local",
-        }
+        self.spec.name
+    }
+
+    /// The registered provider spec this reference's scheme belongs to.
+    pub fn spec(&self) -> &'static ProviderSpec {
+        self.spec
+    }
+
+    /// The reference's parts in a stable order (what `secref ref` shows),
+    /// as its provider's [`ProviderSpec::parts`] names them.
+    ///
+    /// ```
+    /// let r = secref::SecretRef::parse("local://app/db#password").unwrap();
+    /// let parts = r.parts();
+    /// assert_eq!(parts[0].0, "entry");
+    /// assert_eq!(parts[1].1, "password");
+    /// ```
+    pub fn parts(&self) -> Vec<(&'static str, crate::registry::PartValue)> {
+        (self.spec.parts)(self)
     }
 
     /// Whether the reference names data of the host the resolver runs on —
     /// its process environment (`env://`) or its file system (`file://`) —
-    /// rather than a secret store. A server that exposes a resolver to
-    /// other callers must not hand such data out unless told to
+    /// rather than a secret store: its provider's
+    /// [`ProviderSpec::host_local`] flag. A server that exposes a resolver
+    /// to other callers must not hand such data out unless told to
     /// (`secref serve` denies it unless an access rule names it).
     ///
     /// ```
@@ -298,14 +363,7 @@ impl SecretRef {
     /// assert!(!SecretRef::parse("local://app/db").unwrap().is_host_local());
     /// ```
     pub fn is_host_local(&self) -> bool {
-        matches!(&*self.kind, RefKind::Env { .. } | RefKind::File { .. })
-    }
-
-    fn new(kind: RefKind, canonical: String) -> SecretRef {
-        SecretRef {
-            kind: Arc::new(kind),
-            canonical: canonical.into(),
-        }
+        self.spec.host_local
     }
 }
 
@@ -422,16 +480,18 @@ fn parse_any(input: &str, guard: &MountGuard<'_>) -> Result<SecretRef> {
         return Err(err(ErrorCode::IllegalSegment, "empty scheme"));
     }
     let scheme = scheme_raw.to_lowercase();
-    match scheme.as_str() {
-        "secret" => parse_secflow(rest),
-        "infisical" => parse_infisical(rest),
-        "coze+credential" => parse_coze_credential(rest),
-        "coze+env" => parse_coze_env(rest),
-        "env" => parse_env(rest),
-        "file" => parse_file(rest),
-        "local" => parse_local(rest),
-        _ => parse_canonical_uri(&scheme, rest, guard),
-    }
+    let spec = crate::registry::spec_for_scheme(&scheme)
+        .ok_or_else(|| crate::registry::unknown_scheme(&printable(&scheme)))?;
+    let parsed = (spec.parse)(&ParseInput {
+        scheme: &scheme,
+        rest,
+        guard,
+    })?;
+    Ok(SecretRef {
+        kind: Arc::new(parsed.kind),
+        canonical: parsed.canonical.into(),
+        spec,
+    })
 }
 
 /// `[A-Za-z0-9._-]+`, checked without regex so that a trailing newline is not
@@ -489,7 +549,7 @@ fn reject_query_and_fragment(scheme: &str, rest: &str) -> Result<()> {
     Ok(())
 }
 
-fn parse_secflow(rest: &str) -> Result<SecretRef> {
+pub(crate) fn parse_secflow(rest: &str) -> Result<ParsedRef> {
     reject_query_and_fragment("secret", rest)?;
     let segs: Vec<&str> = rest.split('/').collect();
     if segs.len() != 4 {
@@ -506,7 +566,7 @@ fn parse_secflow(rest: &str) -> Result<SecretRef> {
         kind: segs[2].to_string(),
         name: segs[3].to_string(),
     });
-    Ok(SecretRef::new(kind, format!("secret://{rest}")))
+    Ok(ParsedRef::new(kind, format!("secret://{rest}")))
 }
 
 fn parse_positive_version(v: &str) -> Result<u64> {
@@ -520,7 +580,7 @@ fn parse_positive_version(v: &str) -> Result<u64> {
     }
 }
 
-fn parse_infisical(rest: &str) -> Result<SecretRef> {
+pub(crate) fn parse_infisical(rest: &str) -> Result<ParsedRef> {
     let (body, query) = match rest.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (rest, None),
@@ -572,10 +632,10 @@ fn parse_infisical(rest: &str) -> Result<SecretRef> {
     if let Some(v) = version {
         canonical.push_str(&format!("?version={v}"));
     }
-    Ok(SecretRef::new(RefKind::Infisical(r), canonical))
+    Ok(ParsedRef::new(RefKind::Infisical(r), canonical))
 }
 
-fn parse_coze_credential(rest: &str) -> Result<SecretRef> {
+pub(crate) fn parse_coze_credential(rest: &str) -> Result<ParsedRef> {
     reject_query_and_fragment("coze+credential", rest)?;
     if rest.contains('/') {
         return Err(err(
@@ -584,7 +644,7 @@ fn parse_coze_credential(rest: &str) -> Result<SecretRef> {
         ));
     }
     check_segments("coze+credential://", [rest])?;
-    Ok(SecretRef::new(
+    Ok(ParsedRef::new(
         RefKind::CozeCredential {
             integration: rest.to_string(),
         },
@@ -592,7 +652,7 @@ fn parse_coze_credential(rest: &str) -> Result<SecretRef> {
     ))
 }
 
-fn parse_coze_env(rest: &str) -> Result<SecretRef> {
+pub(crate) fn parse_coze_env(rest: &str) -> Result<ParsedRef> {
     reject_query_and_fragment("coze+env", rest)?;
     let segs: Vec<&str> = rest.split('/').collect();
     if segs.len() != 2 {
@@ -603,7 +663,7 @@ fn parse_coze_env(rest: &str) -> Result<SecretRef> {
         .with_hint("coze+env://<project_id>/<KEY>"));
     }
     check_segments("coze+env://", segs.iter().copied())?;
-    Ok(SecretRef::new(
+    Ok(ParsedRef::new(
         RefKind::CozeEnv {
             project_id: segs[0].to_string(),
             key: segs[1].to_string(),
@@ -612,7 +672,7 @@ fn parse_coze_env(rest: &str) -> Result<SecretRef> {
     ))
 }
 
-fn parse_env(rest: &str) -> Result<SecretRef> {
+pub(crate) fn parse_env(rest: &str) -> Result<ParsedRef> {
     let valid = rest
         .bytes()
         .next()
@@ -624,7 +684,7 @@ fn parse_env(rest: &str) -> Result<SecretRef> {
             "env:// takes a variable name: a letter or _ followed by letters, digits or _",
         ));
     }
-    Ok(SecretRef::new(
+    Ok(ParsedRef::new(
         RefKind::Env {
             var: rest.to_string(),
         },
@@ -670,7 +730,7 @@ fn check_file_path(path: &str) -> Result<()> {
     Ok(())
 }
 
-fn parse_file(rest: &str) -> Result<SecretRef> {
+pub(crate) fn parse_file(rest: &str) -> Result<ParsedRef> {
     let (path, pointer) = match rest.split_once('#') {
         Some((p, f)) => (p, Some(f)),
         None => (rest, None),
@@ -707,7 +767,7 @@ fn parse_file(rest: &str) -> Result<SecretRef> {
         canonical.push('#');
         canonical.push_str(p);
     }
-    Ok(SecretRef::new(
+    Ok(ParsedRef::new(
         RefKind::File {
             path: path.to_string(),
             pointer,
@@ -716,7 +776,7 @@ fn parse_file(rest: &str) -> Result<SecretRef> {
     ))
 }
 
-fn parse_local(rest: &str) -> Result<SecretRef> {
+pub(crate) fn parse_local(rest: &str) -> Result<ParsedRef> {
     if rest.contains('?') {
         return Err(err(
             ErrorCode::InvalidReference,
@@ -753,12 +813,17 @@ fn parse_local(rest: &str) -> Result<SecretRef> {
         canonical.push('#');
         canonical.push_str(f);
     }
-    Ok(SecretRef::new(RefKind::Local(r), canonical))
+    Ok(ParsedRef::new(RefKind::Local(r), canonical))
 }
 
 /// The `secrets_sdk` algorithm (protocols.md §2.2), step for step, followed by
 /// secref's documented strictness checks.
-fn parse_canonical_uri(scheme: &str, rest: &str, guard: &MountGuard<'_>) -> Result<SecretRef> {
+///
+/// The shared parser of the `openbao`, `hashicorp`, `db`, `bootstrap` and
+/// `yaml` schemes; a provider whose references are Canonical Secret URIs
+/// calls it from its [`ProviderSpec::parse`].
+pub fn parse_canonical_uri(input: &ParseInput<'_>) -> Result<ParsedRef> {
+    let (scheme, rest, guard) = (input.scheme, input.rest, input.guard);
     // Steps 2-4: provider and engine.
     let (provider, engine) = match scheme.split_once('+') {
         Some((p, e)) => (p, Some(e)),
@@ -769,9 +834,7 @@ fn parse_canonical_uri(scheme: &str, rest: &str, guard: &MountGuard<'_>) -> Resu
             ErrorCode::UnsupportedEngine,
             format!("unsupported scheme '{}'", printable(scheme)),
         )
-        .with_hint(
-            "use secret, openbao+kv2, hashicorp+kv2, infisical, coze+credential, coze+env, env, file or local",
-        ));
+        .with_hint("use openbao, hashicorp, db, bootstrap or yaml"));
     };
     if let Some(e) = engine.filter(|e| !e.is_empty()) {
         if !engines.contains(&e) {
@@ -907,7 +970,7 @@ fn parse_canonical_uri(scheme: &str, rest: &str, guard: &MountGuard<'_>) -> Resu
         field,
         params,
     };
-    Ok(SecretRef::new(RefKind::Vault(uri), canonical))
+    Ok(ParsedRef::new(RefKind::Vault(uri), canonical))
 }
 
 #[cfg(test)]

@@ -325,8 +325,8 @@ impl CozeProvider {
     /// From a loaded config: the `[coze]` table if present, else the
     /// environment if any required `COZE_*` variable is set, else `None`.
     pub fn configured(cfg: &Config) -> Result<Option<CozeProvider>> {
-        match &cfg.coze {
-            Some(t) => CozeProvider::from_table(t, &cfg.env).map(Some),
+        match cfg.section::<toml::Table>("coze")? {
+            Some(t) => CozeProvider::from_table(&t, &cfg.env).map(Some),
             None if [
                 ENV_CLIENT_ID,
                 ENV_CLIENT_SECRET,
@@ -772,3 +772,45 @@ mod tests {
         );
     }
 }
+
+/// `coze+credential://<integration>`, `coze+env://<project_id>/<KEY>`: Coze
+/// workload identity.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "coze",
+    schemes: &["coze+credential", "coze+env"],
+    feature: Some("coze"),
+    host_local: false,
+    config_section: Some("coze"),
+    env_vars: &[
+        ENV_CLIENT_ID,
+        ENV_CLIENT_SECRET,
+        ENV_TOKEN_ENDPOINT,
+        ENV_ACCESS_TOKEN_ENDPOINT,
+        ENV_OUTBOUND,
+        ENV_SERVER_ENV,
+        ENV_PROJECT_ID,
+    ],
+    parse: |input| match input.scheme {
+        "coze+credential" => crate::reference::parse_coze_credential(input.rest),
+        "coze+env" => crate::reference::parse_coze_env(input.rest),
+        other => Err(Error::new(
+            ErrorCode::UnsupportedEngine,
+            format!("unsupported scheme '{}'", other.escape_debug()),
+        )
+        .with_hint("use coze+credential:// or coze+env://")),
+    },
+    parts: |r| match r.kind() {
+        RefKind::CozeCredential { integration } => {
+            vec![("integration", integration.as_str().into())]
+        }
+        RefKind::CozeEnv { project_id, key } => vec![
+            ("project_id", project_id.as_str().into()),
+            ("key", key.as_str().into()),
+        ],
+        _ => Vec::new(),
+    },
+    build: |cfg| {
+        Ok(CozeProvider::configured(cfg)?
+            .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
+    },
+};

@@ -129,12 +129,7 @@ impl InfisicalSettings {
     /// Reads `cfg.infisical` and `cfg.env`. Invalid values are `config`
     /// errors; missing credentials are not (they fail each read instead).
     pub fn from_config(cfg: &Config) -> Result<InfisicalSettings> {
-        let table: Table = match &cfg.infisical {
-            Some(t) => t.clone().try_into().map_err(|e: toml::de::Error| {
-                Error::config(format!("invalid [infisical] table: {}", e.message()))
-            })?,
-            None => Table::default(),
-        };
+        let table: Table = cfg.section("infisical")?.unwrap_or_default();
         let env = &cfg.env;
         let url_raw = table
             .url
@@ -677,7 +672,7 @@ impl InfisicalProvider {
         .iter()
         .any(|k| cfg.env.get(k).is_some());
         let by_cli = cli_config_path(&cfg.env).is_some_and(|p| p.is_file());
-        if cfg.infisical.is_none() && !by_env && !by_cli {
+        if !cfg.has_section("infisical") && !by_env && !by_cli {
             return Ok(None);
         }
         Ok(Some(InfisicalProvider::new(
@@ -1104,3 +1099,38 @@ mod tests {
         );
     }
 }
+
+/// `infisical://<projectId>/<environment>/<folder…>/<KEY>[?version=N]`.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "infisical",
+    schemes: &["infisical"],
+    feature: Some("infisical"),
+    host_local: false,
+    config_section: Some("infisical"),
+    env_vars: &[
+        "INFISICAL_URL",
+        "INFISICAL_CLIENT_ID",
+        "INFISICAL_CLIENT_SECRET",
+        "INFISICAL_TOKEN",
+    ],
+    parse: |input| crate::reference::parse_infisical(input.rest),
+    parts: |r| {
+        let RefKind::Infisical(i) = r.kind() else {
+            return Vec::new();
+        };
+        let mut v = vec![
+            ("project_id", i.project_id.as_str().into()),
+            ("environment", i.environment.as_str().into()),
+            ("secret_path", i.secret_path.as_str().into()),
+            ("key", i.key.as_str().into()),
+        ];
+        if let Some(n) = i.version {
+            v.push(("version", n.into()));
+        }
+        v
+    },
+    build: |cfg| {
+        Ok(InfisicalProvider::configured(cfg)?
+            .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
+    },
+};

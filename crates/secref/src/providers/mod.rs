@@ -1,5 +1,8 @@
-//! The providers: one file each, one [`Provider`](crate::Provider)
-//! implementation each.
+//! The providers: one file (or folder) each, one [`Provider`](crate::Provider)
+//! implementation and one [`ProviderSpec`] (`SPEC`) each, listed once in
+//! [`SPECS`]. See CONTRIBUTING.md, "Adding a provider".
+
+use crate::registry::ProviderSpec;
 
 #[cfg(feature = "coze")]
 pub mod coze;
@@ -10,9 +13,29 @@ pub mod infisical;
 pub mod local;
 #[cfg(feature = "secflow")]
 pub mod secflow;
+mod uri;
 #[cfg(feature = "vault")]
 pub mod vault;
 
 pub use env::EnvProvider;
 pub use file::FileProvider;
 pub use local::LocalProvider;
+
+/// Every provider compiled into this build, in routing order. Adding a
+/// backend adds exactly one line here.
+pub static SPECS: &[ProviderSpec] = &[
+    local::SPEC,
+    env::SPEC,
+    file::SPEC,
+    #[cfg(feature = "secflow")]
+    secflow::SPEC,
+    #[cfg(feature = "vault")]
+    vault::SPEC,
+    #[cfg(feature = "infisical")]
+    infisical::SPEC,
+    #[cfg(feature = "coze")]
+    coze::SPEC,
+    uri::DB,
+    uri::BOOTSTRAP,
+    uri::YAML,
+];

@@ -267,8 +267,8 @@ impl SecFlowProvider {
     /// environment if `SECFLOW_SDK_TOKEN` is set, else `None` (not
     /// configured).
     pub fn from_config(cfg: &Config) -> Result<Option<SecFlowProvider>> {
-        match &cfg.secflow {
-            Some(t) => SecFlowProvider::from_table(t, &cfg.env).map(Some),
+        match cfg.section::<toml::Table>("secflow")? {
+            Some(t) => SecFlowProvider::from_table(&t, &cfg.env).map(Some),
             None if cfg.env.get("SECFLOW_SDK_TOKEN").is_some() => {
                 SecFlowProvider::from_env(&cfg.env).map(Some)
             }
@@ -1036,3 +1036,32 @@ mod tests {
         }
     }
 }
+
+/// `secret://<environment>/<service>/<kind>/<name>`: a SecFlow service.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "secflow",
+    schemes: &["secret"],
+    feature: Some("secflow"),
+    host_local: false,
+    config_section: Some("secflow"),
+    env_vars: &[
+        "SECFLOW_BASE_URL",
+        "SECFLOW_SDK_TOKEN",
+        "SECFLOW_TARGET_ENVIRONMENT",
+        "SECFLOW_TIMEOUT_SECONDS",
+    ],
+    parse: |input| crate::reference::parse_secflow(input.rest),
+    parts: |r| match r.kind() {
+        crate::reference::RefKind::SecFlow(f) => vec![
+            ("environment", f.environment.as_str().into()),
+            ("service", f.service.as_str().into()),
+            ("kind", f.kind.as_str().into()),
+            ("name", f.name.as_str().into()),
+        ],
+        _ => Vec::new(),
+    },
+    build: |cfg| {
+        Ok(SecFlowProvider::from_config(cfg)?
+            .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
+    },
+};

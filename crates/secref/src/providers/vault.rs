@@ -113,14 +113,17 @@ impl VaultProvider {
     /// Configures from the `[vault]` table of `secref.toml`, overlaid with
     /// the config's environment.
     pub fn from_config(config: &Config) -> Result<VaultProvider> {
-        Self::from_settings(Settings::load(config.vault.as_ref(), &config.env)?)
+        Self::from_settings(Settings::load(
+            config.section::<toml::Table>("vault")?.as_ref(),
+            &config.env,
+        )?)
     }
 
     /// `Some(provider)` when Vault is configured at all (a `[vault]` table,
     /// `VAULT_ADDR` or `VAULT_URL`), `None` otherwise; invalid settings are
     /// an error.
     pub fn configured(config: &Config) -> Result<Option<VaultProvider>> {
-        if settings::is_configured(config.vault.as_ref(), &config.env) {
+        if settings::is_configured(config.has_section("vault"), &config.env) {
             Self::from_config(config).map(Some)
         } else {
             Ok(None)
@@ -779,3 +782,32 @@ impl Provider for VaultProvider {
         finish(out)
     }
 }
+
+/// `openbao[+kv2]://…`, `hashicorp[+kv2]://…`: Vault / OpenBao KV, parsed by
+/// the shared Canonical Secret URI parser.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "vault",
+    schemes: &["openbao", "openbao+kv2", "hashicorp", "hashicorp+kv2"],
+    feature: Some("vault"),
+    host_local: false,
+    config_section: Some("vault"),
+    env_vars: &[
+        "VAULT_ADDR",
+        "VAULT_URL",
+        "VAULT_TOKEN",
+        "VAULT_ROLE_ID",
+        "VAULT_SECRET_ID",
+        "VAULT_NAMESPACE",
+        "VAULT_CACERT",
+        "VAULT_CLIENT_CERT",
+        "VAULT_CLIENT_KEY",
+        "VAULT_VERIFY_SSL",
+        "VAULT_TIMEOUT",
+        "VAULT_WRAP_TTL",
+        "VAULT_RENEW_MARGIN",
+        "VAULT_REDIRECT_ALLOW",
+    ],
+    parse: crate::reference::parse_canonical_uri,
+    parts: super::uri::uri_parts,
+    build: |cfg| Ok(VaultProvider::configured(cfg)?.map(|p| Arc::new(p) as Arc<dyn Provider>)),
+};

@@ -61,8 +61,8 @@ pub(super) struct Settings {
 }
 
 /// Whether anything Vault-related is configured at all.
-pub(super) fn is_configured(table: Option<&toml::Table>, env: &Env) -> bool {
-    table.is_some() || env.get("VAULT_ADDR").is_some() || env.get("VAULT_URL").is_some()
+pub(super) fn is_configured(has_table: bool, env: &Env) -> bool {
+    has_table || env.get("VAULT_ADDR").is_some() || env.get("VAULT_URL").is_some()
 }
 
 impl Settings {
