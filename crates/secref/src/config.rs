@@ -55,7 +55,7 @@ pub struct Config {
     /// comes from the provider registry ([`crate::registry`]); any other
     /// top-level key is an error.
     #[serde(flatten)]
-    sections: BTreeMap<String, toml::Value>,
+    pub sections: ProviderSections,
     /// Access policy enforced by the resolver (grants, tenant mounts, PDP).
     #[serde(default)]
     pub policy: Option<toml::Table>,
@@ -72,6 +72,12 @@ pub struct Config {
     #[serde(skip)]
     pub env: Env,
 }
+
+/// The registered providers' config sections, by name (opaque: read one
+/// with [`Config::section`], set one with [`Config::set_section`]).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct ProviderSections(BTreeMap<String, toml::Value>);
 
 /// Settings of the embedded encrypted store.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -184,7 +190,7 @@ impl Config {
             Error::config(format!("invalid secref.toml: {}", e.message()))
                 .with_hint(toml_location(text, e.span()))
         })?;
-        for (name, value) in &cfg.sections {
+        for (name, value) in &cfg.sections.0 {
             if !crate::registry::is_config_section(name) {
                 return Err(Error::config(format!(
                     "invalid secref.toml: unknown key or section '{}'",
@@ -250,7 +256,7 @@ impl Config {
     /// assert!(cfg.section::<Vault>("coze").unwrap().is_none());
     /// ```
     pub fn section<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        match self.sections.get(name) {
+        match self.sections.0.get(name) {
             None => Ok(None),
             Some(v) => v
                 .clone()
@@ -264,7 +270,7 @@ impl Config {
 
     /// Whether the config has a provider's section.
     pub fn has_section(&self, name: &str) -> bool {
-        self.sections.contains_key(name)
+        self.sections.0.contains_key(name)
     }
 
     /// Sets a provider's section from TOML text (embedding, tests); the
@@ -276,6 +282,7 @@ impl Config {
         let table: toml::Table = toml::from_str(toml_text)
             .map_err(|e| Error::config(format!("invalid [{name}] table: {}", e.message())))?;
         self.sections
+            .0
             .insert(name.to_string(), toml::Value::Table(table));
         Ok(())
     }
