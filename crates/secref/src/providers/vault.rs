@@ -732,6 +732,20 @@ impl Provider for VaultProvider {
         &["vault"]
     }
 
+    fn capabilities(&self) -> crate::provider::Capabilities {
+        crate::provider::Capabilities {
+            wrap: true,
+            versions: true,
+            leases: true,
+            list: false,
+            write: false,
+        }
+    }
+
+    fn with_wrap_ttl(&self, r: &SecretRef, ttl: Duration) -> Option<SecretRef> {
+        wrapped_ref(r, ttl)
+    }
+
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         // Credentials first: if we cannot authenticate, nothing can be read
         // (a request-level failure).
@@ -781,6 +795,50 @@ impl Provider for VaultProvider {
         let out = stream::iter(futs).buffered(CONCURRENCY).collect().await;
         finish(out)
     }
+}
+
+/// `r` with its `wrap_ttl` query parameter set to `ttl` (whole seconds,
+/// rounded up, at least 1), replacing any the caller wrote; `None` for a
+/// reference that is not `openbao`/`hashicorp` (kv2 or kv1). What
+/// [`VaultProvider`] answers to [`Provider::with_wrap_ttl`].
+///
+/// ```
+/// use std::time::Duration;
+/// use secref::SecretRef;
+/// use secref::providers::vault::wrapped_ref;
+/// let r = SecretRef::parse("openbao+kv2://secret/a#k?wrap_ttl=1h").unwrap();
+/// let w = wrapped_ref(&r, Duration::from_millis(30_500)).unwrap();
+/// assert_eq!(w.to_canonical(), "openbao+kv2://secret/a#k?wrap_ttl=31s");
+/// assert!(wrapped_ref(&SecretRef::parse("env://A").unwrap(), Duration::from_secs(1)).is_none());
+/// ```
+pub fn wrapped_ref(r: &SecretRef, ttl: Duration) -> Option<SecretRef> {
+    let RefKind::Vault(uri) = r.kind() else {
+        return None;
+    };
+    if !matches!(uri.provider.as_str(), "openbao" | "hashicorp") {
+        return None;
+    }
+    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    let mut text = format!("{}://{}", r.scheme(), uri.mount);
+    for seg in &uri.path {
+        text.push('/');
+        text.push_str(seg);
+    }
+    if let Some(f) = &uri.field {
+        text.push('#');
+        text.push_str(f);
+    }
+    let params = uri
+        .params
+        .iter()
+        .filter(|(k, _)| k != "wrap_ttl")
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(std::iter::once(format!("wrap_ttl={}s", secs.max(1))));
+    for (i, p) in params.enumerate() {
+        text.push(if i == 0 { '?' } else { '&' });
+        text.push_str(&p);
+    }
+    SecretRef::parse(text).ok()
 }
 
 /// `openbao[+kv2]://…`, `hashicorp[+kv2]://…`: Vault / OpenBao KV, parsed by
