@@ -235,8 +235,13 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::config(format!("cannot read {}: {}", path.display(), e.kind())))?;
-        let mut cfg = Config::from_toml_str(&text)
-            .map_err(|e| Error::config(format!("{}: {}", path.display(), e.message())))?;
+        let mut cfg = Config::from_toml_str(&text).map_err(|e| {
+            let named = Error::config(format!("{}: {}", path.display(), e.message()));
+            match e.hint() {
+                Some(h) => named.with_hint(h.to_string()),
+                None => named,
+            }
+        })?;
         cfg.source = Some(path.to_path_buf());
         cfg.env = Env::from_process();
         Ok(cfg)
