@@ -24,6 +24,7 @@
 
 pub mod audit;
 pub mod auth;
+#[cfg(feature = "blocking")]
 pub mod blocking;
 mod cache;
 pub mod config;

@@ -424,8 +424,9 @@ impl<'de> serde::Deserialize<'de> for SecretRef {
 }
 
 /// Makes user input safe to echo in an error: control characters escaped,
-/// length bounded. References are not secrets, but they may be garbage.
-fn printable(input: &str) -> String {
+/// length bounded. References are not secrets, but they may be garbage. A
+/// helper for [`ProviderSpec::parse`] functions.
+pub fn printable(input: &str) -> String {
     let mut out: String = input
         .chars()
         .take(256)
@@ -437,7 +438,7 @@ fn printable(input: &str) -> String {
     out
 }
 
-fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
+pub(crate) fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
     Error::new(code, msg.into())
 }
 
@@ -506,7 +507,10 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
-fn check_segments<'a>(what: &str, segs: impl IntoIterator<Item = &'a str>) -> Result<()> {
+/// Checks path segments of a provider's reference: non-empty, not `.` or
+/// `..`, no wildcard, only `A-Z a-z 0-9 . _ -` (`what` names the part in
+/// the error). A helper for [`ProviderSpec::parse`] functions.
+pub fn check_segments<'a>(what: &str, segs: impl IntoIterator<Item = &'a str>) -> Result<()> {
     for seg in segs {
         if seg.is_empty() {
             return Err(err(
@@ -539,7 +543,9 @@ fn check_segments<'a>(what: &str, segs: impl IntoIterator<Item = &'a str>) -> Re
     Ok(())
 }
 
-fn reject_query_and_fragment(scheme: &str, rest: &str) -> Result<()> {
+/// Rejects any `#fragment` or `?query` in a reference of `scheme`. A helper
+/// for [`ProviderSpec::parse`] functions.
+pub fn reject_query_and_fragment(scheme: &str, rest: &str) -> Result<()> {
     if rest.contains('?') || rest.contains('#') {
         return Err(err(
             ErrorCode::InvalidReference,
@@ -549,27 +555,9 @@ fn reject_query_and_fragment(scheme: &str, rest: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn parse_secflow(rest: &str) -> Result<ParsedRef> {
-    reject_query_and_fragment("secret", rest)?;
-    let segs: Vec<&str> = rest.split('/').collect();
-    if segs.len() != 4 {
-        return Err(err(
-            ErrorCode::InvalidReference,
-            "a SecFlow reference has exactly four segments",
-        )
-        .with_hint("secret://<environment>/<service>/<kind>/<name>"));
-    }
-    check_segments("secret://", segs.iter().copied())?;
-    let kind = RefKind::SecFlow(SecFlowRef {
-        environment: segs[0].to_string(),
-        service: segs[1].to_string(),
-        kind: segs[2].to_string(),
-        name: segs[3].to_string(),
-    });
-    Ok(ParsedRef::new(kind, format!("secret://{rest}")))
-}
-
-fn parse_positive_version(v: &str) -> Result<u64> {
+/// Parses a `version` parameter: a positive integer without leading zeros.
+/// A helper for [`ProviderSpec::parse`] functions.
+pub fn parse_positive_version(v: &str) -> Result<u64> {
     let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && !v.starts_with('0');
     match v.parse::<u64>() {
         Ok(n) if ok => Ok(n),
@@ -578,98 +566,6 @@ fn parse_positive_version(v: &str) -> Result<u64> {
             format!("version must be a positive integer, got '{}'", printable(v)),
         )),
     }
-}
-
-pub(crate) fn parse_infisical(rest: &str) -> Result<ParsedRef> {
-    let (body, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    if body.contains('#') {
-        return Err(err(
-            ErrorCode::InvalidReference,
-            "infisical:// references take no #fragment",
-        ));
-    }
-    let mut version = None;
-    if let Some(q) = query {
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("version", v)) if version.is_none() => {
-                    version = Some(parse_positive_version(v)?)
-                }
-                Some(("version", _)) => {
-                    return Err(err(ErrorCode::AmbiguousQuery, "version is given twice"))
-                }
-                _ => {
-                    return Err(err(
-                        ErrorCode::InvalidReference,
-                        format!("unknown query parameter '{}'", printable(pair)),
-                    )
-                    .with_hint("only ?version=N is supported"))
-                }
-            }
-        }
-    }
-    let segs: Vec<&str> = body.split('/').collect();
-    if segs.len() < 3 {
-        return Err(err(
-            ErrorCode::InvalidReference,
-            "an Infisical reference needs a project, an environment and a key",
-        )
-        .with_hint("infisical://<projectId>/<environment>/<folder…>/<KEY>"));
-    }
-    check_segments("infisical://", segs.iter().copied())?;
-    let folders = &segs[2..segs.len() - 1];
-    let r = InfisicalRef {
-        project_id: segs[0].to_string(),
-        environment: segs[1].to_string(),
-        secret_path: format!("/{}", folders.join("/")),
-        key: segs[segs.len() - 1].to_string(),
-        version,
-    };
-    let mut canonical = format!("infisical://{body}");
-    if let Some(v) = version {
-        canonical.push_str(&format!("?version={v}"));
-    }
-    Ok(ParsedRef::new(RefKind::Infisical(r), canonical))
-}
-
-pub(crate) fn parse_coze_credential(rest: &str) -> Result<ParsedRef> {
-    reject_query_and_fragment("coze+credential", rest)?;
-    if rest.contains('/') {
-        return Err(err(
-            ErrorCode::InvalidReference,
-            "coze+credential:// takes one integration name",
-        ));
-    }
-    check_segments("coze+credential://", [rest])?;
-    Ok(ParsedRef::new(
-        RefKind::CozeCredential {
-            integration: rest.to_string(),
-        },
-        format!("coze+credential://{rest}"),
-    ))
-}
-
-pub(crate) fn parse_coze_env(rest: &str) -> Result<ParsedRef> {
-    reject_query_and_fragment("coze+env", rest)?;
-    let segs: Vec<&str> = rest.split('/').collect();
-    if segs.len() != 2 {
-        return Err(err(
-            ErrorCode::InvalidReference,
-            "coze+env:// takes a project id and a key",
-        )
-        .with_hint("coze+env://<project_id>/<KEY>"));
-    }
-    check_segments("coze+env://", segs.iter().copied())?;
-    Ok(ParsedRef::new(
-        RefKind::CozeEnv {
-            project_id: segs[0].to_string(),
-            key: segs[1].to_string(),
-        },
-        format!("coze+env://{rest}"),
-    ))
 }
 
 pub(crate) fn parse_env(rest: &str) -> Result<ParsedRef> {

@@ -97,7 +97,7 @@ use crate::config::{check_timeout, parse_timeout, validate_base_url, Config, Env
 use crate::error::{Error, ErrorCode, Result};
 use crate::http::{self, ClientOptions, MAX_BODY};
 use crate::provider::{BatchResult, Provider, Resolved};
-use crate::reference::{RefKind, SecretRef};
+use crate::reference::{self, ParsedRef, RefKind, SecretRef};
 use crate::secret::Secret;
 
 pub use token::{ClientAuth, TOKEN_EXCHANGE, TOKEN_RETRIEVAL};
@@ -791,8 +791,8 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         ENV_PROJECT_ID,
     ],
     parse: |input| match input.scheme {
-        "coze+credential" => crate::reference::parse_coze_credential(input.rest),
-        "coze+env" => crate::reference::parse_coze_env(input.rest),
+        "coze+credential" => parse_coze_credential(input.rest),
+        "coze+env" => parse_coze_env(input.rest),
         other => Err(Error::new(
             ErrorCode::UnsupportedEngine,
             format!("unsupported scheme '{}'", other.escape_debug()),
@@ -814,3 +814,40 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
             .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
     },
 };
+
+pub(crate) fn parse_coze_credential(rest: &str) -> Result<ParsedRef> {
+    reference::reject_query_and_fragment("coze+credential", rest)?;
+    if rest.contains('/') {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "coze+credential:// takes one integration name",
+        ));
+    }
+    reference::check_segments("coze+credential://", [rest])?;
+    Ok(ParsedRef::new(
+        RefKind::CozeCredential {
+            integration: rest.to_string(),
+        },
+        format!("coze+credential://{rest}"),
+    ))
+}
+
+pub(crate) fn parse_coze_env(rest: &str) -> Result<ParsedRef> {
+    reference::reject_query_and_fragment("coze+env", rest)?;
+    let segs: Vec<&str> = rest.split('/').collect();
+    if segs.len() != 2 {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "coze+env:// takes a project id and a key",
+        )
+        .with_hint("coze+env://<project_id>/<KEY>"));
+    }
+    reference::check_segments("coze+env://", segs.iter().copied())?;
+    Ok(ParsedRef::new(
+        RefKind::CozeEnv {
+            project_id: segs[0].to_string(),
+            key: segs[1].to_string(),
+        },
+        format!("coze+env://{rest}"),
+    ))
+}

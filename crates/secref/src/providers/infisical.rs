@@ -52,7 +52,7 @@ use crate::config::{self, Config, Env};
 use crate::error::{Error, ErrorCode, Result};
 use crate::http::{self, ClientOptions};
 use crate::provider::{BatchResult, Metadata, Provider, Resolved, Validation};
-use crate::reference::{InfisicalRef, RefKind, SecretRef};
+use crate::reference::{self, InfisicalRef, ParsedRef, RefKind, SecretRef};
 use crate::secret::Secret;
 
 /// Where Infisical Cloud (US) lives; the SDK's default.
@@ -1113,7 +1113,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         "INFISICAL_CLIENT_SECRET",
         "INFISICAL_TOKEN",
     ],
-    parse: |input| crate::reference::parse_infisical(input.rest),
+    parse: |input| parse_infisical(input.rest),
     parts: |r| {
         let RefKind::Infisical(i) = r.kind() else {
             return Vec::new();
@@ -1134,3 +1134,61 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
             .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
     },
 };
+
+pub(crate) fn parse_infisical(rest: &str) -> Result<ParsedRef> {
+    let (body, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    if body.contains('#') {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "infisical:// references take no #fragment",
+        ));
+    }
+    let mut version = None;
+    if let Some(q) = query {
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("version", v)) if version.is_none() => {
+                    version = Some(reference::parse_positive_version(v)?)
+                }
+                Some(("version", _)) => {
+                    return Err(reference::err(
+                        ErrorCode::AmbiguousQuery,
+                        "version is given twice",
+                    ))
+                }
+                _ => {
+                    return Err(reference::err(
+                        ErrorCode::InvalidReference,
+                        format!("unknown query parameter '{}'", reference::printable(pair)),
+                    )
+                    .with_hint("only ?version=N is supported"))
+                }
+            }
+        }
+    }
+    let segs: Vec<&str> = body.split('/').collect();
+    if segs.len() < 3 {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "an Infisical reference needs a project, an environment and a key",
+        )
+        .with_hint("infisical://<projectId>/<environment>/<folder…>/<KEY>"));
+    }
+    reference::check_segments("infisical://", segs.iter().copied())?;
+    let folders = &segs[2..segs.len() - 1];
+    let r = InfisicalRef {
+        project_id: segs[0].to_string(),
+        environment: segs[1].to_string(),
+        secret_path: format!("/{}", folders.join("/")),
+        key: segs[segs.len() - 1].to_string(),
+        version,
+    };
+    let mut canonical = format!("infisical://{body}");
+    if let Some(v) = version {
+        canonical.push_str(&format!("?version={v}"));
+    }
+    Ok(ParsedRef::new(RefKind::Infisical(r), canonical))
+}

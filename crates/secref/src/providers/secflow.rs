@@ -100,7 +100,7 @@ use crate::provider::{
     Action, BatchResult, Lease, LeaseRevocation, Metadata, Permission, Provider, Resolved,
     RevokeReason, Validation,
 };
-use crate::reference::SecretRef;
+use crate::reference::{self, ParsedRef, RefKind, SecFlowRef, SecretRef};
 use crate::secret::Secret;
 
 pub mod wire;
@@ -1050,9 +1050,9 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         "SECFLOW_TARGET_ENVIRONMENT",
         "SECFLOW_TIMEOUT_SECONDS",
     ],
-    parse: |input| crate::reference::parse_secflow(input.rest),
+    parse: |input| parse_secflow(input.rest),
     parts: |r| match r.kind() {
-        crate::reference::RefKind::SecFlow(f) => vec![
+        RefKind::SecFlow(f) => vec![
             ("environment", f.environment.as_str().into()),
             ("service", f.service.as_str().into()),
             ("kind", f.kind.as_str().into()),
@@ -1065,3 +1065,23 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
             .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
     },
 };
+
+pub(crate) fn parse_secflow(rest: &str) -> Result<ParsedRef> {
+    reference::reject_query_and_fragment("secret", rest)?;
+    let segs: Vec<&str> = rest.split('/').collect();
+    if segs.len() != 4 {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "a SecFlow reference has exactly four segments",
+        )
+        .with_hint("secret://<environment>/<service>/<kind>/<name>"));
+    }
+    reference::check_segments("secret://", segs.iter().copied())?;
+    let kind = RefKind::SecFlow(SecFlowRef {
+        environment: segs[0].to_string(),
+        service: segs[1].to_string(),
+        kind: segs[2].to_string(),
+        name: segs[3].to_string(),
+    });
+    Ok(ParsedRef::new(kind, format!("secret://{rest}")))
+}
