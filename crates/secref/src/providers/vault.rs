@@ -19,7 +19,8 @@
 //! `version_destroyed`, recognised from the metadata Vault sends with its
 //! 404 (and, defensively, with a 200).
 //!
-//! Configuration (environment wins over the `[vault]` table):
+//! Configuration (as for every provider, the `[vault]` table wins setting by
+//! setting and the environment fills what it leaves out):
 //!
 //! | env | `[vault]` key | meaning |
 //! |---|---|---|
