@@ -27,6 +27,9 @@ use crate::reference::{ParseInput, ParsedRef, SecretRef};
 /// One value of a reference's parts, as `secref ref` shows it.
 pub type PartValue = serde_json::Value;
 
+/// How a provider is built from the loaded config ([`ProviderSpec::build`]).
+pub type BuildFn = fn(&Config) -> Result<Option<Arc<dyn Provider>>>;
+
 /// Everything generic code needs to know about one backend.
 #[derive(Debug)]
 pub struct ProviderSpec {
@@ -57,7 +60,7 @@ pub struct ProviderSpec {
     pub parts: fn(&SecretRef) -> Vec<(&'static str, PartValue)>,
     /// Builds the provider from the loaded config: `Ok(None)` when it is not
     /// configured at all, an error when it is configured wrongly.
-    pub build: fn(&Config) -> Result<Option<Arc<dyn Provider>>>,
+    pub build: BuildFn,
 }
 
 /// Every registered provider (those whose features are compiled in).

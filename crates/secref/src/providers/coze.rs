@@ -657,6 +657,85 @@ fn lane_headers(server_env: Option<&str>) -> Vec<(&'static str, String)> {
     }
 }
 
+/// `coze+credential://<integration>`, `coze+env://<project_id>/<KEY>`: Coze
+/// workload identity.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "coze",
+    schemes: &["coze+credential", "coze+env"],
+    feature: Some("coze"),
+    host_local: false,
+    config_section: Some("coze"),
+    env_vars: &[
+        ENV_CLIENT_ID,
+        ENV_CLIENT_SECRET,
+        ENV_TOKEN_ENDPOINT,
+        ENV_ACCESS_TOKEN_ENDPOINT,
+        ENV_OUTBOUND,
+        ENV_SERVER_ENV,
+        ENV_PROJECT_ID,
+    ],
+    parse: |input| match input.scheme {
+        "coze+credential" => parse_coze_credential(input.rest),
+        "coze+env" => parse_coze_env(input.rest),
+        other => Err(Error::new(
+            ErrorCode::UnsupportedEngine,
+            format!("unsupported scheme '{}'", other.escape_debug()),
+        )
+        .with_hint("use coze+credential:// or coze+env://")),
+    },
+    parts: |r| match r.kind() {
+        RefKind::CozeCredential { integration } => {
+            vec![("integration", integration.as_str().into())]
+        }
+        RefKind::CozeEnv { project_id, key } => vec![
+            ("project_id", project_id.as_str().into()),
+            ("key", key.as_str().into()),
+        ],
+        _ => Vec::new(),
+    },
+    build: |cfg| {
+        Ok(CozeProvider::configured(cfg)?
+            .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
+    },
+};
+
+pub(crate) fn parse_coze_credential(rest: &str) -> Result<ParsedRef> {
+    reference::reject_query_and_fragment("coze+credential", rest)?;
+    if rest.contains('/') {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "coze+credential:// takes one integration name",
+        ));
+    }
+    reference::check_segments("coze+credential://", [rest])?;
+    Ok(ParsedRef::new(
+        RefKind::CozeCredential {
+            integration: rest.to_string(),
+        },
+        format!("coze+credential://{rest}"),
+    ))
+}
+
+pub(crate) fn parse_coze_env(rest: &str) -> Result<ParsedRef> {
+    reference::reject_query_and_fragment("coze+env", rest)?;
+    let segs: Vec<&str> = rest.split('/').collect();
+    if segs.len() != 2 {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "coze+env:// takes a project id and a key",
+        )
+        .with_hint("coze+env://<project_id>/<KEY>"));
+    }
+    reference::check_segments("coze+env://", segs.iter().copied())?;
+    Ok(ParsedRef::new(
+        RefKind::CozeEnv {
+            project_id: segs[0].to_string(),
+            key: segs[1].to_string(),
+        },
+        format!("coze+env://{rest}"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,83 +850,4 @@ mod tests {
             parse_envelope::<EnvData>(ok, br#"{"code":0,"data":{"secrets":[]}}"#, what).is_ok()
         );
     }
-}
-
-/// `coze+credential://<integration>`, `coze+env://<project_id>/<KEY>`: Coze
-/// workload identity.
-pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
-    name: "coze",
-    schemes: &["coze+credential", "coze+env"],
-    feature: Some("coze"),
-    host_local: false,
-    config_section: Some("coze"),
-    env_vars: &[
-        ENV_CLIENT_ID,
-        ENV_CLIENT_SECRET,
-        ENV_TOKEN_ENDPOINT,
-        ENV_ACCESS_TOKEN_ENDPOINT,
-        ENV_OUTBOUND,
-        ENV_SERVER_ENV,
-        ENV_PROJECT_ID,
-    ],
-    parse: |input| match input.scheme {
-        "coze+credential" => parse_coze_credential(input.rest),
-        "coze+env" => parse_coze_env(input.rest),
-        other => Err(Error::new(
-            ErrorCode::UnsupportedEngine,
-            format!("unsupported scheme '{}'", other.escape_debug()),
-        )
-        .with_hint("use coze+credential:// or coze+env://")),
-    },
-    parts: |r| match r.kind() {
-        RefKind::CozeCredential { integration } => {
-            vec![("integration", integration.as_str().into())]
-        }
-        RefKind::CozeEnv { project_id, key } => vec![
-            ("project_id", project_id.as_str().into()),
-            ("key", key.as_str().into()),
-        ],
-        _ => Vec::new(),
-    },
-    build: |cfg| {
-        Ok(CozeProvider::configured(cfg)?
-            .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
-    },
-};
-
-pub(crate) fn parse_coze_credential(rest: &str) -> Result<ParsedRef> {
-    reference::reject_query_and_fragment("coze+credential", rest)?;
-    if rest.contains('/') {
-        return Err(reference::err(
-            ErrorCode::InvalidReference,
-            "coze+credential:// takes one integration name",
-        ));
-    }
-    reference::check_segments("coze+credential://", [rest])?;
-    Ok(ParsedRef::new(
-        RefKind::CozeCredential {
-            integration: rest.to_string(),
-        },
-        format!("coze+credential://{rest}"),
-    ))
-}
-
-pub(crate) fn parse_coze_env(rest: &str) -> Result<ParsedRef> {
-    reference::reject_query_and_fragment("coze+env", rest)?;
-    let segs: Vec<&str> = rest.split('/').collect();
-    if segs.len() != 2 {
-        return Err(reference::err(
-            ErrorCode::InvalidReference,
-            "coze+env:// takes a project id and a key",
-        )
-        .with_hint("coze+env://<project_id>/<KEY>"));
-    }
-    reference::check_segments("coze+env://", segs.iter().copied())?;
-    Ok(ParsedRef::new(
-        RefKind::CozeEnv {
-            project_id: segs[0].to_string(),
-            key: segs[1].to_string(),
-        },
-        format!("coze+env://{rest}"),
-    ))
 }

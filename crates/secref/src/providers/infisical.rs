@@ -999,6 +999,99 @@ fn request_level_first<T>(answers: Vec<Result<T>>) -> BatchResult<T> {
     Ok(answers)
 }
 
+/// `infisical://<projectId>/<environment>/<folder…>/<KEY>[?version=N]`.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "infisical",
+    schemes: &["infisical"],
+    feature: Some("infisical"),
+    host_local: false,
+    config_section: Some("infisical"),
+    env_vars: &[
+        "INFISICAL_URL",
+        "INFISICAL_CLIENT_ID",
+        "INFISICAL_CLIENT_SECRET",
+        "INFISICAL_TOKEN",
+    ],
+    parse: |input| parse_infisical(input.rest),
+    parts: |r| {
+        let RefKind::Infisical(i) = r.kind() else {
+            return Vec::new();
+        };
+        let mut v = vec![
+            ("project_id", i.project_id.as_str().into()),
+            ("environment", i.environment.as_str().into()),
+            ("secret_path", i.secret_path.as_str().into()),
+            ("key", i.key.as_str().into()),
+        ];
+        if let Some(n) = i.version {
+            v.push(("version", n.into()));
+        }
+        v
+    },
+    build: |cfg| {
+        Ok(InfisicalProvider::configured(cfg)?
+            .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
+    },
+};
+
+pub(crate) fn parse_infisical(rest: &str) -> Result<ParsedRef> {
+    let (body, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    if body.contains('#') {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "infisical:// references take no #fragment",
+        ));
+    }
+    let mut version = None;
+    if let Some(q) = query {
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("version", v)) if version.is_none() => {
+                    version = Some(reference::parse_positive_version(v)?)
+                }
+                Some(("version", _)) => {
+                    return Err(reference::err(
+                        ErrorCode::AmbiguousQuery,
+                        "version is given twice",
+                    ))
+                }
+                _ => {
+                    return Err(reference::err(
+                        ErrorCode::InvalidReference,
+                        format!("unknown query parameter '{}'", reference::printable(pair)),
+                    )
+                    .with_hint("only ?version=N is supported"))
+                }
+            }
+        }
+    }
+    let segs: Vec<&str> = body.split('/').collect();
+    if segs.len() < 3 {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "an Infisical reference needs a project, an environment and a key",
+        )
+        .with_hint("infisical://<projectId>/<environment>/<folder…>/<KEY>"));
+    }
+    reference::check_segments("infisical://", segs.iter().copied())?;
+    let folders = &segs[2..segs.len() - 1];
+    let r = InfisicalRef {
+        project_id: segs[0].to_string(),
+        environment: segs[1].to_string(),
+        secret_path: format!("/{}", folders.join("/")),
+        key: segs[segs.len() - 1].to_string(),
+        version,
+    };
+    let mut canonical = format!("infisical://{body}");
+    if let Some(v) = version {
+        canonical.push_str(&format!("?version={v}"));
+    }
+    Ok(ParsedRef::new(RefKind::Infisical(r), canonical))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1098,97 +1191,4 @@ mod tests {
             ErrorCode::PermissionDenied
         );
     }
-}
-
-/// `infisical://<projectId>/<environment>/<folder…>/<KEY>[?version=N]`.
-pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
-    name: "infisical",
-    schemes: &["infisical"],
-    feature: Some("infisical"),
-    host_local: false,
-    config_section: Some("infisical"),
-    env_vars: &[
-        "INFISICAL_URL",
-        "INFISICAL_CLIENT_ID",
-        "INFISICAL_CLIENT_SECRET",
-        "INFISICAL_TOKEN",
-    ],
-    parse: |input| parse_infisical(input.rest),
-    parts: |r| {
-        let RefKind::Infisical(i) = r.kind() else {
-            return Vec::new();
-        };
-        let mut v = vec![
-            ("project_id", i.project_id.as_str().into()),
-            ("environment", i.environment.as_str().into()),
-            ("secret_path", i.secret_path.as_str().into()),
-            ("key", i.key.as_str().into()),
-        ];
-        if let Some(n) = i.version {
-            v.push(("version", n.into()));
-        }
-        v
-    },
-    build: |cfg| {
-        Ok(InfisicalProvider::configured(cfg)?
-            .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
-    },
-};
-
-pub(crate) fn parse_infisical(rest: &str) -> Result<ParsedRef> {
-    let (body, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    if body.contains('#') {
-        return Err(reference::err(
-            ErrorCode::InvalidReference,
-            "infisical:// references take no #fragment",
-        ));
-    }
-    let mut version = None;
-    if let Some(q) = query {
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("version", v)) if version.is_none() => {
-                    version = Some(reference::parse_positive_version(v)?)
-                }
-                Some(("version", _)) => {
-                    return Err(reference::err(
-                        ErrorCode::AmbiguousQuery,
-                        "version is given twice",
-                    ))
-                }
-                _ => {
-                    return Err(reference::err(
-                        ErrorCode::InvalidReference,
-                        format!("unknown query parameter '{}'", reference::printable(pair)),
-                    )
-                    .with_hint("only ?version=N is supported"))
-                }
-            }
-        }
-    }
-    let segs: Vec<&str> = body.split('/').collect();
-    if segs.len() < 3 {
-        return Err(reference::err(
-            ErrorCode::InvalidReference,
-            "an Infisical reference needs a project, an environment and a key",
-        )
-        .with_hint("infisical://<projectId>/<environment>/<folder…>/<KEY>"));
-    }
-    reference::check_segments("infisical://", segs.iter().copied())?;
-    let folders = &segs[2..segs.len() - 1];
-    let r = InfisicalRef {
-        project_id: segs[0].to_string(),
-        environment: segs[1].to_string(),
-        secret_path: format!("/{}", folders.join("/")),
-        key: segs[segs.len() - 1].to_string(),
-        version,
-    };
-    let mut canonical = format!("infisical://{body}");
-    if let Some(v) = version {
-        canonical.push_str(&format!("?version={v}"));
-    }
-    Ok(ParsedRef::new(RefKind::Infisical(r), canonical))
 }

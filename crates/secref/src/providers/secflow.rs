@@ -899,6 +899,55 @@ impl Provider for SecFlowProvider {
     }
 }
 
+/// `secret://<environment>/<service>/<kind>/<name>`: a SecFlow service.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "secflow",
+    schemes: &["secret"],
+    feature: Some("secflow"),
+    host_local: false,
+    config_section: Some("secflow"),
+    env_vars: &[
+        "SECFLOW_BASE_URL",
+        "SECFLOW_SDK_TOKEN",
+        "SECFLOW_TARGET_ENVIRONMENT",
+        "SECFLOW_TIMEOUT_SECONDS",
+    ],
+    parse: |input| parse_secflow(input.rest),
+    parts: |r| match r.kind() {
+        RefKind::SecFlow(f) => vec![
+            ("environment", f.environment.as_str().into()),
+            ("service", f.service.as_str().into()),
+            ("kind", f.kind.as_str().into()),
+            ("name", f.name.as_str().into()),
+        ],
+        _ => Vec::new(),
+    },
+    build: |cfg| {
+        Ok(SecFlowProvider::from_config(cfg)?
+            .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
+    },
+};
+
+pub(crate) fn parse_secflow(rest: &str) -> Result<ParsedRef> {
+    reference::reject_query_and_fragment("secret", rest)?;
+    let segs: Vec<&str> = rest.split('/').collect();
+    if segs.len() != 4 {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "a SecFlow reference has exactly four segments",
+        )
+        .with_hint("secret://<environment>/<service>/<kind>/<name>"));
+    }
+    reference::check_segments("secret://", segs.iter().copied())?;
+    let kind = RefKind::SecFlow(SecFlowRef {
+        environment: segs[0].to_string(),
+        service: segs[1].to_string(),
+        kind: segs[2].to_string(),
+        name: segs[3].to_string(),
+    });
+    Ok(ParsedRef::new(kind, format!("secret://{rest}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1035,53 +1084,4 @@ mod tests {
             assert_eq!(e.code(), ErrorCode::InvalidResponse);
         }
     }
-}
-
-/// `secret://<environment>/<service>/<kind>/<name>`: a SecFlow service.
-pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
-    name: "secflow",
-    schemes: &["secret"],
-    feature: Some("secflow"),
-    host_local: false,
-    config_section: Some("secflow"),
-    env_vars: &[
-        "SECFLOW_BASE_URL",
-        "SECFLOW_SDK_TOKEN",
-        "SECFLOW_TARGET_ENVIRONMENT",
-        "SECFLOW_TIMEOUT_SECONDS",
-    ],
-    parse: |input| parse_secflow(input.rest),
-    parts: |r| match r.kind() {
-        RefKind::SecFlow(f) => vec![
-            ("environment", f.environment.as_str().into()),
-            ("service", f.service.as_str().into()),
-            ("kind", f.kind.as_str().into()),
-            ("name", f.name.as_str().into()),
-        ],
-        _ => Vec::new(),
-    },
-    build: |cfg| {
-        Ok(SecFlowProvider::from_config(cfg)?
-            .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
-    },
-};
-
-pub(crate) fn parse_secflow(rest: &str) -> Result<ParsedRef> {
-    reference::reject_query_and_fragment("secret", rest)?;
-    let segs: Vec<&str> = rest.split('/').collect();
-    if segs.len() != 4 {
-        return Err(reference::err(
-            ErrorCode::InvalidReference,
-            "a SecFlow reference has exactly four segments",
-        )
-        .with_hint("secret://<environment>/<service>/<kind>/<name>"));
-    }
-    reference::check_segments("secret://", segs.iter().copied())?;
-    let kind = RefKind::SecFlow(SecFlowRef {
-        environment: segs[0].to_string(),
-        service: segs[1].to_string(),
-        kind: segs[2].to_string(),
-        name: segs[3].to_string(),
-    });
-    Ok(ParsedRef::new(kind, format!("secret://{rest}")))
 }
