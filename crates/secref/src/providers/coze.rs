@@ -179,24 +179,9 @@ impl CozeProvider {
         CozeProvider::from_table(&toml::Table::new(), env)
     }
 
-    /// From a `[coze]` table, falling back to the environment per key.
-    ///
-    /// ```
-    /// use secref::config::Env;
-    /// use secref::providers::coze::CozeProvider;
-    /// let env = Env::from_pairs([("MY_SECRET", "s")]);
-    /// let t: toml::Table = toml::from_str(r#"
-    ///     client_id = "app"
-    ///     client_secret_env = "MY_SECRET"
-    ///     token_endpoint = "https://auth.example.com/token"
-    ///     access_token_endpoint = "https://auth.example.com/token"
-    ///     client_auth = "basic"
-    /// "#).unwrap();
-    /// assert!(CozeProvider::from_table(&t, &env).is_ok());
-    /// let bad: toml::Table = toml::from_str("client_idd = 'x'").unwrap();
-    /// assert!(CozeProvider::from_table(&bad, &env).is_err());
-    /// ```
-    pub fn from_table(table: &toml::Table, env: &Env) -> Result<CozeProvider> {
+    /// From a `[coze]` table, falling back to the environment per key
+    /// (reached through [`CozeProvider::configured`]).
+    pub(crate) fn from_table(table: &toml::Table, env: &Env) -> Result<CozeProvider> {
         let t: CozeTable =
             toml::Value::Table(table.clone())
                 .try_into()
@@ -322,8 +307,27 @@ impl CozeProvider {
         })
     }
 
-    /// From a loaded config: the `[coze]` table if present, else the
-    /// environment if any required `COZE_*` variable is set, else `None`.
+    /// From a loaded config: the `[coze]` table if present (the table wins
+    /// setting by setting, the environment fills in), else the environment
+    /// if any required `COZE_*` variable is set, else `None`.
+    ///
+    /// ```
+    /// use secref::config::Env;
+    /// use secref::providers::coze::CozeProvider;
+    /// let mut cfg = secref::Config::from_toml_str(r#"
+    ///     [coze]
+    ///     client_id = "app"
+    ///     client_secret_env = "MY_SECRET"
+    ///     token_endpoint = "https://auth.example.com/token"
+    ///     access_token_endpoint = "https://auth.example.com/token"
+    ///     client_auth = "basic"
+    /// "#).unwrap();
+    /// cfg.env = Env::from_pairs([("MY_SECRET", "s")]);
+    /// assert!(CozeProvider::configured(&cfg).unwrap().is_some());
+    /// let mut bad = secref::Config::from_toml_str("[coze]\nclient_idd = 'x'").unwrap();
+    /// bad.env = cfg.env.clone();
+    /// assert!(CozeProvider::configured(&bad).is_err());
+    /// ```
     pub fn configured(cfg: &Config) -> Result<Option<CozeProvider>> {
         match cfg.section::<toml::Table>("coze")? {
             Some(t) => CozeProvider::from_table(&t, &cfg.env).map(Some),

@@ -199,20 +199,9 @@ impl SecFlowProvider {
         SecFlowProvider::from_table(&toml::Table::new(), env)
     }
 
-    /// From a `[secflow]` table, falling back to `SECFLOW_*` per key.
-    ///
-    /// ```
-    /// use secref::config::Env;
-    /// use secref::providers::secflow::SecFlowProvider;
-    /// let env = Env::from_pairs([("MY_TOKEN", "t")]);
-    /// let t: toml::Table = toml::from_str(
-    ///     "base_url = 'http://localhost:1'\ntoken_env = 'MY_TOKEN'\ntarget_environment = 'prod'",
-    /// ).unwrap();
-    /// assert!(SecFlowProvider::from_table(&t, &env).is_ok());
-    /// let bad: toml::Table = toml::from_str("base_ur = 'x'").unwrap();
-    /// assert!(SecFlowProvider::from_table(&bad, &env).is_err());
-    /// ```
-    pub fn from_table(table: &toml::Table, env: &Env) -> Result<SecFlowProvider> {
+    /// From a `[secflow]` table, falling back to `SECFLOW_*` per key
+    /// (reached through [`SecFlowProvider::from_config`]).
+    pub(crate) fn from_table(table: &toml::Table, env: &Env) -> Result<SecFlowProvider> {
         let t: SecFlowTable =
             toml::Value::Table(table.clone())
                 .try_into()
@@ -263,9 +252,22 @@ impl SecFlowProvider {
         SecFlowProvider::new(&base_url, token, &target, timeout)
     }
 
-    /// From a loaded config: the `[secflow]` table if present, else the
-    /// environment if `SECFLOW_SDK_TOKEN` is set, else `None` (not
-    /// configured).
+    /// From a loaded config: the `[secflow]` table if present (the table
+    /// wins setting by setting, `SECFLOW_*` fills in), else the environment
+    /// if `SECFLOW_SDK_TOKEN` is set, else `None` (not configured).
+    ///
+    /// ```
+    /// use secref::config::Env;
+    /// use secref::providers::secflow::SecFlowProvider;
+    /// let mut cfg = secref::Config::from_toml_str(
+    ///     "[secflow]\nbase_url = 'http://localhost:1'\ntoken_env = 'MY_TOKEN'\ntarget_environment = 'prod'",
+    /// ).unwrap();
+    /// cfg.env = Env::from_pairs([("MY_TOKEN", "t")]);
+    /// assert!(SecFlowProvider::from_config(&cfg).unwrap().is_some());
+    /// let mut bad = secref::Config::from_toml_str("[secflow]\nbase_ur = 'x'").unwrap();
+    /// bad.env = cfg.env.clone();
+    /// assert!(SecFlowProvider::from_config(&bad).is_err());
+    /// ```
     pub fn from_config(cfg: &Config) -> Result<Option<SecFlowProvider>> {
         match cfg.section::<toml::Table>("secflow")? {
             Some(t) => SecFlowProvider::from_table(&t, &cfg.env).map(Some),
