@@ -861,6 +861,13 @@ impl Provider for InfisicalProvider {
         &["infisical"]
     }
 
+    fn capabilities(&self) -> crate::provider::Capabilities {
+        crate::provider::Capabilities {
+            versions: true,
+            ..Default::default()
+        }
+    }
+
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         self.auth()?;
         let mut out: Vec<Option<Result<Resolved>>> = refs.iter().map(|_| None).collect();

@@ -832,6 +832,13 @@ impl Provider for SecFlowProvider {
         &["secflow"]
     }
 
+    fn capabilities(&self) -> crate::provider::Capabilities {
+        crate::provider::Capabilities {
+            leases: true,
+            ..Default::default()
+        }
+    }
+
     fn max_batch(&self) -> usize {
         MAX_BATCH
     }
