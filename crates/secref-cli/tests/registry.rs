@@ -80,6 +80,8 @@ fn every_registered_scheme_is_a_reference_to_secref_run() {
     // An unknown engine of a registered prefix is a (bad) reference too.
     variants.push("openbao+kv9://secret/a".to_string());
     variants.push("coze+nope://x".to_string());
+    // A well-formed body under an engine its provider does not list.
+    variants.push("secret+x://dev/app/token/a".to_string());
     for value in variants {
         // An env-file value is a reference only if its scheme is registered.
         let file = sb.write("app.env", &format!("LEAKED={value}\n"));

@@ -488,6 +488,16 @@ fn parse_any(input: &str, guard: &MountGuard<'_>) -> Result<SecretRef> {
         rest,
         guard,
     })?;
+    // A scheme the spec does not list (`secret+x`, `openbao+kv3`) reached
+    // its parser only for its error (the Canonical Secret URI parser names
+    // the engine, in the reference's check order); it is never a reference.
+    if !spec.schemes.contains(&scheme.as_str()) {
+        return Err(err(
+            ErrorCode::UnsupportedEngine,
+            format!("unsupported scheme '{}'", printable(&scheme)),
+        )
+        .with_hint(format!("{} takes: {}", spec.name, spec.schemes.join(", "))));
+    }
     Ok(SecretRef {
         kind: Arc::new(parsed.kind),
         canonical: parsed.canonical.into(),

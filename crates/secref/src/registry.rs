@@ -141,6 +141,22 @@ mod tests {
     }
 
     #[test]
+    fn an_unlisted_engine_is_never_a_reference() {
+        for bad in [
+            "secret+x://dev/app/token/a",
+            "env+x://HOME",
+            "local+x://app/db",
+            "infisical+x://p/dev/KEY",
+            "file+x:///etc/x",
+            "coze://x",
+            "openbao+kv3://secret/a",
+        ] {
+            let e = SecretRef::parse(bad).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::UnsupportedEngine, "{bad}");
+        }
+    }
+
+    #[test]
     fn every_scheme_routes_to_its_spec() {
         for s in specs() {
             for k in s.schemes {
