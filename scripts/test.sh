@@ -280,6 +280,14 @@ echo "oidc-provider listening: IdP $SECREF_TEST_OAUTH_IDP, STS $SECREF_TEST_OAUT
 # --- build once, then the Rust tests ----------------------------------------
 step "cargo build"
 cargo build --workspace --bins --examples --quiet
+
+step "cargo features"
+# Each feature gates what it names: the library builds with none of them and
+# with each provider alone (CONTRIBUTING.md, "Adding a provider").
+cargo build -p secref --no-default-features --quiet
+for feature in secflow vault infisical coze kafka blocking; do
+  cargo build -p secref --no-default-features --features "$feature" --quiet
+done
 export SECREF_BIN="$ROOT/target/debug/secref"
 step "cargo test"
 # --no-fail-fast: one failing binary must not hide the others' results.

@@ -220,8 +220,12 @@ pub enum Command {
         /// The mounts the tenant may use (comma-separated).
         #[arg(long, value_delimiter = ',', requires = "tenant")]
         allowed_mounts: Vec<String>,
+        /// List the schemes of the registered providers instead (one line
+        /// each: scheme, provider, `host-local` if so), and exit.
+        #[arg(long, conflicts_with_all = ["tenant", "allowed_mounts"])]
+        schemes: bool,
         /// The references to parse.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "schemes")]
         references: Vec<String>,
     },
 

@@ -4,8 +4,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use secref::reference::VaultUri;
-use secref::{Config, Error, ErrorCode, RefKind, Resolver, SecretRef};
+use secref::{Config, Error, ErrorCode, Resolver, SecretRef};
 
 use crate::cli::{Command, ExportFormat, VarArgs};
 use crate::mask::{Patterns, MIN_SECRET_LEN};
@@ -46,9 +45,15 @@ pub async fn dispatch(command: Command) -> i32 {
         Command::Export { vars, format } => export_vars(&vars, format).await,
         Command::Ref {
             json,
+            schemes: true,
+            ..
+        } => Ok(list_schemes(json)),
+        Command::Ref {
+            json,
             tenant,
             allowed_mounts,
             references,
+            schemes: false,
         } => Ok(parse_refs(
             &references,
             json,
@@ -220,6 +225,35 @@ fn table(rows: &[[String; 4]]) -> String {
     out
 }
 
+/// `secref ref --schemes`: every scheme of the provider registry, with its
+/// provider and whether it is host-local.
+fn list_schemes(json: bool) -> i32 {
+    let rows = secref::registry::specs().iter().flat_map(|spec| {
+        spec.schemes
+            .iter()
+            .map(move |scheme| (*scheme, spec.name, spec.host_local))
+    });
+    let text = if json {
+        let list: Vec<serde_json::Value> = rows
+            .map(|(scheme, provider, host_local)| {
+                serde_json::json!({"scheme": scheme, "provider": provider, "host_local": host_local})
+            })
+            .collect();
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        )
+    } else {
+        rows.map(|(scheme, provider, host_local)| {
+            let local = if host_local { "\thost-local" } else { "" };
+            format!("{scheme}\t{provider}{local}\n")
+        })
+        .collect()
+    };
+    let _ = write_stdout(text.as_bytes());
+    EXIT_OK
+}
+
 /// `secref ref`: parses each reference and prints it; returns the exit code.
 fn parse_refs(
     references: &[String],
@@ -247,7 +281,8 @@ fn parse_refs(
                     obj.insert("canonical".into(), r.to_canonical().into());
                     obj.insert("scheme".into(), r.scheme().into());
                     obj.insert("provider".into(), r.provider_family().into());
-                    let parts: serde_json::Map<String, serde_json::Value> = ref_parts(&r)
+                    let parts: serde_json::Map<String, serde_json::Value> = r
+                        .parts()
                         .into_iter()
                         .map(|(k, v)| (k.to_string(), v))
                         .collect();
@@ -257,7 +292,7 @@ fn parse_refs(
                     text_out.push_str(&format!("{r}\n"));
                     text_out.push_str(&format!("  scheme: {}\n", r.scheme()));
                     text_out.push_str(&format!("  provider: {}\n", r.provider_family()));
-                    for (k, v) in ref_parts(&r) {
+                    for (k, v) in r.parts() {
                         let shown = match v {
                             serde_json::Value::String(s) => s,
                             other => other.to_string(),
@@ -297,76 +332,4 @@ fn parse_refs(
         let _ = write_stdout(text_out.as_bytes());
     }
     exit
-}
-
-/// The kind-specific parts of a reference, in a stable order.
-fn ref_parts(r: &SecretRef) -> Vec<(&'static str, serde_json::Value)> {
-    use serde_json::Value;
-    let s = |v: &str| Value::String(v.to_string());
-    match r.kind() {
-        RefKind::SecFlow(f) => vec![
-            ("environment", s(&f.environment)),
-            ("service", s(&f.service)),
-            ("kind", s(&f.kind)),
-            ("name", s(&f.name)),
-        ],
-        RefKind::Vault(u) => vault_parts(u),
-        RefKind::Infisical(i) => {
-            let mut v = vec![
-                ("project_id", s(&i.project_id)),
-                ("environment", s(&i.environment)),
-                ("secret_path", s(&i.secret_path)),
-                ("key", s(&i.key)),
-            ];
-            if let Some(n) = i.version {
-                v.push(("version", n.into()));
-            }
-            v
-        }
-        RefKind::CozeCredential { integration } => vec![("integration", s(integration))],
-        RefKind::CozeEnv { project_id, key } => {
-            vec![("project_id", s(project_id)), ("key", s(key))]
-        }
-        RefKind::Env { var } => vec![("var", s(var))],
-        RefKind::File { path, pointer } => {
-            let mut v = vec![("path", s(path))];
-            if let Some(p) = pointer {
-                v.push(("pointer", s(p)));
-            }
-            v
-        }
-        RefKind::Local(l) => {
-            let mut v = vec![("entry", s(&l.entry()))];
-            if let Some(f) = &l.field {
-                v.push(("field", s(f)));
-            }
-            v
-        }
-        _ => Vec::new(),
-    }
-}
-
-fn vault_parts(u: &VaultUri) -> Vec<(&'static str, serde_json::Value)> {
-    use serde_json::Value;
-    let mut v = vec![("mount", Value::String(u.mount.clone()))];
-    if let Some(e) = &u.engine {
-        v.push(("engine", Value::String(e.clone())));
-    }
-    v.push(("path", Value::String(u.path_string())));
-    if let Some(f) = &u.field {
-        v.push(("field", Value::String(f.clone())));
-    }
-    if let Some(n) = u.version() {
-        v.push(("version", n.into()));
-    }
-    let others: serde_json::Map<String, Value> = u
-        .params
-        .iter()
-        .filter(|(k, _)| k != "version")
-        .map(|(k, val)| (k.clone(), Value::String(val.clone())))
-        .collect();
-    if !others.is_empty() {
-        v.push(("params", Value::Object(others)));
-    }
-    v
 }

@@ -10,22 +10,6 @@ use zeroize::Zeroizing;
 use crate::cli::VarArgs;
 use crate::report;
 
-/// The schemes (before any `+engine`) that make an env-file value a
-/// reference. Kept in step with the grammar in `secref::reference`.
-const REFERENCE_SCHEMES: &[&str] = &[
-    "secret",
-    "openbao",
-    "hashicorp",
-    "db",
-    "bootstrap",
-    "yaml",
-    "infisical",
-    "coze",
-    "env",
-    "file",
-    "local",
-];
-
 /// One variable to hand on.
 pub struct Var {
     /// The environment variable's name.
@@ -48,10 +32,9 @@ pub fn looks_like_reference(value: &str) -> bool {
     let Some((scheme, _)) = value.split_once("://") else {
         return false;
     };
-    let family = scheme.split('+').next().unwrap_or_default();
-    REFERENCE_SCHEMES
-        .iter()
-        .any(|known| known.eq_ignore_ascii_case(family))
+    // The provider registry decides, so a new backend's scheme can never
+    // slip through `secref run` as plain text.
+    secref::registry::is_reference_scheme(scheme)
 }
 
 /// Parses command-line or env-file input meant as a reference — the one

@@ -174,7 +174,10 @@ impl Provider for HttpBatch {
             .send()
             .await
             .map_err(|e| secref::http::transport_error(&e))?;
-        let bytes = secref::http::read_body(resp, secref::http::MAX_BODY).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| secref::http::transport_error(&e))?;
         let pairs: Vec<(String, String)> = serde_json::from_slice(&bytes)
             .map_err(|_| Error::new(ErrorCode::InvalidResponse, "bad json"))?;
         Ok(pairs

@@ -29,8 +29,11 @@ use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 
 /// The whole configuration.
+///
+/// Unknown top-level keys are rejected: besides the sections below, only
+/// registered providers' sections ([`crate::registry::ProviderSpec::config_section`])
+/// are accepted.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Default cache settings for every provider.
     #[serde(default)]
@@ -47,18 +50,12 @@ pub struct Config {
     /// Per-provider cache overrides, by provider name.
     #[serde(default)]
     pub provider_cache: BTreeMap<String, CacheConfig>,
-    /// The SecFlow provider (also configurable from `SECFLOW_*`).
-    #[serde(default)]
-    pub secflow: Option<toml::Table>,
-    /// The Vault / OpenBao provider (also configurable from `VAULT_*`).
-    #[serde(default)]
-    pub vault: Option<toml::Table>,
-    /// The Infisical provider (also configurable from `INFISICAL_*`).
-    #[serde(default)]
-    pub infisical: Option<toml::Table>,
-    /// The Coze workload-identity provider (also configurable from `COZE_*`).
-    #[serde(default)]
-    pub coze: Option<toml::Table>,
+    /// The registered providers' own sections (`[vault]`, `[secflow]`, …),
+    /// by section name; read with [`Config::section`]. Which names exist
+    /// comes from the provider registry ([`crate::registry`]); any other
+    /// top-level key is an error.
+    #[serde(flatten)]
+    pub sections: ProviderSections,
     /// Access policy enforced by the resolver (grants, tenant mounts, PDP).
     #[serde(default)]
     pub policy: Option<toml::Table>,
@@ -75,6 +72,12 @@ pub struct Config {
     #[serde(skip)]
     pub env: Env,
 }
+
+/// The registered providers' config sections, by name (opaque: read one
+/// with [`Config::section`], set one with [`Config::set_section`]).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct ProviderSections(BTreeMap<String, toml::Value>);
 
 /// Settings of the embedded encrypted store.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -196,6 +199,21 @@ impl Config {
             Error::config(format!("invalid secref.toml: {}", e.message()))
                 .with_hint(toml_location(text, e.span()))
         })?;
+        for (name, value) in &cfg.sections.0 {
+            if !crate::registry::is_config_section(name) {
+                return Err(Error::config(format!(
+                    "invalid secref.toml: unknown key or section '{}'",
+                    name.escape_debug()
+                ))
+                .with_hint(section_hint(text, name)));
+            }
+            if !value.is_table() {
+                return Err(Error::config(format!(
+                    "invalid secref.toml: [{name}] must be a table"
+                ))
+                .with_hint(section_hint(text, name)));
+            }
+        }
         cfg.cache.validate()?;
         cfg.retry.validate()?;
         for c in cfg.provider_cache.values() {
@@ -226,11 +244,61 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::config(format!("cannot read {}: {}", path.display(), e.kind())))?;
-        let mut cfg = Config::from_toml_str(&text)
-            .map_err(|e| Error::config(format!("{}: {}", path.display(), e.message())))?;
+        let mut cfg = Config::from_toml_str(&text).map_err(|e| {
+            let named = Error::config(format!("{}: {}", path.display(), e.message()));
+            match e.hint() {
+                Some(h) => named.with_hint(h.to_string()),
+                None => named,
+            }
+        })?;
         cfg.source = Some(path.to_path_buf());
         cfg.env = Env::from_process();
         Ok(cfg)
+    }
+
+    /// A provider's own section, deserialised into its settings type;
+    /// `Ok(None)` when the file has no such section, a `config` error when
+    /// it does not fit `T` (unknown keys included, if `T` denies them).
+    ///
+    /// ```
+    /// #[derive(serde::Deserialize)]
+    /// #[serde(deny_unknown_fields)]
+    /// struct Vault { url: String }
+    /// let cfg = secref::Config::from_toml_str("[vault]\nurl = 'https://v.example'").unwrap();
+    /// let v: Vault = cfg.section("vault").unwrap().unwrap();
+    /// assert_eq!(v.url, "https://v.example");
+    /// assert!(cfg.section::<Vault>("coze").unwrap().is_none());
+    /// ```
+    pub fn section<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        match self.sections.0.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .clone()
+                .try_into()
+                .map(Some)
+                .map_err(|e: toml::de::Error| {
+                    Error::config(format!("invalid [{name}] table: {}", e.message()))
+                }),
+        }
+    }
+
+    /// Whether the config has a provider's section.
+    pub fn has_section(&self, name: &str) -> bool {
+        self.sections.0.contains_key(name)
+    }
+
+    /// Sets a provider's section from TOML text (embedding, tests); the
+    /// name must be a registered provider's section.
+    pub fn set_section(&mut self, name: &str, toml_text: &str) -> Result<()> {
+        if !crate::registry::is_config_section(name) {
+            return Err(Error::config(format!("unknown section '{name}'")));
+        }
+        let table: toml::Table = toml::from_str(toml_text)
+            .map_err(|e| Error::config(format!("invalid [{name}] table: {}", e.message())))?;
+        self.sections
+            .0
+            .insert(name.to_string(), toml::Value::Table(table));
+        Ok(())
     }
 
     /// The cache settings for a provider (its override, or the default).
@@ -239,6 +307,21 @@ impl Config {
             .get(provider)
             .cloned()
             .unwrap_or_else(|| self.cache.clone())
+    }
+}
+
+/// Where a top-level key or `[section]` is, for an error hint.
+fn section_hint(text: &str, name: &str) -> String {
+    let line = text.lines().position(|l| {
+        let l = l.trim_start();
+        l.strip_prefix('[')
+            .map(|r| r.trim_start_matches('[').trim_start())
+            .unwrap_or(l)
+            .starts_with(name)
+    });
+    match line {
+        Some(i) => format!("see line {}", i + 1),
+        None => "check the file's top-level keys".to_string(),
     }
 }
 

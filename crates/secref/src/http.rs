@@ -127,7 +127,7 @@ pub fn transport_error(e: &reqwest::Error) -> Error {
 }
 
 /// Reads a response body up to `limit` bytes; more is `invalid_response`.
-pub async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
+pub(crate) async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
     if resp.content_length().is_some_and(|n| n as usize > limit) {
         return Err(body_too_large(limit));
     }

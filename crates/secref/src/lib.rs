@@ -24,6 +24,7 @@
 
 pub mod audit;
 pub mod auth;
+#[cfg(feature = "blocking")]
 pub mod blocking;
 mod cache;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod policy;
 pub mod provider;
 pub mod providers;
 pub mod reference;
+pub mod registry;
 mod resolver;
 pub mod retry;
 mod secret;

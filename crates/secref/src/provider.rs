@@ -280,6 +280,28 @@ pub struct LeaseRevocation {
     pub revoked_at: Option<String>,
 }
 
+/// What a provider can do beyond reading values: generic code (the policy,
+/// the servers) asks this instead of knowing backends by name.
+///
+/// ```
+/// let caps = secref::provider::Capabilities { wrap: true, ..Default::default() };
+/// assert!(caps.wrap && !caps.leases);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Reads can be response-wrapped ([`Provider::with_wrap_ttl`]).
+    pub wrap: bool,
+    /// References can pin a version.
+    pub versions: bool,
+    /// Values can come with leases ([`Provider::renew_lease`],
+    /// [`Provider::revoke_leases`]).
+    pub leases: bool,
+    /// The backend can list secrets.
+    pub list: bool,
+    /// The backend can store secrets.
+    pub write: bool,
+}
+
 /// A secret backend.
 ///
 /// Implementors answer batches; per-item failures go in the inner results.
@@ -310,6 +332,20 @@ pub trait Provider: Send + Sync + fmt::Debug {
 
     /// The reference families it serves (see [`SecretRef::provider_family`]).
     fn families(&self) -> &[&'static str];
+
+    /// What it can do beyond reading (default: nothing).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// `r` rewritten so that reading it response-wraps the answer for `ttl`
+    /// (a policy's `wrap_ttl` obligation), or `None` when this provider
+    /// cannot wrap `r` — the read is then refused, never done unwrapped.
+    /// Only asked when [`Capabilities::wrap`] is set.
+    fn with_wrap_ttl(&self, r: &SecretRef, ttl: Duration) -> Option<SecretRef> {
+        let _ = (r, ttl);
+        None
+    }
 
     /// The largest batch it takes in one call; the resolver splits larger ones.
     fn max_batch(&self) -> usize {

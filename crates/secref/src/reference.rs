@@ -45,6 +45,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::registry::ProviderSpec;
 
 /// A parsed, validated secret reference.
 ///
@@ -61,6 +62,8 @@ use crate::error::{Error, ErrorCode, Result};
 pub struct SecretRef {
     kind: Arc<RefKind>,
     canonical: Arc<str>,
+    /// The registered provider whose scheme this is.
+    spec: &'static ProviderSpec,
 }
 
 /// What a reference points at, by backend.
@@ -100,6 +103,69 @@ pub enum RefKind {
     },
     /// `local://<path…>[#field]`
     Local(LocalRef),
+    /// Any provider without a variant of its own: its parts, as its
+    /// [`ProviderSpec::parse`] produced them. New providers use this, so a
+    /// backend needs no new variant here.
+    Generic(GenericRef),
+}
+
+/// The parsed form of a reference whose provider has no [`RefKind`] variant:
+/// named parts in the provider's order (e.g. `region`, `secret_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GenericRef {
+    /// The parts, in the order the provider's parser produced them.
+    pub parts: Vec<(String, String)>,
+}
+
+impl GenericRef {
+    /// A part's value.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.parts
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a [`ProviderSpec::parse`] function gets: the lower-cased scheme,
+/// the text after `://`, and the tenant mount guard.
+pub struct ParseInput<'a> {
+    /// The scheme, lower case (`openbao+kv2`).
+    pub scheme: &'a str,
+    /// Everything after `://`, as written.
+    pub rest: &'a str,
+    guard: &'a MountGuard<'a>,
+}
+
+impl ParseInput<'_> {
+    /// Applies the tenant mount guard ([`SecretRef::parse_for_tenant`]) to
+    /// the reference's mount (its first segment); a no-op for a plain
+    /// [`SecretRef::parse`].
+    pub fn check_mount(&self, mount: &str) -> Result<()> {
+        self.guard.check(mount)
+    }
+}
+
+/// What a [`ProviderSpec::parse`] function returns: the parsed form and the
+/// canonical text (`parse(canonical)` must give the same reference back).
+#[derive(Debug)]
+pub struct ParsedRef {
+    /// The parsed form.
+    pub kind: RefKind,
+    /// The canonical text, including `scheme://`.
+    pub canonical: String,
+}
+
+impl ParsedRef {
+    /// A parsed reference.
+    pub fn new(kind: RefKind, canonical: String) -> ParsedRef {
+        ParsedRef { kind, canonical }
+    }
+
+    /// A [`RefKind::Generic`] reference from its canonical text and parts.
+    pub fn generic(canonical: String, parts: Vec<(String, String)>) -> ParsedRef {
+        ParsedRef::new(RefKind::Generic(GenericRef { parts }), canonical)
+    }
 }
 
 /// A SecFlow SecretRef.
@@ -231,17 +297,10 @@ impl SecretRef {
             tenant,
             allowed: &allowed,
         };
-        let r = parse_any(input, &guard).map_err(|e| e.with_reference(printable(input)))?;
-        // A Canonical Secret URI was checked at step 9 of its algorithm; a
-        // local:// entry's first segment is its mount.
-        if let RefKind::Local(l) = r.kind() {
-            if let Some(mount) = l.path.first() {
-                guard
-                    .check(mount)
-                    .map_err(|e| e.with_reference(r.to_canonical()))?;
-            }
-        }
-        Ok(r)
+        // Each provider's parser applies the guard to its mount (a Canonical
+        // Secret URI at step 9 of its algorithm, local:// to its first
+        // segment).
+        parse_any(input, &guard).map_err(|e| e.with_reference(printable(input)))
     }
 
     /// The canonical string; `parse(r.to_canonical()) == r`.
@@ -267,30 +326,36 @@ impl SecretRef {
             .unwrap_or_default()
     }
 
-    /// The name of the provider family that serves this reference: `secflow`,
-    /// `vault`, `db`, `bootstrap`, `yaml`, `infisical`, `coze`, `env`, `file`
-    /// or `local`.
+    /// The name of the provider family that serves this reference (its
+    /// [`ProviderSpec::name`]): `secflow`, `vault`, `db`, `bootstrap`,
+    /// `yaml`, `infisical`, `coze`, `env`, `file`, `local`, …
     pub fn provider_family(&self) -> &'static str {
-        match &*self.kind {
-            RefKind::SecFlow(_) => "secflow",
-            RefKind::Vault(u) => match u.provider.as_str() {
-                "openbao" | "hashicorp" => "vault",
-                "db" => "db",
-                "bootstrap" => "bootstrap",
-                _ => "yaml",
-            },
-            RefKind::Infisical(_) => "infisical",
-            RefKind::CozeCredential { .. } | RefKind::CozeEnv { .. } => "coze",
-            RefKind::Env { .. } => "env",
-            RefKind::File { .. } => "file",
-            RefKind::Local(_) => "local",
-        }
+        self.spec.name
+    }
+
+    /// The registered provider spec this reference's scheme belongs to.
+    pub fn spec(&self) -> &'static ProviderSpec {
+        self.spec
+    }
+
+    /// The reference's parts in a stable order (what `secref ref` shows),
+    /// as its provider's [`ProviderSpec::parts`] names them.
+    ///
+    /// ```
+    /// let r = secref::SecretRef::parse("local://app/db#password").unwrap();
+    /// let parts = r.parts();
+    /// assert_eq!(parts[0].0, "entry");
+    /// assert_eq!(parts[1].1, "password");
+    /// ```
+    pub fn parts(&self) -> Vec<(&'static str, crate::registry::PartValue)> {
+        (self.spec.parts)(self)
     }
 
     /// Whether the reference names data of the host the resolver runs on —
     /// its process environment (`env://`) or its file system (`file://`) —
-    /// rather than a secret store. A server that exposes a resolver to
-    /// other callers must not hand such data out unless told to
+    /// rather than a secret store: its provider's
+    /// [`ProviderSpec::host_local`] flag. A server that exposes a resolver
+    /// to other callers must not hand such data out unless told to
     /// (`secref serve` denies it unless an access rule names it).
     ///
     /// ```
@@ -300,14 +365,7 @@ impl SecretRef {
     /// assert!(!SecretRef::parse("local://app/db").unwrap().is_host_local());
     /// ```
     pub fn is_host_local(&self) -> bool {
-        matches!(&*self.kind, RefKind::Env { .. } | RefKind::File { .. })
-    }
-
-    fn new(kind: RefKind, canonical: String) -> SecretRef {
-        SecretRef {
-            kind: Arc::new(kind),
-            canonical: canonical.into(),
-        }
+        self.spec.host_local
     }
 }
 
@@ -368,8 +426,9 @@ impl<'de> serde::Deserialize<'de> for SecretRef {
 }
 
 /// Makes user input safe to echo in an error: control characters escaped,
-/// length bounded. References are not secrets, but they may be garbage.
-fn printable(input: &str) -> String {
+/// length bounded. References are not secrets, but they may be garbage. A
+/// helper for [`ProviderSpec::parse`] functions.
+pub fn printable(input: &str) -> String {
     let mut out: String = input
         .chars()
         .take(256)
@@ -381,7 +440,7 @@ fn printable(input: &str) -> String {
     out
 }
 
-fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
+pub(crate) fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
     Error::new(code, msg.into())
 }
 
@@ -424,16 +483,28 @@ fn parse_any(input: &str, guard: &MountGuard<'_>) -> Result<SecretRef> {
         return Err(err(ErrorCode::IllegalSegment, "empty scheme"));
     }
     let scheme = scheme_raw.to_lowercase();
-    match scheme.as_str() {
-        "secret" => parse_secflow(rest),
-        "infisical" => parse_infisical(rest),
-        "coze+credential" => parse_coze_credential(rest),
-        "coze+env" => parse_coze_env(rest),
-        "env" => parse_env(rest),
-        "file" => parse_file(rest),
-        "local" => parse_local(rest),
-        _ => parse_canonical_uri(&scheme, rest, guard),
+    let spec = crate::registry::spec_for_scheme(&scheme)
+        .ok_or_else(|| crate::registry::unknown_scheme(&printable(&scheme)))?;
+    let parsed = (spec.parse)(&ParseInput {
+        scheme: &scheme,
+        rest,
+        guard,
+    })?;
+    // A scheme the spec does not list (`secret+x`, `openbao+kv3`) reached
+    // its parser only for its error (the Canonical Secret URI parser names
+    // the engine, in the reference's check order); it is never a reference.
+    if !spec.schemes.contains(&scheme.as_str()) {
+        return Err(err(
+            ErrorCode::UnsupportedEngine,
+            format!("unsupported scheme '{}'", printable(&scheme)),
+        )
+        .with_hint(format!("{} takes: {}", spec.name, spec.schemes.join(", "))));
     }
+    Ok(SecretRef {
+        kind: Arc::new(parsed.kind),
+        canonical: parsed.canonical.into(),
+        spec,
+    })
 }
 
 /// `[A-Za-z0-9._-]+`, checked without regex so that a trailing newline is not
@@ -448,7 +519,10 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
-fn check_segments<'a>(what: &str, segs: impl IntoIterator<Item = &'a str>) -> Result<()> {
+/// Checks path segments of a provider's reference: non-empty, not `.` or
+/// `..`, no wildcard, only `A-Z a-z 0-9 . _ -` (`what` names the part in
+/// the error). A helper for [`ProviderSpec::parse`] functions.
+pub fn check_segments<'a>(what: &str, segs: impl IntoIterator<Item = &'a str>) -> Result<()> {
     for seg in segs {
         if seg.is_empty() {
             return Err(err(
@@ -481,7 +555,9 @@ fn check_segments<'a>(what: &str, segs: impl IntoIterator<Item = &'a str>) -> Re
     Ok(())
 }
 
-fn reject_query_and_fragment(scheme: &str, rest: &str) -> Result<()> {
+/// Rejects any `#fragment` or `?query` in a reference of `scheme`. A helper
+/// for [`ProviderSpec::parse`] functions.
+pub fn reject_query_and_fragment(scheme: &str, rest: &str) -> Result<()> {
     if rest.contains('?') || rest.contains('#') {
         return Err(err(
             ErrorCode::InvalidReference,
@@ -491,27 +567,9 @@ fn reject_query_and_fragment(scheme: &str, rest: &str) -> Result<()> {
     Ok(())
 }
 
-fn parse_secflow(rest: &str) -> Result<SecretRef> {
-    reject_query_and_fragment("secret", rest)?;
-    let segs: Vec<&str> = rest.split('/').collect();
-    if segs.len() != 4 {
-        return Err(err(
-            ErrorCode::InvalidReference,
-            "a SecFlow reference has exactly four segments",
-        )
-        .with_hint("secret://<environment>/<service>/<kind>/<name>"));
-    }
-    check_segments("secret://", segs.iter().copied())?;
-    let kind = RefKind::SecFlow(SecFlowRef {
-        environment: segs[0].to_string(),
-        service: segs[1].to_string(),
-        kind: segs[2].to_string(),
-        name: segs[3].to_string(),
-    });
-    Ok(SecretRef::new(kind, format!("secret://{rest}")))
-}
-
-fn parse_positive_version(v: &str) -> Result<u64> {
+/// Parses a `version` parameter: a positive integer without leading zeros.
+/// A helper for [`ProviderSpec::parse`] functions.
+pub fn parse_positive_version(v: &str) -> Result<u64> {
     let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && !v.starts_with('0');
     match v.parse::<u64>() {
         Ok(n) if ok => Ok(n),
@@ -523,7 +581,7 @@ fn parse_positive_version(v: &str) -> Result<u64> {
 }
 
 /// A query that may only hold `version=N` (once, positive).
-fn parse_version_query(query: Option<&str>) -> Result<Option<u64>> {
+pub(crate) fn parse_version_query(query: Option<&str>) -> Result<Option<u64>> {
     let mut version = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
@@ -543,80 +601,7 @@ fn parse_version_query(query: Option<&str>) -> Result<Option<u64>> {
     Ok(version)
 }
 
-fn parse_infisical(rest: &str) -> Result<SecretRef> {
-    let (body, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    if body.contains('#') {
-        return Err(err(
-            ErrorCode::InvalidReference,
-            "infisical:// references take no #fragment",
-        ));
-    }
-    let version = parse_version_query(query)?;
-    let segs: Vec<&str> = body.split('/').collect();
-    if segs.len() < 3 {
-        return Err(err(
-            ErrorCode::InvalidReference,
-            "an Infisical reference needs a project, an environment and a key",
-        )
-        .with_hint("infisical://<projectId>/<environment>/<folder…>/<KEY>"));
-    }
-    check_segments("infisical://", segs.iter().copied())?;
-    let folders = &segs[2..segs.len() - 1];
-    let r = InfisicalRef {
-        project_id: segs[0].to_string(),
-        environment: segs[1].to_string(),
-        secret_path: format!("/{}", folders.join("/")),
-        key: segs[segs.len() - 1].to_string(),
-        version,
-    };
-    let mut canonical = format!("infisical://{body}");
-    if let Some(v) = version {
-        canonical.push_str(&format!("?version={v}"));
-    }
-    Ok(SecretRef::new(RefKind::Infisical(r), canonical))
-}
-
-fn parse_coze_credential(rest: &str) -> Result<SecretRef> {
-    reject_query_and_fragment("coze+credential", rest)?;
-    if rest.contains('/') {
-        return Err(err(
-            ErrorCode::InvalidReference,
-            "coze+credential:// takes one integration name",
-        ));
-    }
-    check_segments("coze+credential://", [rest])?;
-    Ok(SecretRef::new(
-        RefKind::CozeCredential {
-            integration: rest.to_string(),
-        },
-        format!("coze+credential://{rest}"),
-    ))
-}
-
-fn parse_coze_env(rest: &str) -> Result<SecretRef> {
-    reject_query_and_fragment("coze+env", rest)?;
-    let segs: Vec<&str> = rest.split('/').collect();
-    if segs.len() != 2 {
-        return Err(err(
-            ErrorCode::InvalidReference,
-            "coze+env:// takes a project id and a key",
-        )
-        .with_hint("coze+env://<project_id>/<KEY>"));
-    }
-    check_segments("coze+env://", segs.iter().copied())?;
-    Ok(SecretRef::new(
-        RefKind::CozeEnv {
-            project_id: segs[0].to_string(),
-            key: segs[1].to_string(),
-        },
-        format!("coze+env://{rest}"),
-    ))
-}
-
-fn parse_env(rest: &str) -> Result<SecretRef> {
+pub(crate) fn parse_env(rest: &str) -> Result<ParsedRef> {
     let valid = rest
         .bytes()
         .next()
@@ -628,7 +613,7 @@ fn parse_env(rest: &str) -> Result<SecretRef> {
             "env:// takes a variable name: a letter or _ followed by letters, digits or _",
         ));
     }
-    Ok(SecretRef::new(
+    Ok(ParsedRef::new(
         RefKind::Env {
             var: rest.to_string(),
         },
@@ -674,7 +659,7 @@ fn check_file_path(path: &str) -> Result<()> {
     Ok(())
 }
 
-fn parse_file(rest: &str) -> Result<SecretRef> {
+pub(crate) fn parse_file(rest: &str) -> Result<ParsedRef> {
     let (path, pointer) = match rest.split_once('#') {
         Some((p, f)) => (p, Some(f)),
         None => (rest, None),
@@ -711,7 +696,7 @@ fn parse_file(rest: &str) -> Result<SecretRef> {
         canonical.push('#');
         canonical.push_str(p);
     }
-    Ok(SecretRef::new(
+    Ok(ParsedRef::new(
         RefKind::File {
             path: path.to_string(),
             pointer,
@@ -720,7 +705,7 @@ fn parse_file(rest: &str) -> Result<SecretRef> {
     ))
 }
 
-fn parse_local(rest: &str) -> Result<SecretRef> {
+pub(crate) fn parse_local(rest: &str) -> Result<ParsedRef> {
     let (rest, query) = match rest.split_once('?') {
         Some((r, q)) => (r, Some(q)),
         None => (rest, None),
@@ -767,12 +752,17 @@ fn parse_local(rest: &str) -> Result<SecretRef> {
     if let Some(v) = version {
         canonical.push_str(&format!("?version={v}"));
     }
-    Ok(SecretRef::new(RefKind::Local(r), canonical))
+    Ok(ParsedRef::new(RefKind::Local(r), canonical))
 }
 
 /// The `secrets_sdk` algorithm (protocols.md §2.2), step for step, followed by
 /// secref's documented strictness checks.
-fn parse_canonical_uri(scheme: &str, rest: &str, guard: &MountGuard<'_>) -> Result<SecretRef> {
+///
+/// The shared parser of the `openbao`, `hashicorp`, `db`, `bootstrap` and
+/// `yaml` schemes; a provider whose references are Canonical Secret URIs
+/// calls it from its [`ProviderSpec::parse`].
+pub fn parse_canonical_uri(input: &ParseInput<'_>) -> Result<ParsedRef> {
+    let (scheme, rest, guard) = (input.scheme, input.rest, input.guard);
     // Steps 2-4: provider and engine.
     let (provider, engine) = match scheme.split_once('+') {
         Some((p, e)) => (p, Some(e)),
@@ -783,9 +773,7 @@ fn parse_canonical_uri(scheme: &str, rest: &str, guard: &MountGuard<'_>) -> Resu
             ErrorCode::UnsupportedEngine,
             format!("unsupported scheme '{}'", printable(scheme)),
         )
-        .with_hint(
-            "use secret, openbao+kv2, hashicorp+kv2, infisical, coze+credential, coze+env, env, file or local",
-        ));
+        .with_hint("use openbao, hashicorp, db, bootstrap or yaml"));
     };
     if let Some(e) = engine.filter(|e| !e.is_empty()) {
         if !engines.contains(&e) {
@@ -921,7 +909,7 @@ fn parse_canonical_uri(scheme: &str, rest: &str, guard: &MountGuard<'_>) -> Resu
         field,
         params,
     };
-    Ok(SecretRef::new(RefKind::Vault(uri), canonical))
+    Ok(ParsedRef::new(RefKind::Vault(uri), canonical))
 }
 
 #[cfg(test)]

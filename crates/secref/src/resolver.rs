@@ -1032,6 +1032,30 @@ impl Resolver {
             })
     }
 
+    /// The reference a read must use to meet a grant's `wrap_ttl`
+    /// obligation: `None` when there is none (read `r` as asked), the
+    /// serving provider's wrapped form of `r` when there is, and
+    /// `permission_denied` (`OBLIGATION_UNSUPPORTED`) when that provider
+    /// cannot wrap it. The provider decides, so no generic code knows a
+    /// backend's reference syntax.
+    fn obligated_ref(
+        &self,
+        r: &SecretRef,
+        wrap_ttl: Option<Duration>,
+    ) -> Result<Option<SecretRef>> {
+        let Some(ttl) = wrap_ttl else {
+            return Ok(None);
+        };
+        let provider = &self.inner.providers[self.route(r)?].provider;
+        if !provider.capabilities().wrap {
+            return Err(crate::policy::obligation_unsupported(r));
+        }
+        provider
+            .with_wrap_ttl(r, ttl)
+            .map(Some)
+            .ok_or_else(|| crate::policy::obligation_unsupported(r))
+    }
+
     fn key(&self, provider: usize, r: &SecretRef) -> Key {
         Key {
             provider,
@@ -1093,7 +1117,7 @@ impl Resolver {
         let mut is_obligated: Vec<bool> = Vec::new();
         for (r, d) in refs.iter().zip(decisions.iter_mut()) {
             let Ok(permit) = d else { continue };
-            match permit.obligated_ref(r) {
+            match self.obligated_ref(r, permit.wrap_ttl()) {
                 Ok(None) => {
                     plain.push(r.clone());
                     is_obligated.push(false);

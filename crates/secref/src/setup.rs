@@ -1,19 +1,18 @@
 //! [`Resolver::from_config`]: the standard set of providers, built from a
 //! [`Config`].
 
-use std::sync::Arc;
-
 use crate::config::Config;
 use crate::error::Result;
-use crate::providers::{EnvProvider, FileProvider, LocalProvider};
 use crate::resolver::{Resolver, ResolverBuilder};
-use crate::store::Store;
 
 impl Resolver {
     /// A resolver with every provider `cfg` configures, using its cache
     /// settings (per provider via `[provider_cache.<name>]`) and retry policy.
     ///
-    /// * `local://`: the store at [`Store::default_path`], opened now. If it
+    /// Each provider in the registry ([`crate::registry`]) is built by its
+    /// spec, in registry order:
+    ///
+    /// * `local://`: the store at [`crate::store::Store::default_path`], opened now. If it
     ///   cannot be opened (no store yet, no key, wrong key, corrupt file),
     ///   `local://` references fail with that error (`not_found` with the
     ///   hint `secref init` when there is no store) and every other scheme
@@ -43,49 +42,14 @@ fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
         .cache(cfg.cache.clone())
         .retry(cfg.retry.clone());
 
-    // ---- Local providers ---------------------------------------------------
-    let local = match Store::open_from_config(cfg) {
-        Ok(store) => LocalProvider::new(store),
-        Err(e) => {
-            tracing::debug!(error_code = %e.code(), "local store unavailable");
-            LocalProvider::unavailable(e)
+    // Every registered provider, in registry order: each spec's `build`
+    // decides whether it is configured (`None`: skipped) and fails on
+    // invalid settings rather than skipping them. The first provider for a
+    // family wins.
+    for spec in crate::registry::specs() {
+        if let Some(p) = (spec.build)(cfg)? {
+            builder = builder.provider_arc(p, Some(cfg.cache_for(spec.name)));
         }
-    };
-    builder = builder
-        .provider_arc(Arc::new(local), Some(cfg.cache_for("local")))
-        .provider_arc(Arc::new(EnvProvider::new()), Some(cfg.cache_for("env")))
-        .provider_arc(
-            Arc::new(FileProvider::from_config(&cfg.file)),
-            Some(cfg.cache_for("file")),
-        );
-
-    // ---- Remote providers --------------------------------------------------
-    // REGISTER REMOTE PROVIDERS HERE (SecFlow from `cfg.secflow` / SECFLOW_*,
-    // Vault / OpenBao from `cfg.vault` / VAULT_*), each with
-    // `Some(cfg.cache_for("<provider name>"))`. The first provider registered
-    // for a family wins, so order matters only within a family.
-    #[cfg(feature = "secflow")]
-    if let Some(p) = crate::providers::secflow::SecFlowProvider::from_config(cfg)? {
-        builder = builder.provider_arc(Arc::new(p), Some(cfg.cache_for("secflow")));
-    }
-    // Vault / OpenBao: when `[vault]`, VAULT_ADDR or VAULT_URL is set;
-    // invalid settings are an error, never silently skipped.
-    #[cfg(feature = "vault")]
-    if let Some(vault) = crate::providers::vault::VaultProvider::configured(cfg)? {
-        builder = builder.provider_arc(Arc::new(vault), Some(cfg.cache_for("vault")));
-    }
-    // Infisical: when `[infisical]`, an INFISICAL_* variable or the
-    // Infisical CLI's login is present; missing credentials fail each
-    // infisical:// read (`unauthenticated`), invalid settings fail here.
-    #[cfg(feature = "infisical")]
-    if let Some(p) = crate::providers::infisical::InfisicalProvider::configured(cfg)? {
-        builder = builder.provider_arc(Arc::new(p), Some(cfg.cache_for("infisical")));
-    }
-    // Coze workload identity: when `[coze]` or any required COZE_* variable
-    // is set; a partial setup is an error listing what is missing.
-    #[cfg(feature = "coze")]
-    if let Some(coze) = crate::providers::coze::CozeProvider::configured(cfg)? {
-        builder = builder.provider_arc(Arc::new(coze), Some(cfg.cache_for("coze")));
     }
 
     // ---- Policy and audit ----------------------------------------------------

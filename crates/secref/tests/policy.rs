@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secref::policy::{AccessRequest, Context, Decision, GrantTerms, Pdp, Policy, PolicySettings};
-use secref::provider::{Action, BatchResult, Metadata, Permission, Provider, Resolved, Validation};
+use secref::provider::{
+    Action, BatchResult, Capabilities, Metadata, Permission, Provider, Resolved, Validation,
+};
 use secref::{CacheConfig, Error, ErrorCode, Resolver, RetryPolicy, Secret, SecretRef};
 
 // ---- Test doubles --------------------------------------------------------------
@@ -623,6 +625,16 @@ impl Provider for Recorder {
     }
     fn families(&self) -> &[&'static str] {
         &["env", "vault", "local"]
+    }
+    // Wraps the way the Vault provider does, for its references only.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            wrap: true,
+            ..Capabilities::default()
+        }
+    }
+    fn with_wrap_ttl(&self, r: &SecretRef, ttl: Duration) -> Option<SecretRef> {
+        secref::providers::vault::wrapped_ref(r, ttl)
     }
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         let mut asked = self.asked.lock().unwrap();

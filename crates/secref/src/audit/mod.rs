@@ -35,8 +35,10 @@
 //! kafka_topic_prefix = "crud"          # or $KAFKA_TOPIC_PREFIX
 //! ```
 
+#[cfg(feature = "kafka")]
 mod kafka;
 
+#[cfg(feature = "kafka")]
 pub use kafka::KafkaSink;
 
 use std::fmt;
@@ -521,6 +523,13 @@ impl Auditor {
             SinkKind::File => Arc::new(JsonLinesSink::file(
                 settings.path.as_deref().expect("checked in from_table"),
             )?),
+            #[cfg(not(feature = "kafka"))]
+            SinkKind::Kafka => {
+                return Err(Error::config(
+                    "[audit] sink = \"kafka\": this build of secref has no kafka feature",
+                ))
+            }
+            #[cfg(feature = "kafka")]
             SinkKind::Kafka => {
                 let bootstrap = settings
                     .kafka_bootstrap

@@ -44,11 +44,12 @@
 //! when the caller presents *no* binding (the reference let it through).
 //!
 //! **Obligations.** A grant with a `wrap_ttl` obligation (a rule's
-//! `wrap_ttl_seconds`, or the AuthZEN PDP's) is met by reading an adjusted
-//! reference: `openbao`/`hashicorp` references get `?wrap_ttl=<secs>s`
-//! (whole seconds, rounded up, replacing any the caller wrote), so the Vault
-//! provider response-wraps that read; such reads skip the cache lookup, so
-//! each one is wrapped. Any other reference under such a grant is refused
+//! `wrap_ttl_seconds`, or the AuthZEN PDP's) is met by reading the reference
+//! the serving provider gives back from [`crate::Provider::with_wrap_ttl`]
+//! (the policy knows no provider's reference syntax; Vault sets
+//! `?wrap_ttl=<secs>s`, whole seconds rounded up, replacing any the caller
+//! wrote); such reads skip the cache lookup, so each one is wrapped. A
+//! reference whose provider cannot wrap (answers `None`) is refused
 //! with `permission_denied`, remote code `OBLIGATION_UNSUPPORTED` (its use
 //! is given back), never read unwrapped.
 //!
@@ -420,61 +421,20 @@ impl Permit {
     pub(crate) fn wrap_ttl(&self) -> Option<Duration> {
         self.grant.as_ref()?.wrap_ttl
     }
-
-    /// The reference the read must use to meet the grant's obligations:
-    /// `None` when there are none (read `r` as asked), the adjusted
-    /// reference when there are, and `permission_denied` (remote code
-    /// [`OBLIGATION_UNSUPPORTED`]) when `r`'s provider cannot meet them.
-    pub(crate) fn obligated_ref(&self, r: &SecretRef) -> Result<Option<SecretRef>> {
-        match self.grant.as_ref().and_then(|g| g.wrap_ttl) {
-            None => Ok(None),
-            Some(ttl) => with_wrap_ttl(r, ttl).map(Some),
-        }
-    }
 }
 
-/// `r` with its `wrap_ttl` query parameter set to `ttl` (whole seconds,
-/// rounded up), replacing any the caller wrote: the policy's TTL wins. Only
-/// the Vault provider (`openbao`/`hashicorp`, kv2 or kv1) can wrap a read;
-/// any other reference fails closed rather than being read unwrapped.
-fn with_wrap_ttl(r: &SecretRef, ttl: Duration) -> Result<SecretRef> {
-    let crate::reference::RefKind::Vault(uri) = r.kind() else {
-        return Err(obligation_unsupported(r));
-    };
-    if !matches!(uri.provider.as_str(), "openbao" | "hashicorp") {
-        return Err(obligation_unsupported(r));
-    }
-    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-    let mut text = format!("{}://{}", r.scheme(), uri.mount);
-    for seg in &uri.path {
-        text.push('/');
-        text.push_str(seg);
-    }
-    if let Some(f) = &uri.field {
-        text.push('#');
-        text.push_str(f);
-    }
-    let params = uri
-        .params
-        .iter()
-        .filter(|(k, _)| k != "wrap_ttl")
-        .map(|(k, v)| format!("{k}={v}"))
-        .chain(std::iter::once(format!("wrap_ttl={}s", secs.max(1))));
-    for (i, p) in params.enumerate() {
-        text.push(if i == 0 { '?' } else { '&' });
-        text.push_str(&p);
-    }
-    SecretRef::parse(text)
-}
-
-fn obligation_unsupported(r: &SecretRef) -> Error {
+/// The refusal of a read whose grant obliges a response-wrapped read that
+/// the reference's provider cannot do ([`crate::Provider::with_wrap_ttl`]
+/// answered `None`): `permission_denied`, remote code
+/// [`OBLIGATION_UNSUPPORTED`].
+pub(crate) fn obligation_unsupported(r: &SecretRef) -> Error {
     Error::new(
         ErrorCode::PermissionDenied,
         "access denied: the grant requires a response-wrapped read, which this reference's provider cannot do",
     )
     .with_remote_code(OBLIGATION_UNSUPPORTED)
     .with_reference(r.to_canonical())
-    .with_hint("only openbao:// and hashicorp:// (kv2 or kv1) references can be wrapped")
+    .with_hint("only providers with the wrap capability (Vault / OpenBao) can meet it")
 }
 
 /// What the policy granted one operation decided with

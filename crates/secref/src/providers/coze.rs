@@ -97,7 +97,7 @@ use crate::config::{check_timeout, parse_timeout, validate_base_url, Config, Env
 use crate::error::{Error, ErrorCode, Result};
 use crate::http::{self, ClientOptions, MAX_BODY};
 use crate::provider::{BatchResult, Provider, Resolved};
-use crate::reference::{RefKind, SecretRef};
+use crate::reference::{self, ParsedRef, RefKind, SecretRef};
 use crate::secret::Secret;
 
 pub use token::{ClientAuth, TOKEN_EXCHANGE, TOKEN_RETRIEVAL};
@@ -179,24 +179,9 @@ impl CozeProvider {
         CozeProvider::from_table(&toml::Table::new(), env)
     }
 
-    /// From a `[coze]` table, falling back to the environment per key.
-    ///
-    /// ```
-    /// use secref::config::Env;
-    /// use secref::providers::coze::CozeProvider;
-    /// let env = Env::from_pairs([("MY_SECRET", "s")]);
-    /// let t: toml::Table = toml::from_str(r#"
-    ///     client_id = "app"
-    ///     client_secret_env = "MY_SECRET"
-    ///     token_endpoint = "https://auth.example.com/token"
-    ///     access_token_endpoint = "https://auth.example.com/token"
-    ///     client_auth = "basic"
-    /// "#).unwrap();
-    /// assert!(CozeProvider::from_table(&t, &env).is_ok());
-    /// let bad: toml::Table = toml::from_str("client_idd = 'x'").unwrap();
-    /// assert!(CozeProvider::from_table(&bad, &env).is_err());
-    /// ```
-    pub fn from_table(table: &toml::Table, env: &Env) -> Result<CozeProvider> {
+    /// From a `[coze]` table, falling back to the environment per key
+    /// (reached through [`CozeProvider::configured`]).
+    pub(crate) fn from_table(table: &toml::Table, env: &Env) -> Result<CozeProvider> {
         let t: CozeTable =
             toml::Value::Table(table.clone())
                 .try_into()
@@ -322,11 +307,30 @@ impl CozeProvider {
         })
     }
 
-    /// From a loaded config: the `[coze]` table if present, else the
-    /// environment if any required `COZE_*` variable is set, else `None`.
+    /// From a loaded config: the `[coze]` table if present (the table wins
+    /// setting by setting, the environment fills in), else the environment
+    /// if any required `COZE_*` variable is set, else `None`.
+    ///
+    /// ```
+    /// use secref::config::Env;
+    /// use secref::providers::coze::CozeProvider;
+    /// let mut cfg = secref::Config::from_toml_str(r#"
+    ///     [coze]
+    ///     client_id = "app"
+    ///     client_secret_env = "MY_SECRET"
+    ///     token_endpoint = "https://auth.example.com/token"
+    ///     access_token_endpoint = "https://auth.example.com/token"
+    ///     client_auth = "basic"
+    /// "#).unwrap();
+    /// cfg.env = Env::from_pairs([("MY_SECRET", "s")]);
+    /// assert!(CozeProvider::configured(&cfg).unwrap().is_some());
+    /// let mut bad = secref::Config::from_toml_str("[coze]\nclient_idd = 'x'").unwrap();
+    /// bad.env = cfg.env.clone();
+    /// assert!(CozeProvider::configured(&bad).is_err());
+    /// ```
     pub fn configured(cfg: &Config) -> Result<Option<CozeProvider>> {
-        match &cfg.coze {
-            Some(t) => CozeProvider::from_table(t, &cfg.env).map(Some),
+        match cfg.section::<toml::Table>("coze")? {
+            Some(t) => CozeProvider::from_table(&t, &cfg.env).map(Some),
             None if [
                 ENV_CLIENT_ID,
                 ENV_CLIENT_SECRET,
@@ -655,6 +659,85 @@ fn lane_headers(server_env: Option<&str>) -> Vec<(&'static str, String)> {
             h
         }
     }
+}
+
+/// `coze+credential://<integration>`, `coze+env://<project_id>/<KEY>`: Coze
+/// workload identity.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "coze",
+    schemes: &["coze+credential", "coze+env"],
+    feature: Some("coze"),
+    host_local: false,
+    config_section: Some("coze"),
+    env_vars: &[
+        ENV_CLIENT_ID,
+        ENV_CLIENT_SECRET,
+        ENV_TOKEN_ENDPOINT,
+        ENV_ACCESS_TOKEN_ENDPOINT,
+        ENV_OUTBOUND,
+        ENV_SERVER_ENV,
+        ENV_PROJECT_ID,
+    ],
+    parse: |input| match input.scheme {
+        "coze+credential" => parse_coze_credential(input.rest),
+        "coze+env" => parse_coze_env(input.rest),
+        other => Err(Error::new(
+            ErrorCode::UnsupportedEngine,
+            format!("unsupported scheme '{}'", other.escape_debug()),
+        )
+        .with_hint("use coze+credential:// or coze+env://")),
+    },
+    parts: |r| match r.kind() {
+        RefKind::CozeCredential { integration } => {
+            vec![("integration", integration.as_str().into())]
+        }
+        RefKind::CozeEnv { project_id, key } => vec![
+            ("project_id", project_id.as_str().into()),
+            ("key", key.as_str().into()),
+        ],
+        _ => Vec::new(),
+    },
+    build: |cfg| {
+        Ok(CozeProvider::configured(cfg)?
+            .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
+    },
+};
+
+pub(crate) fn parse_coze_credential(rest: &str) -> Result<ParsedRef> {
+    reference::reject_query_and_fragment("coze+credential", rest)?;
+    if rest.contains('/') {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "coze+credential:// takes one integration name",
+        ));
+    }
+    reference::check_segments("coze+credential://", [rest])?;
+    Ok(ParsedRef::new(
+        RefKind::CozeCredential {
+            integration: rest.to_string(),
+        },
+        format!("coze+credential://{rest}"),
+    ))
+}
+
+pub(crate) fn parse_coze_env(rest: &str) -> Result<ParsedRef> {
+    reference::reject_query_and_fragment("coze+env", rest)?;
+    let segs: Vec<&str> = rest.split('/').collect();
+    if segs.len() != 2 {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "coze+env:// takes a project id and a key",
+        )
+        .with_hint("coze+env://<project_id>/<KEY>"));
+    }
+    reference::check_segments("coze+env://", segs.iter().copied())?;
+    Ok(ParsedRef::new(
+        RefKind::CozeEnv {
+            project_id: segs[0].to_string(),
+            key: segs[1].to_string(),
+        },
+        format!("coze+env://{rest}"),
+    ))
 }
 
 #[cfg(test)]

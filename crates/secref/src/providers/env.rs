@@ -79,3 +79,19 @@ impl Provider for EnvProvider {
             .collect())
     }
 }
+
+/// `env://<VAR>`: the process environment; host-local.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "env",
+    schemes: &["env"],
+    feature: None,
+    host_local: true,
+    config_section: None,
+    env_vars: &[],
+    parse: |input| crate::reference::parse_env(input.rest),
+    parts: |r| match r.kind() {
+        RefKind::Env { var } => vec![("var", var.as_str().into())],
+        _ => Vec::new(),
+    },
+    build: |_| crate::registry::always(EnvProvider::new()),
+};

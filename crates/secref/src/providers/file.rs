@@ -257,6 +257,29 @@ impl Provider for FileProvider {
     }
 }
 
+/// `file:///<path>[#pointer]`: a file of the host; host-local, limits from
+/// `[file]`.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "file",
+    schemes: &["file"],
+    feature: None,
+    host_local: true,
+    config_section: Some("file"),
+    env_vars: &[],
+    parse: |input| crate::reference::parse_file(input.rest),
+    parts: |r| {
+        let RefKind::File { path, pointer } = r.kind() else {
+            return Vec::new();
+        };
+        let mut v = vec![("path", path.as_str().into())];
+        if let Some(p) = pointer {
+            v.push(("pointer", p.as_str().into()));
+        }
+        v
+    },
+    build: |cfg| crate::registry::always(FileProvider::from_config(&cfg.file)),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

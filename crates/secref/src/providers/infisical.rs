@@ -52,7 +52,7 @@ use crate::config::{self, Config, Env};
 use crate::error::{Error, ErrorCode, Result};
 use crate::http::{self, ClientOptions};
 use crate::provider::{BatchResult, Metadata, Provider, Resolved, Validation};
-use crate::reference::{InfisicalRef, RefKind, SecretRef};
+use crate::reference::{self, InfisicalRef, ParsedRef, RefKind, SecretRef};
 use crate::secret::Secret;
 
 /// Where Infisical Cloud (US) lives; the SDK's default.
@@ -129,12 +129,7 @@ impl InfisicalSettings {
     /// Reads `cfg.infisical` and `cfg.env`. Invalid values are `config`
     /// errors; missing credentials are not (they fail each read instead).
     pub fn from_config(cfg: &Config) -> Result<InfisicalSettings> {
-        let table: Table = match &cfg.infisical {
-            Some(t) => t.clone().try_into().map_err(|e: toml::de::Error| {
-                Error::config(format!("invalid [infisical] table: {}", e.message()))
-            })?,
-            None => Table::default(),
-        };
+        let table: Table = cfg.section("infisical")?.unwrap_or_default();
         let env = &cfg.env;
         let url_raw = table
             .url
@@ -677,7 +672,7 @@ impl InfisicalProvider {
         .iter()
         .any(|k| cfg.env.get(k).is_some());
         let by_cli = cli_config_path(&cfg.env).is_some_and(|p| p.is_file());
-        if cfg.infisical.is_none() && !by_env && !by_cli {
+        if !cfg.has_section("infisical") && !by_env && !by_cli {
             return Ok(None);
         }
         Ok(Some(InfisicalProvider::new(
@@ -866,6 +861,13 @@ impl Provider for InfisicalProvider {
         &["infisical"]
     }
 
+    fn capabilities(&self) -> crate::provider::Capabilities {
+        crate::provider::Capabilities {
+            versions: true,
+            ..Default::default()
+        }
+    }
+
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         self.auth()?;
         let mut out: Vec<Option<Result<Resolved>>> = refs.iter().map(|_| None).collect();
@@ -1002,6 +1004,99 @@ fn request_level_first<T>(answers: Vec<Result<T>>) -> BatchResult<T> {
         return Err(e.clone());
     }
     Ok(answers)
+}
+
+/// `infisical://<projectId>/<environment>/<folder…>/<KEY>[?version=N]`.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "infisical",
+    schemes: &["infisical"],
+    feature: Some("infisical"),
+    host_local: false,
+    config_section: Some("infisical"),
+    env_vars: &[
+        "INFISICAL_URL",
+        "INFISICAL_CLIENT_ID",
+        "INFISICAL_CLIENT_SECRET",
+        "INFISICAL_TOKEN",
+    ],
+    parse: |input| parse_infisical(input.rest),
+    parts: |r| {
+        let RefKind::Infisical(i) = r.kind() else {
+            return Vec::new();
+        };
+        let mut v = vec![
+            ("project_id", i.project_id.as_str().into()),
+            ("environment", i.environment.as_str().into()),
+            ("secret_path", i.secret_path.as_str().into()),
+            ("key", i.key.as_str().into()),
+        ];
+        if let Some(n) = i.version {
+            v.push(("version", n.into()));
+        }
+        v
+    },
+    build: |cfg| {
+        Ok(InfisicalProvider::configured(cfg)?
+            .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
+    },
+};
+
+pub(crate) fn parse_infisical(rest: &str) -> Result<ParsedRef> {
+    let (body, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    if body.contains('#') {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "infisical:// references take no #fragment",
+        ));
+    }
+    let mut version = None;
+    if let Some(q) = query {
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("version", v)) if version.is_none() => {
+                    version = Some(reference::parse_positive_version(v)?)
+                }
+                Some(("version", _)) => {
+                    return Err(reference::err(
+                        ErrorCode::AmbiguousQuery,
+                        "version is given twice",
+                    ))
+                }
+                _ => {
+                    return Err(reference::err(
+                        ErrorCode::InvalidReference,
+                        format!("unknown query parameter '{}'", reference::printable(pair)),
+                    )
+                    .with_hint("only ?version=N is supported"))
+                }
+            }
+        }
+    }
+    let segs: Vec<&str> = body.split('/').collect();
+    if segs.len() < 3 {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "an Infisical reference needs a project, an environment and a key",
+        )
+        .with_hint("infisical://<projectId>/<environment>/<folder…>/<KEY>"));
+    }
+    reference::check_segments("infisical://", segs.iter().copied())?;
+    let folders = &segs[2..segs.len() - 1];
+    let r = InfisicalRef {
+        project_id: segs[0].to_string(),
+        environment: segs[1].to_string(),
+        secret_path: format!("/{}", folders.join("/")),
+        key: segs[segs.len() - 1].to_string(),
+        version,
+    };
+    let mut canonical = format!("infisical://{body}");
+    if let Some(v) = version {
+        canonical.push_str(&format!("?version={v}"));
+    }
+    Ok(ParsedRef::new(RefKind::Infisical(r), canonical))
 }
 
 #[cfg(test)]

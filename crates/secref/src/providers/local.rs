@@ -183,3 +183,49 @@ fn is_absent(code: ErrorCode) -> bool {
 fn rfc3339(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
 }
+
+/// `local://<path…>[#field]`: the embedded encrypted store, always built in.
+/// If the store cannot be opened (no store yet, no key, wrong key, corrupt
+/// file), `local://` reads fail with that error and every other scheme still
+/// works.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "local",
+    schemes: &["local"],
+    feature: None,
+    host_local: false,
+    config_section: Some("local"),
+    env_vars: &["SECREF_STORE", "SECREF_KEY_FILE", "SECREF_KEY"],
+    parse: |input| {
+        let parsed = crate::reference::parse_local(input.rest)?;
+        // An entry's first segment is its mount for the tenant guard.
+        if let RefKind::Local(l) = &parsed.kind {
+            if let Some(mount) = l.path.first() {
+                input.check_mount(mount)?;
+            }
+        }
+        Ok(parsed)
+    },
+    parts: |r| {
+        let RefKind::Local(l) = r.kind() else {
+            return Vec::new();
+        };
+        let mut v = vec![("entry", l.entry().into())];
+        if let Some(f) = &l.field {
+            v.push(("field", f.as_str().into()));
+        }
+        if let Some(n) = l.version {
+            v.push(("version", n.into()));
+        }
+        v
+    },
+    build: |cfg| {
+        let local = match Store::open_from_config(cfg) {
+            Ok(store) => LocalProvider::new(store),
+            Err(e) => {
+                tracing::debug!(error_code = %e.code(), "local store unavailable");
+                LocalProvider::unavailable(e)
+            }
+        };
+        crate::registry::always(local)
+    },
+};

@@ -100,7 +100,7 @@ use crate::provider::{
     Action, BatchResult, Lease, LeaseRevocation, Metadata, Permission, Provider, Resolved,
     RevokeReason, Validation,
 };
-use crate::reference::SecretRef;
+use crate::reference::{self, ParsedRef, RefKind, SecFlowRef, SecretRef};
 use crate::secret::Secret;
 
 pub mod wire;
@@ -199,20 +199,9 @@ impl SecFlowProvider {
         SecFlowProvider::from_table(&toml::Table::new(), env)
     }
 
-    /// From a `[secflow]` table, falling back to `SECFLOW_*` per key.
-    ///
-    /// ```
-    /// use secref::config::Env;
-    /// use secref::providers::secflow::SecFlowProvider;
-    /// let env = Env::from_pairs([("MY_TOKEN", "t")]);
-    /// let t: toml::Table = toml::from_str(
-    ///     "base_url = 'http://localhost:1'\ntoken_env = 'MY_TOKEN'\ntarget_environment = 'prod'",
-    /// ).unwrap();
-    /// assert!(SecFlowProvider::from_table(&t, &env).is_ok());
-    /// let bad: toml::Table = toml::from_str("base_ur = 'x'").unwrap();
-    /// assert!(SecFlowProvider::from_table(&bad, &env).is_err());
-    /// ```
-    pub fn from_table(table: &toml::Table, env: &Env) -> Result<SecFlowProvider> {
+    /// From a `[secflow]` table, falling back to `SECFLOW_*` per key
+    /// (reached through [`SecFlowProvider::from_config`]).
+    pub(crate) fn from_table(table: &toml::Table, env: &Env) -> Result<SecFlowProvider> {
         let t: SecFlowTable =
             toml::Value::Table(table.clone())
                 .try_into()
@@ -263,12 +252,25 @@ impl SecFlowProvider {
         SecFlowProvider::new(&base_url, token, &target, timeout)
     }
 
-    /// From a loaded config: the `[secflow]` table if present, else the
-    /// environment if `SECFLOW_SDK_TOKEN` is set, else `None` (not
-    /// configured).
+    /// From a loaded config: the `[secflow]` table if present (the table
+    /// wins setting by setting, `SECFLOW_*` fills in), else the environment
+    /// if `SECFLOW_SDK_TOKEN` is set, else `None` (not configured).
+    ///
+    /// ```
+    /// use secref::config::Env;
+    /// use secref::providers::secflow::SecFlowProvider;
+    /// let mut cfg = secref::Config::from_toml_str(
+    ///     "[secflow]\nbase_url = 'http://localhost:1'\ntoken_env = 'MY_TOKEN'\ntarget_environment = 'prod'",
+    /// ).unwrap();
+    /// cfg.env = Env::from_pairs([("MY_TOKEN", "t")]);
+    /// assert!(SecFlowProvider::from_config(&cfg).unwrap().is_some());
+    /// let mut bad = secref::Config::from_toml_str("[secflow]\nbase_ur = 'x'").unwrap();
+    /// bad.env = cfg.env.clone();
+    /// assert!(SecFlowProvider::from_config(&bad).is_err());
+    /// ```
     pub fn from_config(cfg: &Config) -> Result<Option<SecFlowProvider>> {
-        match &cfg.secflow {
-            Some(t) => SecFlowProvider::from_table(t, &cfg.env).map(Some),
+        match cfg.section::<toml::Table>("secflow")? {
+            Some(t) => SecFlowProvider::from_table(&t, &cfg.env).map(Some),
             None if cfg.env.get("SECFLOW_SDK_TOKEN").is_some() => {
                 SecFlowProvider::from_env(&cfg.env).map(Some)
             }
@@ -830,6 +832,13 @@ impl Provider for SecFlowProvider {
         &["secflow"]
     }
 
+    fn capabilities(&self) -> crate::provider::Capabilities {
+        crate::provider::Capabilities {
+            leases: true,
+            ..Default::default()
+        }
+    }
+
     fn max_batch(&self) -> usize {
         MAX_BATCH
     }
@@ -897,6 +906,55 @@ impl Provider for SecFlowProvider {
             .map(|r| r.and_then(revocation_from))
             .collect())
     }
+}
+
+/// `secret://<environment>/<service>/<kind>/<name>`: a SecFlow service.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "secflow",
+    schemes: &["secret"],
+    feature: Some("secflow"),
+    host_local: false,
+    config_section: Some("secflow"),
+    env_vars: &[
+        "SECFLOW_BASE_URL",
+        "SECFLOW_SDK_TOKEN",
+        "SECFLOW_TARGET_ENVIRONMENT",
+        "SECFLOW_TIMEOUT_SECONDS",
+    ],
+    parse: |input| parse_secflow(input.rest),
+    parts: |r| match r.kind() {
+        RefKind::SecFlow(f) => vec![
+            ("environment", f.environment.as_str().into()),
+            ("service", f.service.as_str().into()),
+            ("kind", f.kind.as_str().into()),
+            ("name", f.name.as_str().into()),
+        ],
+        _ => Vec::new(),
+    },
+    build: |cfg| {
+        Ok(SecFlowProvider::from_config(cfg)?
+            .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
+    },
+};
+
+pub(crate) fn parse_secflow(rest: &str) -> Result<ParsedRef> {
+    reference::reject_query_and_fragment("secret", rest)?;
+    let segs: Vec<&str> = rest.split('/').collect();
+    if segs.len() != 4 {
+        return Err(reference::err(
+            ErrorCode::InvalidReference,
+            "a SecFlow reference has exactly four segments",
+        )
+        .with_hint("secret://<environment>/<service>/<kind>/<name>"));
+    }
+    reference::check_segments("secret://", segs.iter().copied())?;
+    let kind = RefKind::SecFlow(SecFlowRef {
+        environment: segs[0].to_string(),
+        service: segs[1].to_string(),
+        kind: segs[2].to_string(),
+        name: segs[3].to_string(),
+    });
+    Ok(ParsedRef::new(kind, format!("secret://{rest}")))
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@
 //! `version_destroyed`, recognised from the metadata Vault sends with its
 //! 404 (and, defensively, with a 200).
 //!
-//! Configuration (environment wins over the `[vault]` table):
+//! Configuration (as for every provider, the `[vault]` table wins setting by
+//! setting and the environment fills what it leaves out):
 //!
 //! | env | `[vault]` key | meaning |
 //! |---|---|---|
@@ -113,14 +114,17 @@ impl VaultProvider {
     /// Configures from the `[vault]` table of `secref.toml`, overlaid with
     /// the config's environment.
     pub fn from_config(config: &Config) -> Result<VaultProvider> {
-        Self::from_settings(Settings::load(config.vault.as_ref(), &config.env)?)
+        Self::from_settings(Settings::load(
+            config.section::<toml::Table>("vault")?.as_ref(),
+            &config.env,
+        )?)
     }
 
     /// `Some(provider)` when Vault is configured at all (a `[vault]` table,
     /// `VAULT_ADDR` or `VAULT_URL`), `None` otherwise; invalid settings are
     /// an error.
     pub fn configured(config: &Config) -> Result<Option<VaultProvider>> {
-        if settings::is_configured(config.vault.as_ref(), &config.env) {
+        if settings::is_configured(config.has_section("vault"), &config.env) {
             Self::from_config(config).map(Some)
         } else {
             Ok(None)
@@ -729,6 +733,20 @@ impl Provider for VaultProvider {
         &["vault"]
     }
 
+    fn capabilities(&self) -> crate::provider::Capabilities {
+        crate::provider::Capabilities {
+            wrap: true,
+            versions: true,
+            leases: true,
+            list: false,
+            write: false,
+        }
+    }
+
+    fn with_wrap_ttl(&self, r: &SecretRef, ttl: Duration) -> Option<SecretRef> {
+        wrapped_ref(r, ttl)
+    }
+
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         // Credentials first: if we cannot authenticate, nothing can be read
         // (a request-level failure).
@@ -779,3 +797,76 @@ impl Provider for VaultProvider {
         finish(out)
     }
 }
+
+/// `r` with its `wrap_ttl` query parameter set to `ttl` (whole seconds,
+/// rounded up, at least 1), replacing any the caller wrote; `None` for a
+/// reference that is not `openbao`/`hashicorp` (kv2 or kv1). What
+/// [`VaultProvider`] answers to [`Provider::with_wrap_ttl`].
+///
+/// ```
+/// use std::time::Duration;
+/// use secref::SecretRef;
+/// use secref::providers::vault::wrapped_ref;
+/// let r = SecretRef::parse("openbao+kv2://secret/a#k?wrap_ttl=1h").unwrap();
+/// let w = wrapped_ref(&r, Duration::from_millis(30_500)).unwrap();
+/// assert_eq!(w.to_canonical(), "openbao+kv2://secret/a#k?wrap_ttl=31s");
+/// assert!(wrapped_ref(&SecretRef::parse("env://A").unwrap(), Duration::from_secs(1)).is_none());
+/// ```
+pub fn wrapped_ref(r: &SecretRef, ttl: Duration) -> Option<SecretRef> {
+    let RefKind::Vault(uri) = r.kind() else {
+        return None;
+    };
+    if !matches!(uri.provider.as_str(), "openbao" | "hashicorp") {
+        return None;
+    }
+    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    let mut text = format!("{}://{}", r.scheme(), uri.mount);
+    for seg in &uri.path {
+        text.push('/');
+        text.push_str(seg);
+    }
+    if let Some(f) = &uri.field {
+        text.push('#');
+        text.push_str(f);
+    }
+    let params = uri
+        .params
+        .iter()
+        .filter(|(k, _)| k != "wrap_ttl")
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(std::iter::once(format!("wrap_ttl={}s", secs.max(1))));
+    for (i, p) in params.enumerate() {
+        text.push(if i == 0 { '?' } else { '&' });
+        text.push_str(&p);
+    }
+    SecretRef::parse(text).ok()
+}
+
+/// `openbao[+kv2]://…`, `hashicorp[+kv2]://…`: Vault / OpenBao KV, parsed by
+/// the shared Canonical Secret URI parser.
+pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
+    name: "vault",
+    schemes: &["openbao", "openbao+kv2", "hashicorp", "hashicorp+kv2"],
+    feature: Some("vault"),
+    host_local: false,
+    config_section: Some("vault"),
+    env_vars: &[
+        "VAULT_ADDR",
+        "VAULT_URL",
+        "VAULT_TOKEN",
+        "VAULT_ROLE_ID",
+        "VAULT_SECRET_ID",
+        "VAULT_NAMESPACE",
+        "VAULT_CACERT",
+        "VAULT_CLIENT_CERT",
+        "VAULT_CLIENT_KEY",
+        "VAULT_VERIFY_SSL",
+        "VAULT_TIMEOUT",
+        "VAULT_WRAP_TTL",
+        "VAULT_RENEW_MARGIN",
+        "VAULT_REDIRECT_ALLOW",
+    ],
+    parse: crate::reference::parse_canonical_uri,
+    parts: super::uri::uri_parts,
+    build: |cfg| Ok(VaultProvider::configured(cfg)?.map(|p| Arc::new(p) as Arc<dyn Provider>)),
+};

@@ -1,5 +1,6 @@
 //! Vault provider settings: the `[vault]` table of `secref.toml` overlaid
-//! with `VAULT_*` environment variables (the environment wins), validated
+//! with `VAULT_*` environment variables (the table wins setting by setting; the
+//! environment fills what it leaves out — one rule for every provider), validated
 //! strictly. Credentials are read into [`Secret`]s and never echoed.
 
 use std::path::{Path, PathBuf};
@@ -61,8 +62,8 @@ pub(super) struct Settings {
 }
 
 /// Whether anything Vault-related is configured at all.
-pub(super) fn is_configured(table: Option<&toml::Table>, env: &Env) -> bool {
-    table.is_some() || env.get("VAULT_ADDR").is_some() || env.get("VAULT_URL").is_some()
+pub(super) fn is_configured(has_table: bool, env: &Env) -> bool {
+    has_table || env.get("VAULT_ADDR").is_some() || env.get("VAULT_URL").is_some()
 }
 
 impl Settings {
@@ -75,20 +76,20 @@ impl Settings {
         };
         let credentials = load_credentials(&t, env)?;
 
-        let url = env
-            .get("VAULT_URL")
-            .or_else(|| env.get("VAULT_ADDR"))
-            .map(str::to_string)
-            .or(t.url.clone())
+        let url = t
+            .url
+            .clone()
+            .or_else(|| env.get("VAULT_URL").map(str::to_string))
+            .or_else(|| env.get("VAULT_ADDR").map(str::to_string))
             .ok_or_else(|| {
                 Error::config("no Vault address: set VAULT_ADDR (or VAULT_URL) or [vault] url")
             })?;
         let base = config::validate_base_url("VAULT_ADDR", &url)?;
 
-        let namespace = env
-            .get("VAULT_NAMESPACE")
-            .map(str::to_string)
-            .or(t.namespace.clone())
+        let namespace = t
+            .namespace
+            .clone()
+            .or_else(|| env.get("VAULT_NAMESPACE").map(str::to_string))
             .map(|ns| ns.trim().trim_matches('/').to_string())
             .filter(|ns| !ns.is_empty());
         if let Some(ns) = &namespace {
@@ -99,30 +100,35 @@ impl Settings {
             }
         }
 
-        let timeout = match env.get("VAULT_TIMEOUT") {
-            Some(raw) => config::parse_timeout("VAULT_TIMEOUT", raw)?,
-            None => match t.timeout_seconds {
-                Some(s) => config::check_timeout("[vault] timeout_seconds", s)?,
+        let timeout = match t.timeout_seconds {
+            Some(s) => config::check_timeout("[vault] timeout_seconds", s)?,
+            None => match env.get("VAULT_TIMEOUT") {
+                Some(raw) => config::parse_timeout("VAULT_TIMEOUT", raw)?,
                 None => Duration::from_secs(30),
             },
         };
 
         // Strict: the reference SDK turns verification off for any value
         // other than true/1/yes, including typos. Here a typo is an error.
-        let verify_tls = match env.get("VAULT_VERIFY_SSL") {
-            Some(raw) => config::parse_bool("VAULT_VERIFY_SSL", raw)?,
-            None => t.verify_ssl.unwrap_or(true),
+        let verify_tls = match (t.verify_ssl, env.get("VAULT_VERIFY_SSL")) {
+            (Some(v), _) => v,
+            (None, Some(raw)) => config::parse_bool("VAULT_VERIFY_SSL", raw)?,
+            (None, None) => true,
         };
 
-        let ca_cert = env.get("VAULT_CACERT").map(PathBuf::from).or(t.ca_cert);
-        let cert = env
-            .get("VAULT_CLIENT_CERT")
-            .map(PathBuf::from)
-            .or(t.client_cert);
-        let key = env
-            .get("VAULT_CLIENT_KEY")
-            .map(PathBuf::from)
-            .or(t.client_key);
+        let ca_cert = t
+            .ca_cert
+            .or_else(|| env.get("VAULT_CACERT").map(PathBuf::from));
+        // The client certificate and its key are one setting: both from the
+        // table if it names either, else both from the environment.
+        let (cert, key) = if t.client_cert.is_some() || t.client_key.is_some() {
+            (t.client_cert, t.client_key)
+        } else {
+            (
+                env.get("VAULT_CLIENT_CERT").map(PathBuf::from),
+                env.get("VAULT_CLIENT_KEY").map(PathBuf::from),
+            )
+        };
         let client_identity = match (cert, key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
@@ -133,32 +139,33 @@ impl Settings {
             }
         };
 
-        let wrap_ttl = match env
-            .get("VAULT_WRAP_TTL")
-            .map(str::to_string)
-            .or(t.wrap_ttl.clone())
+        let wrap_ttl = match t
+            .wrap_ttl
+            .clone()
+            .or_else(|| env.get("VAULT_WRAP_TTL").map(str::to_string))
         {
             Some(raw) => Some(parse_wrap_ttl("VAULT_WRAP_TTL", &raw)?),
             None => None,
         };
 
-        let renew_margin = match env.get("VAULT_RENEW_MARGIN") {
-            Some(raw) => Some(parse_margin("VAULT_RENEW_MARGIN", raw.trim().parse().ok())?),
-            None => match t.renew_margin_seconds {
-                Some(s) => Some(parse_margin("[vault] renew_margin_seconds", Some(s))?),
+        let renew_margin = match t.renew_margin_seconds {
+            Some(s) => Some(parse_margin("[vault] renew_margin_seconds", Some(s))?),
+            None => match env.get("VAULT_RENEW_MARGIN") {
+                Some(raw) => Some(parse_margin("VAULT_RENEW_MARGIN", raw.trim().parse().ok())?),
                 None => None,
             },
         };
 
         let mut redirect_allow = Vec::new();
-        let allow_raw: Vec<String> = match env.get("VAULT_REDIRECT_ALLOW") {
-            Some(raw) => raw
+        let allow_raw: Vec<String> = match (&t.redirect_allow, env.get("VAULT_REDIRECT_ALLOW")) {
+            (Some(list), _) => list.clone(),
+            (None, Some(raw)) => raw
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
                 .collect(),
-            None => t.redirect_allow.clone().unwrap_or_default(),
+            (None, None) => Vec::new(),
         };
         for raw in allow_raw {
             let u = config::validate_base_url("VAULT_REDIRECT_ALLOW", &raw)?;
@@ -191,28 +198,31 @@ fn parse_margin(name: &str, secs: Option<f64>) -> Result<Duration> {
 
 /// AppRole when a role id is configured, else a token.
 fn load_credentials(t: &VaultTable, env: &Env) -> Result<Credentials> {
-    let role_id = one_of(
-        "VAULT_ROLE_ID",
-        env.get("VAULT_ROLE_ID")
-            .map(str::to_string)
-            .or(t.role_id.clone()),
-        env.get("VAULT_ROLE_ID_FILE")
-            .map(PathBuf::from)
-            .or(t.role_id_file.clone()),
-    )?;
-    let secret_id = one_of(
-        "VAULT_SECRET_ID",
-        env.get("VAULT_SECRET_ID").map(str::to_string),
-        env.get("VAULT_SECRET_ID_FILE")
-            .map(PathBuf::from)
-            .or(t.secret_id_file.clone()),
-    )?;
+    // Each credential (inline or as a file) is one setting: from the table
+    // if it names it, else from the environment.
+    let role_id = if t.role_id.is_some() || t.role_id_file.is_some() {
+        one_of("role_id", t.role_id.clone(), t.role_id_file.clone())?
+    } else {
+        one_of(
+            "VAULT_ROLE_ID",
+            env.get("VAULT_ROLE_ID").map(str::to_string),
+            env.get("VAULT_ROLE_ID_FILE").map(PathBuf::from),
+        )?
+    };
+    let secret_id = match &t.secret_id_file {
+        Some(path) => Some(read_secret_file("[vault] secret_id_file", path)?),
+        None => one_of(
+            "VAULT_SECRET_ID",
+            env.get("VAULT_SECRET_ID").map(str::to_string),
+            env.get("VAULT_SECRET_ID_FILE").map(PathBuf::from),
+        )?,
+    };
     match (role_id, secret_id) {
         (Some(role_id), Some(secret_id)) => {
-            let mount = env
-                .get("VAULT_APPROLE_MOUNT")
-                .map(str::to_string)
-                .or(t.approle_mount.clone())
+            let mount = t
+                .approle_mount
+                .clone()
+                .or_else(|| env.get("VAULT_APPROLE_MOUNT").map(str::to_string))
                 .unwrap_or_else(|| "approle".to_string());
             let mount = mount.trim_matches('/').to_string();
             if mount.is_empty()
@@ -239,14 +249,14 @@ fn load_credentials(t: &VaultTable, env: &Env) -> Result<Credentials> {
             "a Vault secret id is set but no role id: set VAULT_ROLE_ID or VAULT_ROLE_ID_FILE",
         )),
         (None, None) => {
-            if let Some(tok) = env.get("VAULT_TOKEN") {
-                return Ok(Credentials::Token(Secret::from(tok.trim())));
-            }
             if let Some(path) = &t.token_file {
                 return Ok(Credentials::Token(read_secret_file(
                     "[vault] token_file",
                     path,
                 )?));
+            }
+            if let Some(tok) = env.get("VAULT_TOKEN") {
+                return Ok(Credentials::Token(Secret::from(tok.trim())));
             }
             if let Some(home) = env.get("HOME") {
                 let path = Path::new(home).join(".vault-token");
