@@ -4,6 +4,8 @@
 
 use crate::registry::ProviderSpec;
 
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "coze")]
 pub mod coze;
 mod env;
@@ -35,6 +37,10 @@ pub static SPECS: &[ProviderSpec] = &[
     infisical::SPEC,
     #[cfg(feature = "coze")]
     coze::SPEC,
+    #[cfg(feature = "aws")]
+    aws::sm::SPEC,
+    #[cfg(feature = "aws")]
+    aws::ssm::SPEC,
     uri::DB,
     uri::BOOTSTRAP,
     uri::YAML,
