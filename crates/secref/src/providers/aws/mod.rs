@@ -546,7 +546,7 @@ pub(crate) fn error_answer(
 pub(crate) fn error_code(kind: &str, operation: &str) -> Error {
     let (code, text) = match kind {
         "ResourceNotFoundException" | "ParameterNotFound" => {
-            (ErrorCode::NotFound, "AWS has no such secret")
+            (ErrorCode::NotFound, "AWS has no such secret or parameter")
         }
         "ParameterVersionNotFound" | "ParameterVersionLabelNotFound" => (
             ErrorCode::NotFound,
