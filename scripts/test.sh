@@ -277,6 +277,30 @@ SECREF_TEST_OAUTH_STS=$(sed -E 's/.* sts=([^ ]+).*/\1/' <<<"$OA_READY")
 export SECREF_TEST_OAUTH_IDP SECREF_TEST_OAUTH_STS
 echo "oidc-provider listening: IdP $SECREF_TEST_OAUTH_IDP, STS $SECREF_TEST_OAUTH_STS (pid $OA_PID)"
 
+# --- moto: a real AWS API server (aws-sm:// and aws-ssm:// tests) -----------
+# moto[server] (pinned in tests/python/requirements.txt) serves the Secrets
+# Manager and SSM JSON APIs on 127.0.0.1; exports SECREF_TEST_AWS_ENDPOINT for
+# crates/secref/tests/aws_moto.rs, crates/secref-cli/tests/aws_cli.rs and
+# tests/python/test_aws_boto3.py. In-memory state; stopped on exit.
+step "moto (aws)"
+MOTO_LOG=$(mktemp)
+MOTO_PID=
+on_exit 'stop_pid "$MOTO_PID"; rm -f "$MOTO_LOG"'
+# Retries on a fresh port if the chosen one was taken meanwhile.
+for attempt in 1 2 3; do
+  MOTO_PORT=$(free_port)
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
+  MOTO_PID=$!
+  if [ "$attempt" -lt 3 ] && ! (wait_for_port moto "$MOTO_PID" "$MOTO_PORT" "$MOTO_LOG") 2>/dev/null; then
+    stop_pid "$MOTO_PID"
+    continue
+  fi
+  wait_for_port moto "$MOTO_PID" "$MOTO_PORT" "$MOTO_LOG"
+  break
+done
+export SECREF_TEST_AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+echo "moto listening on $SECREF_TEST_AWS_ENDPOINT (pid $MOTO_PID)"
+
 # --- build once, then the Rust tests ----------------------------------------
 step "cargo build"
 cargo build --workspace --bins --examples --quiet

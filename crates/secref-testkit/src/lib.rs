@@ -4,6 +4,7 @@
 //!
 //! Every double binds 127.0.0.1 only.
 
+pub mod aws;
 pub mod capture;
 pub mod cli;
 pub mod coze;
