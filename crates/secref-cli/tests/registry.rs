@@ -163,7 +163,7 @@ fn config_accepts_registered_sections_and_rejects_others() {
     // An unknown top-level section fails the command, naming it and its line.
     let bad = sb.write(
         "bad.toml",
-        "[cache]\nttl_seconds = 5\n\n[aws]\nregion = 'x'\n",
+        "[cache]\nttl_seconds = 5\n\n[nonesuch]\nregion = 'x'\n",
     );
     let out =
         run(sb
@@ -173,7 +173,7 @@ fn config_accepts_registered_sections_and_rejects_others() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("error[config]") && err.contains("'aws'"),
+        err.contains("error[config]") && err.contains("'nonesuch'"),
         "{err}"
     );
     assert!(err.contains("line 4"), "{err}");
