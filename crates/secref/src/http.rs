@@ -204,16 +204,19 @@ impl HttpClient {
         self.provider
     }
 
-    /// Sends `req` with its call's request id and reads the answer. Any
-    /// status is an answer (a `3xx` included: nothing is followed);
-    /// transport failures and oversized bodies are errors.
+    /// Sends `req` with its call's request id (unless it names one itself)
+    /// and reads the answer. Any status is an answer (a `3xx` included:
+    /// nothing is followed); transport failures and oversized bodies are
+    /// errors.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response> {
-        let (request_id, _) = call_ids();
-        let resp = req
-            .header(REQUEST_ID_HEADER, request_id)
-            .send()
-            .await
-            .map_err(|e| transport_error(&e).with_provider(self.provider))?;
+        let failed = |e: reqwest::Error| transport_error(&e).with_provider(self.provider);
+        let mut req = req.build().map_err(failed)?;
+        if !req.headers().contains_key(REQUEST_ID_HEADER) {
+            if let Ok(id) = HeaderValue::from_str(&call_ids().0) {
+                req.headers_mut().insert(REQUEST_ID_HEADER, id);
+            }
+        }
+        let resp = self.client.execute(req).await.map_err(failed)?;
         let status = resp.status().as_u16();
         let retry_after = resp.headers().get(RETRY_AFTER).and_then(parse_retry_after);
         let location = resp
@@ -237,6 +240,17 @@ impl HttpClient {
 }
 
 impl Response {
+    /// An answer with `status` and `body` and no headers (for tests and
+    /// doubles).
+    pub fn new(status: u16, body: &[u8]) -> Response {
+        Response {
+            status,
+            retry_after: None,
+            location: None,
+            body: Zeroizing::new(body.to_vec()),
+        }
+    }
+
     /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)

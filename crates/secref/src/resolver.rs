@@ -1348,8 +1348,6 @@ impl Resolver {
 
     async fn fetch_chunk(&self, p: usize, refs: &[SecretRef]) -> Vec<FetchResult> {
         let provider = &self.inner.providers[p].provider;
-        let policy = &self.inner.retry;
-        let started = Instant::now();
         let span = tracing::debug_span!(
             "secref.provider_call",
             provider = provider.name(),
@@ -1357,69 +1355,67 @@ impl Resolver {
             attempts = field::Empty,
             error_code = field::Empty,
         );
-        let mut results: Vec<Option<FetchResult>> = vec![None; refs.len()];
-        let mut pending: Vec<usize> = (0..refs.len()).collect();
-        let mut attempt = 0u32;
-        async {
-            loop {
-                attempt += 1;
-                let batch: Vec<SecretRef> = pending.iter().map(|i| refs[*i].clone()).collect();
-                let answer: BatchResult<Resolved> = provider.resolve_many(&batch).await;
-                let mut retry_idx = Vec::new();
-                let can_retry = attempt < policy.max_attempts;
-                match answer {
-                    Ok(items) => {
-                        for (i, item) in
-                            pending.iter().zip(pad(items, batch.len(), provider.name()))
-                        {
-                            match item {
-                                Ok(v) => results[*i] = Some(Ok(v)),
-                                Err(e) => {
-                                    if e.retryable() && can_retry {
-                                        retry_idx.push(*i);
-                                    }
-                                    results[*i] = Some(Err(FetchError {
-                                        error: fill(e, &refs[*i], provider.name()),
-                                        request_level: false,
-                                    }));
+        // Every item's latest outcome, and the items the next attempt asks
+        // for again (only the retryable failures of this one).
+        let state = Mutex::new((
+            vec![None::<FetchResult>; refs.len()],
+            (0..refs.len()).collect::<Vec<usize>>(),
+        ));
+        let mut attempts = 0u32;
+        // The policy's loop decides whether and when to go again; an attempt
+        // reports a retryable failure when any item is worth retrying.
+        let _ = self
+            .inner
+            .retry
+            .run(|attempt| {
+                attempts = attempt;
+                let state = &state;
+                async move {
+                    let pending = state.lock().1.clone();
+                    let batch: Vec<SecretRef> = pending.iter().map(|i| refs[*i].clone()).collect();
+                    let answer: BatchResult<Resolved> = provider.resolve_many(&batch).await;
+                    let mut st = state.lock();
+                    let (results, next) = &mut *st;
+                    next.clear();
+                    let mut again: Option<Error> = None;
+                    let mut failed = |i: usize, e: Error, request_level: bool| {
+                        if e.retryable() {
+                            next.push(i);
+                            again.get_or_insert_with(|| e.clone());
+                        }
+                        Some(Err(FetchError {
+                            error: fill(e, &refs[i], provider.name()),
+                            request_level,
+                        }))
+                    };
+                    match answer {
+                        Ok(items) => {
+                            for (i, item) in
+                                pending.iter().zip(pad(items, batch.len(), provider.name()))
+                            {
+                                match item {
+                                    Ok(v) => results[*i] = Some(Ok(v)),
+                                    Err(e) => results[*i] = failed(*i, e, false),
                                 }
                             }
                         }
-                    }
-                    Err(e) => {
-                        tracing::Span::current().record("error_code", e.code().as_str());
-                        for i in &pending {
-                            if e.retryable() && can_retry {
-                                retry_idx.push(*i);
+                        Err(e) => {
+                            tracing::Span::current().record("error_code", e.code().as_str());
+                            for i in &pending {
+                                results[*i] = failed(*i, e.clone(), true);
                             }
-                            results[*i] = Some(Err(FetchError {
-                                error: fill(e.clone(), &refs[*i], provider.name()),
-                                request_level: true,
-                            }));
                         }
                     }
+                    again.map_or(Ok(()), Err)
                 }
-                if retry_idx.is_empty() {
-                    break;
-                }
-                let delay = policy.backoff(attempt);
-                if started.elapsed() + delay >= policy.deadline {
-                    break;
-                }
-                debug!(
-                    attempt,
-                    delay_ms = delay.as_millis() as u64,
-                    "retrying provider call"
-                );
-                tokio::time::sleep(delay).await;
-                pending = retry_idx;
-            }
-            tracing::Span::current().record("attempts", attempt);
-        }
-        .instrument(span)
-        .await;
-        tracing::Span::current().record("attempts", attempt);
-        results
+            })
+            .instrument(span.clone())
+            .await;
+        span.record("attempts", attempts);
+        tracing::Span::current().record("attempts", attempts);
+        state
+            .into_inner()
+            .0
             .into_iter()
             .map(|r| r.expect("every item answered"))
             .collect()

@@ -211,33 +211,32 @@ mod tests {
         assert_eq!((r.unwrap_err().code(), calls), (ErrorCode::NotFound, 1));
     }
 
+    /// Runs `policy` over an attempt that always fails with `err`: the
+    /// calls made.
+    async fn calls_failing_with(policy: RetryPolicy, err: Error) -> u32 {
+        let mut calls = 0;
+        let r: Result<()> = policy
+            .run(|_| {
+                calls += 1;
+                let err = err.clone();
+                async move { Err(err) }
+            })
+            .await;
+        assert_eq!(r.unwrap_err().code(), err.code());
+        calls
+    }
+
     #[tokio::test(start_paused = true)]
     async fn run_honours_retry_after_and_the_deadline() {
+        let slow_down = |secs| {
+            Error::new(ErrorCode::RateLimited, "slow down")
+                .with_retry_after(Duration::from_secs(secs))
+        };
         // Retry-After beyond the deadline: no second attempt.
-        let mut calls = 0;
-        let r: Result<()> = quick(5)
-            .run(|_| {
-                calls += 1;
-                async {
-                    Err(Error::new(ErrorCode::RateLimited, "slow down")
-                        .with_retry_after(Duration::from_secs(3600)))
-                }
-            })
-            .await;
-        assert_eq!((r.unwrap_err().code(), calls), (ErrorCode::RateLimited, 1));
+        assert_eq!(calls_failing_with(quick(5), slow_down(3600)).await, 1);
         // A short Retry-After is waited out (virtual time) and retried.
         let started = Instant::now();
-        let mut calls = 0;
-        let _: Result<()> = quick(2)
-            .run(|_| {
-                calls += 1;
-                async {
-                    Err(Error::new(ErrorCode::RateLimited, "slow down")
-                        .with_retry_after(Duration::from_secs(7)))
-                }
-            })
-            .await;
-        assert_eq!(calls, 2);
+        assert_eq!(calls_failing_with(quick(2), slow_down(7)).await, 2);
         assert!(started.elapsed() >= Duration::from_secs(7));
     }
 

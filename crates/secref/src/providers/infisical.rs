@@ -1057,15 +1057,7 @@ mod tests {
     }
 
     fn status_error(status: u16, body: &[u8], what: &str) -> Error {
-        super::status_error(
-            &Reply {
-                status,
-                retry_after: None,
-                location: None,
-                body: Zeroizing::new(body.to_vec()),
-            },
-            what,
-        )
+        super::status_error(&Reply::new(status, body), what)
     }
 
     #[test]

@@ -12,7 +12,7 @@ use url::Url;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::http::{self, MAX_BODY};
+use crate::http::{self, HttpClient};
 use crate::secret::Secret;
 
 /// `remote_code` of failures of the client-credentials step.
@@ -122,7 +122,7 @@ impl TokenSource {
 
     /// A valid access token: the cached one, or a new one from the exchange
     /// (which reuses a cached ID token while it is fresh).
-    pub(crate) async fn access_token(&self, client: &reqwest::Client) -> Result<Secret> {
+    pub(crate) async fn access_token(&self, client: &HttpClient) -> Result<Secret> {
         let mut tokens = self.tokens.lock().await;
         let now = Instant::now();
         if let Some(a) = tokens.access.as_ref().filter(|a| a.fresh(now)) {
@@ -181,7 +181,7 @@ impl TokenSource {
     }
 
     /// Step 1: client credentials → ID token.
-    async fn fetch_id_token(&self, client: &reqwest::Client) -> Result<(Secret, Option<u64>)> {
+    async fn fetch_id_token(&self, client: &HttpClient) -> Result<(Secret, Option<u64>)> {
         let s = &self.settings;
         let mut form = Zeroizing::new(String::new());
         let mut req = client.post(s.token_endpoint.clone());
@@ -200,7 +200,7 @@ impl TokenSource {
         }
         push_pair(&mut form, "grant_type", "client_credentials");
         tracing::debug!(client_id = %s.client_id, endpoint = %s.token_endpoint, "coze: requesting ID token");
-        self.post_form(req, form, TOKEN_RETRIEVAL).await
+        self.post_form(client, req, form, TOKEN_RETRIEVAL).await
     }
 
     /// Step 2: RFC 8693 exchange of the ID token for an access token. Like
@@ -208,7 +208,7 @@ impl TokenSource {
     /// exchange endpoint).
     async fn exchange(
         &self,
-        client: &reqwest::Client,
+        client: &HttpClient,
         id_token: &Secret,
     ) -> Result<(Secret, Option<u64>)> {
         let s = &self.settings;
@@ -219,12 +219,13 @@ impl TokenSource {
         push_pair(&mut form, "grant_type", GRANT_TOKEN_EXCHANGE);
         tracing::debug!(client_id = %s.client_id, endpoint = %s.access_token_endpoint, "coze: exchanging ID token");
         let req = client.post(s.access_token_endpoint.clone());
-        self.post_form(req, form, TOKEN_EXCHANGE).await
+        self.post_form(client, req, form, TOKEN_EXCHANGE).await
     }
 
     /// Sends one token request and reads `access_token` / `expires_in`.
     async fn post_form(
         &self,
+        client: &HttpClient,
         mut req: reqwest::RequestBuilder,
         form: Zeroizing<String>,
         step: &'static str,
@@ -232,30 +233,25 @@ impl TokenSource {
         for (name, value) in &self.lane {
             req = req.header(*name, value);
         }
-        let resp = req
+        let req = req
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
             .header(reqwest::header::ACCEPT, "application/json")
-            .body(form.as_bytes().to_vec())
-            .send()
+            .body(form.as_bytes().to_vec());
+        let resp = client
+            .send(req)
             .await
-            .map_err(|e| http::transport_error(&e).with_remote_code(step))?;
-        let status = resp.status();
-        let body = Zeroizing::new(
-            http::read_body(resp, MAX_BODY)
-                .await
-                .map_err(|e| e.with_remote_code(step))?,
-        );
-        let parsed: Option<TokenResponse> = serde_json::from_slice(&body).ok();
-        if !status.is_success() || parsed.as_ref().is_some_and(|p| p.error.is_some()) {
+            .map_err(|e| e.with_remote_code(step))?;
+        let parsed: Option<TokenResponse> = serde_json::from_slice(&resp.body).ok();
+        if !resp.is_success() || parsed.as_ref().is_some_and(|p| p.error.is_some()) {
             let oauth_error = parsed
                 .as_ref()
                 .and_then(|p| p.error.as_ref())
                 .and_then(|e| e.as_str())
                 .map(safe_oauth_error);
-            return Err(step_error(step, status, oauth_error));
+            return Err(step_error(step, &resp, oauth_error));
         }
         let parsed = parsed.ok_or_else(|| {
             step_failure(
@@ -301,37 +297,33 @@ fn step_failure(step: &'static str, code: ErrorCode, what: &str) -> Error {
     Error::new(code, format!("{} {what}", step_name(step))).with_remote_code(step)
 }
 
-/// A non-2xx (or `error`-carrying) token answer. Only transport failures and
-/// 5xx are retryable; an OAuth rejection is `unauthenticated`.
-fn step_error(step: &'static str, status: reqwest::StatusCode, oauth: Option<String>) -> Error {
+/// A non-2xx (or `error`-carrying) token answer: by the shared status table
+/// ([`http::status_code`]), except that the endpoint's other 4xx refusals
+/// (and a `200` with an OAuth `error`) are OAuth rejections:
+/// `unauthenticated`.
+fn step_error(step: &'static str, resp: &http::Response, oauth: Option<String>) -> Error {
+    let status = resp.status;
     let detail = match &oauth {
-        Some(e) => format!("HTTP {}, OAuth error {e}", status.as_u16()),
-        None => format!("HTTP {}", status.as_u16()),
+        Some(e) => format!("HTTP {status}, OAuth error {e}"),
+        None => format!("HTTP {status}"),
     };
-    let (code, hint) = if status.is_server_error() {
-        (ErrorCode::BackendUnavailable, None)
-    } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        (ErrorCode::RateLimited, None)
-    } else if status.is_redirection() {
-        (
-            ErrorCode::RedirectRefused,
-            Some("redirects are not followed: configure the final token endpoint URL"),
-        )
-    } else {
-        (
-            ErrorCode::Unauthenticated,
-            Some(if step == TOKEN_EXCHANGE {
-                "the exchange endpoint rejected the ID token or client id: check COZE_WORKLOAD_ACCESS_TOKEN_ENDPOINT and the client's registration"
-            } else {
-                "check COZE_WORKLOAD_IDENTITY_CLIENT_ID / _CLIENT_SECRET and the token endpoint"
-            }),
-        )
+    let message = format!("{} failed ({detail})", step_name(step));
+    let e = match http::status_code(status) {
+        ErrorCode::RateLimited
+        | ErrorCode::Timeout
+        | ErrorCode::BackendUnavailable
+        | ErrorCode::RedirectRefused
+            if !resp.is_success() =>
+        {
+            resp.status_error("coze", message)
+        }
+        _ => Error::new(ErrorCode::Unauthenticated, message).with_hint(if step == TOKEN_EXCHANGE {
+            "the exchange endpoint rejected the ID token or client id: check COZE_WORKLOAD_ACCESS_TOKEN_ENDPOINT and the client's registration"
+        } else {
+            "check COZE_WORKLOAD_IDENTITY_CLIENT_ID / _CLIENT_SECRET and the token endpoint"
+        }),
     };
-    let mut e = step_failure(step, code, &format!("failed ({detail})"));
-    if let Some(h) = hint {
-        e = e.with_hint(h);
-    }
-    e
+    e.with_remote_code(step)
 }
 
 /// OAuth `error` codes are registry strings; anything else is not echoed.
@@ -384,13 +376,13 @@ mod tests {
     fn step_errors_are_typed() {
         let e = step_error(
             TOKEN_EXCHANGE,
-            reqwest::StatusCode::BAD_REQUEST,
+            &http::Response::new(400, b""),
             Some("invalid_grant".into()),
         );
         assert_eq!(e.code(), ErrorCode::Unauthenticated);
         assert!(!e.retryable());
         assert_eq!(e.remote_code(), Some(TOKEN_EXCHANGE));
-        let e = step_error(TOKEN_RETRIEVAL, reqwest::StatusCode::BAD_GATEWAY, None);
+        let e = step_error(TOKEN_RETRIEVAL, &http::Response::new(502, b""), None);
         assert_eq!(e.code(), ErrorCode::BackendUnavailable);
         assert!(e.retryable());
         assert_eq!(e.remote_code(), Some(TOKEN_RETRIEVAL));

@@ -225,17 +225,8 @@ pub(super) fn status_error(resp: &Response, what: &str) -> Error {
 mod tests {
     use super::*;
 
-    fn answer(status: u16, body: &[u8]) -> Response {
-        Response {
-            status,
-            retry_after: None,
-            location: None,
-            body: Zeroizing::new(body.to_vec()),
-        }
-    }
-
     fn status_error(status: u16, body: &[u8], what: &str) -> Error {
-        super::status_error(&answer(status, body), what)
+        super::status_error(&Response::new(status, body), what)
     }
 
     #[test]
