@@ -28,6 +28,7 @@ pub mod blocking;
 mod cache;
 pub mod config;
 pub mod error;
+pub mod flight;
 pub mod http;
 pub mod policy;
 pub mod provider;

@@ -22,13 +22,13 @@ use tokio::time::Instant;
 use futures::future::join_all;
 use futures::Stream;
 use parking_lot::Mutex;
-use tokio::sync::watch;
 use tracing::{debug, field, Instrument};
 use zeroize::Zeroizing;
 
 use crate::audit::{Auditor, Outcome};
 use crate::cache::{is_negative_cacheable, Cache, CacheConfig, Lookup};
 use crate::error::{Error, ErrorCode, Result};
+use crate::flight::{Claim, Follower, Leader, SingleFlight};
 use crate::policy::{
     Authorization, Context, Permit, Policy, Refusal, METADATA_ACTION, READ_ACTION,
 };
@@ -149,7 +149,6 @@ struct FetchError {
 }
 
 type FetchResult = std::result::Result<Resolved, FetchError>;
-type FlightRx = watch::Receiver<Option<FetchResult>>;
 
 /// Builds a [`Resolver`].
 #[derive(Default)]
@@ -239,7 +238,7 @@ impl ResolverBuilder {
                 providers,
                 by_family,
                 retry: self.retry,
-                flights: Mutex::new(HashMap::default()),
+                flights: SingleFlight::default(),
                 leases: Mutex::new(HashMap::new()),
                 renewals: Mutex::new(HashMap::new()),
                 auto_renew: self.auto_renew,
@@ -284,7 +283,7 @@ struct Inner {
     /// Few providers: a linear scan beats hashing.
     by_family: Vec<(&'static str, usize)>,
     retry: RetryPolicy,
-    flights: Mutex<HashMap<Key, FlightRx, foldhash::fast::RandomState>>,
+    flights: SingleFlight<Key, FetchResult, foldhash::fast::RandomState>,
     leases: Mutex<HashMap<String, usize>>,
     /// Background renewals by lease id, aborted when the lease is revoked.
     renewals: Mutex<HashMap<String, tokio::task::AbortHandle>>,
@@ -319,22 +318,6 @@ impl fmt::Debug for Resolver {
                     .sum::<usize>(),
             )
             .finish()
-    }
-}
-
-/// Removes a flight from the map when its owner finishes or is cancelled, so
-/// that waiters of a cancelled owner retry instead of hanging.
-struct FlightGuard<'a> {
-    inner: &'a Inner,
-    keys: Vec<(Key, watch::Sender<Option<FetchResult>>)>,
-}
-
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        let mut flights = self.inner.flights.lock();
-        for (key, _) in &self.keys {
-            flights.remove(key);
-        }
     }
 }
 
@@ -1241,45 +1224,32 @@ impl Resolver {
         refs: &[SecretRef],
         idxs: Vec<usize>,
     ) -> Vec<FetchResult> {
-        let mut own: Vec<usize> = Vec::new();
-        let mut waits: Vec<(usize, FlightRx)> = Vec::new();
-        let mut guard = FlightGuard {
-            inner: &self.inner,
-            keys: Vec::new(),
-        };
-        {
-            let mut flights = self.inner.flights.lock();
-            for (slot, &i) in idxs.iter().enumerate() {
-                let key = self.key(p, &refs[i]);
-                // Also catches the same reference twice in this batch: its
-                // first occurrence is already registered as our own flight.
-                if let Some(rx) = flights.get(&key) {
-                    waits.push((slot, rx.clone()));
-                } else {
-                    let (tx, rx) = watch::channel(None);
-                    flights.insert(key.clone(), rx);
-                    guard.keys.push((key, tx));
-                    own.push(slot);
-                }
+        // Also catches the same reference twice in this batch: its second
+        // occurrence follows the first, which this call leads.
+        let mut own: Vec<(usize, Leader<'_, Key, FetchResult, _>)> = Vec::new();
+        let mut waits: Vec<(usize, Follower<FetchResult>)> = Vec::new();
+        for (slot, &i) in idxs.iter().enumerate() {
+            match self.inner.flights.claim(self.key(p, &refs[i])) {
+                Claim::Leader(leader) => own.push((slot, leader)),
+                Claim::Follower(f) => waits.push((slot, f)),
             }
         }
         let mut out: Vec<Option<FetchResult>> = vec![None; idxs.len()];
         if !own.is_empty() {
-            let own_refs: Vec<SecretRef> = own.iter().map(|s| refs[idxs[*s]].clone()).collect();
+            let own_refs: Vec<SecretRef> =
+                own.iter().map(|(s, _)| refs[idxs[*s]].clone()).collect();
             let fetched = self.fetch_with_retry(p, &own_refs).await;
-            for ((slot, (key, tx)), res) in own.iter().zip(guard.keys.iter()).zip(fetched) {
-                let res = self.settle(p, key, &refs[idxs[*slot]], res);
-                tx.send_replace(Some(res.clone()));
-                out[*slot] = Some(res);
+            for ((slot, leader), res) in own.into_iter().zip(fetched) {
+                let res = self.settle(p, leader.key(), &refs[idxs[slot]], res);
+                leader.finish(res.clone());
+                out[slot] = Some(res);
             }
         }
-        drop(guard);
-        for (slot, mut rx) in waits {
-            let got = rx.wait_for(Option::is_some).await.map(|v| v.clone());
-            let res = match got {
-                Ok(v) => v.expect("some"),
-                // The owner was cancelled: fetch it ourselves.
-                Err(_) => Box::pin(self.fetch_group(p, refs, vec![idxs[slot]]))
+        for (slot, f) in waits {
+            let res = match f.wait().await {
+                Some(v) => v,
+                // The leader was cancelled: fetch it ourselves.
+                None => Box::pin(self.fetch_group(p, refs, vec![idxs[slot]]))
                     .await
                     .pop()
                     .expect("one result"),

@@ -404,7 +404,7 @@ impl CozeProvider {
                     call = what.path(),
                     "coze: outbound API answered 401, re-authenticating once"
                 );
-                self.tokens.reject(token).await;
+                self.tokens.reject(token);
                 *token = self.access_token().await?;
                 reauthed = true;
                 continue;

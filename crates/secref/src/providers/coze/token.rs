@@ -1,16 +1,16 @@
 //! The Coze workload-identity token flow: OAuth2 client credentials for an
 //! "ID token", then an RFC 8693 token exchange for the access token the
-//! outbound API takes. Both tokens are cached with an expiry buffer, and a
-//! refresh is single-flight.
+//! outbound API takes. Both tokens are cached with an expiry buffer in
+//! [`TokenCell`]s, so a refresh is single-flight.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tokio::sync::Mutex;
 use url::Url;
 use zeroize::Zeroizing;
 
+use crate::auth::TokenCell;
 use crate::error::{Error, ErrorCode, Result};
 use crate::http::{self, HttpClient};
 use crate::secret::Secret;
@@ -61,23 +61,22 @@ impl fmt::Debug for TokenSettings {
 }
 
 /// A token and the instant it stops being used (its expiry minus the
-/// buffer). Cloning shares the secret's locked bytes; nothing is copied.
-#[derive(Clone)]
+/// buffer); `None`: never reused (no lifetime, or shorter than the buffer).
 struct Cached {
     token: Secret,
-    use_until: Instant,
+    use_until: Option<Instant>,
 }
 
 impl Cached {
-    fn fresh(&self, now: Instant) -> bool {
-        now < self.use_until
+    fn fresh(&self) -> bool {
+        self.use_until.is_some_and(|u| Instant::now() < u)
     }
 }
 
-#[derive(Default)]
-struct Tokens {
-    id: Option<Cached>,
-    access: Option<Cached>,
+impl crate::auth::TokenState for Cached {
+    fn token(&self) -> &Secret {
+        &self.token
+    }
 }
 
 /// The token source of one provider: one identity (client id) at one pair of
@@ -86,9 +85,10 @@ struct Tokens {
 pub(crate) struct TokenSource {
     settings: TokenSettings,
     lane: Vec<(&'static str, String)>,
-    // A tokio mutex held across the refresh makes it single-flight: callers
-    // that arrive during a refresh wait for it and reuse its result.
-    tokens: Mutex<Tokens>,
+    /// The client-credentials "ID token".
+    id: TokenCell<Cached>,
+    /// The exchanged access token.
+    access: TokenCell<Cached>,
 }
 
 impl fmt::Debug for TokenSource {
@@ -112,7 +112,8 @@ impl TokenSource {
         TokenSource {
             settings,
             lane,
-            tokens: Mutex::new(Tokens::default()),
+            id: TokenCell::new(),
+            access: TokenCell::new(),
         }
     }
 
@@ -123,61 +124,55 @@ impl TokenSource {
     /// A valid access token: the cached one, or a new one from the exchange
     /// (which reuses a cached ID token while it is fresh).
     pub(crate) async fn access_token(&self, client: &HttpClient) -> Result<Secret> {
-        let mut tokens = self.tokens.lock().await;
-        let now = Instant::now();
-        if let Some(a) = tokens.access.as_ref().filter(|a| a.fresh(now)) {
-            return Ok(a.token.clone());
-        }
-        let id_token = match tokens.id.as_ref().filter(|t| t.fresh(now)) {
-            Some(t) => t.token.clone(),
-            None => {
-                tokens.id = None;
-                let (token, ttl) = self.fetch_id_token(client).await?;
-                // An ID token without a lifetime is used once, never cached.
-                if let Some(ttl) = ttl {
-                    tokens.id = self.cache_entry(&token, ttl);
+        let access = self
+            .access
+            .get(Cached::fresh, |_| async {
+                let id = self
+                    .id
+                    .get(Cached::fresh, |_| async {
+                        let (token, ttl) = self.fetch_id_token(client).await?;
+                        // An ID token without a lifetime is used once.
+                        let use_until = ttl.and_then(|t| self.use_until(t));
+                        Ok(Cached { token, use_until })
+                    })
+                    .await?;
+                match self.exchange(client, &id.token).await {
+                    Ok((token, ttl)) => Ok(Cached {
+                        token,
+                        use_until: self.use_until(ttl.unwrap_or(DEFAULT_ACCESS_TOKEN_TTL)),
+                    }),
+                    Err(e) => {
+                        // A refused ID token is not reused: the next call
+                        // starts over.
+                        if !e.retryable() {
+                            self.id.invalidate(&id.token);
+                        }
+                        Err(e)
+                    }
                 }
-                token
-            }
-        };
-        let (access, ttl) = match self.exchange(client, &id_token).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                // A refused ID token is not reused: the next call starts over.
-                if !e.retryable() {
-                    tokens.id = None;
-                }
-                return Err(e);
-            }
-        };
-        tokens.access = self.cache_entry(&access, ttl.unwrap_or(DEFAULT_ACCESS_TOKEN_TTL));
-        Ok(access)
+            })
+            .await?;
+        Ok(access.token.clone())
     }
 
     /// Forgets both tokens if the access token is still `rejected` (the
     /// outbound API answered 401 to it); another caller may have refreshed
     /// already, and its new token is kept.
-    pub(crate) async fn reject(&self, rejected: &Secret) {
-        let mut tokens = self.tokens.lock().await;
-        let current = tokens.access.as_ref().map(|a| &a.token);
-        if current.is_none_or(|t| t.ct_eq(rejected.expose_bytes())) {
+    pub(crate) fn reject(&self, rejected: &Secret) {
+        if self.access.current().is_none() || self.access.invalidate(rejected) {
             tracing::debug!(
                 client_id = %self.settings.client_id,
                 "coze: access token rejected, dropping cached tokens"
             );
-            *tokens = Tokens::default();
+            self.id.clear();
         }
     }
 
-    fn cache_entry(&self, token: &Secret, ttl_secs: u64) -> Option<Cached> {
+    /// When a token living `ttl_secs` stops being used: its expiry minus
+    /// the buffer; `None` when nothing is left of it.
+    fn use_until(&self, ttl_secs: u64) -> Option<Instant> {
         let usable = Duration::from_secs(ttl_secs).checked_sub(self.settings.expiry_buffer)?;
-        if usable.is_zero() {
-            return None;
-        }
-        Some(Cached {
-            token: token.clone(),
-            use_until: Instant::now() + usable,
-        })
+        (!usable.is_zero()).then(|| Instant::now() + usable)
     }
 
     /// Step 1: client credentials → ID token.
