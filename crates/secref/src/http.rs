@@ -18,7 +18,6 @@
 
 use std::borrow::Cow;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -340,13 +339,13 @@ fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
-/// The ids of one logical call, shared by its retries.
+/// The ids of one logical call, shared by all its requests and retries
+/// (a login a first attempt needs and a second does not must not shift the
+/// ids of the requests after it).
 #[derive(Clone, Debug)]
 pub(crate) struct CallIds {
     request_id: Arc<str>,
     trace_id: Arc<str>,
-    /// Requests made so far in the current attempt.
-    seq: Arc<AtomicU32>,
 }
 
 impl CallIds {
@@ -354,25 +353,11 @@ impl CallIds {
         CallIds {
             request_id: fresh_id().into(),
             trace_id: fresh_id().into(),
-            seq: Arc::new(AtomicU32::new(0)),
         }
     }
 
-    /// A new attempt re-sends the same ids in the same order.
-    pub(crate) fn start_attempt(&self) {
-        self.seq.store(0, Ordering::SeqCst);
-    }
-
-    fn next(&self) -> (String, String) {
-        let n = self.seq.fetch_add(1, Ordering::SeqCst);
-        let id = if n == 0 {
-            self.request_id.to_string()
-        } else {
-            // Several requests in one attempt: each its own id, and the same
-            // one again in the next attempt.
-            format!("{}.{n}", self.request_id)
-        };
-        (id, self.trace_id.to_string())
+    fn pair(&self) -> (String, String) {
+        (self.request_id.to_string(), self.trace_id.to_string())
     }
 }
 
@@ -389,14 +374,14 @@ pub(crate) async fn with_call_ids<F: std::future::Future>(ids: CallIds, fut: F) 
     CALL.scope(ids, fut).await
 }
 
-/// `(request_id, trace_id)` for the next request: those of the current
-/// logical call (stable across its retries), or fresh ones outside any.
+/// `(request_id, trace_id)` for a request: those of the current logical
+/// call (stable across its retries), or fresh ones outside any.
 pub fn call_ids() -> (String, String) {
-    CALL.try_with(CallIds::next)
+    CALL.try_with(CallIds::pair)
         .unwrap_or_else(|_| (fresh_id(), fresh_id()))
 }
 
-/// Maps a transport error. reqwest's messages name the URL (never bodies or
+/// Maps a transport error (providers get this through [`HttpClient::send`]). reqwest's messages name the URL (never bodies or
 /// headers), which is safe: URLs here carry no credentials.
 pub fn transport_error(e: &reqwest::Error) -> Error {
     if e.is_timeout() {
@@ -419,7 +404,8 @@ pub fn transport_error(e: &reqwest::Error) -> Error {
     }
 }
 
-/// Reads a response body up to `limit` bytes; more is `invalid_response`.
+/// Reads a response body up to `limit` bytes; more is `invalid_response`
+/// (providers get this through [`HttpClient::send`]).
 pub async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
     if resp.content_length().is_some_and(|n| n as usize > limit) {
         return Err(body_too_large(limit));
