@@ -115,6 +115,16 @@ fn secflow_ok() -> String {
     answer("200 OK", &[], &body.to_string())
 }
 
+/// A SecFlow 429 asking to wait `retry_after` seconds.
+fn slow_down(retry_after: &str) -> String {
+    let body = secflow_error("RATE_LIMITED", true, "slow down");
+    answer(
+        "429 Too Many Requests",
+        &[("retry-after", retry_after)],
+        &body,
+    )
+}
+
 fn secflow_error(code: &str, retryable: bool, message: &str) -> String {
     serde_json::json!({"error":{"code":code,"message":message,"retryable":retryable}}).to_string()
 }
@@ -133,23 +143,25 @@ fn get_secflow(backend: &Backend, retry: &str) -> (Sandbox, Output) {
     (sb, out)
 }
 
+/// Asserts the run failed with `exit` and reported `code`; its stderr.
+fn failed_with(out: &Output, exit: i32, code: &str) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(exit), "{err}");
+    assert!(err.contains(&format!("error[{code}]")), "{err}");
+    assert!(!stdout(out).contains(VALUE));
+    err
+}
+
 const QUICK_RETRY: &str = "[retry]\nmax_attempts = 3\nbase_delay = 1\nmax_delay = 5\n";
 
 #[test]
 fn secflow_retries_resend_one_request_id() {
-    let rate_limited = secflow_error("RATE_LIMITED", true, "slow down");
-    let backend = Backend::start(
-        "127.0.0.1",
-        vec![
-            answer("503 Service Unavailable", &[], ""),
-            answer(
-                "429 Too Many Requests",
-                &[("retry-after", "0")],
-                &rate_limited,
-            ),
-            secflow_ok(),
-        ],
-    );
+    let script = vec![
+        answer("503 Service Unavailable", &[], ""),
+        slow_down("0"),
+        secflow_ok(),
+    ];
+    let backend = Backend::start("127.0.0.1", script);
     let (_sb, out) = get_secflow(&backend, QUICK_RETRY);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim_end(), VALUE);
@@ -177,27 +189,10 @@ fn secflow_retries_resend_one_request_id() {
 
 #[test]
 fn retry_after_past_the_deadline_ends_the_retries() {
-    let rate_limited = secflow_error("RATE_LIMITED", true, "slow down");
     // Were Retry-After ignored, the quick retry would fetch the value.
-    let backend = Backend::start(
-        "127.0.0.1",
-        vec![
-            answer(
-                "429 Too Many Requests",
-                &[("retry-after", "3600")],
-                &rate_limited,
-            ),
-            secflow_ok(),
-        ],
-    );
+    let backend = Backend::start("127.0.0.1", vec![slow_down("3600"), secflow_ok()]);
     let (_sb, out) = get_secflow(&backend, QUICK_RETRY);
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("error[rate_limited]"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!stdout(&out).contains(VALUE));
+    failed_with(&out, 5, "rate_limited");
     assert_eq!(backend.seen().len(), 1);
 }
 
@@ -214,12 +209,7 @@ fn redirects_are_refused_and_the_token_stays_home() {
         )],
     );
     let (_sb, out) = get_secflow(&backend, QUICK_RETRY);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("error[redirect_refused]"),
-        "{}",
-        stderr(&out)
-    );
+    failed_with(&out, 1, "redirect_refused");
     assert_eq!(backend.seen().len(), 1, "a refused redirect is not retried");
     assert!(elsewhere.seen().is_empty(), "the redirect was followed");
 }
@@ -230,9 +220,7 @@ fn backend_messages_are_bounded_and_stripped() {
     let body = secflow_error("INVALID_REQUEST", false, &hostile);
     let backend = Backend::start("127.0.0.1", vec![answer("400 Bad Request", &[], &body)]);
     let (_sb, out) = get_secflow(&backend, QUICK_RETRY);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(err.contains("error[usage]"), "{err}");
+    let err = failed_with(&out, 2, "usage");
     assert!(err.contains("[31mEVIL"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err}");
     assert!(!err.contains("forged"), "{err}");
