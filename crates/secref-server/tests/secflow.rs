@@ -455,12 +455,8 @@ async fn faults_map_to_codes() {
             true,
             "UNAVAILABLE",
         ),
-        (
-            "bare500",
-            ErrorCode::BackendUnavailable,
-            false,
-            "HTTP_ERROR",
-        ),
+        // By the shared status table: 5xx is retryable for every provider.
+        ("bare500", ErrorCode::BackendUnavailable, true, "HTTP_ERROR"),
         ("bare503", ErrorCode::BackendUnavailable, true, "HTTP_ERROR"),
         ("unauth", ErrorCode::Unauthenticated, false, "TOKEN_REVOKED"),
         (

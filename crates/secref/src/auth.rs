@@ -1,8 +1,9 @@
 //! The one way providers hold a backend credential: a [`TokenCell`] keeps the
 //! current token, lets every caller read it without waiting while it is
 //! fresh, and lets exactly one caller refresh it when it is not — the others
-//! wait and reuse the new token (single flight). A token the backend refused
-//! is dropped with [`TokenCell::invalidate`], compared in constant time.
+//! wait and reuse the new token (single flight, [`crate::flight`]). A token
+//! the backend refused is dropped with [`TokenCell::invalidate`], compared in
+//! constant time.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::error::Result;
+use crate::flight::SingleFlight;
 use crate::secret::Secret;
 
 /// A token state kept in a [`TokenCell`]: the credential plus whatever the
@@ -43,8 +45,8 @@ pub trait TokenState: Send + Sync {
 /// ```
 pub struct TokenCell<S> {
     current: RwLock<Option<Arc<S>>>,
-    /// One refresh at a time: concurrent callers wait and reuse its result.
-    gate: tokio::sync::Mutex<()>,
+    /// One refresh at a time: concurrent callers share its result.
+    refresh: SingleFlight<(), Result<Arc<S>>>,
 }
 
 impl<S: TokenState> Default for TokenCell<S> {
@@ -58,7 +60,7 @@ impl<S: TokenState> TokenCell<S> {
     pub fn new() -> Self {
         TokenCell {
             current: RwLock::new(None),
-            gate: tokio::sync::Mutex::new(()),
+            refresh: SingleFlight::new(),
         }
     }
 
@@ -68,11 +70,11 @@ impl<S: TokenState> TokenCell<S> {
     }
 
     /// The current state if `is_fresh` accepts it; otherwise `refresh` runs
-    /// (given the stale state, e.g. to renew rather than log in again) under
-    /// the gate, and its result becomes current. A caller that waited at the
-    /// gate rechecks freshness first, so N concurrent callers refresh once.
-    /// `refresh` may hand back the stale state itself (e.g. when the backend
-    /// is briefly unavailable and the old token is still valid).
+    /// (given the stale state, e.g. to renew rather than log in again) once
+    /// for all concurrent callers, who share its result (or error), and a
+    /// success becomes current. `refresh` may hand back the stale state
+    /// itself (e.g. when the backend is briefly unavailable and the old
+    /// token is still valid).
     pub async fn get<F, R, Fut>(&self, is_fresh: F, refresh: R) -> Result<Arc<S>>
     where
         F: Fn(&S) -> bool,
@@ -82,25 +84,36 @@ impl<S: TokenState> TokenCell<S> {
         if let Some(s) = self.current().filter(|s| is_fresh(s)) {
             return Ok(s);
         }
-        let _gate = self.gate.lock().await;
-        if let Some(s) = self.current().filter(|s| is_fresh(s)) {
-            return Ok(s);
-        }
-        let next = Arc::new(refresh(self.current()).await?);
-        *self.current.write() = Some(next.clone());
-        Ok(next)
+        self.refresh
+            .run((), || async {
+                // Another refresh may have finished since this caller looked.
+                if let Some(s) = self.current().filter(|s| is_fresh(s)) {
+                    return Ok(s);
+                }
+                let next = Arc::new(refresh(self.current()).await?);
+                *self.current.write() = Some(next.clone());
+                Ok(next)
+            })
+            .await
     }
 
     /// Forgets `token` if it is still current (the backend refused it), so
-    /// the next `get` refreshes. A newer token is left alone.
-    pub fn invalidate(&self, token: &Secret) {
+    /// the next `get` refreshes; true when it was. A newer token is left
+    /// alone.
+    pub fn invalidate(&self, token: &Secret) -> bool {
         let mut cur = self.current.write();
-        if cur
+        let refused = cur
             .as_ref()
-            .is_some_and(|s| s.token().ct_eq(token.expose_bytes()))
-        {
+            .is_some_and(|s| s.token().ct_eq(token.expose_bytes()));
+        if refused {
             *cur = None;
         }
+        refused
+    }
+
+    /// Forgets the current state, whatever it is.
+    pub fn clear(&self) {
+        *self.current.write() = None;
     }
 }
 

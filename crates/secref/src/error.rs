@@ -249,6 +249,7 @@ struct Inner {
     request_id: Option<String>,
     remote_code: Option<String>,
     provider: Option<String>,
+    retry_after: Option<std::time::Duration>,
 }
 
 /// The library's result type.
@@ -267,6 +268,7 @@ impl Error {
                 request_id: None,
                 remote_code: None,
                 provider: None,
+                retry_after: None,
             }),
         }
     }
@@ -328,6 +330,14 @@ impl Error {
         self
     }
 
+    /// Attaches how long the backend asked callers to wait before trying
+    /// again (HTTP `Retry-After`); [`crate::RetryPolicy::run`] honours it.
+    #[must_use]
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.inner.retry_after = Some(wait);
+        self
+    }
+
     /// The stable machine code.
     pub fn code(&self) -> ErrorCode {
         self.inner.code
@@ -366,6 +376,11 @@ impl Error {
     /// The provider that failed, if known.
     pub fn provider(&self) -> Option<&str> {
         self.inner.provider.as_deref()
+    }
+
+    /// How long the backend asked callers to wait before trying again.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.inner.retry_after
     }
 }
 
@@ -408,6 +423,9 @@ impl fmt::Debug for Error {
         }
         if let Some(v) = &self.inner.provider {
             d.field("provider", v);
+        }
+        if let Some(v) = &self.inner.retry_after {
+            d.field("retry_after", v);
         }
         d.finish()
     }

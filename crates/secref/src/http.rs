@@ -1,14 +1,39 @@
-//! The one HTTP client setup every remote provider uses: rustls, pooled
-//! keep-alive connections, no automatic redirects, bounded response bodies,
-//! and one mapping from transport failures to [`ErrorCode`]s.
+//! The one transport every HTTP provider uses.
+//!
+//! - [`ClientOptions::build_for`] makes a provider's [`HttpClient`]: rustls,
+//!   pooled keep-alive connections, TLS options, and **no automatic
+//!   redirects** (a redirect could carry credentials to another host; a
+//!   `3xx` comes back as a status and maps to `redirect_refused`, and Vault
+//!   follows its same-origin standby redirects by hand).
+//! - [`HttpClient::send`] sends a request and reads the answer into a
+//!   [`Response`] whose body is capped ([`MAX_BODY`] unless the client says
+//!   otherwise) and zeroized on drop, with `Retry-After` parsed.
+//! - [`status_code`] is the one table from HTTP status to [`ErrorCode`];
+//!   [`Response::status_error`] builds the error with it.
+//! - [`sanitize`] bounds every backend message quoted in an error
+//!   ([`MAX_MESSAGE_CHARS`]) and drops control characters.
+//! - [`call_ids`] gives each request the ids of its logical call: generated
+//!   once by [`crate::RetryPolicy::run`] and re-sent unchanged on every retry
+//!   (`x-request-id` on every request; SecFlow also puts them in its body).
 
+use std::borrow::Cow;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderValue, LOCATION, RETRY_AFTER};
+use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorCode, Result};
 
 /// Largest response body any provider reads (4 MiB, as SecFlow's SDK).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The most characters of a backend's message quoted in an error.
+pub const MAX_MESSAGE_CHARS: usize = 200;
+
+/// The header that carries a request's id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// How to build the HTTP client ([`ClientOptions::build`]).
 ///
@@ -27,6 +52,7 @@ pub struct ClientOptions {
     identity_pem: Option<Vec<u8>>,
     danger_accept_invalid_certs: bool,
     user_agent: String,
+    max_body: usize,
 }
 
 impl Default for ClientOptions {
@@ -38,6 +64,7 @@ impl Default for ClientOptions {
             identity_pem: None,
             danger_accept_invalid_certs: false,
             user_agent: concat!("secref/", env!("CARGO_PKG_VERSION")).to_string(),
+            max_body: MAX_BODY,
         }
     }
 }
@@ -75,7 +102,24 @@ impl ClientOptions {
         self
     }
 
-    /// Builds the client.
+    /// The largest response body [`HttpClient::send`] reads (default
+    /// [`MAX_BODY`]); a larger one is `invalid_response`.
+    pub fn max_body(mut self, limit: usize) -> Self {
+        self.max_body = limit;
+        self
+    }
+
+    /// Builds the transport of one provider; `provider` names it in errors.
+    pub fn build_for(self, provider: &'static str) -> Result<HttpClient> {
+        let max_body = self.max_body;
+        Ok(HttpClient {
+            client: self.build()?,
+            provider,
+            max_body,
+        })
+    }
+
+    /// Builds the bare reqwest client (prefer [`ClientOptions::build_for`]).
     pub fn build(self) -> Result<reqwest::Client> {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
@@ -103,7 +147,241 @@ impl ClientOptions {
     }
 }
 
-/// Maps a transport error. reqwest's messages name the URL (never bodies or
+/// A provider's transport: one pooled client built by
+/// [`ClientOptions::build_for`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    provider: &'static str,
+    max_body: usize,
+}
+
+/// A final answer: status, what the callers read from its headers, and the
+/// body (which may hold secrets), zeroized on drop.
+pub struct Response {
+    /// The HTTP status.
+    pub status: u16,
+    /// `Retry-After`, as a wait from now (seconds or an HTTP date).
+    pub retry_after: Option<Duration>,
+    /// `Location`, for the one caller that follows redirects by hand.
+    pub location: Option<String>,
+    /// The body, at most the client's limit.
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// Starts a request (send it with [`HttpClient::send`]).
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: impl reqwest::IntoUrl,
+    ) -> reqwest::RequestBuilder {
+        self.client.request(method, url)
+    }
+
+    /// Starts a `GET`.
+    pub fn get(&self, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        self.client.get(url)
+    }
+
+    /// Starts a `POST`.
+    pub fn post(&self, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        self.client.post(url)
+    }
+
+    /// The provider this transport belongs to.
+    pub fn provider(&self) -> &'static str {
+        self.provider
+    }
+
+    /// Sends `req` with its call's request id (unless it names one itself)
+    /// and reads the answer. Any status is an answer (a `3xx` included:
+    /// nothing is followed); transport failures and oversized bodies are
+    /// errors.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response> {
+        let failed = |e: reqwest::Error| transport_error(&e).with_provider(self.provider);
+        let mut req = req.build().map_err(failed)?;
+        if !req.headers().contains_key(REQUEST_ID_HEADER) {
+            if let Ok(id) = HeaderValue::from_str(&call_ids().0) {
+                req.headers_mut().insert(REQUEST_ID_HEADER, id);
+            }
+        }
+        let resp = self.client.execute(req).await.map_err(failed)?;
+        let status = resp.status().as_u16();
+        let retry_after = resp.headers().get(RETRY_AFTER).and_then(parse_retry_after);
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = Zeroizing::new(
+            read_body(resp, self.max_body)
+                .await
+                .map_err(|e| e.with_provider(self.provider))?,
+        );
+        tracing::trace!(provider = self.provider, status, "HTTP answer");
+        Ok(Response {
+            status,
+            retry_after,
+            location,
+            body,
+        })
+    }
+}
+
+impl Response {
+    /// An answer with `status` and `body` and no headers (for tests and
+    /// doubles).
+    pub fn new(status: u16, body: &[u8]) -> Response {
+        Response {
+            status,
+            retry_after: None,
+            location: None,
+            body: Zeroizing::new(body.to_vec()),
+        }
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The error for this (non-success) answer: code and retryable flag by
+    /// [`status_code`], the provider, and the backend's `Retry-After`.
+    pub fn status_error(&self, provider: &str, message: impl Into<Cow<'static, str>>) -> Error {
+        status_error(provider, self.status, self.retry_after, message)
+    }
+}
+
+/// The one table from an HTTP status to an [`ErrorCode`]; retryability is
+/// the code's default (`rate_limited`, `backend_unavailable`, `timeout`).
+///
+/// ```
+/// use secref::{http::status_code, ErrorCode};
+/// assert_eq!(status_code(404), ErrorCode::NotFound);
+/// assert_eq!(status_code(307), ErrorCode::RedirectRefused);
+/// assert_eq!(status_code(504), ErrorCode::Timeout);
+/// assert!(status_code(503).default_retryable());
+/// ```
+pub fn status_code(status: u16) -> ErrorCode {
+    match status {
+        // Redirects are never followed (credentials could go elsewhere).
+        300..=399 => ErrorCode::RedirectRefused,
+        400 | 422 => ErrorCode::Usage,
+        401 => ErrorCode::Unauthenticated,
+        403 => ErrorCode::PermissionDenied,
+        404 => ErrorCode::NotFound,
+        405 | 501 => ErrorCode::Unsupported,
+        408 | 504 => ErrorCode::Timeout,
+        // 412: a Vault performance standby has not caught up yet.
+        412 => ErrorCode::BackendUnavailable,
+        429 => ErrorCode::RateLimited,
+        500..=599 => ErrorCode::BackendUnavailable,
+        _ => ErrorCode::InvalidResponse,
+    }
+}
+
+/// An error for HTTP `status` from `provider` ([`status_code`]), carrying
+/// `retry_after` when the backend sent one and a hint for redirects.
+pub fn status_error(
+    provider: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    message: impl Into<Cow<'static, str>>,
+) -> Error {
+    let code = status_code(status);
+    let mut e = Error::new(code, message).with_provider(provider);
+    if let Some(wait) = retry_after {
+        e = e.with_retry_after(wait);
+    }
+    if code == ErrorCode::RedirectRefused {
+        e = e.with_hint("redirects are not followed: configure the final URL");
+    }
+    e
+}
+
+/// A backend's message made safe to quote: control characters dropped, at
+/// most [`MAX_MESSAGE_CHARS`] characters (`…` marks a cut). Backends'
+/// messages describe failures; this keeps a hostile one from flooding or
+/// forging log lines.
+///
+/// ```
+/// let long = "a".repeat(500);
+/// let s = secref::http::sanitize(&format!("bad\n\u{1b}[31m{long}"));
+/// assert!(s.starts_with("bad[31maaa") && s.ends_with('…'));
+/// assert_eq!(s.chars().count(), secref::http::MAX_MESSAGE_CHARS + 1);
+/// ```
+pub fn sanitize(message: &str) -> String {
+    let mut kept = message.chars().filter(|c| !c.is_control());
+    let mut out: String = kept.by_ref().take(MAX_MESSAGE_CHARS).collect();
+    if kept.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date (a past date is "now").
+fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
+    let text = v.to_str().ok()?.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// The ids of one logical call, shared by all its requests and retries
+/// (a login a first attempt needs and a second does not must not shift the
+/// ids of the requests after it).
+#[derive(Clone, Debug)]
+pub(crate) struct CallIds {
+    request_id: Arc<str>,
+    trace_id: Arc<str>,
+}
+
+impl CallIds {
+    pub(crate) fn fresh() -> CallIds {
+        CallIds {
+            request_id: fresh_id().into(),
+            trace_id: fresh_id().into(),
+        }
+    }
+
+    fn pair(&self) -> (String, String) {
+        (self.request_id.to_string(), self.trace_id.to_string())
+    }
+}
+
+tokio::task_local! {
+    static CALL: CallIds;
+}
+
+fn fresh_id() -> String {
+    format!("secref-{}", uuid::Uuid::new_v4())
+}
+
+/// Runs `fut` as one logical call with the ids `ids`.
+pub(crate) async fn with_call_ids<F: std::future::Future>(ids: CallIds, fut: F) -> F::Output {
+    CALL.scope(ids, fut).await
+}
+
+/// `(request_id, trace_id)` for a request: those of the current logical
+/// call (stable across its retries), or fresh ones outside any.
+pub fn call_ids() -> (String, String) {
+    CALL.try_with(CallIds::pair)
+        .unwrap_or_else(|_| (fresh_id(), fresh_id()))
+}
+
+/// Maps a transport error (providers get this through [`HttpClient::send`]). reqwest's messages name the URL (never bodies or
 /// headers), which is safe: URLs here carry no credentials.
 pub fn transport_error(e: &reqwest::Error) -> Error {
     if e.is_timeout() {
@@ -126,7 +404,8 @@ pub fn transport_error(e: &reqwest::Error) -> Error {
     }
 }
 
-/// Reads a response body up to `limit` bytes; more is `invalid_response`.
+/// Reads a response body up to `limit` bytes; more is `invalid_response`
+/// (providers get this through [`HttpClient::send`]).
 pub(crate) async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
     if resp.content_length().is_some_and(|n| n as usize > limit) {
         return Err(body_too_large(limit));

@@ -30,6 +30,7 @@ mod cache;
 pub mod config;
 pub mod credfile;
 pub mod error;
+pub mod flight;
 pub mod http;
 pub mod policy;
 pub mod provider;

@@ -22,13 +22,13 @@ use tokio::time::Instant;
 use futures::future::join_all;
 use futures::Stream;
 use parking_lot::Mutex;
-use tokio::sync::watch;
 use tracing::{debug, field, Instrument};
 use zeroize::Zeroizing;
 
 use crate::audit::{Auditor, Outcome};
 use crate::cache::{is_negative_cacheable, Cache, CacheConfig, Lookup};
 use crate::error::{Error, ErrorCode, Result};
+use crate::flight::{Claim, Follower, Leader, SingleFlight};
 use crate::policy::{
     Authorization, Context, Permit, Policy, Refusal, METADATA_ACTION, READ_ACTION,
 };
@@ -149,7 +149,6 @@ struct FetchError {
 }
 
 type FetchResult = std::result::Result<Resolved, FetchError>;
-type FlightRx = watch::Receiver<Option<FetchResult>>;
 
 /// Builds a [`Resolver`].
 #[derive(Default)]
@@ -245,7 +244,7 @@ impl ResolverBuilder {
                 providers,
                 by_family,
                 retry: self.retry,
-                flights: Mutex::new(HashMap::default()),
+                flights: SingleFlight::default(),
                 leases: Mutex::new(HashMap::new()),
                 renewals: Mutex::new(HashMap::new()),
                 auto_renew: self.auto_renew,
@@ -290,7 +289,7 @@ struct Inner {
     /// Few providers: a linear scan beats hashing.
     by_family: Vec<(&'static str, usize)>,
     retry: RetryPolicy,
-    flights: Mutex<HashMap<Key, FlightRx, foldhash::fast::RandomState>>,
+    flights: SingleFlight<Key, FetchResult, foldhash::fast::RandomState>,
     leases: Mutex<HashMap<String, usize>>,
     /// Background renewals by lease id, aborted when the lease is revoked.
     renewals: Mutex<HashMap<String, tokio::task::AbortHandle>>,
@@ -325,22 +324,6 @@ impl fmt::Debug for Resolver {
                     .sum::<usize>(),
             )
             .finish()
-    }
-}
-
-/// Removes a flight from the map when its owner finishes or is cancelled, so
-/// that waiters of a cancelled owner retry instead of hanging.
-struct FlightGuard<'a> {
-    inner: &'a Inner,
-    keys: Vec<(Key, watch::Sender<Option<FetchResult>>)>,
-}
-
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        let mut flights = self.inner.flights.lock();
-        for (key, _) in &self.keys {
-            flights.remove(key);
-        }
     }
 }
 
@@ -1287,45 +1270,32 @@ impl Resolver {
         refs: &[SecretRef],
         idxs: Vec<usize>,
     ) -> Vec<FetchResult> {
-        let mut own: Vec<usize> = Vec::new();
-        let mut waits: Vec<(usize, FlightRx)> = Vec::new();
-        let mut guard = FlightGuard {
-            inner: &self.inner,
-            keys: Vec::new(),
-        };
-        {
-            let mut flights = self.inner.flights.lock();
-            for (slot, &i) in idxs.iter().enumerate() {
-                let key = self.key(p, &refs[i]);
-                // Also catches the same reference twice in this batch: its
-                // first occurrence is already registered as our own flight.
-                if let Some(rx) = flights.get(&key) {
-                    waits.push((slot, rx.clone()));
-                } else {
-                    let (tx, rx) = watch::channel(None);
-                    flights.insert(key.clone(), rx);
-                    guard.keys.push((key, tx));
-                    own.push(slot);
-                }
+        // Also catches the same reference twice in this batch: its second
+        // occurrence follows the first, which this call leads.
+        let mut own: Vec<(usize, Leader<'_, Key, FetchResult, _>)> = Vec::new();
+        let mut waits: Vec<(usize, Follower<FetchResult>)> = Vec::new();
+        for (slot, &i) in idxs.iter().enumerate() {
+            match self.inner.flights.claim(self.key(p, &refs[i])) {
+                Claim::Leader(leader) => own.push((slot, leader)),
+                Claim::Follower(f) => waits.push((slot, f)),
             }
         }
         let mut out: Vec<Option<FetchResult>> = vec![None; idxs.len()];
         if !own.is_empty() {
-            let own_refs: Vec<SecretRef> = own.iter().map(|s| refs[idxs[*s]].clone()).collect();
+            let own_refs: Vec<SecretRef> =
+                own.iter().map(|(s, _)| refs[idxs[*s]].clone()).collect();
             let fetched = self.fetch_with_retry(p, &own_refs).await;
-            for ((slot, (key, tx)), res) in own.iter().zip(guard.keys.iter()).zip(fetched) {
-                let res = self.settle(p, key, &refs[idxs[*slot]], res);
-                tx.send_replace(Some(res.clone()));
-                out[*slot] = Some(res);
+            for ((slot, leader), res) in own.into_iter().zip(fetched) {
+                let res = self.settle(p, leader.key(), &refs[idxs[slot]], res);
+                leader.finish(res.clone());
+                out[slot] = Some(res);
             }
         }
-        drop(guard);
-        for (slot, mut rx) in waits {
-            let got = rx.wait_for(Option::is_some).await.map(|v| v.clone());
-            let res = match got {
-                Ok(v) => v.expect("some"),
-                // The owner was cancelled: fetch it ourselves.
-                Err(_) => Box::pin(self.fetch_group(p, refs, vec![idxs[slot]]))
+        for (slot, f) in waits {
+            let res = match f.wait().await {
+                Some(v) => v,
+                // The leader was cancelled: fetch it ourselves.
+                None => Box::pin(self.fetch_group(p, refs, vec![idxs[slot]]))
                     .await
                     .pop()
                     .expect("one result"),
@@ -1394,8 +1364,6 @@ impl Resolver {
 
     async fn fetch_chunk(&self, p: usize, refs: &[SecretRef]) -> Vec<FetchResult> {
         let provider = &self.inner.providers[p].provider;
-        let policy = &self.inner.retry;
-        let started = Instant::now();
         let span = tracing::debug_span!(
             "secref.provider_call",
             provider = provider.name(),
@@ -1403,69 +1371,67 @@ impl Resolver {
             attempts = field::Empty,
             error_code = field::Empty,
         );
-        let mut results: Vec<Option<FetchResult>> = vec![None; refs.len()];
-        let mut pending: Vec<usize> = (0..refs.len()).collect();
-        let mut attempt = 0u32;
-        async {
-            loop {
-                attempt += 1;
-                let batch: Vec<SecretRef> = pending.iter().map(|i| refs[*i].clone()).collect();
-                let answer: BatchResult<Resolved> = provider.resolve_many(&batch).await;
-                let mut retry_idx = Vec::new();
-                let can_retry = attempt < policy.max_attempts;
-                match answer {
-                    Ok(items) => {
-                        for (i, item) in
-                            pending.iter().zip(pad(items, batch.len(), provider.name()))
-                        {
-                            match item {
-                                Ok(v) => results[*i] = Some(Ok(v)),
-                                Err(e) => {
-                                    if e.retryable() && can_retry {
-                                        retry_idx.push(*i);
-                                    }
-                                    results[*i] = Some(Err(FetchError {
-                                        error: fill(e, &refs[*i], provider.name()),
-                                        request_level: false,
-                                    }));
+        // Every item's latest outcome, and the items the next attempt asks
+        // for again (only the retryable failures of this one).
+        let state = Mutex::new((
+            vec![None::<FetchResult>; refs.len()],
+            (0..refs.len()).collect::<Vec<usize>>(),
+        ));
+        let mut attempts = 0u32;
+        // The policy's loop decides whether and when to go again; an attempt
+        // reports a retryable failure when any item is worth retrying.
+        let _ = self
+            .inner
+            .retry
+            .run(|attempt| {
+                attempts = attempt;
+                let state = &state;
+                async move {
+                    let pending = state.lock().1.clone();
+                    let batch: Vec<SecretRef> = pending.iter().map(|i| refs[*i].clone()).collect();
+                    let answer: BatchResult<Resolved> = provider.resolve_many(&batch).await;
+                    let mut st = state.lock();
+                    let (results, next) = &mut *st;
+                    next.clear();
+                    let mut again: Option<Error> = None;
+                    let mut failed = |i: usize, e: Error, request_level: bool| {
+                        if e.retryable() {
+                            next.push(i);
+                            again.get_or_insert_with(|| e.clone());
+                        }
+                        Some(Err(FetchError {
+                            error: fill(e, &refs[i], provider.name()),
+                            request_level,
+                        }))
+                    };
+                    match answer {
+                        Ok(items) => {
+                            for (i, item) in
+                                pending.iter().zip(pad(items, batch.len(), provider.name()))
+                            {
+                                match item {
+                                    Ok(v) => results[*i] = Some(Ok(v)),
+                                    Err(e) => results[*i] = failed(*i, e, false),
                                 }
                             }
                         }
-                    }
-                    Err(e) => {
-                        tracing::Span::current().record("error_code", e.code().as_str());
-                        for i in &pending {
-                            if e.retryable() && can_retry {
-                                retry_idx.push(*i);
+                        Err(e) => {
+                            tracing::Span::current().record("error_code", e.code().as_str());
+                            for i in &pending {
+                                results[*i] = failed(*i, e.clone(), true);
                             }
-                            results[*i] = Some(Err(FetchError {
-                                error: fill(e.clone(), &refs[*i], provider.name()),
-                                request_level: true,
-                            }));
                         }
                     }
+                    again.map_or(Ok(()), Err)
                 }
-                if retry_idx.is_empty() {
-                    break;
-                }
-                let delay = policy.backoff(attempt);
-                if started.elapsed() + delay >= policy.deadline {
-                    break;
-                }
-                debug!(
-                    attempt,
-                    delay_ms = delay.as_millis() as u64,
-                    "retrying provider call"
-                );
-                tokio::time::sleep(delay).await;
-                pending = retry_idx;
-            }
-            tracing::Span::current().record("attempts", attempt);
-        }
-        .instrument(span)
-        .await;
-        tracing::Span::current().record("attempts", attempt);
-        results
+            })
+            .instrument(span.clone())
+            .await;
+        span.record("attempts", attempts);
+        tracing::Span::current().record("attempts", attempts);
+        state
+            .into_inner()
+            .0
             .into_iter()
             .map(|r| r.expect("every item answered"))
             .collect()

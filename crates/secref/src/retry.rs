@@ -1,9 +1,15 @@
-//! The one retry policy every provider call goes through.
+//! The one retry policy every provider call goes through, and its one loop
+//! ([`RetryPolicy::run`]).
 //!
 //! Bounded attempts, exponential backoff with full jitter, an overall
-//! deadline, and only errors marked `retryable` are retried.
+//! deadline, only errors marked `retryable` are retried, and a backend's
+//! `Retry-After` is waited out (or ends the retries when it passes the
+//! deadline).
 
+use std::future::Future;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::Deserialize;
 
@@ -87,6 +93,71 @@ impl RetryPolicy {
         cap.mul_f64(fastrand::f64())
     }
 
+    /// The wait before retry `retry` after `error`: the jittered backoff, or
+    /// the backend's `Retry-After` when that is longer.
+    pub fn delay_after(&self, retry: u32, error: &Error) -> Duration {
+        let backoff = self.backoff(retry);
+        error
+            .retry_after()
+            .map_or(backoff, |wait| wait.max(backoff))
+    }
+
+    /// Runs `attempt(1)`, `attempt(2)`, … until one succeeds, fails with an
+    /// error that is not `retryable`, `max_attempts` is reached, or the next
+    /// wait would end past `deadline` (counted from the first attempt); the
+    /// last error is returned. Every attempt runs as the same logical call:
+    /// its requests carry the same ids ([`crate::http::call_ids`]).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use secref::{Error, ErrorCode, RetryPolicy};
+    /// let p = RetryPolicy { base_delay: std::time::Duration::ZERO, ..RetryPolicy::default() };
+    /// let mut ids = Vec::new();
+    /// let r: Result<(), Error> = p
+    ///     .run(|_attempt| {
+    ///         ids.push(secref::http::call_ids().0);
+    ///         async { Err(Error::new(ErrorCode::BackendUnavailable, "down")) }
+    ///     })
+    ///     .await;
+    /// assert_eq!(r.unwrap_err().code(), ErrorCode::BackendUnavailable);
+    /// assert_eq!(ids.len(), 3);
+    /// assert!(ids.iter().all(|i| i == &ids[0]));
+    /// # });
+    /// ```
+    pub async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let ids = crate::http::CallIds::fresh();
+        let started = Instant::now();
+        let mut n = 0u32;
+        loop {
+            n += 1;
+            // The closure is called inside the scope too, so ids it takes
+            // before its future starts are the call's.
+            let err =
+                match crate::http::with_call_ids(ids.clone(), async { attempt(n).await }).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => e,
+                };
+            if !err.retryable() || n >= self.max_attempts {
+                return Err(err);
+            }
+            let delay = self.delay_after(n, &err);
+            if started.elapsed() + delay >= self.deadline {
+                return Err(err);
+            }
+            tracing::debug!(
+                attempt = n,
+                delay_ms = delay.as_millis() as u64,
+                error_code = %err.code(),
+                "retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     /// Checks the policy's numbers.
     pub fn validate(&self) -> Result<()> {
         if self.max_attempts == 0 || self.max_attempts > 20 {
@@ -102,6 +173,94 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorCode;
+
+    fn quick(attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: attempts,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            deadline: Duration::from_secs(30),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_retries_only_retryable_errors_within_bounds() {
+        let mut calls = 0;
+        let r: Result<u32> = quick(5)
+            .run(|n| {
+                calls += 1;
+                async move {
+                    if n < 3 {
+                        Err(Error::new(ErrorCode::Timeout, "slow"))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await;
+        assert_eq!((r.unwrap(), calls), (3, 3));
+        let mut calls = 0;
+        let r: Result<()> = quick(5)
+            .run(|_| {
+                calls += 1;
+                async { Err(Error::new(ErrorCode::NotFound, "no")) }
+            })
+            .await;
+        assert_eq!((r.unwrap_err().code(), calls), (ErrorCode::NotFound, 1));
+    }
+
+    /// Runs `policy` over an attempt that always fails with `err`: the
+    /// calls made.
+    async fn calls_failing_with(policy: RetryPolicy, err: Error) -> u32 {
+        let mut calls = 0;
+        let r: Result<()> = policy
+            .run(|_| {
+                calls += 1;
+                let err = err.clone();
+                async move { Err(err) }
+            })
+            .await;
+        assert_eq!(r.unwrap_err().code(), err.code());
+        calls
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_honours_retry_after_and_the_deadline() {
+        let slow_down = |secs| {
+            Error::new(ErrorCode::RateLimited, "slow down")
+                .with_retry_after(Duration::from_secs(secs))
+        };
+        // Retry-After beyond the deadline: no second attempt.
+        assert_eq!(calls_failing_with(quick(5), slow_down(3600)).await, 1);
+        // A short Retry-After is waited out (virtual time) and retried.
+        let started = Instant::now();
+        assert_eq!(calls_failing_with(quick(2), slow_down(7)).await, 2);
+        assert!(started.elapsed() >= Duration::from_secs(7));
+    }
+
+    #[tokio::test]
+    async fn run_keeps_request_ids_across_attempts_only() {
+        let mut seen = Vec::new();
+        let _: Result<()> = quick(3)
+            .run(|_| {
+                seen.push((crate::http::call_ids(), crate::http::call_ids()));
+                async { Err(Error::new(ErrorCode::Timeout, "slow")) }
+            })
+            .await;
+        assert_eq!(seen.len(), 3);
+        // Every request of every attempt: the call's ids.
+        assert!(seen.iter().all(|s| s == &seen[0] && s.0 == s.1));
+        // Another logical call: other ids.
+        let mut other = None;
+        let _: Result<()> = quick(1)
+            .run(|_| {
+                other = Some(crate::http::call_ids());
+                async { Ok(()) }
+            })
+            .await;
+        assert_ne!(other.unwrap().0, seen[0].0 .0);
+    }
 
     #[test]
     fn backoff_is_bounded_and_grows() {

@@ -107,6 +107,7 @@ use tokio::time::Instant;
 
 use crate::config::Env;
 use crate::error::{Error, ErrorCode, Result};
+use crate::flight::SingleFlight;
 use crate::http::ClientOptions;
 use crate::reference::SecretRef;
 use crate::secret::Secret;
@@ -325,6 +326,8 @@ pub struct Policy {
     settings: PolicySettings,
     pdp: Arc<dyn Pdp>,
     state: Mutex<State>,
+    /// Concurrent misses on one grant key ask the PDP once.
+    issuing: SingleFlight<GrantKey, std::result::Result<Arc<Grant>, Refusal>>,
 }
 
 impl fmt::Debug for Policy {
@@ -348,8 +351,6 @@ struct State {
     grants: HashMap<GrantKey, Arc<Grant>>,
     negative: HashMap<GrantKey, Instant>,
     jtis: HashMap<String, Instant>,
-    /// Per-key locks so that concurrent misses ask the PDP once.
-    issuing: HashMap<GrantKey, Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// Entries beyond which expired ones are swept on insert.
@@ -478,6 +479,7 @@ impl Policy {
             settings,
             pdp,
             state: Mutex::new(State::default()),
+            issuing: SingleFlight::new(),
         }
     }
 
@@ -695,27 +697,15 @@ impl Policy {
         key: &GrantKey,
         binding: Option<&str>,
     ) -> std::result::Result<Arc<Grant>, Refusal> {
-        let lock = self
-            .state
-            .lock()
-            .issuing
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let result = {
-            let _held = lock.lock().await;
-            // Another caller may have been granted while we waited.
-            match self.live_grant(key, Instant::now()) {
-                Some(g) => Ok(g),
-                None => self.ask_pdp(ctx, r, key, binding).await,
-            }
-        };
-        let mut st = self.state.lock();
-        // Drop the lock entry when no one else holds it (the map and `lock`).
-        if Arc::strong_count(&lock) <= 2 {
-            st.issuing.remove(key);
-        }
-        result
+        self.issuing
+            .run(key.clone(), || async {
+                // A grant may have been issued since this caller missed.
+                match self.live_grant(key, Instant::now()) {
+                    Some(g) => Ok(g),
+                    None => self.ask_pdp(ctx, r, key, binding).await,
+                }
+            })
+            .await
     }
 
     async fn ask_pdp(

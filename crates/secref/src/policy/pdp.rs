@@ -15,7 +15,7 @@ use url::Url;
 
 use super::context::Context;
 use crate::error::{Error, ErrorCode, Result};
-use crate::http::{read_body, transport_error, ClientOptions};
+use crate::http::{ClientOptions, HttpClient};
 use crate::secret::Secret;
 
 /// One question to a PDP: may `subject` of `tenant` do `action` on
@@ -313,7 +313,7 @@ pub(crate) fn validate_rule(i: usize, r: &Rule) -> Result<()> {
 /// an answer without a boolean `decision` is an outage (never an allow).
 pub struct AuthZenPdp {
     endpoint: Url,
-    client: reqwest::Client,
+    client: HttpClient,
     token: Option<Secret>,
     defaults: GrantTerms,
 }
@@ -345,7 +345,8 @@ impl AuthZenPdp {
         .map_err(|e| Error::config(format!("policy.pdp.url: {e}")))?;
         Ok(AuthZenPdp {
             endpoint,
-            client: options.build()?,
+            // An evaluation answer is small: 64 KiB is plenty.
+            client: options.max_body(64 * 1024).build_for("pdp")?,
             token,
             defaults,
         })
@@ -409,16 +410,15 @@ impl Pdp for AuthZenPdp {
             let t = t.as_text()?;
             http = http.bearer_auth(t);
         }
-        let resp = http.send().await.map_err(|e| transport_error(&e))?;
-        let status = resp.status();
-        if !status.is_success() {
+        let resp = self.client.send(http).await?;
+        if !resp.is_success() {
+            // Whatever the status, the PDP did not decide: an outage.
             return Err(Error::new(
                 ErrorCode::BackendUnavailable,
-                format!("the PDP answered HTTP {}", status.as_u16()),
+                format!("the PDP answered HTTP {}", resp.status),
             ));
         }
-        let body = read_body(resp, 64 * 1024).await?;
-        let answer: EvaluationResponse = serde_json::from_slice(&body).map_err(|_| {
+        let answer: EvaluationResponse = serde_json::from_slice(&resp.body).map_err(|_| {
             Error::new(
                 ErrorCode::InvalidResponse,
                 "the PDP's answer is not an AuthZEN evaluation response",

@@ -63,14 +63,15 @@
 //! OAuth `error`) → `unauthenticated`; a missing `access_token` or a
 //! non-numeric `expires_in` → `invalid_response`.
 //!
-//! Outbound answers: `401` (after the one re-auth) → `unauthenticated`, `403`
-//! → `permission_denied`, `404` → `not_found`, `429` → `rate_limited`, 5xx →
-//! `backend_unavailable` (retryable), 3xx → `redirect_refused`, other
-//! non-200 → `invalid_response`. A `200` with `code != 0` maps HTTP-like
-//! codes the same way (`401`, `403`, `404`, `429`, `5xx`, `400` → `usage`);
-//! any other code is `invalid_response`. The envelope's `code` becomes the
-//! error's remote code and its `msg` (bounded, control characters removed)
-//! is quoted; values never are. A missing env key is `not_found`.
+//! Outbound answers other than `200` (a `401` after the one re-auth) map by
+//! the shared status table ([`crate::http::status_code`]: `401` →
+//! `unauthenticated`, `403` → `permission_denied`, `404` → `not_found`,
+//! `429` → `rate_limited`, 5xx → `backend_unavailable` (retryable), 3xx →
+//! `redirect_refused`, …). A `200` with `code != 0` maps HTTP-like codes by
+//! the same table; any other code is `invalid_response`. The envelope's
+//! `code` becomes the error's remote code and its `msg`
+//! ([`crate::http::sanitize`]d) is quoted; values never are. A missing env
+//! key is `not_found`.
 //!
 //! **`project_id`.** The 0.1.14 API lists the env vars of the workload's own
 //! project and takes no project parameter. When `COZE_PROJECT_ID` (or
@@ -95,7 +96,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{check_timeout, parse_timeout, validate_base_url, Config, Env};
 use crate::error::{Error, ErrorCode, Result};
-use crate::http::{self, ClientOptions, MAX_BODY};
+use crate::http::{self, ClientOptions};
 use crate::provider::{BatchResult, Provider, Resolved};
 use crate::reference::{self, ParsedRef, RefKind, SecretRef};
 use crate::secret::Secret;
@@ -141,7 +142,7 @@ pub struct CozeProvider {
     project_id: Option<String>,
     lane: Vec<(&'static str, String)>,
     timeout: Duration,
-    client: reqwest::Client,
+    client: http::HttpClient,
 }
 
 impl fmt::Debug for CozeProvider {
@@ -296,7 +297,9 @@ impl CozeProvider {
             ));
         }
         let project_id = pick(t.project_id, ENV_PROJECT_ID).map(|p| p.trim().to_string());
-        let client = ClientOptions::default().timeout(timeout).build()?;
+        let client = ClientOptions::default()
+            .timeout(timeout)
+            .build_for("coze")?;
         Ok(CozeProvider {
             tokens: TokenSource::new(settings, lane.clone()),
             outbound,
@@ -396,25 +399,21 @@ impl CozeProvider {
             for (name, value) in &self.lane {
                 req = req.header(*name, value);
             }
-            let resp = req
+            let req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .bearer_auth(token.as_text()?)
-                .send()
-                .await
-                .map_err(|e| http::transport_error(&e))?;
-            let status = resp.status();
-            if status == reqwest::StatusCode::UNAUTHORIZED && !reauthed {
+                .bearer_auth(token.as_text()?);
+            let resp = self.client.send(req).await?;
+            if resp.status == 401 && !reauthed {
                 tracing::debug!(
                     call = what.path(),
                     "coze: outbound API answered 401, re-authenticating once"
                 );
-                self.tokens.reject(token).await;
+                self.tokens.reject(token);
                 *token = self.access_token().await?;
                 reauthed = true;
                 continue;
             }
-            let body = Zeroizing::new(http::read_body(resp, MAX_BODY).await?);
-            return parse_envelope(status, &body, what);
+            return parse_envelope(&resp, what);
         }
     }
 
@@ -565,38 +564,22 @@ struct EnvelopeData<T> {
 
 /// Maps an outbound answer: the typed `data` of a `200` + `code == 0`
 /// envelope, or a typed error quoting only `msg`.
-fn parse_envelope<T: DeserializeOwned>(
-    status: reqwest::StatusCode,
-    body: &[u8],
-    what: Outbound<'_>,
-) -> Result<T> {
+fn parse_envelope<T: DeserializeOwned>(resp: &http::Response, what: Outbound<'_>) -> Result<T> {
+    let body = &resp.body[..];
     let head: Option<EnvelopeHead> = serde_json::from_slice(body).ok();
     let msg = head
         .as_ref()
         .and_then(|h| h.msg.as_ref())
         .and_then(Value::as_str)
-        .map(safe_msg);
+        .map(http::sanitize);
     let with_msg = |text: String| match &msg {
         Some(m) => format!("{text}: {m}"),
         None => text,
     };
-    if status != reqwest::StatusCode::OK {
-        let code = match status.as_u16() {
-            401 => ErrorCode::Unauthenticated,
-            403 => ErrorCode::PermissionDenied,
-            404 => ErrorCode::NotFound,
-            429 => ErrorCode::RateLimited,
-            300..=399 => ErrorCode::RedirectRefused,
-            500..=599 => ErrorCode::BackendUnavailable,
-            _ => ErrorCode::InvalidResponse,
-        };
-        return Err(Error::new(
-            code,
-            with_msg(format!(
-                "{} failed with HTTP {}",
-                what.label(),
-                status.as_u16()
-            )),
+    if resp.status != 200 {
+        return Err(resp.status_error(
+            "coze",
+            with_msg(format!("{} failed with HTTP {}", what.label(), resp.status)),
         ));
     }
     let invalid = |why: &str| {
@@ -613,15 +596,11 @@ fn parse_envelope<T: DeserializeOwned>(
         _ => return Err(invalid("has no integer code")),
     };
     if code != 0 {
-        let ours = match code {
-            400 => ErrorCode::Usage,
-            401 => ErrorCode::Unauthenticated,
-            403 => ErrorCode::PermissionDenied,
-            404 => ErrorCode::NotFound,
-            429 => ErrorCode::RateLimited,
-            500..=599 => ErrorCode::BackendUnavailable,
-            _ => ErrorCode::InvalidResponse,
-        };
+        // HTTP-like codes, by the same table as statuses.
+        let ours = u16::try_from(code)
+            .ok()
+            .filter(|c| (300..600).contains(c))
+            .map_or(ErrorCode::InvalidResponse, http::status_code);
         return Err(Error::new(
             ours,
             with_msg(format!("{} returned code {code}", what.label())),
@@ -631,11 +610,6 @@ fn parse_envelope<T: DeserializeOwned>(
     serde_json::from_slice::<EnvelopeData<T>>(body)
         .map(|e| e.data)
         .map_err(|_| invalid(what.shape()))
-}
-
-/// The envelope's `msg`, bounded and without control characters.
-fn safe_msg(m: &str) -> String {
-    m.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 fn check_buffer(secs: f64) -> Result<Duration> {
@@ -826,11 +800,10 @@ mod tests {
 
     #[test]
     fn envelopes_map_to_typed_errors() {
-        let ok = reqwest::StatusCode::OK;
+        let ok = |body: &[u8]| http::Response::new(200, body);
         let what = Outbound::Env;
         let e = parse_envelope::<EnvData>(
-            ok,
-            br#"{"code":404,"msg":"no such\nintegration","data":null}"#,
+            &ok(br#"{"code":404,"msg":"no such\nintegration","data":null}"#),
             what,
         )
         .err()
@@ -838,20 +811,20 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::NotFound);
         assert_eq!(e.remote_code(), Some("404"));
         assert!(e.message().ends_with("no suchintegration"));
-        let e = parse_envelope::<EnvData>(ok, br#"{"code":"0","data":{}}"#, what)
+        let e = parse_envelope::<EnvData>(&ok(br#"{"code":"0","data":{}}"#), what)
             .err()
             .unwrap();
         assert_eq!(e.code(), ErrorCode::InvalidResponse);
-        let e = parse_envelope::<EnvData>(reqwest::StatusCode::BAD_GATEWAY, b"oops", what)
+        let e = parse_envelope::<EnvData>(&http::Response::new(502, b"oops"), what)
             .err()
             .unwrap();
         assert!(e.retryable());
-        let e = parse_envelope::<EnvData>(ok, br#"{"code":0,"data":[]}"#, what)
+        let e = parse_envelope::<EnvData>(&ok(br#"{"code":0,"data":[]}"#), what)
             .err()
             .unwrap();
         assert_eq!(e.code(), ErrorCode::InvalidResponse);
         assert!(
-            parse_envelope::<EnvData>(ok, br#"{"code":0,"data":{"secrets":[]}}"#, what).is_ok()
+            parse_envelope::<EnvData>(&ok(br#"{"code":0,"data":{"secrets":[]}}"#), what).is_ok()
         );
     }
 }

@@ -384,7 +384,7 @@ async fn login(t: &Transport, client_id: &Secret, client_secret: &Secret) -> Res
     let obtained = SystemTime::now();
     let reply = t.send(reqwest::Method::POST, url, None, Some(body)).await?;
     if !(200..300).contains(&reply.status) {
-        let e = status_error(reply.status, &reply.body, "the universal-auth login");
+        let e = status_error(&reply, "the universal-auth login");
         return Err(match e.code() {
             ErrorCode::NotFound | ErrorCode::PermissionDenied | ErrorCode::Usage => {
                 retag(e, ErrorCode::Unauthenticated)
@@ -446,13 +446,10 @@ fn unix_time(secs: f64) -> SystemTime {
 // Transport and errors
 // ---------------------------------------------------------------------------
 
-struct Reply {
-    status: u16,
-    body: Zeroizing<Vec<u8>>,
-}
+use crate::http::Response as Reply;
 
 struct Transport {
-    client: reqwest::Client,
+    client: http::HttpClient,
     base: Url,
 }
 
@@ -496,14 +493,7 @@ impl Transport {
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(b.to_vec());
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e).with_provider("infisical"))?;
-        let status = resp.status().as_u16();
-        let body = Zeroizing::new(http::read_body(resp, http::MAX_BODY).await?);
-        tracing::trace!(status, "Infisical answer");
-        Ok(Reply { status, body })
+        self.client.send(req).await
     }
 }
 
@@ -515,30 +505,14 @@ struct ErrorBody {
     error: Option<String>,
 }
 
-/// Maps a non-2xx answer. Infisical's `message` is not copied: only the
-/// status, its `error` name and `reqId`.
-fn status_error(status: u16, body: &[u8], what: &str) -> Error {
-    let (code, text) = match status {
-        300..=399 => (
-            ErrorCode::RedirectRefused,
-            "Infisical answered with a redirect, which is not followed",
-        ),
-        400 | 422 => (ErrorCode::Usage, "Infisical rejected the request"),
-        401 => (
-            ErrorCode::Unauthenticated,
-            "Infisical refused the credentials",
-        ),
-        403 => (ErrorCode::PermissionDenied, "Infisical denied access"),
-        404 => (ErrorCode::NotFound, "Infisical has no such secret"),
-        429 => (ErrorCode::RateLimited, "Infisical asked to slow down"),
-        500..=599 => (ErrorCode::BackendUnavailable, "Infisical failed"),
-        _ => (
-            ErrorCode::InvalidResponse,
-            "Infisical answered with an unexpected status",
-        ),
-    };
-    let mut e = Error::new(code, format!("{text} ({status} to {what})")).with_provider("infisical");
-    if let Ok(b) = serde_json::from_slice::<ErrorBody>(body) {
+/// Maps a non-2xx answer ([`http::status_code`]). Infisical's `message` is
+/// not copied: only the status, its `error` name and `reqId`.
+fn status_error(reply: &Reply, what: &str) -> Error {
+    let mut e = reply.status_error(
+        "infisical",
+        format!("Infisical answered HTTP {} to {what}", reply.status),
+    );
+    if let Ok(b) = serde_json::from_slice::<ErrorBody>(&reply.body) {
         if let Some(id) = b.req_id.filter(|s| is_safe_label(s)) {
             e = e.with_request_id(id);
         }
@@ -695,7 +669,7 @@ impl InfisicalProvider {
         Ok(InfisicalProvider {
             name: "infisical".to_string(),
             transport: Transport {
-                client: opts.build()?,
+                client: opts.build_for("infisical")?,
                 base: settings.url,
             },
             auth,
@@ -749,7 +723,7 @@ impl InfisicalProvider {
             .endpoint(&["api", "v3", "secrets", "raw", &r.key], &query)?;
         let reply = self.get(url).await?;
         if !(200..300).contains(&reply.status) {
-            return Err(status_error(reply.status, &reply.body, "a secret read"));
+            return Err(status_error(&reply, "a secret read"));
         }
         let one: OneSecret =
             serde_json::from_slice(&reply.body).map_err(|_| invalid_json("a secret read"))?;
@@ -776,7 +750,7 @@ impl InfisicalProvider {
         )?;
         let reply = self.get(url).await?;
         if !(200..300).contains(&reply.status) {
-            return Err(status_error(reply.status, &reply.body, "a folder list"));
+            return Err(status_error(&reply, "a folder list"));
         }
         let list: SecretList =
             serde_json::from_slice(&reply.body).map_err(|_| invalid_json("a folder list"))?;
@@ -1167,7 +1141,7 @@ mod tests {
     #[test]
     fn endpoints_are_percent_encoded() {
         let t = Transport {
-            client: reqwest::Client::new(),
+            client: ClientOptions::default().build_for("infisical").unwrap(),
             base: Url::parse("http://127.0.0.1:1/prefix").unwrap(),
         };
         let u = t
@@ -1180,6 +1154,10 @@ mod tests {
             u.as_str(),
             "http://127.0.0.1:1/prefix/api/v3/secrets/raw/A%20B%2F..%2FC%3F?secretPath=%2Fa+b%26c"
         );
+    }
+
+    fn status_error(status: u16, body: &[u8], what: &str) -> Error {
+        super::status_error(&Reply::new(status, body), what)
     }
 
     #[test]

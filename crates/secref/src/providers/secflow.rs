@@ -16,11 +16,11 @@
 //!
 //! # Transport
 //!
-//! One pooled keep-alive client ([`crate::http::ClientOptions`]; the SDK opens
-//! a connection per request). Redirects are never followed (`3xx` →
-//! `redirect_refused`, so the token never reaches another host); bodies are
-//! capped at 4 MiB; the timeout covers the whole request (the SDK's covers
-//! each socket operation).
+//! The shared transport ([`crate::http::HttpClient`]: one pooled keep-alive
+//! client; the SDK opens a connection per request). Redirects are never
+//! followed (`3xx` → `redirect_refused`, so the token never reaches another
+//! host); bodies are capped at 4 MiB; the timeout covers the whole request
+//! (the SDK's covers each socket operation).
 //!
 //! Every call is `POST` with `{"request_id","trace_id","target_environment",
 //! "purpose","items":[{"item_id":"item-N",…}]}`; ids are `secref-<uuid4>`.
@@ -28,15 +28,10 @@
 //! Batches above 100 references are split (`max_batch` is 100 for resolves;
 //! validate/metadata/permission checks are split here).
 //!
-//! **Retries and request ids.** The resolver retries retryable request-level
-//! failures by calling the provider again. To re-send the same
-//! `request_id`/`trace_id` on such a retry, as the SDK does, the provider
-//! remembers the ids of a batch whose call failed retryably (keyed by
-//! operation and the batch's references) for 60 s and reuses them when the
-//! same batch is sent again, at most twice (the SDK's 3 attempts); any
-//! success or non-retryable answer forgets them. Other calls get fresh ids.
-//! (A new call for the very same batch within that window after a
-//! retryable failure is indistinguishable from a retry and re-sends them.)
+//! **Retries and request ids.** The resolver retries retryable failures
+//! through [`crate::RetryPolicy::run`]; `request_id`/`trace_id` are those of
+//! the logical call ([`crate::http::call_ids`]), so a retry re-sends the
+//! same ids, as the SDK does, and every other call gets fresh ones.
 //!
 //! # Error mapping
 //!
@@ -63,8 +58,9 @@
 //! Transport failures: connect errors and broken connections are
 //! `backend_unavailable` (`TRANSPORT_ERROR`), timeouts `timeout`
 //! (`TRANSPORT_TIMEOUT`), both retryable. An error status *without* a JSON
-//! error body is retryable only for 502/503/504 (a deliberate difference: the
-//! SDK never retries a bare 503, but proxies answer those without bodies).
+//! error body maps by the shared status table ([`crate::http::status_code`]:
+//! 5xx retryable like every other provider, though the SDK never retries a
+//! bare 503; proxies answer those without bodies).
 //!
 //! # Cache semantics
 //!
@@ -82,12 +78,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use url::Url;
@@ -95,7 +89,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{check_timeout, parse_timeout, validate_base_url, Config, Env};
 use crate::error::{Error, ErrorCode, Result};
-use crate::http::{self, ClientOptions, MAX_BODY};
+use crate::http::{self, ClientOptions};
 use crate::provider::{
     Action, BatchResult, Lease, LeaseRevocation, Metadata, Permission, Provider, Resolved,
     RevokeReason, Validation,
@@ -112,8 +106,6 @@ use wire::{ErrorFields, Op, Request, RequestItem, ValueError};
 pub const DEFAULT_BASE_URL: &str = "https://secflow.intflow.dev";
 /// Most items in one request.
 pub const MAX_BATCH: usize = wire::MAX_BATCH_ITEMS;
-/// How long the ids of a retryably failed batch are kept for its retry.
-const RETRY_ID_WINDOW: Duration = Duration::from_secs(60);
 
 /// The SecFlow Runtime API client. `Debug` never shows the token.
 ///
@@ -134,13 +126,8 @@ pub struct SecFlowProvider {
     token: Secret,
     target_environment: String,
     timeout: Duration,
-    client: reqwest::Client,
-    retry_ids: Mutex<HashMap<u64, (Ids, Instant)>>,
+    client: http::HttpClient,
 }
-
-/// How often a batch's ids are re-sent after its first attempt (the SDK makes
-/// at most 3 attempts).
-const MAX_ID_REUSE: u8 = 2;
 
 impl fmt::Debug for SecFlowProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -183,14 +170,15 @@ impl SecFlowProvider {
             return Err(Error::config("SECFLOW_SDK_TOKEN is required"));
         }
         let timeout = check_timeout("SECFLOW_TIMEOUT_SECONDS", timeout.as_secs_f64())?;
-        let client = ClientOptions::default().timeout(timeout).build()?;
+        let client = ClientOptions::default()
+            .timeout(timeout)
+            .build_for("secflow")?;
         Ok(SecFlowProvider {
             base_url,
             token,
             target_environment: target_environment.to_string(),
             timeout,
             client,
-            retry_ids: Mutex::new(HashMap::new()),
         })
     }
 
@@ -341,8 +329,7 @@ impl SecFlowProvider {
         op: Op,
         items: &[&(String, RequestItem)],
     ) -> BatchResult<Map<String, Value>> {
-        let fingerprint = self.fingerprint(op, items);
-        let ids = self.ids_for(fingerprint);
+        let ids = Ids::of_call();
         let payload = Request {
             request_id: Some(ids.request_id.clone()),
             trace_id: Some(ids.trace_id.clone()),
@@ -358,9 +345,7 @@ impl SecFlowProvider {
                 .collect(),
             lease_ttl_seconds: None,
         };
-        let outcome = self.send(op, &payload, &ids).await;
-        self.remember_ids(fingerprint, ids.clone(), outcome.as_ref().err());
-        let (response_id, mut items_out) = outcome?;
+        let (response_id, mut items_out) = self.send(op, &payload, &ids).await?;
         let request_id = response_id.unwrap_or(ids.request_id);
         // Back to input order by item_id.
         let mut by_id: HashMap<String, Map<String, Value>> = HashMap::new();
@@ -407,55 +392,40 @@ impl SecFlowProvider {
         auth.set_sensitive(true);
         let body =
             serde_json::to_vec(payload).map_err(|_| Error::internal("cannot encode request"))?;
-        let resp = self
+        let req = self
             .client
             .post(url)
+            // The header names the same id as the body.
+            .header(http::REQUEST_ID_HEADER, ids.request_id.as_str())
             .header(reqwest::header::AUTHORIZATION, auth)
             .header(reqwest::header::ACCEPT, "application/json")
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| transport(&e, ids))?;
-        let status = resp.status();
-        if status.is_redirection() {
-            return Err(Error::new(
-                ErrorCode::RedirectRefused,
-                format!(
-                    "SecFlow answered HTTP {}: redirects are not followed",
-                    status.as_u16()
-                ),
-            )
-            .with_retryable(false)
-            .with_remote_code("HTTP_REDIRECT")
-            .with_request_id(ids.request_id.clone()));
+            .body(body);
+        let resp = self.client.send(req).await.map_err(|e| transport(e, ids))?;
+        if (300..400).contains(&resp.status) {
+            return Err(resp
+                .status_error(
+                    "secflow",
+                    format!(
+                        "SecFlow answered HTTP {}: redirects are not followed",
+                        resp.status
+                    ),
+                )
+                .with_remote_code("HTTP_REDIRECT")
+                .with_request_id(ids.request_id.clone()));
         }
-        let body = Zeroizing::new(match http::read_body(resp, MAX_BODY).await {
-            Ok(b) => b,
-            Err(e) if e.code() == ErrorCode::InvalidResponse => {
-                return Err(e
-                    .with_remote_code("INVALID_RESPONSE")
-                    .with_request_id(ids.request_id.clone()))
-            }
-            Err(e) => {
-                return Err(e
-                    .with_remote_code("TRANSPORT_ERROR")
-                    .with_retryable(true)
-                    .with_request_id(ids.request_id.clone()))
-            }
-        });
-        let parsed: Option<Map<String, Value>> = match serde_json::from_slice::<Value>(&body) {
+        let parsed: Option<Map<String, Value>> = match serde_json::from_slice::<Value>(&resp.body) {
             Ok(Value::Object(m)) => Some(m),
             _ => None,
         };
-        if !status.is_success() {
-            return Err(status_error(status.as_u16(), parsed.as_ref(), ids));
+        if !resp.is_success() {
+            return Err(status_error(&resp, parsed.as_ref(), ids));
         }
         let Some(mut top) = parsed else {
             return Err(invalid("response body is not a JSON object", ids));
         };
         if top.contains_key("error") {
-            return Err(status_error(200, Some(&top), ids).with_provider("secflow"));
+            return Err(status_error(&resp, Some(&top), ids));
         }
         let response_id = top
             .get("request_id")
@@ -477,41 +447,6 @@ impl SecFlowProvider {
             .map(|items| (response_id, items))
     }
 
-    fn fingerprint(&self, op: Op, items: &[&(String, RequestItem)]) -> u64 {
-        // The map's own (per-provider, fixed) hasher: the same batch hashes
-        // alike across calls.
-        let mut h = self.retry_ids.lock().hasher().build_hasher();
-        op.hash(&mut h);
-        for (key, fields) in items {
-            key.hash(&mut h);
-            fields.hash(&mut h);
-        }
-        h.finish()
-    }
-
-    fn ids_for(&self, fingerprint: u64) -> Ids {
-        let mut map = self.retry_ids.lock();
-        match map.remove(&fingerprint) {
-            Some((ids, at)) if at.elapsed() < RETRY_ID_WINDOW && ids.reuses < MAX_ID_REUSE => Ids {
-                reuses: ids.reuses + 1,
-                ..ids
-            },
-            _ => Ids::fresh(),
-        }
-    }
-
-    fn remember_ids(&self, fingerprint: u64, ids: Ids, error: Option<&Error>) {
-        if error.is_some_and(Error::retryable) {
-            let mut map = self.retry_ids.lock();
-            if map.len() >= 1024 {
-                map.retain(|_, (_, at)| at.elapsed() < RETRY_ID_WINDOW);
-            }
-            if map.len() < 1024 {
-                map.insert(fingerprint, (ids, Instant::now()));
-            }
-        }
-    }
-
     fn ref_items(
         refs: &[SecretRef],
         extra: impl Fn(&mut RequestItem),
@@ -530,33 +465,33 @@ impl SecFlowProvider {
     }
 }
 
-/// Correlation ids of one logical call.
+/// Correlation ids of one request: its logical call's, re-sent on retries.
 #[derive(Clone, Debug)]
 struct Ids {
     request_id: String,
     trace_id: String,
-    /// How many times these ids were re-sent.
-    reuses: u8,
 }
 
 impl Ids {
-    fn fresh() -> Ids {
+    fn of_call() -> Ids {
+        let (request_id, trace_id) = http::call_ids();
         Ids {
-            request_id: format!("secref-{}", uuid::Uuid::new_v4()),
-            trace_id: format!("secref-{}", uuid::Uuid::new_v4()),
-            reuses: 0,
+            request_id,
+            trace_id,
         }
     }
 }
 
-fn transport(e: &reqwest::Error, ids: &Ids) -> Error {
-    let err = http::transport_error(e);
-    let remote = if err.code() == ErrorCode::Timeout {
-        "TRANSPORT_TIMEOUT"
-    } else {
-        "TRANSPORT_ERROR"
+/// A failure of the transport itself: an oversized body is the answer's
+/// fault; anything else (connect, reset, timeout) is retryable.
+fn transport(e: Error, ids: &Ids) -> Error {
+    let remote = match e.code() {
+        ErrorCode::InvalidResponse => "INVALID_RESPONSE",
+        ErrorCode::Timeout => "TRANSPORT_TIMEOUT",
+        _ => "TRANSPORT_ERROR",
     };
-    err.with_retryable(true)
+    let retryable = e.code() != ErrorCode::InvalidResponse;
+    e.with_retryable(retryable)
         .with_remote_code(remote)
         .with_request_id(ids.request_id.clone())
 }
@@ -570,8 +505,9 @@ fn invalid(what: &str, ids: &Ids) -> Error {
     .with_request_id(ids.request_id.clone())
 }
 
-/// A request-level error from a status and (maybe) a JSON error body.
-fn status_error(status: u16, body: Option<&Map<String, Value>>, ids: &Ids) -> Error {
+/// A request-level error from an answer and (maybe) its JSON error body.
+fn status_error(resp: &http::Response, body: Option<&Map<String, Value>>, ids: &Ids) -> Error {
+    let status = resp.status;
     let error = body.and_then(|b| b.get("error")).and_then(Value::as_object);
     let request_id = body
         .and_then(|b| b.get("request_id"))
@@ -582,9 +518,8 @@ fn status_error(status: u16, body: Option<&Map<String, Value>>, ids: &Ids) -> Er
         if status == 200 {
             return invalid("error must be an object", ids);
         }
-        let code = by_status(status).unwrap_or(ErrorCode::InvalidResponse);
-        return Error::new(code, format!("SecFlow answered HTTP {status}"))
-            .with_retryable(matches!(status, 502..=504))
+        return resp
+            .status_error("secflow", format!("SecFlow answered HTTP {status}"))
             .with_remote_code("HTTP_ERROR")
             .with_request_id(request_id);
     };
@@ -595,10 +530,15 @@ fn status_error(status: u16, body: Option<&Map<String, Value>>, ids: &Ids) -> Er
     } else {
         map_code(remote, None, Some(status))
     };
-    Error::new(code, format!("SecFlow: {}", safe_message(error.message)))
+    let mut e = Error::new(code, format!("SecFlow: {}", safe_message(error.message)))
         .with_retryable(retryable)
         .with_remote_code(remote)
         .with_request_id(request_id)
+        .with_provider("secflow");
+    if let Some(wait) = resp.retry_after {
+        e = e.with_retry_after(wait);
+    }
+    e
 }
 
 /// Maps a SecFlow error code (see the module table).
@@ -630,28 +570,15 @@ pub fn map_code(remote: &str, result: Option<&str>, status: Option<u16>) -> Erro
         "INVALID_RESPONSE" => ErrorCode::InvalidResponse,
         other => ErrorCode::parse(&other.to_ascii_lowercase())
             .or_else(|| (result == Some("denied")).then_some(ErrorCode::PermissionDenied))
-            .or_else(|| status.and_then(by_status))
+            .or_else(|| status.map(http::status_code))
             .unwrap_or(ErrorCode::InvalidResponse),
     }
 }
 
-fn by_status(status: u16) -> Option<ErrorCode> {
-    Some(match status {
-        401 => ErrorCode::Unauthenticated,
-        403 => ErrorCode::PermissionDenied,
-        404 => ErrorCode::NotFound,
-        408 | 504 => ErrorCode::Timeout,
-        429 => ErrorCode::RateLimited,
-        500..=599 => ErrorCode::BackendUnavailable,
-        _ => return None,
-    })
-}
-
-/// The server's message, bounded and without control characters (it is
-/// shown to users; servers do not put values in messages).
+/// The server's message, [`http::sanitize`]d (it is shown to users;
+/// servers do not put values in messages).
 fn safe_message(v: Option<&Value>) -> String {
-    let s = v.and_then(Value::as_str).unwrap_or("(no message)");
-    s.chars().filter(|c| !c.is_control()).take(300).collect()
+    http::sanitize(v.and_then(Value::as_str).unwrap_or("(no message)"))
 }
 
 /// An item's failure (when `result` says so), mapped.

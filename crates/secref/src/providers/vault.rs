@@ -160,7 +160,7 @@ impl VaultProvider {
             opts = opts.identity_pem(pem.to_vec());
         }
         let transport = Transport::new(
-            opts.build()?,
+            opts.build_for("vault")?,
             s.base,
             s.namespace.as_deref(),
             s.redirect_allow,
@@ -277,7 +277,7 @@ impl VaultProvider {
                     "the wrapping token was rejected (already used or expired)",
                 )
                 .with_hint("a wrapping token is single use: if this repeats, someone else may be unwrapping it")),
-            s => Err(status_error(s, &resp.body, "to the unwrap").with_reference(plan.r.to_canonical())),
+            _ => Err(status_error(&resp, "to the unwrap").with_reference(plan.r.to_canonical())),
         }
     }
 
@@ -289,7 +289,7 @@ impl VaultProvider {
         let path = format!("{}/metadata/{}", plan.uri.mount, plan.uri.path_string());
         let resp = self.call(Request::new(Method::GET, path), token).await?;
         if resp.status != 200 {
-            return Err(plan.status(resp.status, &resp.body));
+            return Err(plan.status(&resp));
         }
         parse_metadata(&resp.body, r).map_err(|e| e.with_reference(r.to_canonical()))
     }
@@ -326,11 +326,7 @@ impl VaultProvider {
             )
             .await?;
         if resp.status != 200 {
-            return Err(status_error(
-                resp.status,
-                &resp.body,
-                &format!("renewing lease {lease_id}"),
-            ));
+            return Err(status_error(&resp, &format!("renewing lease {lease_id}")));
         }
         let a: Answer = serde_json::from_slice(&resp.body).map_err(|_| {
             Error::new(
@@ -364,11 +360,7 @@ impl VaultProvider {
                 status: "revoked".to_string(),
                 revoked_at: None,
             }),
-            s => Err(status_error(
-                s,
-                &resp.body,
-                &format!("revoking lease {lease_id}"),
-            )),
+            _ => Err(status_error(&resp, &format!("revoking lease {lease_id}"))),
         }
     }
 }
@@ -470,10 +462,10 @@ impl<'a> ReadPlan<'a> {
             .with_provider("vault")
     }
 
-    fn status(&self, status: u16, body: &[u8]) -> Error {
-        let mut e = status_error(status, body, &format!("reading {}", self.display_path()))
+    fn status(&self, resp: &Response) -> Error {
+        let mut e = status_error(resp, &format!("reading {}", self.display_path()))
             .with_reference(self.r.to_canonical());
-        if status == 404 {
+        if resp.status == 404 {
             e = e.with_hint("check the mount, the path and the engine (kv2 or kv1)");
         }
         e
@@ -490,7 +482,7 @@ impl<'a> ReadPlan<'a> {
             }
         }
         if resp.status != 200 {
-            return Err(self.status(resp.status, &resp.body));
+            return Err(self.status(&resp));
         }
         let mut env: Envelope = serde_json::from_slice(&resp.body).map_err(|_| {
             self.err(

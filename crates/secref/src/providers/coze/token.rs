@@ -1,18 +1,18 @@
 //! The Coze workload-identity token flow: OAuth2 client credentials for an
 //! "ID token", then an RFC 8693 token exchange for the access token the
-//! outbound API takes. Both tokens are cached with an expiry buffer, and a
-//! refresh is single-flight.
+//! outbound API takes. Both tokens are cached with an expiry buffer in
+//! [`TokenCell`]s, so a refresh is single-flight.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tokio::sync::Mutex;
 use url::Url;
 use zeroize::Zeroizing;
 
+use crate::auth::TokenCell;
 use crate::error::{Error, ErrorCode, Result};
-use crate::http::{self, MAX_BODY};
+use crate::http::{self, HttpClient};
 use crate::secret::Secret;
 
 /// `remote_code` of failures of the client-credentials step.
@@ -61,23 +61,22 @@ impl fmt::Debug for TokenSettings {
 }
 
 /// A token and the instant it stops being used (its expiry minus the
-/// buffer). Cloning shares the secret's locked bytes; nothing is copied.
-#[derive(Clone)]
+/// buffer); `None`: never reused (no lifetime, or shorter than the buffer).
 struct Cached {
     token: Secret,
-    use_until: Instant,
+    use_until: Option<Instant>,
 }
 
 impl Cached {
-    fn fresh(&self, now: Instant) -> bool {
-        now < self.use_until
+    fn fresh(&self) -> bool {
+        self.use_until.is_some_and(|u| Instant::now() < u)
     }
 }
 
-#[derive(Default)]
-struct Tokens {
-    id: Option<Cached>,
-    access: Option<Cached>,
+impl crate::auth::TokenState for Cached {
+    fn token(&self) -> &Secret {
+        &self.token
+    }
 }
 
 /// The token source of one provider: one identity (client id) at one pair of
@@ -86,9 +85,10 @@ struct Tokens {
 pub(crate) struct TokenSource {
     settings: TokenSettings,
     lane: Vec<(&'static str, String)>,
-    // A tokio mutex held across the refresh makes it single-flight: callers
-    // that arrive during a refresh wait for it and reuse its result.
-    tokens: Mutex<Tokens>,
+    /// The client-credentials "ID token".
+    id: TokenCell<Cached>,
+    /// The exchanged access token.
+    access: TokenCell<Cached>,
 }
 
 impl fmt::Debug for TokenSource {
@@ -112,7 +112,8 @@ impl TokenSource {
         TokenSource {
             settings,
             lane,
-            tokens: Mutex::new(Tokens::default()),
+            id: TokenCell::new(),
+            access: TokenCell::new(),
         }
     }
 
@@ -122,66 +123,60 @@ impl TokenSource {
 
     /// A valid access token: the cached one, or a new one from the exchange
     /// (which reuses a cached ID token while it is fresh).
-    pub(crate) async fn access_token(&self, client: &reqwest::Client) -> Result<Secret> {
-        let mut tokens = self.tokens.lock().await;
-        let now = Instant::now();
-        if let Some(a) = tokens.access.as_ref().filter(|a| a.fresh(now)) {
-            return Ok(a.token.clone());
-        }
-        let id_token = match tokens.id.as_ref().filter(|t| t.fresh(now)) {
-            Some(t) => t.token.clone(),
-            None => {
-                tokens.id = None;
-                let (token, ttl) = self.fetch_id_token(client).await?;
-                // An ID token without a lifetime is used once, never cached.
-                if let Some(ttl) = ttl {
-                    tokens.id = self.cache_entry(&token, ttl);
+    pub(crate) async fn access_token(&self, client: &HttpClient) -> Result<Secret> {
+        let access = self
+            .access
+            .get(Cached::fresh, |_| async {
+                let id = self
+                    .id
+                    .get(Cached::fresh, |_| async {
+                        let (token, ttl) = self.fetch_id_token(client).await?;
+                        // An ID token without a lifetime is used once.
+                        let use_until = ttl.and_then(|t| self.use_until(t));
+                        Ok(Cached { token, use_until })
+                    })
+                    .await?;
+                match self.exchange(client, &id.token).await {
+                    Ok((token, ttl)) => Ok(Cached {
+                        token,
+                        use_until: self.use_until(ttl.unwrap_or(DEFAULT_ACCESS_TOKEN_TTL)),
+                    }),
+                    Err(e) => {
+                        // A refused ID token is not reused: the next call
+                        // starts over.
+                        if !e.retryable() {
+                            self.id.invalidate(&id.token);
+                        }
+                        Err(e)
+                    }
                 }
-                token
-            }
-        };
-        let (access, ttl) = match self.exchange(client, &id_token).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                // A refused ID token is not reused: the next call starts over.
-                if !e.retryable() {
-                    tokens.id = None;
-                }
-                return Err(e);
-            }
-        };
-        tokens.access = self.cache_entry(&access, ttl.unwrap_or(DEFAULT_ACCESS_TOKEN_TTL));
-        Ok(access)
+            })
+            .await?;
+        Ok(access.token.clone())
     }
 
     /// Forgets both tokens if the access token is still `rejected` (the
     /// outbound API answered 401 to it); another caller may have refreshed
     /// already, and its new token is kept.
-    pub(crate) async fn reject(&self, rejected: &Secret) {
-        let mut tokens = self.tokens.lock().await;
-        let current = tokens.access.as_ref().map(|a| &a.token);
-        if current.is_none_or(|t| t.ct_eq(rejected.expose_bytes())) {
+    pub(crate) fn reject(&self, rejected: &Secret) {
+        if self.access.current().is_none() || self.access.invalidate(rejected) {
             tracing::debug!(
                 client_id = %self.settings.client_id,
                 "coze: access token rejected, dropping cached tokens"
             );
-            *tokens = Tokens::default();
+            self.id.clear();
         }
     }
 
-    fn cache_entry(&self, token: &Secret, ttl_secs: u64) -> Option<Cached> {
+    /// When a token living `ttl_secs` stops being used: its expiry minus
+    /// the buffer; `None` when nothing is left of it.
+    fn use_until(&self, ttl_secs: u64) -> Option<Instant> {
         let usable = Duration::from_secs(ttl_secs).checked_sub(self.settings.expiry_buffer)?;
-        if usable.is_zero() {
-            return None;
-        }
-        Some(Cached {
-            token: token.clone(),
-            use_until: Instant::now() + usable,
-        })
+        (!usable.is_zero()).then(|| Instant::now() + usable)
     }
 
     /// Step 1: client credentials → ID token.
-    async fn fetch_id_token(&self, client: &reqwest::Client) -> Result<(Secret, Option<u64>)> {
+    async fn fetch_id_token(&self, client: &HttpClient) -> Result<(Secret, Option<u64>)> {
         let s = &self.settings;
         let mut form = Zeroizing::new(String::new());
         let mut req = client.post(s.token_endpoint.clone());
@@ -200,7 +195,7 @@ impl TokenSource {
         }
         push_pair(&mut form, "grant_type", "client_credentials");
         tracing::debug!(client_id = %s.client_id, endpoint = %s.token_endpoint, "coze: requesting ID token");
-        self.post_form(req, form, TOKEN_RETRIEVAL).await
+        self.post_form(client, req, form, TOKEN_RETRIEVAL).await
     }
 
     /// Step 2: RFC 8693 exchange of the ID token for an access token. Like
@@ -208,7 +203,7 @@ impl TokenSource {
     /// exchange endpoint).
     async fn exchange(
         &self,
-        client: &reqwest::Client,
+        client: &HttpClient,
         id_token: &Secret,
     ) -> Result<(Secret, Option<u64>)> {
         let s = &self.settings;
@@ -219,12 +214,13 @@ impl TokenSource {
         push_pair(&mut form, "grant_type", GRANT_TOKEN_EXCHANGE);
         tracing::debug!(client_id = %s.client_id, endpoint = %s.access_token_endpoint, "coze: exchanging ID token");
         let req = client.post(s.access_token_endpoint.clone());
-        self.post_form(req, form, TOKEN_EXCHANGE).await
+        self.post_form(client, req, form, TOKEN_EXCHANGE).await
     }
 
     /// Sends one token request and reads `access_token` / `expires_in`.
     async fn post_form(
         &self,
+        client: &HttpClient,
         mut req: reqwest::RequestBuilder,
         form: Zeroizing<String>,
         step: &'static str,
@@ -232,30 +228,25 @@ impl TokenSource {
         for (name, value) in &self.lane {
             req = req.header(*name, value);
         }
-        let resp = req
+        let req = req
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
             .header(reqwest::header::ACCEPT, "application/json")
-            .body(form.as_bytes().to_vec())
-            .send()
+            .body(form.as_bytes().to_vec());
+        let resp = client
+            .send(req)
             .await
-            .map_err(|e| http::transport_error(&e).with_remote_code(step))?;
-        let status = resp.status();
-        let body = Zeroizing::new(
-            http::read_body(resp, MAX_BODY)
-                .await
-                .map_err(|e| e.with_remote_code(step))?,
-        );
-        let parsed: Option<TokenResponse> = serde_json::from_slice(&body).ok();
-        if !status.is_success() || parsed.as_ref().is_some_and(|p| p.error.is_some()) {
+            .map_err(|e| e.with_remote_code(step))?;
+        let parsed: Option<TokenResponse> = serde_json::from_slice(&resp.body).ok();
+        if !resp.is_success() || parsed.as_ref().is_some_and(|p| p.error.is_some()) {
             let oauth_error = parsed
                 .as_ref()
                 .and_then(|p| p.error.as_ref())
                 .and_then(|e| e.as_str())
                 .map(safe_oauth_error);
-            return Err(step_error(step, status, oauth_error));
+            return Err(step_error(step, &resp, oauth_error));
         }
         let parsed = parsed.ok_or_else(|| {
             step_failure(
@@ -301,37 +292,33 @@ fn step_failure(step: &'static str, code: ErrorCode, what: &str) -> Error {
     Error::new(code, format!("{} {what}", step_name(step))).with_remote_code(step)
 }
 
-/// A non-2xx (or `error`-carrying) token answer. Only transport failures and
-/// 5xx are retryable; an OAuth rejection is `unauthenticated`.
-fn step_error(step: &'static str, status: reqwest::StatusCode, oauth: Option<String>) -> Error {
+/// A non-2xx (or `error`-carrying) token answer: by the shared status table
+/// ([`http::status_code`]), except that the endpoint's other 4xx refusals
+/// (and a `200` with an OAuth `error`) are OAuth rejections:
+/// `unauthenticated`.
+fn step_error(step: &'static str, resp: &http::Response, oauth: Option<String>) -> Error {
+    let status = resp.status;
     let detail = match &oauth {
-        Some(e) => format!("HTTP {}, OAuth error {e}", status.as_u16()),
-        None => format!("HTTP {}", status.as_u16()),
+        Some(e) => format!("HTTP {status}, OAuth error {e}"),
+        None => format!("HTTP {status}"),
     };
-    let (code, hint) = if status.is_server_error() {
-        (ErrorCode::BackendUnavailable, None)
-    } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        (ErrorCode::RateLimited, None)
-    } else if status.is_redirection() {
-        (
-            ErrorCode::RedirectRefused,
-            Some("redirects are not followed: configure the final token endpoint URL"),
-        )
-    } else {
-        (
-            ErrorCode::Unauthenticated,
-            Some(if step == TOKEN_EXCHANGE {
-                "the exchange endpoint rejected the ID token or client id: check COZE_WORKLOAD_ACCESS_TOKEN_ENDPOINT and the client's registration"
-            } else {
-                "check COZE_WORKLOAD_IDENTITY_CLIENT_ID / _CLIENT_SECRET and the token endpoint"
-            }),
-        )
+    let message = format!("{} failed ({detail})", step_name(step));
+    let e = match http::status_code(status) {
+        ErrorCode::RateLimited
+        | ErrorCode::Timeout
+        | ErrorCode::BackendUnavailable
+        | ErrorCode::RedirectRefused
+            if !resp.is_success() =>
+        {
+            resp.status_error("coze", message)
+        }
+        _ => Error::new(ErrorCode::Unauthenticated, message).with_hint(if step == TOKEN_EXCHANGE {
+            "the exchange endpoint rejected the ID token or client id: check COZE_WORKLOAD_ACCESS_TOKEN_ENDPOINT and the client's registration"
+        } else {
+            "check COZE_WORKLOAD_IDENTITY_CLIENT_ID / _CLIENT_SECRET and the token endpoint"
+        }),
     };
-    let mut e = step_failure(step, code, &format!("failed ({detail})"));
-    if let Some(h) = hint {
-        e = e.with_hint(h);
-    }
-    e
+    e.with_remote_code(step)
 }
 
 /// OAuth `error` codes are registry strings; anything else is not echoed.
@@ -384,13 +371,13 @@ mod tests {
     fn step_errors_are_typed() {
         let e = step_error(
             TOKEN_EXCHANGE,
-            reqwest::StatusCode::BAD_REQUEST,
+            &http::Response::new(400, b""),
             Some("invalid_grant".into()),
         );
         assert_eq!(e.code(), ErrorCode::Unauthenticated);
         assert!(!e.retryable());
         assert_eq!(e.remote_code(), Some(TOKEN_EXCHANGE));
-        let e = step_error(TOKEN_RETRIEVAL, reqwest::StatusCode::BAD_GATEWAY, None);
+        let e = step_error(TOKEN_RETRIEVAL, &http::Response::new(502, b""), None);
         assert_eq!(e.code(), ErrorCode::BackendUnavailable);
         assert!(e.retryable());
         assert_eq!(e.remote_code(), Some(TOKEN_RETRIEVAL));

@@ -222,14 +222,14 @@ async fn login(
     match resp.status {
         200 => auth_state(&resp.body, "AppRole login"),
         400 | 401 | 403 => {
-            let e = status_error(resp.status, &resp.body, "to the AppRole login");
+            let e = status_error(&resp, "to the AppRole login");
             Err(
                 Error::new(ErrorCode::Unauthenticated, e.message().to_string())
                     .with_provider("vault")
                     .with_hint("check VAULT_ROLE_ID and VAULT_SECRET_ID (or their _FILE variants)"),
             )
         }
-        s => Err(status_error(s, &resp.body, "to the AppRole login")),
+        _ => Err(status_error(&resp, "to the AppRole login")),
     }
 }
 
@@ -243,7 +243,7 @@ async fn renew_self(t: &Transport, token: &Secret) -> Result<TokenState> {
         .await?;
     match resp.status {
         200 => auth_state(&resp.body, "token renewal"),
-        s => Err(status_error(s, &resp.body, "to the token renewal")),
+        _ => Err(status_error(&resp, "to the token renewal")),
     }
 }
 
@@ -269,13 +269,13 @@ pub(super) async fn lookup_self(t: &Transport, token: &Secret) -> Result<TokenIn
             })
         }
         401 | 403 => {
-            let e = status_error(resp.status, &resp.body, "to the token lookup");
+            let e = status_error(&resp, "to the token lookup");
             Err(
                 Error::new(ErrorCode::Unauthenticated, e.message().to_string())
                     .with_provider("vault")
                     .with_hint("the Vault token is wrong, expired or revoked"),
             )
         }
-        s => Err(status_error(s, &resp.body, "to the token lookup")),
+        _ => Err(status_error(&resp, "to the token lookup")),
     }
 }

@@ -1,13 +1,13 @@
-//! HTTP to Vault: headers, manual same-origin redirects, bounded bodies and
-//! one mapping from Vault's status codes and `{"errors":[…]}` bodies to
-//! [`Error`]s.
+//! HTTP to Vault over the shared [`http::HttpClient`]: Vault's headers,
+//! manual same-origin redirects, and Vault's `{"errors":[…]}` bodies quoted
+//! in errors (codes come from the one table, [`http::status_code`]).
 //!
 //! The shared client never follows redirects. A standby node answers 307
 //! with the active node's address; that redirect is followed here by hand,
 //! at most [`MAX_REDIRECTS`] times, and only to the configured origin or an
 //! explicitly allowed one, so the token header never reaches another host.
 
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, LOCATION};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
 use serde::Deserialize;
 use url::Url;
@@ -53,14 +53,10 @@ impl<'a> Request<'a> {
     }
 }
 
-/// A response whose body is zeroized on drop (it may hold secrets).
-pub(super) struct Response {
-    pub status: u16,
-    pub body: Zeroizing<Vec<u8>>,
-}
+pub(super) use crate::http::Response;
 
 pub(super) struct Transport {
-    http: reqwest::Client,
+    http: http::HttpClient,
     base: Url,
     namespace: Option<HeaderValue>,
     allowed: Vec<url::Origin>,
@@ -68,7 +64,7 @@ pub(super) struct Transport {
 
 impl Transport {
     pub fn new(
-        http: reqwest::Client,
+        http: http::HttpClient,
         base: Url,
         namespace: Option<&str>,
         extra_origins: Vec<url::Origin>,
@@ -145,19 +141,17 @@ impl Transport {
             if let Some(b) = &req.body {
                 rb = rb.body(b.to_vec());
             }
-            let resp = rb.send().await.map_err(|e| http::transport_error(&e))?;
-            let status = resp.status().as_u16();
+            let resp = self.http.send(rb).await?;
+            let status = resp.status;
             if !matches!(status, 301 | 302 | 303 | 307 | 308) {
-                let body = Zeroizing::new(http::read_body(resp, http::MAX_BODY).await?);
-                return Ok(Response { status, body });
+                return Ok(resp);
             }
             if hop == MAX_REDIRECTS {
                 break;
             }
             let next = resp
-                .headers()
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
+                .location
+                .as_deref()
                 .and_then(|loc| url.join(loc).ok())
                 .ok_or_else(|| {
                     Error::new(
@@ -193,9 +187,9 @@ struct ErrorBody {
     errors: Vec<String>,
 }
 
-/// Vault's error strings, bounded and with control characters escaped.
-/// Vault's messages describe the failure ("permission denied"), they do not
-/// echo tokens or values.
+/// Vault's error strings, each [`http::sanitize`]d. Vault's messages
+/// describe the failure ("permission denied"), they do not echo tokens or
+/// values.
 pub(super) fn vault_errors(body: &[u8]) -> Option<String> {
     let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
     if parsed.errors.is_empty() {
@@ -205,41 +199,22 @@ pub(super) fn vault_errors(body: &[u8]) -> Option<String> {
         .errors
         .iter()
         .take(3)
-        .map(|e| {
-            let mut s: String = e.chars().take(200).flat_map(char::escape_debug).collect();
-            if e.chars().count() > 200 {
-                s.push('…');
-            }
-            s
-        })
+        .map(|e| http::sanitize(e))
         .collect();
     Some(list.join("; "))
 }
 
-/// Maps a non-success status to an error. `what` says what was asked,
-/// e.g. "reading secret/myapp/api".
-pub(super) fn status_error(status: u16, body: &[u8], what: &str) -> Error {
-    let detail = vault_errors(body)
+/// Maps a non-success answer to an error ([`http::status_code`]). `what`
+/// says what was asked, e.g. "reading secret/myapp/api".
+pub(super) fn status_error(resp: &Response, what: &str) -> Error {
+    let status = resp.status;
+    let detail = vault_errors(&resp.body)
         .map(|e| format!(": {e}"))
         .unwrap_or_default();
-    let (code, retryable) = match status {
-        400 => (ErrorCode::Usage, false),
-        401 => (ErrorCode::Unauthenticated, false),
-        403 => (ErrorCode::PermissionDenied, false),
-        404 => (ErrorCode::NotFound, false),
-        405 => (ErrorCode::Unsupported, false),
-        // 412: a performance standby has not caught up yet.
-        412 => (ErrorCode::BackendUnavailable, true),
-        429 => (ErrorCode::RateLimited, true),
-        503 => (ErrorCode::BackendUnavailable, true),
-        500..=599 => (ErrorCode::BackendUnavailable, true),
-        _ => (ErrorCode::InvalidResponse, false),
-    };
     let sealed = status == 503 && detail.to_ascii_lowercase().contains("sealed");
-    let mut e = Error::new(code, format!("Vault answered {status} {what}{detail}"))
-        .with_retryable(retryable)
-        .with_remote_code(format!("http_{status}"))
-        .with_provider("vault");
+    let mut e = resp
+        .status_error("vault", format!("Vault answered {status} {what}{detail}"))
+        .with_remote_code(format!("http_{status}"));
     if sealed {
         e = e.with_hint("Vault is sealed: unseal it, then try again");
     }
@@ -249,6 +224,10 @@ pub(super) fn status_error(status: u16, body: &[u8], what: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status_error(status: u16, body: &[u8], what: &str) -> Error {
+        super::status_error(&Response::new(status, body), what)
+    }
 
     #[test]
     fn maps_statuses() {
