@@ -39,7 +39,7 @@ fn text_input(len: usize) -> Vec<u8> {
             format!("2026-12-01T12:00:{:02}Z INFO request id={i:08x} path=/api/v1/items status=200 took=3ms\n", i % 60)
                 .as_bytes(),
         );
-        if i % 48 == 0 {
+        if i.is_multiple_of(48) {
             let line = match i % 3 {
                 0 => format!("token={SECRET}\n"),
                 1 => format!("auth={}\n", STANDARD.encode(SECRET)),
@@ -56,7 +56,7 @@ fn base64_wrapped_input(len: usize) -> Vec<u8> {
     let mut i = 0u32;
     while blob.len() * 4 / 3 < len {
         i += 1;
-        if i % 64 == 0 {
+        if i.is_multiple_of(64) {
             blob.extend_from_slice(SECRET.as_bytes());
         } else {
             blob.extend_from_slice(&i.to_le_bytes());

@@ -633,7 +633,7 @@ impl Auditor {
                 .counters
                 .cache_hits
                 .fetch_add(1, Ordering::Relaxed);
-            if seen % n != 0 {
+            if !seen.is_multiple_of(n) {
                 self.inner
                     .counters
                     .sampled_out
