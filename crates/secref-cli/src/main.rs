@@ -22,12 +22,16 @@
 mod child;
 mod cli;
 mod commands;
+mod deliver;
 mod export;
 mod harden;
+mod inject;
 mod mask;
 mod report;
+mod rotate;
 mod serve;
 mod store_cmds;
+mod template;
 mod vars;
 
 use std::io::IsTerminal;
