@@ -142,7 +142,8 @@ impl Follower {
     pub async fn next_change(&mut self) -> secref::Result<()> {
         loop {
             let due = self.pending.as_ref().map(|b| {
-                let quiet = (b.last + self.timing.debounce).min(b.first + self.timing.debounce * 10);
+                let quiet =
+                    (b.last + self.timing.debounce).min(b.first + self.timing.debounce * 10);
                 match self.last_reload {
                     Some(prev) => quiet.max(prev + self.timing.min_interval),
                     None => quiet,
@@ -382,10 +383,9 @@ pub fn parse_signal(s: &str) -> Result<libc::c_int, String> {
     ]
     .into_iter()
     .collect();
-    table
-        .get(name)
-        .copied()
-        .ok_or_else(|| format!("unknown signal `{s}` (HUP, INT, QUIT, TERM, USR1, USR2, WINCH, KILL or a number)"))
+    table.get(name).copied().ok_or_else(|| {
+        format!("unknown signal `{s}` (HUP, INT, QUIT, TERM, USR1, USR2, WINCH, KILL or a number)")
+    })
 }
 
 /// Sends `signo` to the pid written in `pid_file` (decimal, blanks ignored).
@@ -396,17 +396,12 @@ pub fn signal_pid_file(pid_file: &Path, signo: libc::c_int) -> secref::Result<()
             format!("cannot read pid file {}: {}", pid_file.display(), e.kind()),
         )
     })?;
-    let pid: libc::pid_t = text
-        .trim()
-        .parse()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| {
-            Error::usage(format!(
-                "pid file {} does not hold a process id",
-                pid_file.display()
-            ))
-        })?;
+    let pid: libc::pid_t = text.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+        Error::usage(format!(
+            "pid file {} does not hold a process id",
+            pid_file.display()
+        ))
+    })?;
     // SAFETY: kill(2) with a positive pid read from the user's pid file.
     if unsafe { libc::kill(pid, signo) } != 0 {
         let e = std::io::Error::last_os_error();
@@ -424,7 +419,9 @@ pub fn signal_pid_file(pid_file: &Path, signo: libc::c_int) -> secref::Result<()
 pub async fn run_hook(command: &str) -> secref::Result<i32> {
     let withhold = crate::child::withheld(&[])?;
     let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c").arg(command).stdin(std::process::Stdio::null());
+    cmd.arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null());
     for name in withhold {
         cmd.env_remove(name);
     }

@@ -18,7 +18,12 @@ pub struct InjectArgs {
     #[arg(short = 'i', long = "input", value_name = "FILE")]
     pub input: PathBuf,
     /// The file to write (atomically, mode 0600); stdout when absent.
-    #[arg(short = 'o', long = "output", value_name = "FILE", required_if_eq("watch", "true"))]
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        required_if_eq("watch", "true")
+    )]
     pub output: Option<PathBuf>,
     /// Keep running: re-render whenever a referenced value changes (Ctrl-C
     /// or SIGTERM stops it).
@@ -43,7 +48,11 @@ pub async fn run(args: InjectArgs) -> secref::Result<i32> {
     let text = std::fs::read(&args.input).map_err(|e| {
         Error::new(
             ErrorCode::Io,
-            format!("cannot read template {}: {}", args.input.display(), e.kind()),
+            format!(
+                "cannot read template {}: {}",
+                args.input.display(),
+                e.kind()
+            ),
         )
     })?;
     let text = String::from_utf8(text).map_err(|_| {

@@ -61,7 +61,11 @@ pub struct Start<'a> {
 /// Runs the command and restarts (or signals) it on each change; returns
 /// the exit code of the command's last run that ended on its own (or after
 /// secref was asked to stop), as `secref run` does.
-pub async fn run(args: &RunWatchArgs, resolver: Resolver, start: Start<'_>) -> Result<i32, Failure> {
+pub async fn run(
+    args: &RunWatchArgs,
+    resolver: Resolver,
+    start: Start<'_>,
+) -> Result<i32, Failure> {
     let refs = crate::vars::references(start.vars);
     let current: Vec<Secret> = refs
         .iter()
@@ -128,9 +132,11 @@ pub async fn run(args: &RunWatchArgs, resolver: Resolver, start: Start<'_>) -> R
                 .vars
                 .iter()
                 .any(|v| &v.name == name && matches!(v.value, VarValue::Ref(_)));
-            if from_ref && !masked
+            if from_ref
+                && !masked
                     .iter()
-                    .any(|(_, s)| secref::constant_time_eq(s.expose_bytes(), value.expose_bytes())) {
+                    .any(|(_, s)| secref::constant_time_eq(s.expose_bytes(), value.expose_bytes()))
+            {
                 masked.push((name.clone(), value.clone()));
             }
         }

@@ -131,7 +131,11 @@ fn placeholder(src: &str, start: usize, body: &str) -> secref::Result<Part> {
     let reference = first.trim();
     let ref_at = start + (first.len() - first.trim_start().len());
     if reference.is_empty() {
-        return Err(syntax(src, ref_at, "empty placeholder: a reference is missing"));
+        return Err(syntax(
+            src,
+            ref_at,
+            "empty placeholder: a reference is missing",
+        ));
     }
     let r = vars::parse_reference(reference).map_err(|e| {
         let (line, col) = position(src, ref_at);
@@ -213,12 +217,13 @@ impl Template {
             match part {
                 Part::Text(t) => out.extend_from_slice(t.as_bytes()),
                 Part::Ref(r, filters) => {
-                    let v = value(r).ok_or_else(|| {
-                        Error::internal("a template reference was not resolved")
-                    })?;
+                    let v = value(r)
+                        .ok_or_else(|| Error::internal("a template reference was not resolved"))?;
                     let mut bytes = Zeroizing::new(v.expose_bytes().to_vec());
                     for f in filters {
-                        bytes = f.apply(&bytes).map_err(|e| e.with_reference(r.to_canonical()))?;
+                        bytes = f
+                            .apply(&bytes)
+                            .map_err(|e| e.with_reference(r.to_canonical()))?;
                     }
                     out.extend_from_slice(&bytes);
                 }
@@ -243,7 +248,10 @@ mod tests {
         assert_eq!(render("a={{local://x#y}};", "v"), "a=v;");
         assert_eq!(render("{{  local://x#y |trim| base64 }}", " hi\n"), "aGk=");
         assert_eq!(render("{{ local://x | json }}", "a\"b\n"), "\"a\\\"b\\n\"");
-        assert_eq!(render("\\{{ local://x }} }} \\x", "v"), "{{ local://x }} }} \\x");
+        assert_eq!(
+            render("\\{{ local://x }} }} \\x", "v"),
+            "{{ local://x }} }} \\x"
+        );
         assert_eq!(render("no placeholders", "v"), "no placeholders");
         let t = parse_template("{{local://b}}{{local://a}}{{local://b}}").unwrap();
         assert_eq!(t.references().len(), 2);

@@ -72,7 +72,10 @@ fn renders_filters_into_a_0600_file_and_writes_nothing_when_a_reference_fails() 
          literal=\\{{ not a placeholder }}\n",
     );
     let out = sb.path("app.conf");
-    run_ok(sb.cmd().args(["inject", "-i", "app.conf.tpl", "-o", "app.conf"]));
+    run_ok(
+        sb.cmd()
+            .args(["inject", "-i", "app.conf.tpl", "-o", "app.conf"]),
+    );
     assert_eq!(
         read(&out),
         "pw=s3cret-pw\nb64=czNjcmV0LXB3\njson=\" s3cret-pw\\t\"\nliteral={{ not a placeholder }}\n"
@@ -85,7 +88,9 @@ fn renders_filters_into_a_0600_file_and_writes_nothing_when_a_reference_fails() 
         "broken.tpl",
         "{{ local://app/db#password }} {{ local://app/missing }}",
     );
-    let o = run(sb.cmd().args(["inject", "-i", "broken.tpl", "-o", "app.conf"]));
+    let o = run(sb
+        .cmd()
+        .args(["inject", "-i", "broken.tpl", "-o", "app.conf"]));
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("nothing was written"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
@@ -94,7 +99,9 @@ fn renders_filters_into_a_0600_file_and_writes_nothing_when_a_reference_fails() 
 
     // A syntax error names line:column and never echoes a pasted value.
     sb.write("syntax.tpl", "ok\nx = {{ hunter2-pasted-value }}\n");
-    let o = run(sb.cmd().args(["inject", "-i", "syntax.tpl", "-o", "other.conf"]));
+    let o = run(sb
+        .cmd()
+        .args(["inject", "-i", "syntax.tpl", "-o", "other.conf"]));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("template 2:8"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
@@ -218,5 +225,9 @@ fn a_render_killed_at_any_point_leaves_the_old_file_or_the_new_one() {
     // A completed run removes the orphans of the killed ones.
     run_ok(sb.cmd().args(["inject", "-i", "big.tpl", "-o", "big.conf"]));
     assert_eq!(read(&out), value(23).repeat(COPIES));
-    assert!(temp_files(sb.root()).is_empty(), "{:?}", temp_files(sb.root()));
+    assert!(
+        temp_files(sb.root()).is_empty(),
+        "{:?}",
+        temp_files(sb.root())
+    );
 }

@@ -8,7 +8,7 @@
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -202,9 +202,20 @@ fn zero_restarts_across_a_backend_outage_then_one_for_the_change() {
         .cmd()
         .env("VAULT_ADDR", format!("http://{}", proxy.addr))
         .env("VAULT_TOKEN", TOKEN)
-        .args(["run", "--watch", "--debounce", "500ms", "--min-interval", "1s"])
+        .args([
+            "run",
+            "--watch",
+            "--debounce",
+            "500ms",
+            "--min-interval",
+            "1s",
+        ])
         .args(["--watch-interval", "200ms", "--restart-grace", "30s"])
-        .args(["--env", "APP_SECRET=openbao+kv2://secret/app/api#token", "--"])
+        .args([
+            "--env",
+            "APP_SECRET=openbao+kv2://secret/app/api#token",
+            "--",
+        ])
         .args(recorder(&runs))
         .stderr(std::fs::File::create(&run_log).unwrap())
         .spawn()
@@ -221,7 +232,11 @@ fn zero_restarts_across_a_backend_outage_then_one_for_the_change() {
     set_ok(&upstream_sb, "local://app/api#token", "remote-two");
     let before = refused();
     wait_for("more failing polls", || refused() >= before + 3);
-    assert_eq!(read(&runs), "start remote-one\n", "no restart during the outage");
+    assert_eq!(
+        read(&runs),
+        "start remote-one\n",
+        "no restart during the outage"
+    );
 
     // Back up with the changed value: exactly one restart.
     proxy.set_up(true);
@@ -229,7 +244,9 @@ fn zero_restarts_across_a_backend_outage_then_one_for_the_change() {
     assert_eq!(read(&runs), "start remote-one\nstart remote-two\n");
     // And one more real change later gives exactly one more.
     set_ok(&upstream_sb, "local://app/api#token", "remote-three");
-    wait_for("the second restart", || read(&runs).contains("remote-three"));
+    wait_for("the second restart", || {
+        read(&runs).contains("remote-three")
+    });
     assert_eq!(
         read(&runs),
         "start remote-one\nstart remote-two\nstart remote-three\n"
