@@ -214,7 +214,9 @@ impl Follower {
     }
 
     fn offer(&mut self, i: usize, value: Secret) -> bool {
-        self.failing_since[i] = None;
+        if self.failing_since[i].take().is_some() {
+            eprintln!("secref: watching {} works again", self.refs[i]);
+        }
         self.warned_stale[i] = false;
         if secref::constant_time_eq(value.expose_bytes(), self.current[i].expose_bytes()) {
             return false;
@@ -224,14 +226,27 @@ impl Follower {
         true
     }
 
+    /// One line when an outage starts (and one when it outlasts the stale
+    /// grace), not one per poll.
     fn failed(&mut self, i: usize, e: &Error) {
-        let since = *self.failing_since[i].get_or_insert_with(Instant::now);
-        tracing::warn!(
-            reference = %self.refs[i],
-            code = %e.code(),
-            "watching failed; the value in use is kept: {e}"
-        );
-        if !self.warned_stale[i] && since.elapsed() > self.stale_grace {
+        let since = match self.failing_since[i] {
+            Some(since) => {
+                tracing::debug!(reference = %self.refs[i], code = %e.code(), "watching still fails");
+                since
+            }
+            None => {
+                eprintln!(
+                    "warning: watching {} failed ({}); the value in use is kept",
+                    self.refs[i],
+                    e.code()
+                );
+                *self.failing_since[i].insert(Instant::now())
+            }
+        };
+        if !self.warned_stale[i]
+            && !self.stale_grace.is_zero()
+            && since.elapsed() > self.stale_grace
+        {
             self.warned_stale[i] = true;
             eprintln!(
                 "warning: {} has failed for longer than the stale grace ({}s); the value in use is kept until a new one is read",
