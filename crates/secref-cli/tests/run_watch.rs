@@ -187,7 +187,18 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 }
 
 #[test]
-fn zero_restarts_across_a_backend_outage_then_one_for_the_change() {
+fn zero_restarts_across_a_backend_outage_within_the_stale_grace() {
+    outage("[cache]\nstale_grace_seconds = 3600\n", false);
+}
+
+#[test]
+fn zero_restarts_across_a_backend_outage_without_a_stale_grace() {
+    // Past the cache TTL, errors reach secref (one warning per outage) and
+    // are never a change.
+    outage("[cache]\nttl_seconds = 1\n", true);
+}
+
+fn outage(config: &str, errors_seen: bool) {
     // The backend: `secref serve` as a Vault server over its own store.
     let upstream_sb = sandbox();
     set_ok(&upstream_sb, "local://app/api#token", "remote-one");
@@ -195,7 +206,7 @@ fn zero_restarts_across_a_backend_outage_then_one_for_the_change() {
     let proxy = Proxy::start(upstream.addr().to_string());
 
     let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref"));
-    sb.write("secref.toml", "[cache]\nstale_grace_seconds = 3600\n");
+    sb.write("secref.toml", config);
     let runs = sb.path("runs.log");
     let run_log = sb.path("run.log");
     let child = sb
@@ -232,6 +243,11 @@ fn zero_restarts_across_a_backend_outage_then_one_for_the_change() {
     set_ok(&upstream_sb, "local://app/api#token", "remote-two");
     let before = refused();
     wait_for("more failing polls", || refused() >= before + 3);
+    if errors_seen {
+        wait_for("the outage warning", || {
+            read(&run_log).contains("warning: watching")
+        });
+    }
     assert_eq!(
         read(&runs),
         "start remote-one\n",
@@ -254,5 +270,41 @@ fn zero_restarts_across_a_backend_outage_then_one_for_the_change() {
     let log = read(&run_log);
     assert_eq!(log.matches("restarting the command").count(), 2, "{log}");
     assert!(!log.contains("remote-"), "values never logged: {log}");
+    if errors_seen {
+        assert_eq!(log.matches("warning: watching").count(), 1, "{log}");
+        assert_eq!(log.matches("works again").count(), 1, "{log}");
+    }
     upstream.stop();
+}
+
+#[test]
+fn watch_signal_signals_instead_of_restarting() {
+    let sb = sandbox();
+    set_ok(&sb, "local://app/api#token", "value-one");
+    let runs = sb.path("runs.log");
+    let hups = sb.path("hups.log");
+    let script = format!(
+        "echo start >> {}; trap 'echo hup >> {}' HUP; trap 'exit 0' TERM; while kill -0 $PPID 2>/dev/null; do sleep 0.1; done",
+        runs.display(),
+        hups.display()
+    );
+    let child = sb
+        .cmd()
+        .args(["run", "--watch", "--watch-signal", "HUP"])
+        .args(["--debounce", "500ms", "--min-interval", "500ms"])
+        .args(["--env", "APP_SECRET=local://app/api#token", "--"])
+        .args(["/bin/sh", "-c", &script])
+        .stderr(std::fs::File::create(sb.path("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut run = Guard(child);
+    wait_for("the start", || lines(&runs) == 1);
+    set_ok(&sb, "local://app/api#token", "value-two");
+    wait_for("one SIGHUP", || lines(&hups) >= 1);
+    set_ok(&sb, "local://app/api#token", "value-three");
+    wait_for("a second SIGHUP", || lines(&hups) >= 2);
+    sigterm(&run.0);
+    assert_eq!(run.0.wait().unwrap().code(), Some(0));
+    assert_eq!(lines(&runs), 1, "signalled, never restarted");
+    assert_eq!(lines(&hups), 2);
 }
