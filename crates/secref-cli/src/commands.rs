@@ -126,7 +126,6 @@ async fn run(
         .watch
         .then(|| crate::deliver::store_path(&cfg))
         .flatten();
-    let stale_grace = cfg.cache.stale_grace;
     // Its environment snapshot holds secref's credentials: wipe it (the
     // allocator zeroes freed memory) rather than keep it while the command
     // runs.
@@ -146,7 +145,6 @@ async fn run(
             withhold: &withhold,
             command,
             store,
-            stale_grace,
         };
         return crate::rotate::run(watch, resolver, start).await;
     }

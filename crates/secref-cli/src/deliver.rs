@@ -5,9 +5,10 @@
 //!
 //! Only a real value change counts: a watch item whose bytes equal the
 //! value in use changes nothing (a new version with the same value, a
-//! reconnect), and errors (a backend outage) are logged, never acted on —
-//! the values in use stay in use, as the resolver's stale grace would serve
-//! them; past `[cache] stale_grace_seconds` of failures a warning says so.
+//! reconnect), and errors never act: within the cache TTL plus `[cache]
+//! stale_grace_seconds` the resolver answers a failing backend with the
+//! value it has, and past that the error reaches us, is reported once per
+//! outage, and the values in use stay in use.
 //!
 //! `local://` values are watched through the store file too: its identity
 //! (inode, size, modification time) is checked every [`STORE_POLL`] — one
@@ -65,9 +66,7 @@ pub struct Follower {
     resolver: Resolver,
     refs: Vec<SecretRef>,
     current: Vec<Secret>,
-    failing_since: Vec<Option<Instant>>,
-    warned_stale: Vec<bool>,
-    stale_grace: Duration,
+    failing: Vec<bool>,
     timing: WatchTiming,
     rx: mpsc::Receiver<Update>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -84,7 +83,6 @@ impl Follower {
         refs: Vec<SecretRef>,
         current: Vec<Secret>,
         store: Option<PathBuf>,
-        stale_grace: Duration,
         timing: WatchTiming,
     ) -> secref::Result<Follower> {
         let (tx, rx) = mpsc::channel(64);
@@ -113,9 +111,7 @@ impl Follower {
             resolver,
             refs,
             current,
-            failing_since: vec![None; n],
-            warned_stale: vec![false; n],
-            stale_grace,
+            failing: vec![false; n],
             timing,
             rx,
             tasks,
@@ -214,10 +210,9 @@ impl Follower {
     }
 
     fn offer(&mut self, i: usize, value: Secret) -> bool {
-        if self.failing_since[i].take().is_some() {
+        if std::mem::take(&mut self.failing[i]) {
             eprintln!("secref: watching {} works again", self.refs[i]);
         }
-        self.warned_stale[i] = false;
         if secref::constant_time_eq(value.expose_bytes(), self.current[i].expose_bytes()) {
             return false;
         }
@@ -226,32 +221,15 @@ impl Follower {
         true
     }
 
-    /// One line when an outage starts (and one when it outlasts the stale
-    /// grace), not one per poll.
+    /// One warning when an outage starts, not one per poll.
     fn failed(&mut self, i: usize, e: &Error) {
-        let since = match self.failing_since[i] {
-            Some(since) => {
-                tracing::debug!(reference = %self.refs[i], code = %e.code(), "watching still fails");
-                since
-            }
-            None => {
-                eprintln!(
-                    "warning: watching {} failed ({}); the value in use is kept",
-                    self.refs[i],
-                    e.code()
-                );
-                *self.failing_since[i].insert(Instant::now())
-            }
-        };
-        if !self.warned_stale[i]
-            && !self.stale_grace.is_zero()
-            && since.elapsed() > self.stale_grace
-        {
-            self.warned_stale[i] = true;
+        if std::mem::replace(&mut self.failing[i], true) {
+            tracing::debug!(reference = %self.refs[i], code = %e.code(), "watching still fails");
+        } else {
             eprintln!(
-                "warning: {} has failed for longer than the stale grace ({}s); the value in use is kept until a new one is read",
+                "warning: watching {} failed ({}); the value in use is kept",
                 self.refs[i],
-                self.stale_grace.as_secs()
+                e.code()
             );
         }
     }

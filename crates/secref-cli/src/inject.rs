@@ -81,7 +81,6 @@ pub async fn run(args: InjectArgs) -> secref::Result<i32> {
         refs,
         values,
         deliver::store_path(&cfg),
-        cfg.cache.stale_grace,
         args.timing.clone(),
     )?;
     drop(cfg);

@@ -54,8 +54,6 @@ pub struct Start<'a> {
     pub command: &'a [OsString],
     /// The local store file (watched for `local://` references).
     pub store: Option<PathBuf>,
-    /// `[cache] stale_grace_seconds`.
-    pub stale_grace: Duration,
 }
 
 /// Runs the command and restarts (or signals) it on each change; returns
@@ -79,14 +77,7 @@ pub async fn run(
                 .ok_or_else(|| secref::Error::internal("a resolved reference is missing"))
         })
         .collect::<secref::Result<_>>()?;
-    let mut follower = Follower::start(
-        resolver,
-        refs,
-        current,
-        start.store,
-        start.stale_grace,
-        args.timing.clone(),
-    )?;
+    let mut follower = Follower::start(resolver, refs, current, start.store, args.timing.clone())?;
     // Every value the command was ever given stays masked: output of the
     // old run may still be in flight while the new one starts.
     let mut masked = start.secrets;

@@ -284,4 +284,21 @@ mod tests {
             ErrorCode::InvalidUtf8
         );
     }
+
+    proptest::proptest! {
+        /// Any input parses or fails with a positioned usage-class error;
+        /// it never panics, and text without `{{` renders as itself.
+        #[test]
+        fn parser_is_total(src in "(\\PC|\\{\\{|\\}\\}|\\||\\\\|local://a#b){0,40}") {
+            match parse_template(&src) {
+                Ok(t) => {
+                    if !src.contains("{{") {
+                        let none = |_: &SecretRef| None;
+                        proptest::prop_assert_eq!(t.render(none).unwrap().to_vec(), src.as_bytes().to_vec());
+                    }
+                }
+                Err(e) => proptest::prop_assert!(e.message().starts_with("template ")),
+            }
+        }
+    }
 }
