@@ -130,13 +130,7 @@ async fn run(
     // allocator zeroes freed memory) rather than keep it while the command
     // runs.
     drop(cfg);
-    let patterns = if no_masking {
-        None
-    } else {
-        masking_patterns(&resolved.secrets)?
-    };
     if watch.watch {
-        drop(patterns);
         let start = crate::rotate::Start {
             vars: &vars,
             values: resolved.values,
@@ -149,6 +143,11 @@ async fn run(
         return crate::rotate::run(watch, resolver, start).await;
     }
     drop(resolver);
+    let patterns = if no_masking {
+        None
+    } else {
+        masking_patterns(&resolved.secrets)?
+    };
     child::run(command, &resolved.values, &withhold, patterns).await
 }
 

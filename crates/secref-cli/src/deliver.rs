@@ -69,6 +69,9 @@ pub struct Follower {
     failing: Vec<bool>,
     timing: WatchTiming,
     rx: mpsc::Receiver<Update>,
+    /// Keeps the channel open with nothing to watch (no references), so
+    /// waiting for a change then waits for ever instead of failing.
+    _tx: mpsc::Sender<Update>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     last_reload: Option<Instant>,
     pending: Option<Burst>,
@@ -104,7 +107,7 @@ impl Follower {
         }
         let any_local = refs.iter().any(|r| r.provider_family() == "local");
         if let (true, Some(store)) = (any_local, store) {
-            tasks.push(tokio::spawn(watch_store_file(store, tx)));
+            tasks.push(tokio::spawn(watch_store_file(store, tx.clone())));
         }
         let n = refs.len();
         Ok(Follower {
@@ -114,6 +117,7 @@ impl Follower {
             failing: vec![false; n],
             timing,
             rx,
+            _tx: tx,
             tasks,
             last_reload: None,
             pending: None,
