@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
 use secref::{Error, ErrorCode, Secret};
@@ -81,6 +81,31 @@ pub async fn run(
     withhold: &[&str],
     patterns: Option<Arc<Patterns>>,
 ) -> Result<i32, Failure> {
+    // The forwarder is installed before the spawn so that a signal arriving
+    // in between does not kill secref and orphan the command; until the pid
+    // is known there is nobody to forward to (the command gets default
+    // dispositions back at exec).
+    let forwarder = Forwarder::install()?;
+    let mut running = spawn(command, env, withhold, patterns, &forwarder)?;
+    running.exited().await;
+    running.finish(&forwarder).await
+}
+
+/// A started command (see [`spawn`]).
+pub struct Running {
+    child: tokio::process::Child,
+    pumps: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    exit: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts `command` as [`run`] does and makes it the target of `forwarder`.
+pub fn spawn(
+    command: &[OsString],
+    env: &[(String, Secret)],
+    withhold: &[&str],
+    patterns: Option<Arc<Patterns>>,
+    forwarder: &Forwarder,
+) -> Result<Running, Failure> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| Error::usage("no command given after --"))?;
@@ -103,11 +128,6 @@ pub async fn run(
     } else {
         cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
     }
-    // The forwarder is installed before the spawn so that a signal arriving
-    // in between does not kill secref and orphan the command; until the pid
-    // is known there is nobody to forward to (the command gets default
-    // dispositions back at exec).
-    let forwarder = Forwarder::install()?;
     let mut child = cmd.spawn().map_err(|e| spawn_error(program, e))?;
     // The command's copy of the environment (values included) is not needed
     // any more; free it now rather than when the command exits.
@@ -132,28 +152,59 @@ pub async fn run(
             )));
         }
     }
-    // Wait for the exit without reaping, stop forwarding, then reap: a pid
-    // is only reused after reaping, so no signal can reach a stranger.
-    if let Some(pid) = child.id() {
-        let _ = tokio::task::spawn_blocking(move || wait_for_exit_without_reaping(pid)).await;
+    // Wait for the exit without reaping (see `finish`): a pid is only
+    // reused after reaping, so no signal can reach a stranger.
+    let exit = child
+        .id()
+        .map(|pid| tokio::task::spawn_blocking(move || wait_for_exit_without_reaping(pid)));
+    Ok(Running { child, pumps, exit })
+}
+
+impl Running {
+    /// The command's pid, until it is reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
-    drop(forwarder);
-    let status = child.wait().await;
-    let status = status.map_err(|e| {
-        Error::new(
-            ErrorCode::Io,
-            format!("waiting for the command failed: {e}"),
-        )
-    })?;
-    // The command has exited; drain what it wrote before it did.
-    for p in pumps {
-        match p.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "output stream ended early"),
-            Err(_) => tracing::debug!("output pump task failed"),
+
+    /// Sends `signo` to the command (it is not reaped before
+    /// [`finish`](Self::finish), so the pid is still its own).
+    pub fn signal(&self, signo: libc::c_int) {
+        if let Some(pid) = self.pid().and_then(|p| libc::pid_t::try_from(p).ok()) {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe { libc::kill(pid, signo) };
         }
     }
-    Ok(exit_code_of(status))
+
+    /// Resolves once the command has exited (it stays unreaped).
+    /// Cancel-safe.
+    pub async fn exited(&mut self) {
+        if let Some(h) = &mut self.exit {
+            let _ = h.await;
+            self.exit = None;
+        }
+    }
+
+    /// After [`exited`](Self::exited): stops forwarding signals to it, reaps
+    /// it, drains what it wrote; returns its exit code.
+    pub async fn finish(mut self, forwarder: &Forwarder) -> Result<i32, Failure> {
+        self.exited().await;
+        forwarder.set_target(None);
+        let status = self.child.wait().await.map_err(|e| {
+            Error::new(
+                ErrorCode::Io,
+                format!("waiting for the command failed: {e}"),
+            )
+        })?;
+        // The command has exited; drain what it wrote before it did.
+        for p in self.pumps {
+            match p.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "output stream ended early"),
+                Err(_) => tracing::debug!("output pump task failed"),
+            }
+        }
+        Ok(exit_code_of(status))
+    }
 }
 
 /// A command that cannot be started exits 127 (not found) or 126 (anything
@@ -194,6 +245,15 @@ pub fn exit_code_of(status: ExitStatus) -> i32 {
 
 /// The pid signals are forwarded to; 0 while there is none.
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+/// Set once secref receives SIGINT, SIGTERM or SIGQUIT while forwarding.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether secref was asked to stop (SIGINT, SIGTERM or SIGQUIT, from the
+/// terminal or `kill`) since a [`Forwarder`] was installed: `run --watch`
+/// then lets the command end instead of restarting it.
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::SeqCst)
+}
 
 /// Forwards [`FORWARDED`] signals to the command while it lives.
 ///
@@ -202,19 +262,23 @@ static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 /// (Ctrl-C, Ctrl-\, hangup) already reach the command directly, since it
 /// shares secref's process group; forwarding them too would deliver every
 /// Ctrl-C twice, which many programs treat as "force quit".
-struct Forwarder {
+pub struct Forwarder {
     ids: Vec<signal_hook_registry::SigId>,
 }
 
 impl Forwarder {
-    fn install() -> secref::Result<Forwarder> {
+    /// Starts forwarding (to nobody until a command is spawned).
+    pub fn install() -> secref::Result<Forwarder> {
         FORWARD_TO.store(0, Ordering::SeqCst);
         let mut ids = Vec::new();
         for signo in FORWARDED {
-            // SAFETY: the action only loads an atomic and calls kill(2), both
+            // SAFETY: the action only touches atomics and calls kill(2), all
             // async-signal-safe; it allocates and locks nothing.
             let id = unsafe {
                 signal_hook_registry::register_sigaction(signo, move |info: &libc::siginfo_t| {
+                    if signo != libc::SIGHUP {
+                        STOP_REQUESTED.store(true, Ordering::SeqCst);
+                    }
                     let pid = FORWARD_TO.load(Ordering::SeqCst);
                     if pid > 0 && info.si_code <= 0 {
                         libc::kill(pid, signo);

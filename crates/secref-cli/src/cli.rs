@@ -182,6 +182,8 @@ pub enum Command {
         /// which does not get it otherwise. Repeatable.
         #[arg(long = "pass-env", value_name = "NAME")]
         pass_env: Vec<String>,
+        #[command(flatten)]
+        watch: crate::rotate::RunWatchArgs,
         /// The command and its arguments (after `--`).
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<OsString>,
@@ -248,6 +250,22 @@ pub enum Command {
     /// Access rules, leases and the `secret://` mapping are set in the
     /// `[server]` table of secref.toml. Stops on Ctrl-C or SIGTERM.
     Serve(crate::serve::ServeArgs),
+
+    /// Render a template's `{{ ref }}` placeholders into a file.
+    ///
+    /// Placeholders: `{{ ref }}`, with filters `{{ ref | trim | base64 }}`
+    /// (`base64`, `json` — a JSON string literal —, `trim`; left to right);
+    /// `\{{` is a literal `{{`. Every reference is resolved in one batch; if
+    /// any fails, nothing is written. The output is replaced atomically
+    /// (temporary file, mode 0600, fsync, rename): readers see the old file
+    /// or the new one, never a part, even if secref is killed mid-write.
+    ///
+    /// With --watch it keeps running and re-renders when a referenced value
+    /// really changes (errors keep the current file), then runs --on-change
+    /// and/or sends --signal to the pid in --pid-file. A burst of changes
+    /// gives one re-render (--debounce), and re-renders are at least
+    /// --min-interval apart.
+    Inject(crate::inject::InjectArgs),
 }
 
 /// Where the variables of `run`, `export` and `check` come from.

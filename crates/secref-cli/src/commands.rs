@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use secref::{Config, Error, ErrorCode, Resolver, SecretRef};
+use secref::{Config, Error, ErrorCode, Resolver, Secret, SecretRef};
 
 use crate::cli::{Command, ExportFormat, VarArgs};
 use crate::mask::{Patterns, MIN_SECRET_LEN};
@@ -40,8 +40,9 @@ pub async fn dispatch(command: Command) -> i32 {
             vars,
             no_masking,
             pass_env,
+            watch,
             command,
-        } => return finish(run(&vars, no_masking, &pass_env, &command).await),
+        } => return finish(run(&vars, no_masking, &pass_env, &watch, &command).await),
         Command::Export { vars, format } => export_vars(&vars, format).await,
         Command::Ref {
             json,
@@ -62,6 +63,7 @@ pub async fn dispatch(command: Command) -> i32 {
         )),
         Command::Check { vars } => check(&vars).await,
         Command::Serve(args) => crate::serve::run(args).await.map(|()| EXIT_OK),
+        Command::Inject(args) => crate::inject::run(args).await,
     };
     finish(result.map_err(Failure::from))
 }
@@ -112,39 +114,62 @@ async fn run(
     args: &VarArgs,
     no_masking: bool,
     pass_env: &[String],
+    watch: &crate::rotate::RunWatchArgs,
     command: &[std::ffi::OsString],
 ) -> Result<i32, Failure> {
     let withhold = child::withheld(pass_env)?;
     let vars = vars::collect(args)?;
     let cfg = Config::load()?;
-    let resolved = vars::resolve_all(&resolver(&cfg)?, &vars, "nothing was run").await?;
+    let resolver = resolver(&cfg)?;
+    let resolved = vars::resolve_all(&resolver, &vars, "nothing was run").await?;
+    let store = watch
+        .watch
+        .then(|| crate::deliver::store_path(&cfg))
+        .flatten();
     // Its environment snapshot holds secref's credentials: wipe it (the
     // allocator zeroes freed memory) rather than keep it while the command
     // runs.
     drop(cfg);
+    if watch.watch {
+        let start = crate::rotate::Start {
+            vars: &vars,
+            values: resolved.values,
+            secrets: resolved.secrets,
+            masking: !no_masking,
+            withhold: &withhold,
+            command,
+            store,
+        };
+        return crate::rotate::run(watch, resolver, start).await;
+    }
+    drop(resolver);
     let patterns = if no_masking {
         None
     } else {
-        for (name, value) in &resolved.secrets {
-            if value.len() < MIN_SECRET_LEN {
-                eprintln!(
-                    "warning: {name}: values shorter than {MIN_SECRET_LEN} bytes are not masked"
-                );
-            }
-        }
-        let patterns = Patterns::new(resolved.secrets.iter().map(|(_, s)| s.expose_bytes()));
-        if !patterns.is_usable() {
-            return Err(Error::new(
-                ErrorCode::Unsupported,
-                "the secret values are too large to mask; nothing was run",
-            )
-            .with_hint("pass --no-masking if the command's output is safe")
-            .into());
-        }
-        // Nothing long enough to mask: let the command write directly.
-        (!patterns.is_empty()).then(|| Arc::new(patterns))
+        masking_patterns(&resolved.secrets)?
     };
     child::run(command, &resolved.values, &withhold, patterns).await
+}
+
+/// The masker's patterns for `secrets` (a warning names each value too
+/// short to mask); `None` when nothing is long enough to mask.
+pub fn masking_patterns(secrets: &[(String, Secret)]) -> Result<Option<Arc<Patterns>>, Failure> {
+    for (name, value) in secrets {
+        if value.len() < MIN_SECRET_LEN {
+            eprintln!("warning: {name}: values shorter than {MIN_SECRET_LEN} bytes are not masked");
+        }
+    }
+    let patterns = Patterns::new(secrets.iter().map(|(_, s)| s.expose_bytes()));
+    if !patterns.is_usable() {
+        return Err(Error::new(
+            ErrorCode::Unsupported,
+            "the secret values are too large to mask; nothing was run",
+        )
+        .with_hint("pass --no-masking if the command's output is safe")
+        .into());
+    }
+    // Nothing long enough to mask: let the command write directly.
+    Ok((!patterns.is_empty()).then(|| Arc::new(patterns)))
 }
 
 async fn export_vars(args: &VarArgs, format: ExportFormat) -> secref::Result<i32> {

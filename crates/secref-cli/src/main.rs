@@ -2,7 +2,8 @@
 //!
 //! Commands: `init`, `set`, `get`, `rm`, `ls` (the local store), `run` (a
 //! command with secrets in its environment, output masked), `export`,
-//! `ref` (parse only) and `check` (resolve without printing values).
+//! `ref` (parse only), `check` (resolve without printing values) and
+//! `inject` (render a template into a file, `--watch` to follow changes).
 //!
 //! Exit codes (also in `secref --help`):
 //!
@@ -22,12 +23,16 @@
 mod child;
 mod cli;
 mod commands;
+mod deliver;
 mod export;
 mod harden;
+mod inject;
 mod mask;
 mod report;
+mod rotate;
 mod serve;
 mod store_cmds;
+mod template;
 mod vars;
 
 use std::io::IsTerminal;
