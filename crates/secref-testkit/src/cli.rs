@@ -304,7 +304,8 @@ pub fn parse_reply(raw: &[u8]) -> Reply {
     }
 }
 
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+/// Decodes a chunked HTTP/1.1 body (extensions ignored; stops at the last chunk).
+pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
         let size = std::str::from_utf8(&raw[..eol])
