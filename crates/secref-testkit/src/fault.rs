@@ -168,8 +168,7 @@ impl BlackHole {
         let addr = listener.local_addr()?;
         let mut held = Vec::new();
         for _ in 0..16 {
-            match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await
-            {
+            match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => held.push(s),
                 // The queue is full: the next SYN goes unanswered.
                 _ => break,
@@ -268,9 +267,15 @@ async fn handle(mut conn: TcpStream, state: &State) -> std::io::Result<()> {
             other => other.clone(),
         }
     };
+    // Vault's and SecFlow's error shapes at once; `retryable` as a
+    // well-behaved SecFlow server sends it (its SDK treats a missing flag
+    // as final).
     let error_body = |status: u16| {
-        format!(r#"{{"errors":["fault {status}"],"error":{{"code":"FAULT_{status}","message":"injected"}}}}"#)
-            .into_bytes()
+        let retryable = status == 429 || status >= 500;
+        format!(
+            r#"{{"errors":["fault {status}"],"error":{{"code":"FAULT_{status}","message":"injected","retryable":{retryable}}}}}"#
+        )
+        .into_bytes()
     };
     match fault {
         Fault::SlowHeaders => {
@@ -279,10 +284,14 @@ async fn handle(mut conn: TcpStream, state: &State) -> std::io::Result<()> {
             let _ = tokio::time::timeout(Duration::from_secs(60), conn.read(&mut sink)).await;
             Ok(())
         }
-        Fault::Status(status) => conn.write_all(&response(status, &[], &error_body(status))).await,
+        Fault::Status(status) => {
+            conn.write_all(&response(status, &[], &error_body(status)))
+                .await
+        }
         Fault::RateLimited { retry_after_secs } => {
             let extra = [("retry-after", retry_after_secs.to_string())];
-            conn.write_all(&response(429, &extra, &error_body(429))).await
+            conn.write_all(&response(429, &extra, &error_body(429)))
+                .await
         }
         Fault::HugeBody(n) => {
             let mut big = b"{\"pad\":\"".to_vec();
@@ -351,8 +360,7 @@ async fn forward(
     let mut out = String::new();
     for (i, l) in head.split("\r\n").enumerate() {
         let name = l.split(':').next().unwrap_or_default().trim();
-        if i > 0 && (name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("host"))
-        {
+        if i > 0 && (name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("host")) {
             continue;
         }
         out.push_str(l);
