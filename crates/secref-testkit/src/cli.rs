@@ -88,6 +88,24 @@ impl Sandbox {
     }
 }
 
+/// Starts `cmd` with its soft core limit raised to the hard limit, as a user
+/// with `ulimit -c unlimited` would: secref itself must lower it.
+pub fn raise_core_limit(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: getrlimit/setrlimit between fork and exec are
+    // async-signal-safe and touch only the struct on this stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_CORE, &mut lim) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_CORE, &lim);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs `cmd` to completion, capturing its output.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("the command runs")
