@@ -35,6 +35,8 @@ pub const WITHHELD_BY_DEFAULT: &[&str] = &[
     "SECFLOW_SDK_TOKEN",
     "COZE_WORKLOAD_IDENTITY_CLIENT_SECRET",
     "SECRET_TENANT_SALT",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
 ];
 
 /// The variables to remove from the child's inherited environment: every

@@ -169,7 +169,8 @@ pub enum Command {
     /// and the provider credentials secref reads, which it receives only when
     /// named with --pass-env (VAULT_TOKEN, VAULT_SECRET_ID,
     /// INFISICAL_CLIENT_SECRET, INFISICAL_TOKEN, SECFLOW_SDK_TOKEN,
-    /// COZE_WORKLOAD_IDENTITY_CLIENT_SECRET, SECRET_TENANT_SALT). A variable
+    /// COZE_WORKLOAD_IDENTITY_CLIENT_SECRET, SECRET_TENANT_SALT,
+    /// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN). A variable
     /// set with --env or --env-file is always passed.
     Run {
         #[command(flatten)]

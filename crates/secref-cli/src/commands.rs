@@ -103,6 +103,13 @@ async fn get(reference: &str, no_newline: bool) -> secref::Result<i32> {
     let cfg = Config::load()?;
     let secret = resolver(&cfg)?.resolve(&r).await?;
     let mut out = zeroize::Zeroizing::new(secret.expose_bytes().to_vec());
+    // A panic with the value in memory, so the leak harness
+    // (tests/leak_harness.rs) can prove the panic path prints none of it.
+    // Debug builds only: a release binary has no such switch.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("SECREF_TEST_PANIC").is_some() {
+        panic!("SECREF_TEST_PANIC: forced panic in `get` after resolving {r}");
+    }
     if !no_newline {
         out.push(b'\n');
     }

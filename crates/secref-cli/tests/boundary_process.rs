@@ -15,7 +15,6 @@
 //!   process exits.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -54,21 +53,9 @@ fn cores_land_in_cwd() -> bool {
     !pattern.is_empty() && !pattern.starts_with('|') && !pattern.contains('/')
 }
 
-/// Starts the child with its soft core limit raised to the hard limit, as
-/// a user with `ulimit -c unlimited` would: secref itself must lower it.
+/// The user's `ulimit -c unlimited` (shared with the leak harness).
 fn allow_cores(cmd: &mut Command) {
-    // SAFETY: getrlimit/setrlimit between fork and exec are
-    // async-signal-safe and touch only the struct on this stack.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut lim: libc::rlimit = std::mem::zeroed();
-            if libc::getrlimit(libc::RLIMIT_CORE, &mut lim) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-                libc::setrlimit(libc::RLIMIT_CORE, &lim);
-            }
-            Ok(())
-        });
-    }
+    secref_testkit::cli::raise_core_limit(cmd);
 }
 
 /// The core files in `dir` (`core` or `core.<pid>`).

@@ -2,8 +2,8 @@
 //! settings**: 50 keep-alive connections send `resolve:batch` requests (one
 //! `env://` item each, no `lease_ttl_seconds`, as the SDK's cached provider
 //! does) until `LOAD_REQUESTS` (default 200 000 — twice the old global lease
-//! table) have been answered, then prints requests/s and how many requests
-//! or items were refused.
+//! table) have been answered, then prints requests/s, the 99th-percentile
+//! latency and how many requests or items were refused.
 //!
 //! ```sh
 //! cargo run --release -p secref-server --example load
@@ -37,9 +37,16 @@ async fn main() -> secref::Result<()> {
     let resolver = Resolver::builder().provider(EnvProvider::new()).build()?;
     let token = secref_server::auth::generate_token();
     let bearer = format!("Bearer {}", token.as_text().unwrap_or_default());
-    // Default settings, but an ephemeral port.
+    // Default settings, but an ephemeral port and the one rule that lets
+    // callers read the `env://` variable (host-local references are denied
+    // unless a rule names their scheme).
     let config = ServerConfig {
         bind: "127.0.0.1:0".parse().expect("address"),
+        rules: vec![secref_server::access::Rule {
+            principals: vec!["*".into()],
+            refs: vec!["env://SECREF_LOAD_VALUE".into()],
+            actions: vec![secref::provider::Action::Read],
+        }],
         ..ServerConfig::default()
     };
     let server = Server::new(resolver, config, token)?;
@@ -73,7 +80,9 @@ async fn main() -> secref::Result<()> {
                 .pool_max_idle_per_host(1)
                 .build()
                 .expect("client");
+            let mut latencies = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < total {
+                let started = Instant::now();
                 let resp = client
                     .post(&url)
                     .header("authorization", &bearer)
@@ -91,21 +100,30 @@ async fn main() -> secref::Result<()> {
                     }
                     _ => false,
                 };
+                latencies.push(started.elapsed());
                 if !ok {
                     refused.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            latencies
         }));
     }
+    let mut latencies = Vec::new();
     for t in tasks {
-        t.await.expect("load task");
+        latencies.extend(t.await.expect("load task"));
     }
+    latencies.sort();
+    let p99 = latencies
+        .get(latencies.len() * 99 / 100)
+        .copied()
+        .unwrap_or_default();
     let secs = started.elapsed().as_secs_f64();
     let _ = stop_tx.send(());
     served.await.expect("server task")?;
     println!(
-        "requests={total} connections={connections} seconds={secs:.2} requests_per_second={:.0} refused={} rate_limited={}",
+        "requests={total} connections={connections} seconds={secs:.2} requests_per_second={:.0} p99_ms={:.2} refused={} rate_limited={}",
         total as f64 / secs,
+        p99.as_secs_f64() * 1e3,
         refused.load(Ordering::Relaxed),
         rate_limited.load(Ordering::Relaxed),
     );

@@ -88,6 +88,24 @@ impl Sandbox {
     }
 }
 
+/// Starts `cmd` with its soft core limit raised to the hard limit, as a user
+/// with `ulimit -c unlimited` would: secref itself must lower it.
+pub fn raise_core_limit(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: getrlimit/setrlimit between fork and exec are
+    // async-signal-safe and touch only the struct on this stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_CORE, &mut lim) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_CORE, &lim);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs `cmd` to completion, capturing its output.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("the command runs")
@@ -304,7 +322,8 @@ pub fn parse_reply(raw: &[u8]) -> Reply {
     }
 }
 
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+/// Decodes a chunked HTTP/1.1 body (extensions ignored; stops at the last chunk).
+pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
         let size = std::str::from_utf8(&raw[..eol])

@@ -8,5 +8,6 @@ pub mod aws;
 pub mod capture;
 pub mod cli;
 pub mod coze;
+pub mod fault;
 pub mod infisical;
 pub mod vault_seed;

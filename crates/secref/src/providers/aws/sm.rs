@@ -243,10 +243,13 @@ impl Value {
                     .map_err(|_| invalid("SecretBinary is not base64"))?;
                 (Secret::new(bytes), true)
             }
+            // AWS always sends one of the two (a secret without a value
+            // is ResourceNotFoundException): an answer with neither is
+            // malformed (a proxy's `{}`), not a missing secret — which
+            // would be negatively cached.
             (None, None) => {
-                return Err(Error::new(
-                    ErrorCode::NotFound,
-                    "the AWS secret version has no value",
+                return Err(invalid(
+                    "the AWS answer carries neither SecretString nor SecretBinary",
                 ))
             }
         };
@@ -429,6 +432,15 @@ impl Provider for SecretsManagerProvider {
 #[cfg(test)]
 mod tests {
     use crate::{ErrorCode, RefKind, SecretRef};
+
+    #[test]
+    fn an_answer_without_a_value_is_malformed_not_missing() {
+        // What a 200 `{}` (or garbage whose fields serde skips) parses to.
+        let a: super::Answer = serde_json::from_slice(b"{\"x\":\"\xff\"}").unwrap();
+        let e = super::Value::from_answer(a).err().unwrap();
+        assert_eq!(e.code(), ErrorCode::InvalidResponse);
+        assert!(!e.retryable());
+    }
 
     #[test]
     fn grammar() {
