@@ -115,9 +115,10 @@ async fn run(
     command: &[std::ffi::OsString],
 ) -> Result<i32, Failure> {
     let withhold = child::withheld(pass_env)?;
-    let vars = vars::collect(args)?;
     let cfg = Config::load()?;
-    let resolved = vars::resolve_all(&resolver(&cfg)?, &vars, "nothing was run").await?;
+    let resolver = resolver(&cfg)?;
+    let vars = vars::collect(args, &resolver).await?;
+    let resolved = vars::resolve_all(&resolver, &vars, "nothing was run").await?;
     // Its environment snapshot holds secref's credentials: wipe it (the
     // allocator zeroes freed memory) rather than keep it while the command
     // runs.
@@ -148,18 +149,19 @@ async fn run(
 }
 
 async fn export_vars(args: &VarArgs, format: ExportFormat) -> secref::Result<i32> {
-    let vars = vars::collect(args)?;
     let cfg = Config::load()?;
-    let resolved = vars::resolve_all(&resolver(&cfg)?, &vars, "nothing was exported").await?;
+    let resolver = resolver(&cfg)?;
+    let vars = vars::collect(args, &resolver).await?;
+    let resolved = vars::resolve_all(&resolver, &vars, "nothing was exported").await?;
     let out = export::render(format, &resolved.values)?;
     write_stdout(&out)?;
     Ok(EXIT_OK)
 }
 
 async fn check(args: &VarArgs) -> secref::Result<i32> {
-    let vars = vars::collect(args)?;
     let cfg = Config::load()?;
     let resolver = resolver(&cfg)?;
+    let vars = vars::collect(args, &resolver).await?;
     let partial = resolver
         .resolve_many_partial(vars::references(&vars))
         .await?;
