@@ -238,6 +238,42 @@ pub enum Command {
         vars: VarArgs,
     },
 
+    /// Move a dotenv file's plaintext values into the local store and
+    /// replace them in the file by references.
+    ///
+    /// Each variable with a plain, non-empty value becomes the entry
+    /// `<prefix><NAME>` (default prefix `local://<file stem>/`); values that
+    /// already are references, and empty ones, are left alone, as are
+    /// comments, blank lines and the order. The file (or OUT) is replaced
+    /// atomically, with the original's mode, only after every value is
+    /// stored and read back: interrupted at any point, either the original
+    /// file is intact or the new one is complete and every value it names is
+    /// stored. --dry-run prints the plan (names and references, never
+    /// values) and changes nothing.
+    Import {
+        /// The dotenv file, e.g. `app.env`.
+        file: PathBuf,
+        /// The local store folder, e.g. `local://app/`.
+        #[arg(long = "prefix", value_name = "REF_PREFIX")]
+        ref_prefix: Option<String>,
+        /// Write the rewritten file here instead of replacing FILE.
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: Option<PathBuf>,
+        /// Show what would be stored and rewritten; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    ///
+    /// It completes subcommands, flags and the reference schemes of this
+    /// build (`local://`, `openbao+kv2://`, …). E.g. `secref completions
+    /// bash > ~/.local/share/bash-completion/completions/secref`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+
     /// Serve secrets over the SecFlow Runtime API (and Vault KV v2) on
     /// loopback.
     ///

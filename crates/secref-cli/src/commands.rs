@@ -61,6 +61,13 @@ pub async fn dispatch(command: Command) -> i32 {
             &allowed_mounts,
         )),
         Command::Check { vars } => check(&vars).await,
+        Command::Import {
+            file,
+            ref_prefix,
+            output,
+            dry_run,
+        } => crate::import::run(&file, ref_prefix.as_deref(), output.as_deref(), dry_run),
+        Command::Completions { shell } => crate::completions::print(shell),
         Command::Serve(args) => crate::serve::run(args).await.map(|()| EXIT_OK),
     };
     finish(result.map_err(Failure::from))

@@ -22,8 +22,10 @@
 mod child;
 mod cli;
 mod commands;
+mod completions;
 mod export;
 mod harden;
+mod import;
 mod mask;
 mod report;
 mod serve;
