@@ -39,12 +39,20 @@ enum Step {
 }
 
 /// `secref import FILE [--prefix local://…/] [-o OUT] [--dry-run]`.
-pub fn run(file: &Path, prefix: Option<&str>, out: Option<&Path>, dry_run: bool) -> secref::Result<i32> {
+pub fn run(
+    file: &Path,
+    prefix: Option<&str>,
+    out: Option<&Path>,
+    dry_run: bool,
+) -> secref::Result<i32> {
     let meta = std::fs::symlink_metadata(file).map_err(|e| io_error(file, "read", &e))?;
     if !meta.file_type().is_file() {
         return Err(Error::new(
             ErrorCode::Unsupported,
-            format!("{} is not a regular file (symlinks are not followed)", file.display()),
+            format!(
+                "{} is not a regular file (symlinks are not followed)",
+                file.display()
+            ),
         ));
     }
     let raw = Zeroizing::new(std::fs::read(file).map_err(|e| io_error(file, "read", &e))?);
@@ -120,12 +128,17 @@ pub fn run(file: &Path, prefix: Option<&str>, out: Option<&Path>, dry_run: bool)
     drop(entries);
     // 2. Read every value back before the plaintext goes away.
     for (r, want) in &checks {
-        let RefKind::Local(l) = r.kind() else { continue };
+        let RefKind::Local(l) = r.kind() else {
+            continue;
+        };
         let got = store.get(l)?;
         if !secref::constant_time_eq(got.expose_bytes(), want.as_bytes()) {
             return Err(Error::new(
                 ErrorCode::Integrity,
-                format!("{r} did not read back as written; {} was not changed", file.display()),
+                format!(
+                    "{r} did not read back as written; {} was not changed",
+                    file.display()
+                ),
             ));
         }
     }
@@ -140,7 +153,11 @@ pub fn run(file: &Path, prefix: Option<&str>, out: Option<&Path>, dry_run: bool)
     }
     rewritten.push_str(&text[at..]);
     let target = out.unwrap_or(file);
-    replace_atomically(target, rewritten.as_bytes(), meta.permissions().mode() & 0o7777)?;
+    replace_atomically(
+        target,
+        rewritten.as_bytes(),
+        meta.permissions().mode() & 0o7777,
+    )?;
     eprintln!(
         "imported {} values into local://{folder}/; {} now holds references",
         checks.len(),
@@ -155,12 +172,17 @@ fn folder(file: &Path, prefix: Option<&str>) -> secref::Result<String> {
     let folder = match prefix {
         Some(p) => {
             let Some(rest) = p.strip_prefix("local://") else {
-                return Err(Error::usage("--prefix must be a local:// folder, e.g. local://app/"));
+                return Err(Error::usage(
+                    "--prefix must be a local:// folder, e.g. local://app/",
+                ));
             };
             rest.trim_end_matches('/').to_string()
         }
         None => {
-            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             let name = name.trim_start_matches('.');
             let stem = match name.split_once('.') {
                 Some((stem, _)) if !stem.is_empty() => stem,
@@ -170,7 +192,9 @@ fn folder(file: &Path, prefix: Option<&str>) -> secref::Result<String> {
         }
     };
     if folder.is_empty() || folder.contains(['#', '?']) {
-        return Err(Error::usage("the import folder must be a local:// path such as local://app/"));
+        return Err(Error::usage(
+            "the import folder must be a local:// path such as local://app/",
+        ));
     }
     Ok(folder)
 }

@@ -115,7 +115,11 @@ pub async fn collect(args: &VarArgs, resolver: &Resolver) -> secref::Result<Vec<
         }
     }
     for prefix in &args.env_from {
-        for listed in resolver.list(prefix).await.map_err(|e| report::prefixed(&e, &format!("--env-from {prefix}")))? {
+        for listed in resolver
+            .list(prefix)
+            .await
+            .map_err(|e| report::prefixed(&e, &format!("--env-from {prefix}")))?
+        {
             let name = variable_name(args.name_prefix.as_deref(), &listed.key);
             check_name(&name, &format!("--env-from {prefix}"))?;
             let origin = format!("{prefix} ({})", listed.key);

@@ -60,13 +60,12 @@ fn a_reference_in_the_environment_is_resolved_for_the_child_and_masked() {
         .env("DB", "local://app/db#password")
         .args(["export", "--format", "json"]));
     assert_eq!(export_json(&o)["DB"], json!(PW));
-    let o = run_ok(
-        sb.cmd()
-            .env("DB", "local://app/db#password")
-            .arg("check"),
-    );
+    let o = run_ok(sb.cmd().env("DB", "local://app/db#password").arg("check"));
     let table = stdout(&o);
-    assert!(table.contains("DB") && table.contains("local://app/db#password"), "{table}");
+    assert!(
+        table.contains("DB") && table.contains("local://app/db#password"),
+        "{table}"
+    );
     assert!(!table.contains(PW), "{table}");
 }
 
@@ -82,18 +81,23 @@ fn no_env_scan_leaves_the_environment_alone_and_explicit_flags_win() {
     );
     assert_eq!(stdout(&o).trim(), "db=local://app/db#password");
     // Without any variable, scanning off: the old message, with the new hint.
-    let o = run(sb
-        .cmd()
-        .env("DB", "local://app/db#password")
-        .args(["run", "--no-env-scan", "--", "true"]));
+    let o = run(sb.cmd().env("DB", "local://app/db#password").args([
+        "run",
+        "--no-env-scan",
+        "--",
+        "true",
+    ]));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no variables given"), "{}", stderr(&o));
 
     // An explicit --env of the same name wins over the scanned reference.
-    let o = run(sb
-        .cmd()
-        .env("DB", "local://app/db#password")
-        .args(["export", "--format", "json", "--env", "DB=local://app/token"]));
+    let o = run(sb.cmd().env("DB", "local://app/db#password").args([
+        "export",
+        "--format",
+        "json",
+        "--env",
+        "DB=local://app/token",
+    ]));
     assert_eq!(export_json(&o), json!({"DB": TOKEN}));
     // So does an env file.
     let file = sb.write("app.env", "DB=local://app/db#user\n");
@@ -115,7 +119,10 @@ fn a_mistyped_reference_in_the_environment_fails_the_run() {
         .args(["run", "--", "touch"])
         .arg(&marker));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(!marker.exists(), "the command ran with a mistyped reference");
+    assert!(
+        !marker.exists(),
+        "the command ran with a mistyped reference"
+    );
     assert!(stderr(&o).contains("DB"), "{}", stderr(&o));
     // A reference to nothing fails too (exit 3), nothing runs.
     let o = run(sb
@@ -199,16 +206,22 @@ fn env_from_collisions_are_reported_never_overwritten() {
         .args(["export", "--format", "json", "--env-from", "local://app/"]));
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     let err = stderr(&o);
-    assert!(err.contains("DB_PASSWORD") && err.contains("db#password"), "{err}");
+    assert!(
+        err.contains("DB_PASSWORD") && err.contains("db#password"),
+        "{err}"
+    );
     assert!(err.contains("db_password"), "{err}");
     assert!(o.stdout.is_empty());
 
     // A name already in the environment is not silently replaced.
     let sb = seeded();
-    let o = run(sb
-        .cmd()
-        .env("TOKEN", "kept")
-        .args(["run", "--env-from", "local://app/", "--", "true"]));
+    let o = run(sb.cmd().env("TOKEN", "kept").args([
+        "run",
+        "--env-from",
+        "local://app/",
+        "--",
+        "true",
+    ]));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("already set"), "{}", stderr(&o));
     // An explicit --env wins over an imported name, with a warning.
@@ -222,7 +235,10 @@ fn env_from_collisions_are_reported_never_overwritten() {
         "TOKEN=local://other/x",
     ]));
     assert!(stderr(&o).contains("warning: TOKEN"), "{}", stderr(&o));
-    assert_eq!(export_json(&o)["TOKEN"], json!("canary-delivery-other-1234"));
+    assert_eq!(
+        export_json(&o)["TOKEN"],
+        json!("canary-delivery-other-1234")
+    );
 }
 
 #[test]
@@ -336,16 +352,16 @@ async fn env_from_imports_a_coze_project() {
                 "COZE_WORKLOAD_IDENTITY_TOKEN_ENDPOINT",
                 format!("{idp}/token"),
             )
-            .env("COZE_WORKLOAD_ACCESS_TOKEN_ENDPOINT", format!("{sts}/token"))
+            .env(
+                "COZE_WORKLOAD_ACCESS_TOKEN_ENDPOINT",
+                format!("{sts}/token"),
+            )
             .env("COZE_OUTBOUND_AUTH_ENDPOINT", out)
-            .env("COZE_SERVER_ENV", format!("delivery-{}", std::process::id()))
-            .args([
-                "export",
-                "--format",
-                "json",
-                "--env-from",
-                "coze+env://p1",
-            ]))
+            .env(
+                "COZE_SERVER_ENV",
+                format!("delivery-{}", std::process::id()),
+            )
+            .args(["export", "--format", "json", "--env-from", "coze+env://p1"]))
     })
     .await
     .unwrap();
@@ -360,7 +376,13 @@ fn completions_for_bash_zsh_and_fish_name_the_schemes() {
         let script = stdout(&o);
         // zsh escapes the colon in its value lists.
         let script = script.replace("\\:", ":");
-        for needle in ["import", "env-from", "local://", "openbao+kv2://", "infisical://"] {
+        for needle in [
+            "import",
+            "env-from",
+            "local://",
+            "openbao+kv2://",
+            "infisical://",
+        ] {
             assert!(script.contains(needle), "{shell}: no {needle}");
         }
     }

@@ -406,7 +406,10 @@ pub trait Provider: Send + Sync + fmt::Debug {
         let _ = prefix;
         Err(Error::new(
             ErrorCode::Unsupported,
-            format!("provider '{}' cannot list {scheme}:// prefixes", self.name()),
+            format!(
+                "provider '{}' cannot list {scheme}:// prefixes",
+                self.name()
+            ),
         )
         .with_provider(self.name()))
     }

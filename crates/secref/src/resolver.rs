@@ -1038,7 +1038,10 @@ impl Resolver {
         if !provider.capabilities().list {
             return Err(Error::new(
                 ErrorCode::Unsupported,
-                format!("{scheme}:// prefixes cannot be listed (provider '{}')", provider.name()),
+                format!(
+                    "{scheme}:// prefixes cannot be listed (provider '{}')",
+                    provider.name()
+                ),
             )
             .with_provider(provider.name()));
         }
