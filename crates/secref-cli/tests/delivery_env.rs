@@ -402,3 +402,28 @@ fn completions_for_bash_zsh_and_fish_name_the_schemes() {
     let o = run(sb.cmd().args(["completions", "powershell-9"]));
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn env_from_imports_an_aws_secrets_manager_prefix() {
+    use secref_testkit::aws::{Moto, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
+    let Some(moto) = Moto::from_env() else { return };
+    // A folder no other test uses: moto's state is shared.
+    let folder = Moto::unique("delivery");
+    moto.create_string(&format!("{folder}/db-password"), PW);
+    moto.create_string(&format!("{folder}/api/token"), TOKEN);
+    moto.create_string(&format!("{folder}-sibling/x"), "not-under-the-prefix");
+    let sb = sandbox();
+    let o = run(sb
+        .cmd()
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env_remove("AWS_PROFILE")
+        .args(["export", "--format", "json", "--env-from"])
+        .arg(format!("aws-sm://{folder}/")));
+    assert_eq!(
+        export_json(&o),
+        json!({"DB_PASSWORD": PW, "API_TOKEN": TOKEN})
+    );
+}
