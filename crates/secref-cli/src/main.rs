@@ -2,7 +2,8 @@
 //!
 //! Commands: `init`, `set`, `get`, `rm`, `ls` (the local store), `run` (a
 //! command with secrets in its environment, output masked), `export`,
-//! `ref` (parse only) and `check` (resolve without printing values).
+//! `ref` (parse only), `check` (resolve without printing values), `import`
+//! (a dotenv file's values into the store) and `completions`.
 //!
 //! Exit codes (also in `secref --help`):
 //!
