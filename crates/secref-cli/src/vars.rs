@@ -339,7 +339,7 @@ mod tests {
         assert_eq!(variable_name(None, "api/v2-token"), "API_V2_TOKEN");
         assert_eq!(variable_name(None, "1st"), "_1ST");
         assert_eq!(variable_name(Some("APP_"), "1st"), "APP_1ST");
-        assert_eq!(variable_name(None, "Ünï"), "____");
+        assert_eq!(variable_name(None, "Ünï"), "_N_");
         assert!(never_scanned("SECREF_KEY") && never_scanned("VAULT_TOKEN"));
         assert!(!never_scanned("DB"));
     }
