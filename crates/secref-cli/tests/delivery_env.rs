@@ -346,7 +346,7 @@ async fn env_from_imports_a_coze_project() {
             .env("COZE_WORKLOAD_IDENTITY_CLIENT_ID", "coze-app")
             .env(
                 "COZE_WORKLOAD_IDENTITY_CLIENT_SECRET",
-                "coze-app-secret-canary-8c2d",
+                "coze-app-secret",
             )
             .env(
                 "COZE_WORKLOAD_IDENTITY_TOKEN_ENDPOINT",
