@@ -344,10 +344,7 @@ async fn env_from_imports_a_coze_project() {
         run(sb
             .cmd()
             .env("COZE_WORKLOAD_IDENTITY_CLIENT_ID", "coze-app")
-            .env(
-                "COZE_WORKLOAD_IDENTITY_CLIENT_SECRET",
-                "coze-app-secret",
-            )
+            .env("COZE_WORKLOAD_IDENTITY_CLIENT_SECRET", "coze-app-secret")
             .env(
                 "COZE_WORKLOAD_IDENTITY_TOKEN_ENDPOINT",
                 format!("{idp}/token"),
