@@ -241,6 +241,42 @@ pub enum Command {
         vars: VarArgs,
     },
 
+    /// Move a dotenv file's plaintext values into the local store and
+    /// replace them in the file by references.
+    ///
+    /// Each variable with a plain, non-empty value becomes the entry
+    /// `<prefix><NAME>` (default prefix `local://<file stem>/`); values that
+    /// already are references, and empty ones, are left alone, as are
+    /// comments, blank lines and the order. The file (or OUT) is replaced
+    /// atomically, with the original's mode, only after every value is
+    /// stored and read back: interrupted at any point, either the original
+    /// file is intact or the new one is complete and every value it names is
+    /// stored. --dry-run prints the plan (names and references, never
+    /// values) and changes nothing.
+    Import {
+        /// The dotenv file, e.g. `app.env`.
+        file: PathBuf,
+        /// The local store folder, e.g. `local://app/`.
+        #[arg(long = "prefix", value_name = "REF_PREFIX")]
+        ref_prefix: Option<String>,
+        /// Write the rewritten file here instead of replacing FILE.
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: Option<PathBuf>,
+        /// Show what would be stored and rewritten; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    ///
+    /// It completes subcommands, flags and the reference schemes of this
+    /// build (`local://`, `openbao+kv2://`, …). E.g. `secref completions
+    /// bash > ~/.local/share/bash-completion/completions/secref`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+
     /// Serve secrets over the SecFlow Runtime API (and Vault KV v2) on
     /// loopback.
     ///
@@ -271,8 +307,10 @@ pub enum Command {
 
 /// Where the variables of `run`, `export` and `check` come from.
 ///
-/// `--env-file` files are read first, in order, then `--env` flags; a later
-/// definition of a name replaces an earlier one.
+/// References in secref's environment are scanned first (unless
+/// `--no-env-scan`), then `--env-from` prefixes, then `--env-file` files, in
+/// order, then `--env` flags; a later definition of a name replaces an
+/// earlier one.
 ///
 /// A value in an env file is a reference iff it starts with a known scheme
 /// followed by `://` (secret, openbao, hashicorp, db, bootstrap, yaml,
@@ -296,6 +334,31 @@ pub struct VarArgs {
     /// definition of a name replaces an earlier one.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_files: Vec<PathBuf>,
+    /// Import every secret under a reference prefix as variables, e.g.
+    /// `local://app/`, `infisical://<project>/<env>/<folder>`,
+    /// `coze+env://<project>`, `openbao+kv2://secret/app` (its fields).
+    ///
+    /// A secret's name below the prefix becomes the variable's name: upper
+    /// case, every character other than a letter, digit or `_` made `_`
+    /// (`local://app/db#password` → `DB_PASSWORD`), after --prefix. Two
+    /// secrets mapping to one name, or a name already in secref's
+    /// environment, is an error (nothing is overwritten silently); --env and
+    /// --env-file win over an imported name, with a warning. Repeatable.
+    #[arg(long = "env-from", value_name = "REF_PREFIX")]
+    pub env_from: Vec<String>,
+    /// Put NAME_PREFIX before every name --env-from derives (e.g. `APP_`).
+    #[arg(long = "prefix", value_name = "NAME_PREFIX", requires = "env_from")]
+    pub name_prefix: Option<String>,
+    /// Do not resolve references found in secref's own environment.
+    ///
+    /// By default every environment variable whose value is a reference
+    /// (the rule above) is resolved and, for `run`, replaced by its value in
+    /// the command's environment (`DB=local://app/db#password secref run --
+    /// ./app`); a mistyped one fails. secref's own variables (`SECREF_*`)
+    /// and the provider credentials are never scanned. --env and --env-file
+    /// win over a scanned variable of the same name.
+    #[arg(long)]
+    pub no_env_scan: bool,
 }
 
 /// The output formats of `secref export`.

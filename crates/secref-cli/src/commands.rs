@@ -62,6 +62,13 @@ pub async fn dispatch(command: Command) -> i32 {
             &allowed_mounts,
         )),
         Command::Check { vars } => check(&vars).await,
+        Command::Import {
+            file,
+            ref_prefix,
+            output,
+            dry_run,
+        } => crate::import::run(&file, ref_prefix.as_deref(), output.as_deref(), dry_run),
+        Command::Completions { shell } => crate::completions::print(shell),
         Command::Serve(args) => crate::serve::run(args).await.map(|()| EXIT_OK),
         Command::Inject(args) => crate::inject::run(args).await,
     };
@@ -125,9 +132,9 @@ async fn run(
     command: &[std::ffi::OsString],
 ) -> Result<i32, Failure> {
     let withhold = child::withheld(pass_env)?;
-    let vars = vars::collect(args)?;
     let cfg = Config::load()?;
     let resolver = resolver(&cfg)?;
+    let vars = vars::collect(args, &resolver).await?;
     let resolved = vars::resolve_all(&resolver, &vars, "nothing was run").await?;
     let store = watch
         .watch
@@ -180,18 +187,19 @@ pub fn masking_patterns(secrets: &[(String, Secret)]) -> Result<Option<Arc<Patte
 }
 
 async fn export_vars(args: &VarArgs, format: ExportFormat) -> secref::Result<i32> {
-    let vars = vars::collect(args)?;
     let cfg = Config::load()?;
-    let resolved = vars::resolve_all(&resolver(&cfg)?, &vars, "nothing was exported").await?;
+    let resolver = resolver(&cfg)?;
+    let vars = vars::collect(args, &resolver).await?;
+    let resolved = vars::resolve_all(&resolver, &vars, "nothing was exported").await?;
     let out = export::render(format, &resolved.values)?;
     write_stdout(&out)?;
     Ok(EXIT_OK)
 }
 
 async fn check(args: &VarArgs) -> secref::Result<i32> {
-    let vars = vars::collect(args)?;
     let cfg = Config::load()?;
     let resolver = resolver(&cfg)?;
+    let vars = vars::collect(args, &resolver).await?;
     let partial = resolver
         .resolve_many_partial(vars::references(&vars))
         .await?;

@@ -2,8 +2,9 @@
 //!
 //! Commands: `init`, `set`, `get`, `rm`, `ls` (the local store), `run` (a
 //! command with secrets in its environment, output masked), `export`,
-//! `ref` (parse only), `check` (resolve without printing values) and
-//! `inject` (render a template into a file, `--watch` to follow changes).
+//! `ref` (parse only), `check` (resolve without printing values),
+//! `inject` (render a template into a file, `--watch` to follow changes),
+//! `import` (a dotenv file's values into the store) and `completions`.
 //!
 //! Exit codes (also in `secref --help`):
 //!
@@ -23,9 +24,11 @@
 mod child;
 mod cli;
 mod commands;
+mod completions;
 mod deliver;
 mod export;
 mod harden;
+mod import;
 mod inject;
 mod mask;
 mod report;

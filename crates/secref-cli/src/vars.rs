@@ -87,14 +87,64 @@ fn check_name(name: &str, origin: &str) -> secref::Result<()> {
     }
 }
 
-/// Reads `--env-file` files, then `--env` flags. A later definition of a name
-/// replaces an earlier one in place (the first definition fixes the order).
-pub fn collect(args: &VarArgs) -> secref::Result<Vec<Var>> {
+/// Collects the variables: references in secref's own environment (unless
+/// `--no-env-scan`), then `--env-from` prefixes (listed through the
+/// resolver), then `--env-file` files, then `--env` flags. A later
+/// definition of a name replaces an earlier one in place (the first
+/// definition fixes the order); an imported name may not collide with
+/// another import or anything in the environment.
+pub async fn collect(args: &VarArgs, resolver: &Resolver) -> secref::Result<Vec<Var>> {
     let mut vars: Vec<Var> = Vec::new();
-    let mut put = |var: Var| match vars.iter_mut().find(|v| v.name == var.name) {
-        Some(existing) => *existing = var,
-        None => vars.push(var),
+    // Where each name came from, for the collision reports.
+    let mut imported: BTreeMap<String, String> = BTreeMap::new();
+    let mut put = |var: Var, imported: &BTreeMap<String, String>| {
+        if let Some(origin) = imported.get(&var.name) {
+            eprintln!(
+                "warning: {}: the explicit definition replaces the one imported from {origin}",
+                var.name
+            );
+        }
+        match vars.iter_mut().find(|v| v.name == var.name) {
+            Some(existing) => *existing = var,
+            None => vars.push(var),
+        }
     };
+    if !args.no_env_scan {
+        for var in scan_env()? {
+            put(var, &imported);
+        }
+    }
+    for prefix in &args.env_from {
+        for listed in resolver
+            .list(prefix)
+            .await
+            .map_err(|e| report::prefixed(&e, &format!("--env-from {prefix}")))?
+        {
+            let name = variable_name(args.name_prefix.as_deref(), &listed.key);
+            check_name(&name, &format!("--env-from {prefix}"))?;
+            let origin = format!("{prefix} ({})", listed.key);
+            if let Some(other) = imported.get(&name) {
+                return Err(Error::usage(format!(
+                    "--env-from: {origin} and {other} both become {name}; nothing was imported"
+                ))
+                .with_hint("rename one of them, or import them separately with --prefix"));
+            }
+            if std::env::var_os(&name).is_some() {
+                return Err(Error::usage(format!(
+                    "--env-from: {origin} becomes {name}, which is already set in the environment; nothing was imported"
+                ))
+                .with_hint("pass --prefix NAME_PREFIX, or unset the variable"));
+            }
+            put(
+                Var {
+                    name: name.clone(),
+                    value: VarValue::Ref(listed.reference),
+                },
+                &imported,
+            );
+            imported.insert(name, origin);
+        }
+    }
     for path in &args.env_files {
         let origin = path.display().to_string();
         for (name, value) in secref::config::read_dotenv(path)? {
@@ -107,7 +157,7 @@ pub fn collect(args: &VarArgs) -> secref::Result<Vec<Var>> {
             } else {
                 VarValue::Plain(value)
             };
-            put(Var { name, value });
+            put(Var { name, value }, &imported);
         }
     }
     for flag in &args.env {
@@ -119,17 +169,75 @@ pub fn collect(args: &VarArgs) -> secref::Result<Vec<Var>> {
         check_name(name, "--env")?;
         let r = parse_reference(reference)
             .map_err(|e| report::prefixed(&e, &format!("--env {name}")))?;
-        put(Var {
-            name: name.to_string(),
-            value: VarValue::Ref(r),
-        });
-    }
-    if vars.is_empty() {
-        return Err(
-            Error::usage("no variables given").with_hint("pass --env NAME=REF or --env-file FILE")
+        put(
+            Var {
+                name: name.to_string(),
+                value: VarValue::Ref(r),
+            },
+            &imported,
         );
     }
+    if vars.is_empty() {
+        return Err(Error::usage("no variables given").with_hint(
+            "pass --env NAME=REF, --env-file FILE or --env-from PREFIX, \
+             or set NAME=<reference> in the environment",
+        ));
+    }
     Ok(vars)
+}
+
+/// The environment variables secref never scans: its own settings and
+/// credentials (`SECREF_*`) and the provider credentials it reads, which
+/// are configuration, not variables to resolve.
+fn never_scanned(name: &str) -> bool {
+    name.starts_with("SECREF_")
+        || crate::child::WITHHELD_ALWAYS.contains(&name)
+        || crate::child::WITHHELD_BY_DEFAULT.contains(&name)
+}
+
+/// Every variable of secref's environment whose value is a reference, in
+/// name order. A reference-shaped value that does not parse is an error (a
+/// mistyped reference must not reach the command as text).
+fn scan_env() -> secref::Result<Vec<Var>> {
+    let mut found: Vec<(String, SecretRef)> = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+            continue;
+        };
+        if never_scanned(name) || !looks_like_reference(value) {
+            continue;
+        }
+        let r = parse_reference(value)
+            .map_err(|e| report::prefixed(&e, &format!("environment variable {name}")))?;
+        found.push((name.to_string(), r));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found
+        .into_iter()
+        .map(|(name, r)| Var {
+            name,
+            value: VarValue::Ref(r),
+        })
+        .collect())
+}
+
+/// The variable name an imported secret's key becomes: `name_prefix`, then
+/// the key upper-cased with every character other than a letter, digit or
+/// `_` replaced by `_` (`db#password` → `DB_PASSWORD`); a leading digit
+/// gets a `_` before it.
+pub fn variable_name(name_prefix: Option<&str>, key: &str) -> String {
+    let mut name = name_prefix.unwrap_or_default().to_string();
+    if name.is_empty() && key.starts_with(|c: char| c.is_ascii_digit()) {
+        name.push('_');
+    }
+    name.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
+    name
 }
 
 /// The distinct references among the variables.
@@ -224,6 +332,17 @@ fn failure_report(vars: &[Var], failures: &BTreeMap<SecretRef, Error>, consequen
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imported_names() {
+        assert_eq!(variable_name(None, "db#password"), "DB_PASSWORD");
+        assert_eq!(variable_name(None, "api/v2-token"), "API_V2_TOKEN");
+        assert_eq!(variable_name(None, "1st"), "_1ST");
+        assert_eq!(variable_name(Some("APP_"), "1st"), "APP_1ST");
+        assert_eq!(variable_name(None, "Ünï"), "_N_");
+        assert!(never_scanned("SECREF_KEY") && never_scanned("VAULT_TOKEN"));
+        assert!(!never_scanned("DB"));
+    }
 
     #[test]
     fn reference_rule() {

@@ -179,6 +179,14 @@ pub fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// [`read_dotenv`] of content already read from `path` (so what is parsed
+/// is exactly what the caller holds); `path` only names it in errors.
+pub fn parse_dotenv(path: &Path, content: &[u8]) -> Result<Vec<(String, String)>> {
+    dotenvy::from_read_iter(content)
+        .map(|item| item.map_err(|e| dotenv_error(path, e)))
+        .collect()
+}
+
 fn dotenv_error(path: &Path, e: dotenvy::Error) -> Error {
     // dotenvy's messages quote the offending line, which may hold a value:
     // report only where it failed.

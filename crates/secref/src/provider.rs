@@ -280,6 +280,18 @@ pub struct LeaseRevocation {
     pub revoked_at: Option<String>,
 }
 
+/// One secret found by [`Provider::list`]: a name and a reference, never a
+/// value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Its name relative to the listed prefix (`db#password` under
+    /// `local://app/`, `API_KEY` in an Infisical folder, a field of a Vault
+    /// secret): what a variable name is derived from.
+    pub key: String,
+    /// The reference that reads it.
+    pub reference: SecretRef,
+}
+
 /// What a provider can do beyond reading values: generic code (the policy,
 /// the servers) asks this instead of knowing backends by name.
 ///
@@ -382,6 +394,24 @@ pub trait Provider: Send + Sync + fmt::Debug {
     ) -> BatchResult<Permission> {
         let _ = action;
         Err(unsupported(self.name(), "permission_check", refs))
+    }
+
+    /// Every secret under a prefix, sorted by key: `scheme` is one of this
+    /// provider's schemes and `prefix` the text after `scheme://` (what a
+    /// prefix means is the provider's: a folder, a project, one secret's
+    /// fields). Names only; the values are read with
+    /// [`resolve_many`](Self::resolve_many). Only asked when
+    /// [`Capabilities::list`] is set.
+    async fn list(&self, scheme: &str, prefix: &str) -> Result<Vec<Listed>> {
+        let _ = prefix;
+        Err(Error::new(
+            ErrorCode::Unsupported,
+            format!(
+                "provider '{}' cannot list {scheme}:// prefixes",
+                self.name()
+            ),
+        )
+        .with_provider(self.name()))
     }
 
     /// Renews a lease this provider issued, asking for `increment` more time;

@@ -999,7 +999,11 @@ impl Resolver {
     }
 
     fn route(&self, r: &SecretRef) -> Result<usize> {
-        let family = r.provider_family();
+        self.route_family(r.provider_family(), r.scheme())
+            .map_err(|e| e.with_reference(r.to_canonical()))
+    }
+
+    fn route_family(&self, family: &str, scheme: &str) -> Result<usize> {
         self.inner
             .by_family
             .iter()
@@ -1008,11 +1012,53 @@ impl Resolver {
             .ok_or_else(|| {
                 Error::new(
                     ErrorCode::NoProvider,
-                    format!("no provider is configured for {}:// references", r.scheme()),
+                    format!("no provider is configured for {scheme}:// references"),
                 )
-                .with_reference(r.to_canonical())
                 .with_hint("configure one in secref.toml or the environment")
             })
+    }
+
+    /// Every secret under `prefix` (`local://app/`,
+    /// `infisical://<project>/<env>/<folder>`, `coze+env://<project>`, an
+    /// `openbao+kv2://` secret's fields …), sorted by key: names and
+    /// references only, read them with [`resolve_many`](Self::resolve_many)
+    /// (which applies the policy and the cache as to any read). The
+    /// provider serving the scheme decides what the prefix means; one that
+    /// cannot list answers `unsupported`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<crate::provider::Listed>> {
+        let Some((scheme, rest)) = prefix.split_once("://") else {
+            return Err(Error::usage("not a reference prefix: it has no scheme://")
+                .with_hint("e.g. local://app/ or infisical://<project>/<env>/<folder>"));
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        let spec = crate::registry::spec_for_scheme(&scheme)
+            .filter(|s| s.schemes.contains(&scheme.as_str()))
+            .ok_or_else(|| crate::registry::unknown_scheme(&scheme))?;
+        let provider = &self.inner.providers[self.route_family(spec.name, &scheme)?].provider;
+        if !provider.capabilities().list {
+            return Err(Error::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "{scheme}:// prefixes cannot be listed (provider '{}')",
+                    provider.name()
+                ),
+            )
+            .with_provider(provider.name()));
+        }
+        let mut listed = provider.list(&scheme, rest).await?;
+        // A provider answers for its own family only.
+        if let Some(bad) = listed
+            .iter()
+            .find(|l| l.reference.provider_family() != spec.name)
+        {
+            return Err(Error::internal(format!(
+                "provider '{}' listed a {}:// reference",
+                provider.name(),
+                bad.reference.scheme()
+            )));
+        }
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listed)
     }
 
     /// The reference a read must use to meet a grant's `wrap_ttl`

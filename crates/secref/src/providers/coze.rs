@@ -458,6 +458,34 @@ impl Provider for CozeProvider {
         &["coze"]
     }
 
+    fn capabilities(&self) -> crate::provider::Capabilities {
+        crate::provider::Capabilities {
+            list: true,
+            ..Default::default()
+        }
+    }
+
+    /// `coze+env://<project>`: every env var of the workload's project (one
+    /// `GET /env`; the values are dropped). Other coze schemes cannot list.
+    async fn list(&self, scheme: &str, prefix: &str) -> Result<Vec<crate::provider::Listed>> {
+        let project = prefix.trim_end_matches('/');
+        if scheme != "coze+env" || project.is_empty() || project.contains('/') {
+            return Err(Error::usage("only coze+env://<project> can be listed")
+                .with_provider("coze"));
+        }
+        self.check_project(project)?;
+        let mut token = self.access_token().await?;
+        let listing = self.env_listing(&mut token).await?;
+        let mut keys: Vec<String> = listing.into_keys().collect();
+        keys.sort();
+        keys.into_iter()
+            .map(|key| {
+                let reference = SecretRef::parse(format!("coze+env://{project}/{key}"))?;
+                Ok(crate::provider::Listed { key, reference })
+            })
+            .collect()
+    }
+
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         // One access token for the batch: a token failure is request-level.
         let mut token = self.access_token().await?;

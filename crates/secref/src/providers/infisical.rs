@@ -838,8 +838,42 @@ impl Provider for InfisicalProvider {
     fn capabilities(&self) -> crate::provider::Capabilities {
         crate::provider::Capabilities {
             versions: true,
+            list: true,
             ..Default::default()
         }
+    }
+
+    /// `infisical://<project>/<environment>[/<folder…>]`: every secret of
+    /// that folder (one list request; the values are dropped).
+    async fn list(&self, _scheme: &str, prefix: &str) -> Result<Vec<crate::provider::Listed>> {
+        self.auth()?;
+        let segs: Vec<&str> = prefix.trim_end_matches('/').split('/').collect();
+        let [project, environment, folder @ ..] = segs.as_slice() else {
+            return Err(Error::usage(
+                "an infisical:// prefix names a project and an environment",
+            )
+            .with_hint("infisical://<project>/<environment>[/<folder…>]"));
+        };
+        if project.is_empty() || environment.is_empty() {
+            return Err(Error::usage(
+                "an infisical:// prefix names a project and an environment",
+            )
+            .with_hint("infisical://<project>/<environment>[/<folder…>]"));
+        }
+        let path = format!("/{}", folder.join("/"));
+        let listed = self.list_folder(project, environment, &path).await?;
+        let base = std::iter::once(*project)
+            .chain(std::iter::once(*environment))
+            .chain(folder.iter().copied())
+            .collect::<Vec<_>>()
+            .join("/");
+        listed
+            .into_keys()
+            .map(|key| {
+                let reference = SecretRef::parse(format!("infisical://{base}/{key}"))?;
+                Ok(crate::provider::Listed { key, reference })
+            })
+            .collect()
     }
 
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {

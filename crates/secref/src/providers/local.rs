@@ -7,7 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::provider::{BatchResult, Metadata, Provider, Resolved, Validation, VersionInfo};
+use crate::provider::{
+    BatchResult, Capabilities, Listed, Metadata, Provider, Resolved, Validation, VersionInfo,
+};
 use crate::reference::{LocalRef, RefKind, SecretRef};
 use crate::store::format::StoreFile;
 use crate::store::Store;
@@ -98,6 +100,53 @@ impl Provider for LocalProvider {
     /// sees it.
     fn cacheable(&self) -> bool {
         false
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            versions: true,
+            list: true,
+            ..Capabilities::default()
+        }
+    }
+
+    /// `local://app/` (or `local://app`): every readable entry below `app/`
+    /// and every field of those that hold fields (`db#password`), plus the
+    /// fields of an entry named exactly `app`; keys are relative to the
+    /// prefix. Deleted and destroyed entries are left out.
+    async fn list(&self, _scheme: &str, prefix: &str) -> Result<Vec<Listed>> {
+        let store = match &self.state {
+            State::Open(s) => s.clone(),
+            State::Unavailable(e) => return Err(e.clone().with_provider(self.name())),
+        };
+        let folder = prefix.trim_end_matches('/').to_string();
+        if folder.contains(['#', '?']) {
+            return Err(Error::usage(
+                "a local:// prefix names a folder or an entry, without #field or ?version",
+            ));
+        }
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for item in store.list()? {
+                let key = if folder.is_empty() {
+                    item.as_str()
+                } else if let Some(rest) = item.strip_prefix(&folder) {
+                    match rest.strip_prefix(['/', '#']) {
+                        Some(k) => k,
+                        None => continue,
+                    }
+                } else {
+                    continue;
+                };
+                out.push(Listed {
+                    key: key.to_string(),
+                    reference: SecretRef::parse(format!("local://{item}"))?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|_| Error::internal("local store task failed"))?
     }
 
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {

@@ -60,7 +60,8 @@ use crate::config::{Config, Env};
 use crate::error::{Error, ErrorCode, Result};
 use crate::http::ClientOptions;
 use crate::provider::{
-    BatchResult, Lease, LeaseRevocation, Metadata, Provider, Resolved, RevokeReason, VersionInfo,
+    BatchResult, Lease, LeaseRevocation, Listed, Metadata, Provider, Resolved, RevokeReason,
+    VersionInfo,
 };
 use crate::reference::{RefKind, SecretRef, VaultUri};
 use crate::secret::Secret;
@@ -730,7 +731,7 @@ impl Provider for VaultProvider {
             wrap: true,
             versions: true,
             leases: true,
-            list: false,
+            list: true,
             write: false,
         }
     }
@@ -748,6 +749,47 @@ impl Provider for VaultProvider {
         let futs: Vec<_> = refs.iter().map(|r| self.read(r, &token)).collect();
         let out = stream::iter(futs).buffered(CONCURRENCY).collect().await;
         finish(out)
+    }
+
+    /// `openbao+kv2://mount/path[?version=N]`: every field of that one
+    /// secret (one read; the values are dropped, the keys are the field
+    /// names).
+    async fn list(&self, scheme: &str, prefix: &str) -> Result<Vec<Listed>> {
+        let whole = SecretRef::parse(format!("{scheme}://{prefix}"))?;
+        let RefKind::Vault(uri) = whole.kind() else {
+            return Err(Error::internal("vault provider got a non-vault prefix"));
+        };
+        if uri.field.is_some() {
+            return Err(Error::usage(
+                "list a Vault secret's fields without #field: openbao+kv2://mount/path",
+            )
+            .with_reference(whole.to_canonical()));
+        }
+        let token = self.inner.auth.token(&self.inner.transport).await?;
+        let resolved = self.read(&whole, &token).await?;
+        let mut map: Map<String, Value> = serde_json::from_slice(resolved.secret.expose_bytes())
+            .map_err(|_| {
+                Error::new(
+                    ErrorCode::InvalidResponse,
+                    "the secret's data is not a JSON object",
+                )
+                .with_reference(whole.to_canonical())
+            })?;
+        let canonical = whole.to_canonical().to_string();
+        let (base, query) = canonical.split_once('?').unwrap_or((&canonical, ""));
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        let keys: Vec<String> = map.keys().cloned().collect();
+        map.values_mut().for_each(scrub);
+        keys.into_iter()
+            .map(|key| {
+                let reference = SecretRef::parse(format!("{base}#{key}{query}"))?;
+                Ok(Listed { key, reference })
+            })
+            .collect()
     }
 
     async fn metadata(&self, refs: &[SecretRef]) -> BatchResult<Metadata> {

@@ -348,25 +348,30 @@ impl Store {
     /// optional check-and-set as in [`Store::set_cas`]. Returns its number.
     pub fn write(&self, name: &str, value: &EntryValue, cas: Option<u64>) -> Result<u64> {
         check_name(name)?;
-        let plain = match value {
-            EntryValue::Single(s) => {
-                check_size(s)?;
-                Plain::Single(Zeroizing::new(s.expose_bytes().to_vec()))
-            }
-            EntryValue::Fields(f) => {
-                for s in f.values() {
-                    check_size(s)?;
-                }
-                Plain::Fields(
-                    f.iter()
-                        .map(|(k, v)| (k.clone(), Zeroizing::new(v.expose_bytes().to_vec())))
-                        .collect(),
-                )
-            }
-        };
+        let plain = plain_of(value)?;
         self.modify(|file, keys| {
             check_cas(file, name, cas)?;
             push_version(file, keys, name, &plain)
+        })
+    }
+
+    /// Writes a new version of every entry in `entries` in one locked,
+    /// atomic store write: afterwards either all of them are stored or none
+    /// (`secref import`). Returns each entry's new version number, in order.
+    pub fn write_many(&self, entries: &[(String, EntryValue)]) -> Result<Vec<u64>> {
+        let mut plains = Vec::with_capacity(entries.len());
+        for (name, value) in entries {
+            check_name(name)?;
+            plains.push((name.as_str(), plain_of(value)?));
+        }
+        self.modify(|file, keys| {
+            plains
+                .iter()
+                .map(|(name, plain)| {
+                    check_cas(file, name, None)?;
+                    push_version(file, keys, name, plain)
+                })
+                .collect()
         })
     }
 
@@ -895,6 +900,26 @@ fn check_name(name: &str) -> Result<()> {
         crate::RefKind::Local(l) if l.field.is_none() && l.version.is_none() => Ok(()),
         _ => Err(Error::usage(format!("'{name}' is not a valid entry name"))),
     }
+}
+
+/// The plaintext form of a value to write, size-checked.
+fn plain_of(value: &EntryValue) -> Result<Plain> {
+    Ok(match value {
+        EntryValue::Single(s) => {
+            check_size(s)?;
+            Plain::Single(Zeroizing::new(s.expose_bytes().to_vec()))
+        }
+        EntryValue::Fields(f) => {
+            for s in f.values() {
+                check_size(s)?;
+            }
+            Plain::Fields(
+                f.iter()
+                    .map(|(k, v)| (k.clone(), Zeroizing::new(v.expose_bytes().to_vec())))
+                    .collect(),
+            )
+        }
+    })
 }
 
 fn check_size(value: &Secret) -> Result<()> {

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use super::{Client, SECRETS_MANAGER};
 use crate::error::{Error, ErrorCode, Result};
-use crate::provider::{BatchResult, Capabilities, Provider, Resolved};
+use crate::provider::{BatchResult, Capabilities, Listed, Provider, Resolved};
 use crate::reference::{ParseInput, ParsedRef, RefKind, SecretRef};
 use crate::registry::{PartValue, ProviderSpec};
 use crate::secret::Secret;
@@ -378,8 +378,63 @@ impl Provider for SecretsManagerProvider {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             versions: true,
+            list: true,
             ..Capabilities::default()
         }
+    }
+
+    /// `aws-sm://<name prefix>`: every secret whose name starts with it
+    /// (`ListSecrets` with AWS's `name` prefix filter, page by page; names
+    /// only), keyed by the rest of the name.
+    async fn list(&self, _scheme: &str, prefix: &str) -> Result<Vec<Listed>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Page {
+            #[serde(default)]
+            secret_list: Vec<Entry>,
+            next_token: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Entry {
+            name: String,
+        }
+        if prefix.contains(['#', '?']) {
+            return Err(Error::usage(
+                "an aws-sm:// prefix is the start of secret names, without #field or ?version",
+            ));
+        }
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        // AWS pages by 100; the bound only stops a server that never ends.
+        for _ in 0..1000 {
+            let mut body = serde_json::json!({ "MaxResults": 100 });
+            if !prefix.is_empty() {
+                body["Filters"] = serde_json::json!([{ "Key": "name", "Values": [prefix] }]);
+            }
+            if let Some(t) = &token {
+                body["NextToken"] = t.as_str().into();
+            }
+            let answer = self.client.call("ListSecrets", &body).await?;
+            let page: Page = serde_json::from_slice(&answer)
+                .map_err(|_| invalid("ListSecrets' answer is not understood"))?;
+            for e in page.secret_list {
+                // The filter matches words too; keep true prefixes only.
+                let Some(key) = e.name.strip_prefix(prefix) else {
+                    continue;
+                };
+                let key = key.trim_start_matches('/').to_string();
+                out.push(Listed {
+                    key,
+                    reference: SecretRef::parse(format!("aws-sm://{}", e.name))?,
+                });
+            }
+            match page.next_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(out),
+            }
+        }
+        Err(invalid("ListSecrets did not stop paging"))
     }
 
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
