@@ -29,6 +29,7 @@ use crate::audit::{Auditor, Outcome};
 use crate::cache::{is_negative_cacheable, Cache, CacheConfig, Lookup};
 use crate::error::{Error, ErrorCode, Result};
 use crate::flight::{Claim, Follower, Leader, SingleFlight};
+use crate::metrics;
 use crate::policy::{
     Authorization, Context, Permit, Policy, Refusal, METADATA_ACTION, READ_ACTION,
 };
@@ -1039,6 +1040,11 @@ impl Resolver {
             .ok_or_else(|| crate::policy::obligation_unsupported(r))
     }
 
+    /// Provider `p`'s name (a metrics label).
+    fn provider_name(&self, p: usize) -> &str {
+        self.inner.providers[p].provider.name()
+    }
+
     fn key(&self, provider: usize, r: &SecretRef) -> Key {
         Key {
             provider,
@@ -1057,6 +1063,7 @@ impl Resolver {
             .store
             .fresh_secret(r.to_canonical(), &reg.cache, Instant::now())?;
         tracing::trace!(reference = %r, cache = "hit", "secref.resolve");
+        metrics::by_provider(metrics::CACHE_HITS, self.provider_name(p));
         Some(hit)
     }
 
@@ -1227,6 +1234,7 @@ impl Resolver {
                         }
                         results[i] = Some(Ok(Resolved::clone(&value)));
                         hits[i] = true;
+                        metrics::by_provider(metrics::CACHE_HITS, self.provider_name(p));
                         continue;
                     }
                     Lookup::Negative(e) => {
@@ -1241,6 +1249,7 @@ impl Resolver {
                 }
             }
             tracing::Span::current().record("cache", "miss");
+            metrics::by_provider(metrics::CACHE_MISSES, self.provider_name(p));
             to_fetch.entry(p).or_default().push(i);
         }
         for (p, r) in refresh_ahead {
@@ -1292,6 +1301,7 @@ impl Resolver {
             }
         }
         for (slot, f) in waits {
+            metrics::by_provider(metrics::COALESCED, self.provider_name(p));
             let res = match f.wait().await {
                 Some(v) => v,
                 // The leader was cancelled: fetch it ourselves.
@@ -1328,6 +1338,7 @@ impl Resolver {
                     if let Some(stale) = store.stale(&key.reference, now) {
                         debug!(reference = %r, error_code = %e.error.code(), "serving stale value within grace");
                         tracing::Span::current().record("cache", "stale");
+                        metrics::by_provider(metrics::CACHE_STALE, self.provider_name(p));
                         store.release_refresh(&key.reference);
                         return Ok(Resolved::clone(&stale));
                     }
@@ -1389,7 +1400,9 @@ impl Resolver {
                 async move {
                     let pending = state.lock().1.clone();
                     let batch: Vec<SecretRef> = pending.iter().map(|i| refs[*i].clone()).collect();
+                    let started = Instant::now();
                     let answer: BatchResult<Resolved> = provider.resolve_many(&batch).await;
+                    metrics::backend_latency(provider.name(), started.elapsed());
                     let mut st = state.lock();
                     let (results, next) = &mut *st;
                     next.clear();
@@ -1429,12 +1442,16 @@ impl Resolver {
             .await;
         span.record("attempts", attempts);
         tracing::Span::current().record("attempts", attempts);
-        state
+        let results: Vec<FetchResult> = state
             .into_inner()
             .0
             .into_iter()
             .map(|r| r.expect("every item answered"))
-            .collect()
+            .collect();
+        for r in &results {
+            metrics::resolve(provider.name(), r.as_ref().err().map(|e| e.error.code()));
+        }
+        results
     }
 
     /// Keeps a renewable lease alive until it is revoked, renewal fails, or
