@@ -994,6 +994,21 @@ impl Resolver {
             .collect()
     }
 
+    /// Each provider's [`Provider::health`], checked concurrently, each
+    /// bounded by `timeout` (then `timeout`, retryable).
+    pub async fn health(&self, timeout: Duration) -> Vec<(&str, Result<()>)> {
+        join_all(self.inner.providers.iter().map(|p| async move {
+            let res = tokio::time::timeout(timeout, p.provider.health())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::new(ErrorCode::Timeout, "health check timed out")
+                        .with_retryable(true))
+                });
+            (p.provider.name(), res)
+        }))
+        .await
+    }
+
     /// The name of the provider that would serve a reference.
     pub fn provider_for(&self, reference: &SecretRef) -> Result<&str> {
         Ok(self.inner.providers[self.route(reference)?].provider.name())
@@ -1073,6 +1088,26 @@ impl Resolver {
         self.inner.policy.is_some() || self.inner.audit.is_some()
     }
 
+    /// Whether the auditor lets reads go on (`[audit] on_sink_failure`);
+    /// a refusal is itself audited for each reference.
+    async fn admit_audited(&self, ctx: &Context, refs: &[SecretRef]) -> Option<Result<()>> {
+        let a = self.inner.audit.as_ref()?;
+        let res = a.admit().await;
+        if let Err(e) = &res {
+            for r in refs {
+                a.record(
+                    ctx,
+                    ctx.tenant.as_deref(),
+                    r,
+                    self.provider_for(r).ok(),
+                    None,
+                    Outcome::Failed(e),
+                );
+            }
+        }
+        Some(res)
+    }
+
     /// The auditor, if one is configured (e.g. to [`Auditor::flush`]).
     pub fn auditor(&self) -> Option<&Auditor> {
         self.inner.audit.as_ref()
@@ -1094,6 +1129,17 @@ impl Resolver {
     ) -> Vec<FetchResult> {
         if !self.is_governed() {
             return self.resolve_refs(refs, bypass_cache).await;
+        }
+        if let Some(Err(error)) = self.admit_audited(ctx, refs).await {
+            return refs
+                .iter()
+                .map(|_| {
+                    Err(FetchError {
+                        error: error.clone(),
+                        request_level: true,
+                    })
+                })
+                .collect();
         }
         let mut decisions = match &self.inner.policy {
             Some(policy) => policy.authorize(ctx, refs, READ_ACTION).await,
