@@ -248,6 +248,9 @@ pub enum Command {
     /// Access rules, leases and the `secret://` mapping are set in the
     /// `[server]` table of secref.toml. Stops on Ctrl-C or SIGTERM.
     Serve(crate::serve::ServeArgs),
+
+    /// Audit trail tools (`secref audit verify FILE...`).
+    Audit(crate::audit_cmd::AuditArgs),
 }
 
 /// Where the variables of `run`, `export` and `check` come from.

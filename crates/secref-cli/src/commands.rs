@@ -62,6 +62,7 @@ pub async fn dispatch(command: Command) -> i32 {
         )),
         Command::Check { vars } => check(&vars).await,
         Command::Serve(args) => crate::serve::run(args).await.map(|()| EXIT_OK),
+        Command::Audit(args) => crate::audit_cmd::run(args),
     };
     finish(result.map_err(Failure::from))
 }
