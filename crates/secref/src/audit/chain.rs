@@ -256,11 +256,18 @@ pub fn verify(key: &ChainKey, files: &[PathBuf]) -> Result<std::result::Result<V
             };
             match &expected {
                 Some(link) if seq > link.seq + 1 => {
-                    return Ok(Err(broken(format!(
-                        "records {}..{} are missing",
-                        link.seq + 1,
-                        seq - 1
-                    ))))
+                    let want = link.seq + 1;
+                    // Later in this file: moved, not gone.
+                    let later = lines[i + 1..]
+                        .iter()
+                        .position(|l| open(key, l).is_ok_and(|(s, _, _)| s == want));
+                    return Ok(Err(broken(match later {
+                        Some(j) => format!(
+                            "out of order: record {want} comes later, at line {}",
+                            i + j + 2
+                        ),
+                        None => format!("records {want}..{} are missing", seq - 1),
+                    })));
                 }
                 Some(link) if seq <= link.seq => {
                     return Ok(Err(broken(format!(
