@@ -319,8 +319,10 @@ impl ServerConfig {
                 .map_err(|e: toml::de::Error| {
                     Error::config(format!("invalid [server] table: {}", e.message()))
                 })?;
-        let mut cfg = ServerConfig::default();
-        cfg.metrics_public = raw.metrics_public;
+        let mut cfg = ServerConfig {
+            metrics_public: raw.metrics_public,
+            ..ServerConfig::default()
+        };
         if let Some(b) = raw.bind {
             cfg.bind = b.parse().map_err(|_| {
                 Error::config(format!(
