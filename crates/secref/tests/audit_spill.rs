@@ -151,8 +151,8 @@ async fn broker_restart_loses_no_event_and_duplicates_none() {
     drop(broker);
     for i in 5..10 {
         read(&resolver, i).await;
-        auditor.flush().await;
     }
+    auditor.flush().await;
     let stats = auditor.stats();
     assert_eq!(stats.spilled, 5, "{stats:?}");
     assert!(spill.exists());
