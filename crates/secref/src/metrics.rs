@@ -47,8 +47,7 @@ pub const POLICY_DECISIONS: &str = "secref_policy_decisions_total";
 pub const AUDIT_EMITTED: &str = "secref_audit_events_emitted_total";
 /// Audit events written to the spill file because the sink was down.
 pub const AUDIT_SPILLED: &str = "secref_audit_events_spilled_total";
-/// Audit events dropped (queue full under `on_sink_failure = "spill"` with
-/// no spill file, or the writer gone).
+/// Audit events dropped because the queue was full (or the writer gone).
 pub const AUDIT_DROPPED: &str = "secref_audit_events_dropped_total";
 /// Audit events the sink failed to take.
 pub const AUDIT_FAILED: &str = "secref_audit_events_failed_total";
