@@ -53,7 +53,13 @@ impl Drop for Broker {
 fn start(bin: &Path, port: u16) -> Broker {
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Command::new(bin)
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
         .args(["--storage-engine", "memory://tansu/"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
