@@ -238,6 +238,8 @@ for attempt in 1 2 3; do
   break
 done
 export SECREF_TEST_KAFKA="127.0.0.1:$TANSU_PORT"
+# The binary too: the audit spill test stops and restarts a broker of its own.
+export SECREF_TEST_TANSU_BIN="$TANSU_BIN"
 echo "tansu listening on $SECREF_TEST_KAFKA (pid $TANSU_PID)"
 
 # --- oidc-provider: a real OAuth2 server (coze provider tests) ---------------

@@ -303,6 +303,8 @@ pub enum Command {
     /// gives one re-render (--debounce), and re-renders are at least
     /// --min-interval apart.
     Inject(crate::inject::InjectArgs),
+    /// Audit trail tools (`secref audit verify FILE...`).
+    Audit(crate::audit_cmd::AuditArgs),
 }
 
 /// Where the variables of `run`, `export` and `check` come from.

@@ -71,6 +71,7 @@ pub async fn dispatch(command: Command) -> i32 {
         Command::Completions { shell } => crate::completions::print(shell),
         Command::Serve(args) => crate::serve::run(args).await.map(|()| EXIT_OK),
         Command::Inject(args) => crate::inject::run(args).await,
+        Command::Audit(args) => crate::audit_cmd::run(args),
     };
     finish(result.map_err(Failure::from))
 }

@@ -21,6 +21,7 @@
 //!
 //! Errors go to stderr as `error[code]: message` plus a `hint:` line.
 
+mod audit_cmd;
 mod child;
 mod cli;
 mod commands;

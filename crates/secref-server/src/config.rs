@@ -14,6 +14,7 @@
 //! max_connections = 512               # TCP + Unix socket; beyond it → 503 and close
 //! shutdown_grace_seconds = 10         # SIGTERM: in-flight requests get this long
 //! socket = "/run/user/1000/secref.sock"   # optional Unix socket (0600)
+//! metrics_public = false              # true: GET /metrics without a token
 //! # where `secret://<environment>/<service>/<kind>/<name>` is read from:
 //! secflow_ref_template = "local://secflow/{environment}/{service}/{kind}/{name}"
 //!
@@ -88,6 +89,9 @@ pub struct ServerConfig {
     pub socket: Option<PathBuf>,
     /// The Vault API's mounts, by name (default: `secret` → the local store).
     pub vault_mounts: BTreeMap<String, VaultMount>,
+    /// Serve `GET /metrics` without authentication (default: the API's
+    /// authentication applies).
+    pub metrics_public: bool,
 }
 
 /// One mount of the Vault API (`[server.vault.mounts.<name>]`).
@@ -263,6 +267,8 @@ struct RawServerConfig {
     rules: Vec<Rule>,
     socket: Option<PathBuf>,
     vault: Option<RawVault>,
+    #[serde(default)]
+    metrics_public: bool,
 }
 
 impl Default for ServerConfig {
@@ -283,6 +289,7 @@ impl Default for ServerConfig {
             rules: Vec::new(),
             socket: None,
             vault_mounts: default_vault_mounts(),
+            metrics_public: false,
         }
     }
 }
@@ -312,7 +319,10 @@ impl ServerConfig {
                 .map_err(|e: toml::de::Error| {
                     Error::config(format!("invalid [server] table: {}", e.message()))
                 })?;
-        let mut cfg = ServerConfig::default();
+        let mut cfg = ServerConfig {
+            metrics_public: raw.metrics_public,
+            ..ServerConfig::default()
+        };
         if let Some(b) = raw.bind {
             cfg.bind = b.parse().map_err(|_| {
                 Error::config(format!(

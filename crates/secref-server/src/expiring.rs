@@ -46,6 +46,8 @@ struct Entry<V> {
 struct Inner<K, V> {
     entries: HashMap<K, Entry<V>>,
     per_owner: HashMap<Arc<str>, usize>,
+    /// The `kind` label of the `secref_leases_held` gauge, if reported.
+    kind: Option<&'static str>,
     /// Expiry second (since `epoch`, rounded up) → keys that expire in it.
     due: BTreeMap<u64, Vec<K>>,
 }
@@ -77,11 +79,20 @@ impl<K: Hash + Eq + Clone, V> Expiring<K, V> {
             inner: Mutex::new(Inner {
                 entries: HashMap::new(),
                 per_owner: HashMap::new(),
+                kind: None,
                 due: BTreeMap::new(),
             }),
             quota,
             epoch: Instant::now(),
         }
+    }
+
+    /// Reports each owner's count as the `secref_leases_held` gauge with
+    /// label `kind` (owners are principal names, never secrets).
+    #[must_use]
+    pub fn with_gauge(self, kind: &'static str) -> Self {
+        self.inner.lock().kind = Some(kind);
+        self
     }
 
     /// Adds `key → value` for `owner` until `expires`. An expired entry
@@ -98,6 +109,7 @@ impl<K: Hash + Eq + Clone, V> Expiring<K, V> {
         }
         let count = inner.per_owner.get(owner).copied().unwrap_or(0);
         if count >= self.quota {
+            secref::metrics::count(secref::metrics::QUOTA_REFUSALS, 1);
             return Err(Refused::Full);
         }
         let owner: Arc<str> = match inner.per_owner.get_key_value(owner) {
@@ -105,6 +117,7 @@ impl<K: Hash + Eq + Clone, V> Expiring<K, V> {
             None => Arc::from(owner),
         };
         *inner.per_owner.entry(owner.clone()).or_insert(0) += 1;
+        inner.report(&owner);
         let bucket = self.bucket(expires);
         inner.due.entry(bucket).or_default().push(key.clone());
         inner.entries.insert(
@@ -182,7 +195,17 @@ impl<K: Hash + Eq, V> Inner<K, V> {
                 self.per_owner.remove(&e.owner);
             }
         }
+        self.report(&e.owner);
         Some(e)
+    }
+
+    /// Sets the gauge of `owner` to what it holds now.
+    fn report(&self, owner: &Arc<str>) {
+        if let Some(kind) = self.kind {
+            let held = self.per_owner.get(owner).copied().unwrap_or(0);
+            metrics::gauge!(secref::metrics::LEASES_HELD, "principal" => owner.to_string(), "kind" => kind)
+                .set(held as f64);
+        }
     }
 }
 

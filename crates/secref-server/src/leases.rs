@@ -99,7 +99,7 @@ impl Leases {
         Leases {
             cipher: XChaCha20Poly1305::new(&XChaCha20Poly1305::generate_key(&mut OsRng)),
             epoch: Instant::now(),
-            revoked: Expiring::new(revoked_quota),
+            revoked: Expiring::new(revoked_quota).with_gauge("revoked_lease"),
         }
     }
 

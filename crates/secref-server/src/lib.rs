@@ -37,6 +37,7 @@ pub mod config;
 pub mod expiring;
 pub mod leases;
 mod listen;
+pub mod ops;
 pub mod secflow;
 pub mod vault;
 
@@ -48,7 +49,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use secref::config::Env;
 use secref::{Error, ErrorCode, Resolver, Result, Secret};
@@ -76,6 +76,7 @@ struct StateInner {
     access: AccessRules,
     leases: Leases,
     config: ServerConfig,
+    readiness: ops::Readiness,
 }
 
 impl AppState {
@@ -176,6 +177,8 @@ impl Server {
         token: Secret,
         env: &Env,
     ) -> Result<Server> {
+        // Counters from the first request on.
+        ops::prometheus();
         let mut tokens = vec![(auth::DEFAULT_TOKEN_NAME.to_string(), token)];
         for (name, source) in &config.tokens {
             tokens.push((name.clone(), source.load(name, env)?));
@@ -191,6 +194,7 @@ impl Server {
                     access: AccessRules::new(config.rules.clone()),
                     leases: Leases::new(config.max_revoked_leases_per_principal),
                     config,
+                    readiness: ops::Readiness::default(),
                 }),
             },
         })
@@ -210,16 +214,13 @@ impl Server {
         &self.state
     }
 
-    /// The whole HTTP API: `/healthz`, the SecFlow Runtime API and the Vault
-    /// API, behind the shared middleware ([`Server::layered`]).
+    /// The whole HTTP API: `/healthz`, `/readyz`, `/metrics` ([`ops`]), the
+    /// SecFlow Runtime API and the Vault API, behind the shared middleware ([`Server::layered`]).
     pub fn router(&self) -> Router {
         let state = self.state.clone();
         self.layered(
             Router::new()
-                .route(
-                    "/healthz",
-                    get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-                )
+                .merge(ops::router(state.clone()))
                 .merge(secflow::router(state.clone()))
                 .merge(vault::router(state, self.local_store.clone()))
                 .fallback(secflow::not_found),

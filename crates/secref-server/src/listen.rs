@@ -158,6 +158,7 @@ impl Connections {
         let mut hard_stop = self.hard_stop.subscribe();
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = OpenGauge::new();
             tokio::select! {
                 r = conn => {
                     if let Err(e) = r {
@@ -395,5 +396,21 @@ impl Drop for UnixSocket {
                 let _ = std::fs::remove_file(&self.path);
             }
         }
+    }
+}
+
+/// Keeps `secref_connections_open` up to date for one connection's life.
+struct OpenGauge;
+
+impl OpenGauge {
+    fn new() -> OpenGauge {
+        metrics::gauge!(secref::metrics::CONNECTIONS_OPEN).increment(1.0);
+        OpenGauge
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(secref::metrics::CONNECTIONS_OPEN).decrement(1.0);
     }
 }

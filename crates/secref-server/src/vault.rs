@@ -90,7 +90,7 @@ pub type LocalStore = std::result::Result<Arc<Store>, Error>;
 /// The Vault API's routes: everything under `/v1/` that is not the SecFlow
 /// API.
 pub fn router(state: AppState, local: LocalStore) -> Router {
-    let wraps = Arc::new(Expiring::new(state.config().max_wraps_per_principal));
+    let wraps = Arc::new(Expiring::new(state.config().max_wraps_per_principal).with_gauge("wrap"));
     let api = Api {
         state,
         local,

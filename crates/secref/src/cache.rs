@@ -304,6 +304,7 @@ impl Cache {
                     .map(|(k, _)| k.clone())
                 {
                     guard.remove(&victim);
+                    crate::metrics::count(crate::metrics::CACHE_EVICTIONS, 1);
                 }
             }
         }

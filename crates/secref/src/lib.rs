@@ -32,6 +32,7 @@ pub mod credfile;
 pub mod error;
 pub mod flight;
 pub mod http;
+pub mod metrics;
 pub mod policy;
 pub mod provider;
 pub mod providers;

@@ -373,6 +373,13 @@ pub trait Provider: Send + Sync + fmt::Debug {
         true
     }
 
+    /// Whether the backend is reachable and secref is authenticated to it,
+    /// by the cheapest call that proves both (readiness checks). Default:
+    /// ready (local providers; remote ones override it).
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Resolves each reference.
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved>;
 

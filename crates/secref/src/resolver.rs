@@ -29,6 +29,7 @@ use crate::audit::{Auditor, Outcome};
 use crate::cache::{is_negative_cacheable, Cache, CacheConfig, Lookup};
 use crate::error::{Error, ErrorCode, Result};
 use crate::flight::{Claim, Follower, Leader, SingleFlight};
+use crate::metrics;
 use crate::policy::{
     Authorization, Context, Permit, Policy, Refusal, METADATA_ACTION, READ_ACTION,
 };
@@ -993,6 +994,21 @@ impl Resolver {
             .collect()
     }
 
+    /// Each provider's [`Provider::health`], checked concurrently, each
+    /// bounded by `timeout` (then `timeout`, retryable).
+    pub async fn health(&self, timeout: Duration) -> Vec<(&str, Result<()>)> {
+        join_all(self.inner.providers.iter().map(|p| async move {
+            let res = tokio::time::timeout(timeout, p.provider.health())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::new(ErrorCode::Timeout, "health check timed out")
+                        .with_retryable(true))
+                });
+            (p.provider.name(), res)
+        }))
+        .await
+    }
+
     /// The name of the provider that would serve a reference.
     pub fn provider_for(&self, reference: &SecretRef) -> Result<&str> {
         Ok(self.inner.providers[self.route(reference)?].provider.name())
@@ -1085,6 +1101,11 @@ impl Resolver {
             .ok_or_else(|| crate::policy::obligation_unsupported(r))
     }
 
+    /// Provider `p`'s name (a metrics label).
+    fn provider_name(&self, p: usize) -> &str {
+        self.inner.providers[p].provider.name()
+    }
+
     fn key(&self, provider: usize, r: &SecretRef) -> Key {
         Key {
             provider,
@@ -1103,6 +1124,7 @@ impl Resolver {
             .store
             .fresh_secret(r.to_canonical(), &reg.cache, Instant::now())?;
         tracing::trace!(reference = %r, cache = "hit", "secref.resolve");
+        metrics::by_provider(metrics::CACHE_HITS, self.provider_name(p));
         Some(hit)
     }
 
@@ -1110,6 +1132,26 @@ impl Resolver {
     /// cache fast path is skipped).
     fn is_governed(&self) -> bool {
         self.inner.policy.is_some() || self.inner.audit.is_some()
+    }
+
+    /// Whether the auditor lets reads go on (`[audit] on_sink_failure`);
+    /// a refusal is itself audited for each reference.
+    async fn admit_audited(&self, ctx: &Context, refs: &[SecretRef]) -> Option<Result<()>> {
+        let a = self.inner.audit.as_ref()?;
+        let res = a.admit().await;
+        if let Err(e) = &res {
+            for r in refs {
+                a.record(
+                    ctx,
+                    ctx.tenant.as_deref(),
+                    r,
+                    self.provider_for(r).ok(),
+                    None,
+                    Outcome::Failed(e),
+                );
+            }
+        }
+        Some(res)
     }
 
     /// The auditor, if one is configured (e.g. to [`Auditor::flush`]).
@@ -1133,6 +1175,17 @@ impl Resolver {
     ) -> Vec<FetchResult> {
         if !self.is_governed() {
             return self.resolve_refs(refs, bypass_cache).await;
+        }
+        if let Some(Err(error)) = self.admit_audited(ctx, refs).await {
+            return refs
+                .iter()
+                .map(|_| {
+                    Err(FetchError {
+                        error: error.clone(),
+                        request_level: true,
+                    })
+                })
+                .collect();
         }
         let mut decisions = match &self.inner.policy {
             Some(policy) => policy.authorize(ctx, refs, READ_ACTION).await,
@@ -1273,6 +1326,7 @@ impl Resolver {
                         }
                         results[i] = Some(Ok(Resolved::clone(&value)));
                         hits[i] = true;
+                        metrics::by_provider(metrics::CACHE_HITS, self.provider_name(p));
                         continue;
                     }
                     Lookup::Negative(e) => {
@@ -1287,6 +1341,7 @@ impl Resolver {
                 }
             }
             tracing::Span::current().record("cache", "miss");
+            metrics::by_provider(metrics::CACHE_MISSES, self.provider_name(p));
             to_fetch.entry(p).or_default().push(i);
         }
         for (p, r) in refresh_ahead {
@@ -1338,6 +1393,7 @@ impl Resolver {
             }
         }
         for (slot, f) in waits {
+            metrics::by_provider(metrics::COALESCED, self.provider_name(p));
             let res = match f.wait().await {
                 Some(v) => v,
                 // The leader was cancelled: fetch it ourselves.
@@ -1374,6 +1430,7 @@ impl Resolver {
                     if let Some(stale) = store.stale(&key.reference, now) {
                         debug!(reference = %r, error_code = %e.error.code(), "serving stale value within grace");
                         tracing::Span::current().record("cache", "stale");
+                        metrics::by_provider(metrics::CACHE_STALE, self.provider_name(p));
                         store.release_refresh(&key.reference);
                         return Ok(Resolved::clone(&stale));
                     }
@@ -1435,7 +1492,9 @@ impl Resolver {
                 async move {
                     let pending = state.lock().1.clone();
                     let batch: Vec<SecretRef> = pending.iter().map(|i| refs[*i].clone()).collect();
+                    let started = Instant::now();
                     let answer: BatchResult<Resolved> = provider.resolve_many(&batch).await;
+                    metrics::backend_latency(provider.name(), started.elapsed());
                     let mut st = state.lock();
                     let (results, next) = &mut *st;
                     next.clear();
@@ -1475,12 +1534,16 @@ impl Resolver {
             .await;
         span.record("attempts", attempts);
         tracing::Span::current().record("attempts", attempts);
-        state
+        let results: Vec<FetchResult> = state
             .into_inner()
             .0
             .into_iter()
             .map(|r| r.expect("every item answered"))
-            .collect()
+            .collect();
+        for r in &results {
+            metrics::resolve(provider.name(), r.as_ref().err().map(|e| e.error.code()));
+        }
+        results
     }
 
     /// Keeps a renewable lease alive until it is revoked, renewal fails, or

@@ -154,6 +154,7 @@ impl RetryPolicy {
                 error_code = %err.code(),
                 "retrying"
             );
+            crate::metrics::retry(err.code());
             tokio::time::sleep(delay).await;
         }
     }

@@ -141,6 +141,15 @@ fn check_loopback(bootstrap: &str) -> Result<()> {
 
 #[async_trait]
 impl AuditSink for KafkaSink {
+    /// Connected (connecting now if need be).
+    async fn health(&self) -> Result<()> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            *conn = Some(self.connect().await?);
+        }
+        Ok(())
+    }
+
     async fn write(&self, events: &[AuditEvent]) -> Result<()> {
         let mut conn = self.conn.lock().await;
         if conn.is_none() {

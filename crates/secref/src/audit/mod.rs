@@ -33,10 +33,31 @@
 //! queue_capacity = 1024
 //! kafka_bootstrap = "127.0.0.1:9092"   # or $KAFKA_BOOTSTRAP_SERVERS
 //! kafka_topic_prefix = "crud"          # or $KAFKA_TOPIC_PREFIX
+//! chain_key_env = "SECREF_AUDIT_KEY"   # "file": chain records (or chain_key_file)
+//! rotate_bytes = 104857600             # "file": rotate past this size
+//! on_sink_failure = "spill"            # "spill" | "block" | "fail"
+//! spill_path = "audit-spill.jsonl"     # default: <data dir>/secref/audit-spill.jsonl
+//! block_timeout_ms = 2000              # "block": longest a read waits
 //! ```
+//!
+//! **Tamper evidence** ([`chain`]): with a chain key, every record of the
+//! file carries `seq`, `prev` and an HMAC `mac` chaining it to the record
+//! before, also across rotated files; `secref audit verify` checks them.
+//!
+//! **No event lost silently.** When the sink fails, `on_sink_failure`
+//! decides: `spill` (default) appends the events, in order, to the spill
+//! file (0600) and replays it before anything newer once the sink takes
+//! writes again (at least once; the Kafka record key is the event id, so a
+//! replayed duplicate is recognisable); `fail` refuses reads at once while
+//! the sink is down (`backend_unavailable`, retryable); `block` lets a read
+//! wait up to `block_timeout_ms` for the sink, then refuses it. Events that
+//! cannot be queued or spilled are counted (`dropped`, `failed`) and logged,
+//! never silently lost.
 
+pub mod chain;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod spill;
 
 #[cfg(feature = "kafka")]
 pub use kafka::KafkaSink;
@@ -150,9 +171,15 @@ pub fn resource_ref(salt: &Secret, canonical: &str) -> String {
 /// batches in emission order.
 #[async_trait]
 pub trait AuditSink: Send + Sync + fmt::Debug + 'static {
-    /// Writes a batch. An error counts the batch as failed; it is not
-    /// retried.
+    /// Writes a batch. On an error the batch goes to the spill file (if
+    /// any) and is written again later, else it is counted as failed.
     async fn write(&self, events: &[AuditEvent]) -> Result<()>;
+
+    /// Whether the sink can take writes now (readiness; the writer's probe
+    /// while the sink is down). Default: yes.
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// JSON lines on stderr or appended to a file.
@@ -164,7 +191,79 @@ pub struct JsonLinesSink {
 #[derive(Debug)]
 enum JsonTarget {
     Stderr,
-    File(parking_lot::Mutex<std::fs::File>, PathBuf),
+    File(parking_lot::Mutex<FileState>),
+}
+
+/// An audit file being appended to.
+#[derive(Debug)]
+struct FileState {
+    file: std::fs::File,
+    path: PathBuf,
+    size: u64,
+    /// With a chain key: the key and the last record's link.
+    chain: Option<(chain::ChainKey, chain::Link)>,
+    /// Rotate once the file reaches this size.
+    rotate_bytes: Option<u64>,
+}
+
+fn open_append(path: &Path) -> Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path).map_err(|e| {
+        Error::config(format!(
+            "audit file {} cannot be opened: {}",
+            path.display(),
+            e.kind()
+        ))
+    })
+}
+
+impl FileState {
+    fn io(&self, e: std::io::Error) -> Error {
+        Error::new(
+            ErrorCode::Io,
+            format!("audit file {}: {}", self.path.display(), e.kind()),
+        )
+    }
+
+    fn write(&mut self, events: &[AuditEvent]) -> Result<()> {
+        let (buf, link) = match &self.chain {
+            None => (to_lines(events)?, None),
+            Some((key, link)) => {
+                let mut buf = Vec::new();
+                let mut link = link.clone();
+                for e in events {
+                    let json = serde_json::to_vec(e)
+                        .map_err(|_| Error::internal("audit event not serializable"))?;
+                    link = chain::seal(key, &link, &json, &mut buf);
+                }
+                (buf, Some(link))
+            }
+        };
+        self.file.write_all(&buf).map_err(|e| self.io(e))?;
+        self.size += buf.len() as u64;
+        if let (Some((_, last)), Some(link)) = (&mut self.chain, link) {
+            *last = link;
+        }
+        if self.rotate_bytes.is_some_and(|max| self.size >= max) {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Renames the file to the next `<path>.NNNNNN` and starts a fresh one;
+    /// the chain goes on (the new file's first `prev` is the old last mac).
+    fn rotate(&mut self) -> Result<()> {
+        let next = chain::rotated(&self.path).last().map_or(1, |(n, _)| n + 1);
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".{next:06}"));
+        std::fs::rename(&self.path, PathBuf::from(name)).map_err(|e| self.io(e))?;
+        self.file = open_append(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
 }
 
 impl JsonLinesSink {
@@ -177,19 +276,39 @@ impl JsonLinesSink {
 
     /// Lines appended to `path` (created with mode 0600 on Unix).
     pub fn file(path: &Path) -> Result<JsonLinesSink> {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let f = opts.open(path).map_err(|e| {
-            Error::config(format!(
-                "audit file {} cannot be opened: {}",
-                path.display(),
-                e.kind()
-            ))
-        })?;
+        JsonLinesSink::file_with(path, None, None)
+    }
+
+    /// Lines appended to `path`, chained under `key` if given (continuing
+    /// the chain already in the file or, when it is empty, in its newest
+    /// rotated file), rotated once the file reaches `rotate_bytes`.
+    pub fn file_with(
+        path: &Path,
+        key: Option<chain::ChainKey>,
+        rotate_bytes: Option<u64>,
+    ) -> Result<JsonLinesSink> {
+        let file = open_append(path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let chain = match key {
+            None => None,
+            Some(key) => {
+                let mut link = chain::last_link(&key, path)?;
+                if link.is_none() {
+                    if let Some((_, older)) = chain::rotated(path).last() {
+                        link = chain::last_link(&key, older)?;
+                    }
+                }
+                Some((key, link.unwrap_or_else(chain::Link::genesis)))
+            }
+        };
         Ok(JsonLinesSink {
-            target: JsonTarget::File(parking_lot::Mutex::new(f), path.to_path_buf()),
+            target: JsonTarget::File(parking_lot::Mutex::new(FileState {
+                file,
+                path: path.to_path_buf(),
+                size,
+                chain,
+                rotate_bytes,
+            })),
         })
     }
 }
@@ -207,15 +326,27 @@ fn to_lines(events: &[AuditEvent]) -> Result<Vec<u8>> {
 #[async_trait]
 impl AuditSink for JsonLinesSink {
     async fn write(&self, events: &[AuditEvent]) -> Result<()> {
-        let buf = to_lines(events)?;
         match &self.target {
-            JsonTarget::Stderr => std::io::stderr().lock().write_all(&buf)?,
-            JsonTarget::File(f, path) => f.lock().write_all(&buf).map_err(|e| {
-                Error::new(
-                    ErrorCode::Io,
-                    format!("audit file {}: {}", path.display(), e.kind()),
-                )
-            })?,
+            JsonTarget::Stderr => std::io::stderr().lock().write_all(&to_lines(events)?)?,
+            JsonTarget::File(f) => f.lock().write(events)?,
+        }
+        Ok(())
+    }
+
+    /// The file can still be appended to (it may have been removed or made
+    /// read-only under the server).
+    async fn health(&self) -> Result<()> {
+        if let JsonTarget::File(f) = &self.target {
+            let path = f.lock().path.clone();
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| {
+                    Error::new(
+                        ErrorCode::Io,
+                        format!("audit file {}: {}", path.display(), e.kind()),
+                    )
+                })?;
         }
         Ok(())
     }
@@ -284,6 +415,38 @@ pub struct AuditSettings {
     /// Kafka topic prefix (default `$KAFKA_TOPIC_PREFIX`, else `crud`).
     #[serde(default)]
     pub kafka_topic_prefix: Option<String>,
+    /// `sink = "file"`: the environment variable holding the chain key.
+    #[serde(default)]
+    pub chain_key_env: Option<String>,
+    /// `sink = "file"`: an owner-only file holding the chain key.
+    #[serde(default)]
+    pub chain_key_file: Option<PathBuf>,
+    /// `sink = "file"`: rotate the file once it reaches this many bytes.
+    #[serde(default)]
+    pub rotate_bytes: Option<u64>,
+    /// What happens while the sink is down (default `spill`).
+    #[serde(default)]
+    pub on_sink_failure: FailureMode,
+    /// The spill file (default `<data dir>/secref/audit-spill.jsonl`).
+    #[serde(default)]
+    pub spill_path: Option<PathBuf>,
+    /// `on_sink_failure = "block"`: longest a read waits for the sink.
+    #[serde(default = "AuditSettings::default_block_ms")]
+    pub block_timeout_ms: u64,
+}
+
+/// What happens to reads and events while the audit sink is down.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Reads go on; events go to the spill file and are replayed, in
+    /// order, when the sink is back.
+    #[default]
+    Spill,
+    /// Reads wait (bounded) for the sink, then fail.
+    Block,
+    /// Reads fail at once (`backend_unavailable`, retryable).
+    Fail,
 }
 
 /// Which sink `[audit]` builds.
@@ -305,6 +468,9 @@ impl AuditSettings {
     }
     fn default_capacity() -> usize {
         1024
+    }
+    fn default_block_ms() -> u64 {
+        2000
     }
 
     /// Parses an `[audit]` table strictly.
@@ -329,7 +495,29 @@ impl AuditSettings {
             SinkKind::Stderr | SinkKind::Kafka if s.path.is_some() => {
                 return Err(Error::config("[audit] path is only for sink = \"file\""))
             }
+            SinkKind::Stderr | SinkKind::Kafka
+                if s.chain_key_env.is_some()
+                    || s.chain_key_file.is_some()
+                    || s.rotate_bytes.is_some() =>
+            {
+                return Err(Error::config(
+                    "[audit] chain_key_env, chain_key_file and rotate_bytes are only for sink = \"file\"",
+                ))
+            }
             _ => {}
+        }
+        if s.chain_key_env.is_some() && s.chain_key_file.is_some() {
+            return Err(Error::config(
+                "[audit] takes one of chain_key_env, chain_key_file",
+            ));
+        }
+        if s.rotate_bytes.is_some_and(|n| n < 1024) {
+            return Err(Error::config("[audit] rotate_bytes must be at least 1024"));
+        }
+        if s.block_timeout_ms == 0 || s.block_timeout_ms > 60_000 {
+            return Err(Error::config(
+                "[audit] block_timeout_ms must be between 1 and 60000",
+            ));
         }
         Ok(s)
     }
@@ -353,6 +541,12 @@ pub struct AuditOptions {
     pub sample_cache_hit_n: u32,
     /// Queue capacity (0 = 1024).
     pub queue_capacity: usize,
+    /// What happens while the sink is down.
+    pub on_sink_failure: FailureMode,
+    /// Where failed batches wait for the sink (none: counted as failed).
+    pub spill_path: Option<PathBuf>,
+    /// `FailureMode::Block`: longest a read waits (0 = 2 s).
+    pub block_timeout: std::time::Duration,
 }
 
 impl fmt::Debug for AuditOptions {
@@ -362,6 +556,8 @@ impl fmt::Debug for AuditOptions {
             .field("include_raw_ref", &self.include_raw_ref)
             .field("sample_cache_hit_n", &self.sample_cache_hit_n)
             .field("queue_capacity", &self.queue_capacity)
+            .field("on_sink_failure", &self.on_sink_failure)
+            .field("spill_path", &self.spill_path)
             .finish()
     }
 }
@@ -385,6 +581,14 @@ impl AuditOptions {
     #[must_use]
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n;
+        self
+    }
+
+    /// Sets what happens while the sink is down, and the spill file.
+    #[must_use]
+    pub fn on_sink_failure(mut self, mode: FailureMode, spill_path: Option<PathBuf>) -> Self {
+        self.on_sink_failure = mode;
+        self.spill_path = spill_path;
         self
     }
 
@@ -412,6 +616,10 @@ pub struct AuditStats {
     pub failed: u64,
     /// Cache-hit events skipped by sampling.
     pub sampled_out: u64,
+    /// Events written to the spill file because the sink was down.
+    pub spilled: u64,
+    /// Spilled events the sink later took.
+    pub replayed: u64,
 }
 
 enum Msg {
@@ -427,6 +635,8 @@ struct Counters {
     failed: AtomicU64,
     sampled_out: AtomicU64,
     cache_hits: AtomicU64,
+    spilled: AtomicU64,
+    replayed: AtomicU64,
 }
 
 /// Emits audit events without blocking: a bounded queue and a background
@@ -443,6 +653,10 @@ struct AuditorInner {
     tx: mpsc::Sender<Msg>,
     options: AuditOptions,
     counters: Arc<Counters>,
+    /// The sink (for readiness checks).
+    sink: Arc<dyn AuditSink>,
+    /// Whether the sink took the last write (the writer keeps it current).
+    healthy: tokio::sync::watch::Receiver<bool>,
     /// Disconnects when the writer thread has drained the queue and ended.
     done: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
 }
@@ -495,12 +709,18 @@ impl Auditor {
         };
         let (tx, rx) = mpsc::channel(capacity);
         let counters = Arc::new(Counters::default());
-        let worker_counters = counters.clone();
+        let (healthy_tx, healthy) = tokio::sync::watch::channel(true);
+        let w = Writer {
+            sink: sink.clone(),
+            counters: counters.clone(),
+            spill: options.spill_path.clone().map(spill::Spill::new),
+            healthy: healthy_tx,
+        };
         let (done_tx, done) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("secref-audit".into())
             .spawn(move || {
-                writer(sink, rx, worker_counters);
+                w.run(rx);
                 // The writer's sink is dropped by now: the file is closed.
                 drop(done_tx);
             })
@@ -510,6 +730,8 @@ impl Auditor {
                 tx,
                 options,
                 counters,
+                sink,
+                healthy,
                 done: std::sync::Mutex::new(done),
             }),
         })
@@ -520,9 +742,18 @@ impl Auditor {
     pub fn from_settings(settings: &AuditSettings, env: &Env) -> Result<Auditor> {
         let sink: Arc<dyn AuditSink> = match settings.sink {
             SinkKind::Stderr => Arc::new(JsonLinesSink::stderr()),
-            SinkKind::File => Arc::new(JsonLinesSink::file(
-                settings.path.as_deref().expect("checked in from_table"),
-            )?),
+            SinkKind::File => {
+                let key = match (&settings.chain_key_env, &settings.chain_key_file) {
+                    (Some(var), _) => Some(chain::ChainKey::from_env(env, var)?),
+                    (None, Some(path)) => Some(chain::ChainKey::from_file(path)?),
+                    (None, None) => None,
+                };
+                Arc::new(JsonLinesSink::file_with(
+                    settings.path.as_deref().expect("checked in from_table"),
+                    key,
+                    settings.rotate_bytes,
+                )?)
+            }
             #[cfg(not(feature = "kafka"))]
             SinkKind::Kafka => {
                 return Err(Error::config(
@@ -576,6 +807,9 @@ impl Auditor {
                 include_raw_ref: settings.include_raw_ref,
                 sample_cache_hit_n: sample,
                 queue_capacity: settings.queue_capacity,
+                on_sink_failure: settings.on_sink_failure,
+                spill_path: settings.spill_path.clone().or_else(default_spill_path),
+                block_timeout: std::time::Duration::from_millis(settings.block_timeout_ms),
             },
         )
     }
@@ -589,9 +823,69 @@ impl Auditor {
     pub fn emit(&self, event: AuditEvent) {
         let c = &self.inner.counters;
         match self.inner.tx.try_send(Msg::Event(Box::new(event))) {
-            Ok(()) => c.emitted.fetch_add(1, Ordering::Relaxed),
-            Err(_) => c.dropped.fetch_add(1, Ordering::Relaxed),
+            Ok(()) => {
+                c.emitted.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::count(crate::metrics::AUDIT_EMITTED, 1);
+            }
+            Err(_) => {
+                c.dropped.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::count(crate::metrics::AUDIT_DROPPED, 1);
+                tracing::warn!("audit queue full: an audit event was dropped");
+            }
         };
+    }
+
+    /// Whether a read may go on, by `on_sink_failure`: with `spill`
+    /// always; with `fail` only while the sink takes writes and the queue
+    /// has room; with `block` after waiting (bounded) for that.
+    pub(crate) async fn admit(&self) -> Result<()> {
+        let opts = &self.inner.options;
+        let ok = |s: &Self| *s.inner.healthy.borrow() && s.inner.tx.capacity() > 0;
+        match opts.on_sink_failure {
+            FailureMode::Spill => return Ok(()),
+            FailureMode::Fail if ok(self) => return Ok(()),
+            FailureMode::Fail => {}
+            FailureMode::Block => {
+                let wait = if opts.block_timeout.is_zero() {
+                    std::time::Duration::from_secs(2)
+                } else {
+                    opts.block_timeout
+                };
+                let deadline = tokio::time::Instant::now() + wait;
+                let mut healthy = self.inner.healthy.clone();
+                loop {
+                    if ok(self) {
+                        return Ok(());
+                    }
+                    // Wakes on a change of the sink's state, or re-checks
+                    // the queue's room every few milliseconds.
+                    let tick = tokio::time::Instant::now() + std::time::Duration::from_millis(20);
+                    let until = tick.min(deadline);
+                    let _ = tokio::time::timeout_at(until, healthy.changed()).await;
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(Error::new(
+            ErrorCode::BackendUnavailable,
+            "the audit sink is unavailable and [audit] on_sink_failure refuses unaudited reads",
+        )
+        .with_retryable(true))
+    }
+
+    /// Whether the sink can take events now (readiness): it took the last
+    /// write and its own check passes.
+    pub async fn health(&self) -> Result<()> {
+        if !*self.inner.healthy.borrow() {
+            return Err(Error::new(
+                ErrorCode::BackendUnavailable,
+                "the audit sink failed its last write",
+            )
+            .with_retryable(true));
+        }
+        self.inner.sink.health().await
     }
 
     /// Waits until every event queued before this call has been handed to
@@ -612,6 +906,8 @@ impl Auditor {
             written: c.written.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             sampled_out: c.sampled_out.load(Ordering::Relaxed),
+            spilled: c.spilled.load(Ordering::Relaxed),
+            replayed: c.replayed.load(Ordering::Relaxed),
         }
     }
 
@@ -679,42 +975,185 @@ impl Auditor {
     }
 }
 
-/// The background writer: batches what is queued, writes, answers flushes.
-fn writer(sink: Arc<dyn AuditSink>, mut rx: mpsc::Receiver<Msg>, counters: Arc<Counters>) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return;
-    };
-    rt.block_on(async move {
-        let mut batch: Vec<AuditEvent> = Vec::with_capacity(BATCH);
-        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
-        while let Some(first) = rx.recv().await {
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Event(e) => batch.push(*e),
-                    Msg::Flush(tx) => flushes.push(tx),
-                }
-                if batch.len() < BATCH {
-                    next = rx.try_recv().ok();
-                }
+/// The default spill file: `<data dir>/secref/audit-spill.jsonl`.
+fn default_spill_path() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("secref").join("audit-spill.jsonl"))
+}
+
+/// How often a writer whose sink is down tries it again.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The background writer: batches what is queued, writes it (or spills it
+/// while the sink is down), replays the spill file first when the sink is
+/// back, answers flushes.
+struct Writer {
+    sink: Arc<dyn AuditSink>,
+    counters: Arc<Counters>,
+    spill: Option<spill::Spill>,
+    healthy: tokio::sync::watch::Sender<bool>,
+}
+
+impl Writer {
+    fn run(self, mut rx: mpsc::Receiver<Msg>) {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            // Events of an earlier run may wait in the spill file.
+            let mut spilling = self.spill.as_ref().is_some_and(spill::Spill::pending);
+            if spilling {
+                spilling = !self.replay().await;
             }
-            if !batch.is_empty() {
-                let n = batch.len() as u64;
-                match sink.write(&batch).await {
-                    Ok(()) => counters.written.fetch_add(n, Ordering::Relaxed),
-                    Err(e) => {
-                        tracing::warn!(error_code = %e.code(), events = n, "audit sink write failed");
-                        counters.failed.fetch_add(n, Ordering::Relaxed)
+            let mut batch: Vec<AuditEvent> = Vec::with_capacity(BATCH);
+            let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+            loop {
+                let down = spilling || !*self.healthy.borrow();
+                let first = if down {
+                    match tokio::time::timeout(PROBE_EVERY, rx.recv()).await {
+                        Ok(m) => m,
+                        Err(_) => {
+                            spilling = !self.recover(spilling).await;
+                            continue;
+                        }
                     }
+                } else {
+                    rx.recv().await
                 };
-                batch.clear();
+                let Some(first) = first else { break };
+                let mut next = Some(first);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Msg::Event(e) => batch.push(*e),
+                        Msg::Flush(tx) => flushes.push(tx),
+                    }
+                    if batch.len() < BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if spilling {
+                    spilling = !self.replay().await;
+                }
+                if !batch.is_empty() {
+                    if spilling {
+                        self.to_spill(&batch);
+                    } else {
+                        spilling = !self.write(&batch).await;
+                    }
+                    batch.clear();
+                }
+                for f in flushes.drain(..) {
+                    let _ = f.send(());
+                }
             }
-            for f in flushes.drain(..) {
-                let _ = f.send(());
+            // Closing: one last try to hand spilled events over.
+            if spilling {
+                self.replay().await;
+            }
+        });
+    }
+
+    /// Writes a batch; on failure spills it. `false` when it was spilled.
+    async fn write(&self, batch: &[AuditEvent]) -> bool {
+        let n = batch.len() as u64;
+        match self.sink.write(batch).await {
+            Ok(()) => {
+                self.counters.written.fetch_add(n, Ordering::Relaxed);
+                self.healthy.send_replace(true);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error_code = %e.code(), events = n, "audit sink write failed");
+                self.healthy.send_replace(false);
+                self.to_spill(batch)
             }
         }
-    });
+    }
+
+    /// Appends a batch to the spill file; without one (or if that fails)
+    /// counts it as failed. `false` when it was spilled.
+    fn to_spill(&self, batch: &[AuditEvent]) -> bool {
+        let n = batch.len() as u64;
+        match self.spill.as_ref().map(|s| s.append(batch)) {
+            Some(Ok(())) => {
+                self.counters.spilled.fetch_add(n, Ordering::Relaxed);
+                crate::metrics::count(crate::metrics::AUDIT_SPILLED, n);
+                false
+            }
+            Some(Err(e)) => {
+                tracing::error!(error_code = %e.code(), events = n, "audit events lost: the spill file cannot be written");
+                self.failed(n);
+                true
+            }
+            None => {
+                tracing::error!(
+                    events = n,
+                    "audit events lost: the sink failed and no spill file is set"
+                );
+                self.failed(n);
+                true
+            }
+        }
+    }
+
+    fn failed(&self, n: u64) {
+        self.counters.failed.fetch_add(n, Ordering::Relaxed);
+        crate::metrics::count(crate::metrics::AUDIT_FAILED, n);
+    }
+
+    /// The periodic try while the sink is down: replays the spill file, or
+    /// asks the sink's health. `true` when nothing is left to replay.
+    async fn recover(&self, spilling: bool) -> bool {
+        if spilling {
+            return self.replay().await;
+        }
+        let ok = self.sink.health().await.is_ok();
+        self.healthy.send_replace(ok);
+        true
+    }
+
+    /// Hands the spill file to the sink in order, batch by batch, keeping
+    /// what it did not take. `true` when the file is empty now.
+    async fn replay(&self) -> bool {
+        let Some(spill) = &self.spill else {
+            return true;
+        };
+        let events = match spill.read() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error_code = %e.code(), "cannot read the audit spill file");
+                return false;
+            }
+        };
+        let mut done = 0;
+        for chunk in events.chunks(BATCH) {
+            if self.sink.write(chunk).await.is_err() {
+                break;
+            }
+            done += chunk.len();
+            self.counters
+                .replayed
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.counters
+                .written
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+        if done == 0 && !events.is_empty() {
+            self.healthy.send_replace(false);
+            return false;
+        }
+        // Forget what was written (a crash before this line replays it
+        // again: at least once, same event ids).
+        if let Err(e) = spill.keep_only(&events[done..]) {
+            tracing::warn!(error_code = %e.code(), "cannot shorten the audit spill file");
+        }
+        let all = done == events.len();
+        self.healthy.send_replace(all);
+        if all && done > 0 {
+            tracing::info!(events = done, "audit spill file replayed");
+        }
+        all
+    }
 }

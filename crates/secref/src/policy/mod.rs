@@ -736,6 +736,7 @@ impl Policy {
         let now = Instant::now();
         match decision {
             Decision::Deny { decision_id } => {
+                crate::metrics::policy_decision(false);
                 self.remember_denial(key.clone(), now);
                 Err(Refusal {
                     error: denied(DENY, "access denied by policy", r),
@@ -743,6 +744,7 @@ impl Policy {
                 })
             }
             Decision::Allow(terms) => {
+                crate::metrics::policy_decision(true);
                 let grant = Arc::new(Grant {
                     expires: now + terms.ttl,
                     max_uses: terms.max_uses.max(1),

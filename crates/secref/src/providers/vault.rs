@@ -740,6 +740,11 @@ impl Provider for VaultProvider {
         wrapped_ref(r, ttl)
     }
 
+    /// `auth/token/lookup-self`: reachable and the token is accepted.
+    async fn health(&self) -> Result<()> {
+        self.lookup_self().await.map(drop)
+    }
+
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         // Credentials first: if we cannot authenticate, nothing can be read
         // (a request-level failure).
