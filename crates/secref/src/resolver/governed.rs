@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::partial::partial;
-use super::{collect_refs, FetchError, FetchResult, IntoSecretRef, Partial, Resolver};
+use super::{FetchError, FetchResult, IntoSecretRef, Resolver};
 use crate::audit::Outcome;
 use crate::error::{Error, Result};
 use crate::policy::{Authorization, Context, Permit, Refusal, METADATA_ACTION, READ_ACTION};
@@ -105,44 +104,6 @@ impl Resolver {
             decision_id,
             outcome,
         );
-    }
-
-    /// Runs a non-caching provider operation for one reference.
-    pub(super) async fn one<T, F, Fut>(
-        &self,
-        ctx: &Context,
-        reference: impl IntoSecretRef,
-        op: F,
-    ) -> Result<T>
-    where
-        T: Send,
-        F: Fn(Arc<dyn Provider>, Vec<SecretRef>) -> Fut,
-        Fut: std::future::Future<Output = BatchResult<T>>,
-    {
-        let r = reference.into_secret_ref()?;
-        self.governed_op(ctx, vec![r], op)
-            .await
-            .pop()
-            .expect("one result")
-    }
-
-    /// Runs a non-caching provider operation for many references, partial.
-    pub(super) async fn many<T, F, Fut, I>(
-        &self,
-        ctx: &Context,
-        references: I,
-        op: F,
-    ) -> Result<Partial<T>>
-    where
-        T: Send,
-        F: Fn(Arc<dyn Provider>, Vec<SecretRef>) -> Fut,
-        Fut: std::future::Future<Output = BatchResult<T>>,
-        I: IntoIterator,
-        I::Item: IntoSecretRef,
-    {
-        let refs = collect_refs(references)?;
-        let res = self.governed_op(ctx, refs.clone(), op).await;
-        Ok(partial(refs, res))
     }
 
     /// [`Resolver::per_provider`] behind the policy (action

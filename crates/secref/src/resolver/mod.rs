@@ -16,6 +16,7 @@ mod cached;
 mod governed;
 mod leases;
 mod partial;
+pub mod request;
 mod route;
 mod watch;
 
@@ -26,15 +27,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tracing::{field, Instrument};
-use zeroize::Zeroizing;
 
 use crate::audit::Auditor;
 use crate::cache::{Cache, CacheConfig};
 use crate::error::{Error, Result};
 use crate::flight::SingleFlight;
-use crate::policy::{Context, Policy};
-use crate::provider::{Action, Metadata, Permission, Provider, Resolved, Validation};
+use crate::policy::Policy;
+use crate::provider::{Provider, Resolved};
 use crate::reference::SecretRef;
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
@@ -275,342 +274,24 @@ impl Resolver {
         ResolverBuilder::default()
     }
 
-    /// Resolves one reference (as the anonymous [`Context`] when a policy
-    /// is configured).
+    /// Resolves one reference as the anonymous [`Context`](crate::policy::Context): a convenience
+    /// for `self.read(reference).await` (see [`Resolver::read`] for the
+    /// request builder). A fresh cache hit of an ungoverned resolver costs
+    /// no more than the lookup itself.
     pub async fn resolve(&self, reference: impl IntoSecretRef) -> Result<Secret> {
-        // The slow paths are boxed so that this future stays small: a cache
-        // hit then costs no more than the lookup itself.
-        if self.is_governed() {
-            return Box::pin(self.resolve_as(&Context::anonymous(), reference)).await;
-        }
-        if let Some(hit) = reference.as_parsed().and_then(|r| self.cached(r)) {
-            return Ok(hit);
-        }
-        let r = reference.into_secret_ref()?;
-        if let Some(hit) = self.cached(&r) {
-            return Ok(hit);
-        }
-        Ok(Box::pin(self.resolve_detailed(r)).await?.secret)
+        self.read(reference).await
     }
 
-    /// Resolves one reference on behalf of `ctx`: the policy (if any) decides
-    /// before any cache lookup or provider call, and the outcome is audited
-    /// (if an auditor is configured).
-    ///
-    /// ```
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// use secref::policy::{Context, Policy};
-    /// use secref::{providers::EnvProvider, ErrorCode, Resolver};
-    /// std::env::set_var("DEMO_POLICY_TOKEN", "t0ps3cret");
-    /// let policy = Policy::from_table(
-    ///     &toml::from_str("[[rules]]\nsubject = \"svc-a\"\nmax_uses = 5").unwrap(),
-    ///     &secref::config::Env::default(),
-    /// ).unwrap();
-    /// let resolver = Resolver::builder().provider(EnvProvider::new()).policy(policy).build().unwrap();
-    /// let ok = resolver.resolve_as(&Context::for_subject("svc-a"), "env://DEMO_POLICY_TOKEN").await;
-    /// assert_eq!(ok.unwrap().as_text().unwrap(), "t0ps3cret");
-    /// let err = resolver.resolve_as(&Context::for_subject("svc-b"), "env://DEMO_POLICY_TOKEN").await.unwrap_err();
-    /// assert_eq!(err.code(), ErrorCode::PermissionDenied);
-    /// assert_eq!(err.remote_code(), Some("DENY"));
-    /// # });
-    /// ```
-    pub async fn resolve_as(&self, ctx: &Context, reference: impl IntoSecretRef) -> Result<Secret> {
-        Ok(self.resolve_detailed_as(ctx, reference).await?.secret)
-    }
-
-    /// Resolves one reference and returns the version and lease too.
-    pub async fn resolve_detailed(&self, reference: impl IntoSecretRef) -> Result<Resolved> {
-        self.resolve_detailed_as(&Context::anonymous(), reference)
-            .await
-    }
-
-    /// [`Resolver::resolve_detailed`] on behalf of `ctx`.
-    pub async fn resolve_detailed_as(
-        &self,
-        ctx: &Context,
-        reference: impl IntoSecretRef,
-    ) -> Result<Resolved> {
-        let r = reference.into_secret_ref()?;
-        let span = tracing::debug_span!(
-            "secref.resolve",
-            reference = %r,
-            provider = field::Empty,
-            cache = field::Empty,
-            attempts = field::Empty,
-            error_code = field::Empty,
-        );
-        let mut out = self
-            .governed_refs(ctx, std::slice::from_ref(&r), false)
-            .instrument(span)
-            .await;
-        out.pop().expect("one result").map_err(|e| e.error)
-    }
-
-    /// Resolves one reference as UTF-8 text.
-    pub async fn resolve_text(&self, reference: impl IntoSecretRef) -> Result<Zeroizing<String>> {
-        let s = self.resolve(reference).await?;
-        Ok(Zeroizing::new(s.as_text()?.to_owned()))
-    }
-
-    /// Resolves one reference as bytes.
-    pub async fn resolve_bytes(&self, reference: impl IntoSecretRef) -> Result<Zeroizing<Vec<u8>>> {
-        let s = self.resolve(reference).await?;
-        Ok(Zeroizing::new(s.expose_bytes().to_vec()))
-    }
-
-    /// All-or-nothing batch: every value, or one error naming each failure.
-    /// References are grouped by provider and each group is one backend call
-    /// (split at the provider's batch limit), run concurrently.
+    /// All-or-nothing batch as the anonymous
+    /// [`Context`](crate::policy::Context): every value, or
+    /// one error naming each failure. A convenience for
+    /// `self.read_many(references).await` (see [`Resolver::read_many`]).
     pub async fn resolve_many<I>(&self, references: I) -> Result<BTreeMap<SecretRef, Secret>>
     where
         I: IntoIterator,
         I::Item: IntoSecretRef,
     {
-        self.resolve_many_partial(references).await?.into_result()
-    }
-
-    /// Partial batch: `.resolved` and `.failures`. Only unparseable input
-    /// fails the whole call.
-    pub async fn resolve_many_partial<I>(&self, references: I) -> Result<Partial<Secret>>
-    where
-        I: IntoIterator,
-        I::Item: IntoSecretRef,
-    {
-        self.resolve_many_partial_as(&Context::anonymous(), references)
-            .await
-    }
-
-    /// [`Resolver::resolve_many`] on behalf of `ctx`.
-    pub async fn resolve_many_as<I>(
-        &self,
-        ctx: &Context,
-        references: I,
-    ) -> Result<BTreeMap<SecretRef, Secret>>
-    where
-        I: IntoIterator,
-        I::Item: IntoSecretRef,
-    {
-        self.resolve_many_partial_as(ctx, references)
-            .await?
-            .into_result()
-    }
-
-    /// [`Resolver::resolve_many_partial`] on behalf of `ctx`. A token `jti`
-    /// counts once per call, however many references it names.
-    pub async fn resolve_many_partial_as<I>(
-        &self,
-        ctx: &Context,
-        references: I,
-    ) -> Result<Partial<Secret>>
-    where
-        I: IntoIterator,
-        I::Item: IntoSecretRef,
-    {
-        let refs = collect_refs(references)?;
-        let span = tracing::debug_span!(
-            "secref.resolve_many",
-            count = refs.len(),
-            failures = field::Empty
-        );
-        let results = self
-            .governed_refs(ctx, &refs, false)
-            .instrument(span.clone())
-            .await;
-        let mut out = Partial {
-            resolved: BTreeMap::new(),
-            failures: BTreeMap::new(),
-        };
-        for (r, res) in refs.into_iter().zip(results) {
-            match res {
-                Ok(v) => {
-                    out.resolved.insert(r, v.secret);
-                }
-                Err(e) => {
-                    out.failures.insert(r, e.error);
-                }
-            }
-        }
-        span.record("failures", out.failures.len());
-        Ok(out)
-    }
-
-    /// One call for many references on behalf of `ctx`, answered in input
-    /// order with each value's details (version, lease): what a server
-    /// answering a batch request item by item needs. As one call, a token
-    /// `jti` counts once. Only unparseable input fails the whole call.
-    pub async fn resolve_each_detailed_as<I>(
-        &self,
-        ctx: &Context,
-        references: I,
-    ) -> Result<Vec<Result<Resolved>>>
-    where
-        I: IntoIterator,
-        I::Item: IntoSecretRef,
-    {
-        let refs = collect_refs(references)?;
-        let span = tracing::debug_span!("secref.resolve_many", count = refs.len());
-        Ok(self
-            .governed_refs(ctx, &refs, false)
-            .instrument(span)
-            .await
-            .into_iter()
-            .map(|r| r.map_err(|e| e.error))
-            .collect())
-    }
-
-    /// Non-secret metadata for one reference. With a policy, this is the
-    /// anonymous [`Context`] asking for action `metadata_read`.
-    pub async fn metadata(&self, reference: impl IntoSecretRef) -> Result<Metadata> {
-        self.metadata_as(&Context::anonymous(), reference).await
-    }
-
-    /// [`Resolver::metadata`] on behalf of `ctx`: the policy (if any)
-    /// decides action `metadata_read` before the provider is asked.
-    pub async fn metadata_as(
-        &self,
-        ctx: &Context,
-        reference: impl IntoSecretRef,
-    ) -> Result<Metadata> {
-        self.one(
-            ctx,
-            reference,
-            |p, refs| async move { p.metadata(&refs).await },
-        )
-        .await
-    }
-
-    /// Metadata for many references, partial.
-    pub async fn metadata_many<I>(&self, references: I) -> Result<Partial<Metadata>>
-    where
-        I: IntoIterator,
-        I::Item: IntoSecretRef,
-    {
-        self.metadata_many_as(&Context::anonymous(), references)
-            .await
-    }
-
-    /// [`Resolver::metadata_many`] on behalf of `ctx`.
-    pub async fn metadata_many_as<I>(
-        &self,
-        ctx: &Context,
-        references: I,
-    ) -> Result<Partial<Metadata>>
-    where
-        I: IntoIterator,
-        I::Item: IntoSecretRef,
-    {
-        self.many(
-            ctx,
-            references,
-            |p, refs| async move { p.metadata(&refs).await },
-        )
-        .await
-    }
-
-    /// Checks that a reference names a usable secret, without reading it.
-    /// With a policy, this is the anonymous [`Context`] asking for action
-    /// `metadata_read`.
-    pub async fn validate(&self, reference: impl IntoSecretRef) -> Result<Validation> {
-        self.validate_as(&Context::anonymous(), reference).await
-    }
-
-    /// [`Resolver::validate`] on behalf of `ctx` (action `metadata_read`).
-    pub async fn validate_as(
-        &self,
-        ctx: &Context,
-        reference: impl IntoSecretRef,
-    ) -> Result<Validation> {
-        self.one(
-            ctx,
-            reference,
-            |p, refs| async move { p.validate(&refs).await },
-        )
-        .await
-    }
-
-    /// Validates many references, partial.
-    pub async fn validate_many<I>(&self, references: I) -> Result<Partial<Validation>>
-    where
-        I: IntoIterator,
-        I::Item: IntoSecretRef,
-    {
-        self.validate_many_as(&Context::anonymous(), references)
-            .await
-    }
-
-    /// [`Resolver::validate_many`] on behalf of `ctx`.
-    pub async fn validate_many_as<I>(
-        &self,
-        ctx: &Context,
-        references: I,
-    ) -> Result<Partial<Validation>>
-    where
-        I: IntoIterator,
-        I::Item: IntoSecretRef,
-    {
-        self.many(
-            ctx,
-            references,
-            |p, refs| async move { p.validate(&refs).await },
-        )
-        .await
-    }
-
-    /// Asks whether `action` is allowed on a reference. A denial by the
-    /// provider is `Ok(Permission { allowed: false, .. })`; with a policy,
-    /// the anonymous [`Context`] must first be allowed to ask (action
-    /// `metadata_read`), else the call fails with `permission_denied`.
-    pub async fn permission_check(
-        &self,
-        reference: impl IntoSecretRef,
-        action: Action,
-    ) -> Result<Permission> {
-        self.permission_check_as(&Context::anonymous(), reference, action)
-            .await
-    }
-
-    /// [`Resolver::permission_check`] on behalf of `ctx`.
-    pub async fn permission_check_as(
-        &self,
-        ctx: &Context,
-        reference: impl IntoSecretRef,
-        action: Action,
-    ) -> Result<Permission> {
-        self.one(ctx, reference, move |p, refs| async move {
-            p.permission_check(&refs, action).await
-        })
-        .await
-    }
-
-    /// Permission checks for many references, partial.
-    pub async fn permission_check_many<I>(
-        &self,
-        references: I,
-        action: Action,
-    ) -> Result<Partial<Permission>>
-    where
-        I: IntoIterator,
-        I::Item: IntoSecretRef,
-    {
-        self.permission_check_many_as(&Context::anonymous(), references, action)
-            .await
-    }
-
-    /// [`Resolver::permission_check_many`] on behalf of `ctx`.
-    pub async fn permission_check_many_as<I>(
-        &self,
-        ctx: &Context,
-        references: I,
-        action: Action,
-    ) -> Result<Partial<Permission>>
-    where
-        I: IntoIterator,
-        I::Item: IntoSecretRef,
-    {
-        self.many(ctx, references, move |p, refs| async move {
-            p.permission_check(&refs, action).await
-        })
-        .await
+        self.read_many(references).await
     }
 
     /// Drops the cached value (and any negative entry) for a reference.
