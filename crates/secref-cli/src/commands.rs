@@ -161,7 +161,8 @@ async fn check(args: &VarArgs) -> secref::Result<i32> {
     let cfg = Config::load()?;
     let resolver = resolver(&cfg)?;
     let partial = resolver
-        .resolve_many_partial(vars::references(&vars))
+        .read_many(vars::references(&vars))
+        .partial()
         .await?;
     let mut rows = vec![[
         "NAME".to_string(),
