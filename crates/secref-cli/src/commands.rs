@@ -202,7 +202,8 @@ async fn check(args: &VarArgs) -> secref::Result<i32> {
     let resolver = resolver(&cfg)?;
     let vars = vars::collect(args, &resolver).await?;
     let partial = resolver
-        .resolve_many_partial(vars::references(&vars))
+        .read_many(vars::references(&vars))
+        .partial()
         .await?;
     let mut rows = vec![[
         "NAME".to_string(),

@@ -191,7 +191,8 @@ impl Follower {
                     .collect();
                 let partial = self
                     .resolver
-                    .resolve_many_partial(local.iter().map(|&i| self.refs[i].clone()))
+                    .read_many(local.iter().map(|&i| self.refs[i].clone()))
+                    .partial()
                     .await;
                 let partial = match partial {
                     Ok(p) => p,

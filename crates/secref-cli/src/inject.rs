@@ -89,7 +89,7 @@ pub async fn run(args: InjectArgs) -> secref::Result<i32> {
 
 /// Every reference in one batch; any failure fails the whole render.
 async fn resolve_batch(resolver: &Resolver, refs: &[SecretRef]) -> secref::Result<Vec<Secret>> {
-    let partial = resolver.resolve_many_partial(refs.iter().cloned()).await?;
+    let partial = resolver.read_many(refs.iter().cloned()).partial().await?;
     if let Some((first, _)) = partial.failures.iter().next() {
         let lines: Vec<String> = partial
             .failures

@@ -271,7 +271,7 @@ pub async fn resolve_all(
     consequence: &str,
 ) -> secref::Result<Resolved> {
     let refs = references(vars);
-    let partial = resolver.resolve_many_partial(refs).await?;
+    let partial = resolver.read_many(refs).partial().await?;
     if !partial.failures.is_empty() {
         return Err(failure_report(vars, &partial.failures, consequence));
     }

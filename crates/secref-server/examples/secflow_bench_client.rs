@@ -13,11 +13,11 @@ use secref::providers::secflow::SecFlowProvider;
 use secref::{Provider, Secret, SecretRef};
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+async fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let [_, url, n, rounds] = &args[..] else {
         eprintln!("usage: secflow_bench_client <base_url> <n> <rounds>");
-        std::process::exit(2);
+        return std::process::ExitCode::from(2);
     };
     let n: usize = n.parse().expect("n");
     let rounds: usize = rounds.parse().expect("rounds");
@@ -53,6 +53,7 @@ async fn main() {
         median(loop_times),
         median(batch_times)
     );
+    std::process::ExitCode::SUCCESS
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

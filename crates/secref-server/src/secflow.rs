@@ -492,7 +492,10 @@ async fn ref_items(
             let results = each(
                 state
                     .resolver()
-                    .resolve_each_detailed_as(ctx, &backend_refs)
+                    .read_many(&backend_refs)
+                    .as_(ctx)
+                    .detailed()
+                    .each()
                     .await,
                 asks.len(),
             );
@@ -545,26 +548,6 @@ fn each<T>(res: secref::Result<Vec<secref::Result<T>>>, n: usize) -> Vec<secref:
     }
 }
 
-/// A partial answer, in the order of `refs`.
-fn in_order<T: Clone>(
-    refs: &[SecretRef],
-    res: secref::Result<secref::Partial<T>>,
-) -> Vec<secref::Result<T>> {
-    match res {
-        Ok(p) => {
-            refs.iter()
-                .map(|r| match p.resolved.get(r) {
-                    Some(v) => Ok(v.clone()),
-                    None => Err(p.failures.get(r).cloned().unwrap_or_else(|| {
-                        Error::internal("the resolver did not answer a reference")
-                    })),
-                })
-                .collect()
-        }
-        Err(e) => refs.iter().map(|_| Err(e.clone())).collect(),
-    }
-}
-
 /// The context of a request's follow-up call: its token `jti` was counted by
 /// the request's first call, and counting it again would call the request a
 /// replay of itself.
@@ -582,7 +565,10 @@ async fn validations(
     ctx: &Context,
     refs: &[SecretRef],
 ) -> Vec<secref::Result<Validation>> {
-    let out = in_order(refs, state.resolver().validate_many_as(ctx, refs).await);
+    let out = each(
+        state.resolver().validate_many(refs).as_(ctx).each().await,
+        refs.len(),
+    );
     read_where_unsupported(state, ctx, refs, out, |_, read| match read {
         Ok(_) => Ok(Validation::existence(true)),
         Err(e) if e.code() == ErrorCode::NotFound => Ok(Validation::existence(false)),
@@ -598,7 +584,10 @@ async fn metadatas(
     ctx: &Context,
     refs: &[SecretRef],
 ) -> Vec<secref::Result<secref::provider::Metadata>> {
-    let out = in_order(refs, state.resolver().metadata_many_as(ctx, refs).await);
+    let out = each(
+        state.resolver().metadata_many(refs).as_(ctx).each().await,
+        refs.len(),
+    );
     read_where_unsupported(state, ctx, refs, out, |r, read| {
         read.map(|v| secref::provider::Metadata {
             reference: r.to_canonical().to_string(),
@@ -628,7 +617,10 @@ async fn read_where_unsupported<T>(
     let read = each(
         state
             .resolver()
-            .resolve_each_detailed_as(&follow_up(ctx), again)
+            .read_many(again)
+            .as_(&follow_up(ctx))
+            .detailed()
+            .each()
             .await,
         unsupported.len(),
     );

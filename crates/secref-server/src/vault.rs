@@ -975,7 +975,7 @@ async fn upstream_op(
             Ok(r) => r,
             Err(e) => return fail(&e),
         };
-        return match resolver.metadata_as(&ctx, r).await {
+        return match resolver.metadata(r).as_(&ctx).await {
             Ok(m) => {
                 let versions: Map<String, Value> = m
                     .versions
@@ -1024,7 +1024,7 @@ async fn upstream_op(
         Err(e) => return fail(&e),
     };
     let key = t.key();
-    let mut resolved = resolver.resolve_detailed_as(&ctx, r.clone()).await;
+    let mut resolved = resolver.read(r.clone()).as_(&ctx).detailed().await;
     // Never answer a latest read with a version older than one already
     // seen (a cached answer from before a newer version was read): drop
     // the cached answer and ask upstream once more.
@@ -1033,7 +1033,7 @@ async fn upstream_op(
             let n = got.version.as_deref().and_then(|v| v.parse::<u64>().ok());
             if n.is_some_and(|n| n < api.seen_version(&key)) {
                 let _ = resolver.invalidate(r.clone());
-                resolved = resolver.resolve_detailed_as(&ctx, r.clone()).await;
+                resolved = resolver.read(r.clone()).as_(&ctx).detailed().await;
             }
         }
     }

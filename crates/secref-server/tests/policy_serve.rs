@@ -318,10 +318,8 @@ async fn a_client_side_wrap_obligation_reaches_the_real_vault_provider() {
         .build()
         .unwrap();
     let got = client
-        .resolve_as(
-            &secref::policy::Context::for_subject("svc"),
-            "openbao+kv2://secret/app/db#password",
-        )
+        .read("openbao+kv2://secret/app/db#password")
+        .as_(&secref::policy::Context::for_subject("svc"))
         .await
         .unwrap();
     assert_eq!(got.as_text().unwrap(), CANARY);

@@ -202,7 +202,8 @@ async fn resolver_over_provider_splits_batches_and_routes_leases() {
         b"v149"
     );
     let d = resolver
-        .resolve_detailed("secret://dev/app/token/text")
+        .read("secret://dev/app/token/text")
+        .detailed()
         .await
         .unwrap();
     let lease = d.lease.unwrap().id;

@@ -326,10 +326,10 @@ async fn resolver_from_config_reads_kv2_from_the_server() {
     };
     let resolver = Resolver::from_config(&cfg).unwrap();
     let v = resolver
-        .resolve_text("openbao+kv2://secret/myapp/api#token?version=2")
+        .resolve("openbao+kv2://secret/myapp/api#token?version=2")
         .await
         .unwrap();
-    assert_eq!(v.as_str(), "canary-kv2-v2-51c7");
+    assert_eq!(v.as_text().unwrap(), "canary-kv2-v2-51c7");
 
     cfg.env.set("VAULT_VERIFY_SSL", "maybe");
     let e = Resolver::from_config(&cfg).unwrap_err();

@@ -165,8 +165,10 @@ impl CozeDouble {
 }
 
 /// `secref-fake coze --issuer <url> --seed <json>`: runs the double until
-/// killed, after printing `listening on <url>`.
-pub fn main(args: &[String]) -> ! {
+/// killed, after printing `listening on <url>`; returns (exit code 2) only
+/// on bad arguments or when it cannot listen.
+pub fn main(args: &[String]) -> std::process::ExitCode {
+    const USAGE: &str = "usage: secref-fake coze --issuer <url> [--seed <json>]";
     let mut issuer = None;
     let mut seed = Seed::default();
     let mut it = args.iter();
@@ -175,28 +177,28 @@ pub fn main(args: &[String]) -> ! {
             ("--issuer", Some(v)) => issuer = Some(v.clone()),
             ("--seed", Some(v)) => match serde_json::from_str(v) {
                 Ok(s) => seed = s,
-                Err(e) => fail(&format!("invalid --seed: {e}")),
+                Err(e) => return fail(&format!("invalid --seed: {e}")),
             },
-            _ => fail("usage: secref-fake coze --issuer <url> [--seed <json>]"),
+            _ => return fail(USAGE),
         }
     }
     let Some(issuer) = issuer else {
-        fail("usage: secref-fake coze --issuer <url> [--seed <json>]")
+        return fail(USAGE);
     };
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     rt.block_on(async {
-        let double = CozeDouble::spawn(&issuer, seed)
-            .await
-            .unwrap_or_else(|e| fail(&format!("cannot listen: {e}")));
+        let double = match CozeDouble::spawn(&issuer, seed).await {
+            Ok(d) => d,
+            Err(e) => return fail(&format!("cannot listen: {e}")),
+        };
         println!("listening on {}", double.url);
-        std::future::pending::<()>().await;
-    });
-    unreachable!("the double runs until killed")
+        std::future::pending::<std::process::ExitCode>().await
+    })
 }
 
-fn fail(msg: &str) -> ! {
+fn fail(msg: &str) -> std::process::ExitCode {
     eprintln!("secref-fake coze: {msg}");
-    std::process::exit(2)
+    std::process::ExitCode::from(2)
 }
 
 fn envelope(status: u16, code: i64, msg: &str, data: Value) -> Response {

@@ -216,24 +216,26 @@ impl InfisicalDouble {
     }
 }
 
-/// `secref-fake infisical --seed <json file>`: serves until killed.
-pub fn run_cli(args: &[String]) -> ! {
+/// `secref-fake infisical --seed <json file>`: serves until killed; returns
+/// (exit code 2) only on bad arguments.
+pub fn run_cli(args: &[String]) -> std::process::ExitCode {
+    let usage = |msg: String| {
+        eprintln!("secref-fake infisical: {msg}");
+        std::process::ExitCode::from(2)
+    };
     let seed = match args {
         [flag, path] if flag == "--seed" => {
-            let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-                eprintln!("secref-fake infisical: cannot read {path}: {e}");
-                std::process::exit(2)
-            });
-            serde_json::from_str::<Seed>(&text).unwrap_or_else(|e| {
-                eprintln!("secref-fake infisical: invalid seed: {e}");
-                std::process::exit(2)
-            })
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => return usage(format!("cannot read {path}: {e}")),
+            };
+            match serde_json::from_str::<Seed>(&text) {
+                Ok(s) => s,
+                Err(e) => return usage(format!("invalid seed: {e}")),
+            }
         }
         [] => Seed::default(),
-        _ => {
-            eprintln!("usage: secref-fake infisical [--seed <file.json>]");
-            std::process::exit(2)
-        }
+        _ => return usage("usage: secref-fake infisical [--seed <file.json>]".into()),
     };
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     rt.block_on(async {
@@ -241,9 +243,8 @@ pub fn run_cli(args: &[String]) -> ! {
         println!("listening on {}", double.url);
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        std::future::pending::<()>().await;
-    });
-    unreachable!()
+        std::future::pending::<std::process::ExitCode>().await
+    })
 }
 
 fn router(state: AppState) -> Router {

@@ -2,7 +2,10 @@
 //! prints `listening on http://127.0.0.1:<port>` once ready, for the Python
 //! conformance suites.
 
-fn main() {
+use std::process::ExitCode;
+
+/// Returns its exit code (never `process::exit`s), so destructors run.
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let backend = args.first().cloned().unwrap_or_default();
     match backend.as_str() {
@@ -10,7 +13,7 @@ fn main() {
         "coze" => secref_testkit::coze::main(&args[1..]),
         _ => {
             eprintln!("secref-fake: unknown backend '{backend}' (available: infisical, coze)");
-            std::process::exit(2);
+            ExitCode::from(2)
         }
     }
 }

@@ -49,6 +49,6 @@ pub use config::Config;
 pub use error::{Error, ErrorCode, Result};
 pub use provider::{Provider, Resolved};
 pub use reference::{RefKind, SecretRef};
-pub use resolver::{IntoSecretRef, Partial, Resolver, ResolverBuilder};
+pub use resolver::{request, IntoSecretRef, Partial, Resolver, ResolverBuilder};
 pub use retry::RetryPolicy;
 pub use secret::{constant_time_eq, Secret};

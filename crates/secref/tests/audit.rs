@@ -106,20 +106,24 @@ async fn one_event_per_outcome_without_value_or_reference() {
         .with_tenant("dev")
         .with_correlation_id("corr-1");
     let token = "openbao+kv2://secret/app#token";
-    r.resolve_as(&ctx, token).await.unwrap(); // miss
-    r.resolve_as(&ctx, token).await.unwrap(); // hit
+    r.read(token).as_(&ctx).await.unwrap(); // miss
+    r.read(token).as_(&ctx).await.unwrap(); // hit
     let denied = r
-        .resolve_as(&Context::for_subject("eve"), token)
+        .read(token)
+        .as_(&Context::for_subject("eve"))
         .await
         .unwrap_err();
     assert_eq!(denied.remote_code(), Some("DENY"));
-    r.resolve_as(&ctx, "openbao+kv2://secret/missing#x")
+    r.read("openbao+kv2://secret/missing#x")
+        .as_(&ctx)
         .await
         .unwrap_err();
-    r.resolve_as(&ctx, "openbao+kv2://secret/old#token?version=1")
+    r.read("openbao+kv2://secret/old#token?version=1")
+        .as_(&ctx)
         .await
         .unwrap_err();
-    r.resolve_as(&ctx, "openbao+kv2://secret/gone#token?version=2")
+    r.read("openbao+kv2://secret/gone#token?version=2")
+        .as_(&ctx)
         .await
         .unwrap_err();
     r.auditor().unwrap().flush().await;
@@ -372,13 +376,15 @@ async fn traces_and_debug_never_contain_values_or_salts() {
         .unwrap();
     let ctx = Context::for_subject("svc-a").with_cnf_jkt("k1");
     let token = "openbao+kv2://secret/app#token";
-    let got = r.resolve_as(&ctx, token).await.unwrap();
+    let got = r.read(token).as_(&ctx).await.unwrap();
     let drift = r
-        .resolve_as(&Context::for_subject("svc-a").with_cnf_jkt("k2"), token)
+        .read(token)
+        .as_(&Context::for_subject("svc-a").with_cnf_jkt("k2"))
         .await
         .unwrap_err();
     let denied = r
-        .resolve_as(&Context::for_subject("eve"), token)
+        .read(token)
+        .as_(&Context::for_subject("eve"))
         .await
         .unwrap_err();
     a.flush().await;

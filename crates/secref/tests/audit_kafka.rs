@@ -103,14 +103,16 @@ async fn audit_events_reach_both_kafka_topics() {
     let reference = "openbao+kv2://secret/kafka/app#token";
     let ctx = Context::for_subject("svc-a").with_correlation_id("corr-kafka");
     assert_eq!(
-        r.resolve_as(&ctx, reference)
+        r.read(reference)
+            .as_(&ctx)
             .await
             .unwrap()
             .as_text()
             .unwrap(),
         CANARY
     );
-    r.resolve_as(&Context::for_subject("eve"), reference)
+    r.read(reference)
+        .as_(&Context::for_subject("eve"))
         .await
         .unwrap_err();
     let a = r.auditor().unwrap();

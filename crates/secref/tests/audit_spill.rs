@@ -110,7 +110,7 @@ async fn read(resolver: &Resolver, i: usize) {
     let ctx = Context::default();
     let r = format!("openbao+kv2://secret/app{i:02}#k");
     // Reads go on whatever the broker does.
-    assert!(resolver.resolve_as(&ctx, r.as_str()).await.is_ok());
+    assert!(resolver.read(r.as_str()).as_(&ctx).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,7 +61,8 @@ async fn a_large_mixed_batch_reads_everything_once_and_fails_per_item() {
     all.push(missing.clone());
     all.push(gone.clone());
     let partial = resolver
-        .resolve_many_partial(all.iter().map(String::as_str))
+        .read_many(all.iter().map(String::as_str))
+        .partial()
         .await
         .unwrap();
     for (r, want) in refs.iter().zip(&expected) {
@@ -97,7 +98,8 @@ async fn ssm_batches_beyond_ten_names_and_pins_versions() {
     let missing = format!("aws-ssm://{root}/missing");
     refs.push(missing.clone());
     let partial = resolver
-        .resolve_many_partial(refs.iter().map(String::as_str))
+        .read_many(refs.iter().map(String::as_str))
+        .partial()
         .await
         .unwrap();
     let text = |r: &str| {

@@ -311,13 +311,14 @@ async fn one_env_listing_serves_a_whole_batch() {
     let r =
         resolver(CozeProvider::from_env(&env(&o, &d, &unique_lane("boe_env_batch"), &[])).unwrap());
     let got = r
-        .resolve_many_partial([
+        .read_many([
             "coze+env://p1/DB_URL",
             "coze+env://p1/A",
             "coze+env://p1/B",
             "coze+env://p1/MISSING",
             "coze+credential://github",
         ])
+        .partial()
         .await
         .unwrap();
     let calls: Vec<String> = d.requests().into_iter().map(|r| r.call).collect();
@@ -692,11 +693,12 @@ async fn secrets_and_tokens_never_reach_logs_errors_or_debug() {
         .unwrap();
     let mut texts = Vec::new();
     let got = r
-        .resolve_many_partial([
+        .read_many([
             "coze+credential://github",
             "coze+env://p/DB_URL",
             "coze+credential://flaky",
         ])
+        .partial()
         .await
         .unwrap();
     texts.push(format!("{got:?}"));

@@ -578,7 +578,7 @@ async fn canaries_stay_out_of_logs_errors_and_debug() {
         "infisical://proj-1/dev/app/NOPE",
         "infisical://proj-1/dev/ROOT_KEY",
     ] {
-        match resolver.resolve_detailed(reference).await {
+        match resolver.read(reference).detailed().await {
             Ok(v) => seen.push_str(&format!("{v:?}")),
             Err(e) => seen.push_str(&format!("{e:?} {e}")),
         }
@@ -588,11 +588,12 @@ async fn canaries_stay_out_of_logs_errors_and_debug() {
         seen.push_str(&format!("{e:?} {e}"));
     }
     let partial = resolver
-        .resolve_many_partial([
+        .read_many([
             "infisical://proj-1/dev/app/DB_PASS",
             "infisical://proj-1/dev/app/API_KEY",
             "infisical://proj-1/dev/app/MISSING",
         ])
+        .partial()
         .await;
     seen.push_str(&format!("{partial:?}"));
     seen.push_str(&format!("{resolver:?}"));

@@ -144,12 +144,12 @@ async fn grant_lives_its_ttl_then_the_pdp_is_asked_again() {
     let pdp = FakePdp::allowing(10, 100);
     let r = resolver(&fake, pdp.clone(), "", false);
     let ctx = Context::for_subject("svc-a");
-    r.resolve_as(&ctx, "env://A").await.unwrap();
+    r.read("env://A").as_(&ctx).await.unwrap();
     tokio::time::advance(Duration::from_millis(9_999)).await;
-    r.resolve_as(&ctx, "env://A").await.unwrap();
+    r.read("env://A").as_(&ctx).await.unwrap();
     assert_eq!(pdp.calls(), 1, "the grant still holds");
     tokio::time::advance(Duration::from_millis(2)).await;
-    r.resolve_as(&ctx, "env://A").await.unwrap();
+    r.read("env://A").as_(&ctx).await.unwrap();
     assert_eq!(pdp.calls(), 2, "an expired grant is asked for anew");
 }
 
@@ -161,7 +161,8 @@ async fn max_uses_then_denied_without_reaching_the_provider() {
     let ctx = Context::for_subject("svc-a");
     for _ in 0..3 {
         assert_eq!(
-            r.resolve_as(&ctx, "env://A")
+            r.read("env://A")
+                .as_(&ctx)
                 .await
                 .unwrap()
                 .as_text()
@@ -169,7 +170,7 @@ async fn max_uses_then_denied_without_reaching_the_provider() {
             CANARY
         );
     }
-    let e = r.resolve_as(&ctx, "env://A").await.unwrap_err();
+    let e = r.read("env://A").as_(&ctx).await.unwrap_err();
     assert_denied(&e, "SECRET_AUTHZ_FAILED");
     assert!(!format!("{e:?}{e}").contains(CANARY));
     assert_eq!(fake.reads(), 3);
@@ -187,10 +188,7 @@ async fn concurrent_callers_never_exceed_max_uses() {
     let tasks: Vec<_> = (0..64)
         .map(|_| {
             let r = r.clone();
-            tokio::spawn(async move {
-                r.resolve_as(&Context::for_subject("svc-a"), "env://A")
-                    .await
-            })
+            tokio::spawn(async move { r.read("env://A").as_(&Context::for_subject("svc-a")).await })
         })
         .collect();
     let mut ok = 0;
@@ -213,13 +211,13 @@ async fn a_failed_read_gives_its_use_back() {
     let pdp = FakePdp::allowing(300, 1);
     let r = resolver(&fake, pdp.clone(), "", false);
     let ctx = Context::for_subject("svc-a");
-    let e = r.resolve_as(&ctx, "env://LATER").await.unwrap_err();
+    let e = r.read("env://LATER").as_(&ctx).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotFound);
     fake.set("env://LATER", CANARY);
-    let v = r.resolve_as(&ctx, "env://LATER").await.unwrap();
+    let v = r.read("env://LATER").as_(&ctx).await.unwrap();
     assert_eq!(v.as_text().unwrap(), CANARY);
     assert_denied(
-        &r.resolve_as(&ctx, "env://LATER").await.unwrap_err(),
+        &r.read("env://LATER").as_(&ctx).await.unwrap_err(),
         "SECRET_AUTHZ_FAILED",
     );
 }
@@ -233,19 +231,19 @@ async fn audience_must_match_when_the_token_has_one() {
     let r = resolver(&fake, pdp.clone(), "audience = \"secrets.api\"", false);
     let wrong = Context::for_subject("svc-a").with_audience(["other"]);
     assert_denied(
-        &r.resolve_as(&wrong, "env://A").await.unwrap_err(),
+        &r.read("env://A").as_(&wrong).await.unwrap_err(),
         "SECRET_AUTHZ_FAILED",
     );
     assert_eq!((fake.reads(), pdp.calls()), (0, 0));
     let right = Context::for_subject("svc-b").with_audience(["other", "secrets.api"]);
-    r.resolve_as(&right, "env://A").await.unwrap();
+    r.read("env://A").as_(&right).await.unwrap();
     let none = Context::for_subject("svc-c");
-    r.resolve_as(&none, "env://A").await.unwrap();
+    r.read("env://A").as_(&none).await.unwrap();
     // Checked on every call, not only on a grant miss (stricter than the
     // reference): svc-b's grant does not carry a wrong-audience token.
     let b_wrong = Context::for_subject("svc-b").with_audience(["other"]);
     assert_denied(
-        &r.resolve_as(&b_wrong, "env://A").await.unwrap_err(),
+        &r.read("env://A").as_(&b_wrong).await.unwrap_err(),
         "SECRET_AUTHZ_FAILED",
     );
     assert_eq!(fake.reads(), 2);
@@ -257,31 +255,32 @@ async fn a_replayed_jti_gets_no_new_grant() {
     let pdp = FakePdp::allowing(3_600, 100);
     let r = resolver(&fake, pdp.clone(), "replay_window_seconds = 60", false);
     let ctx = Context::for_subject("svc-a").with_jti("jti-1");
-    r.resolve_as(&ctx, "env://A").await.unwrap();
+    r.read("env://A").as_(&ctx).await.unwrap();
     // The same token on a grant hit is the same request's token: fine.
-    r.resolve_as(&ctx, "env://A").await.unwrap();
+    r.read("env://A").as_(&ctx).await.unwrap();
     // On a miss it is a replay, whatever the reference or subject.
     assert_denied(
-        &r.resolve_as(&ctx, "env://B").await.unwrap_err(),
+        &r.read("env://B").as_(&ctx).await.unwrap_err(),
         "SECRET_AUTHZ_FAILED",
     );
     let other = Context::for_subject("svc-z").with_jti("jti-1");
     assert_denied(
-        &r.resolve_as(&other, "env://C").await.unwrap_err(),
+        &r.read("env://C").as_(&other).await.unwrap_err(),
         "SECRET_AUTHZ_FAILED",
     );
     assert_eq!(pdp.calls(), 1);
     // One batch is one request: its jti is checked once for all misses.
     let batch = Context::for_subject("svc-b").with_jti("jti-2");
     let got = r
-        .resolve_many_as(&batch, ["env://A", "env://B", "env://C"])
+        .read_many(["env://A", "env://B", "env://C"])
+        .as_(&batch)
         .await
         .unwrap();
     assert_eq!(got.len(), 3);
     // After the window the jti is forgotten.
     tokio::time::advance(Duration::from_secs(61)).await;
     let later = Context::for_subject("svc-q").with_jti("jti-1");
-    r.resolve_as(&later, "env://C").await.unwrap();
+    r.read("env://C").as_(&later).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -295,24 +294,24 @@ async fn binding_drift_is_denied_and_remembered() {
         false,
     );
     let k1 = Context::for_subject("svc-a").with_cnf_jkt("thumb-1");
-    r.resolve_as(&k1, "env://A").await.unwrap();
+    r.read("env://A").as_(&k1).await.unwrap();
     let k2 = Context::for_subject("svc-a").with_mtls_thumbprint("thumb-2");
     assert_denied(
-        &r.resolve_as(&k2, "env://A").await.unwrap_err(),
+        &r.read("env://A").as_(&k2).await.unwrap_err(),
         "BINDING_DRIFT",
     );
     // The denial is negative-cached: even the right key waits it out.
     assert_denied(
-        &r.resolve_as(&k1, "env://A").await.unwrap_err(),
+        &r.read("env://A").as_(&k1).await.unwrap_err(),
         "SECRET_AUTHZ_FAILED",
     );
     tokio::time::advance(Duration::from_millis(5_001)).await;
-    r.resolve_as(&k1, "env://A").await.unwrap();
+    r.read("env://A").as_(&k1).await.unwrap();
     // A bound grant is not usable without any binding (stricter than the
     // reference, which let an unbound caller through).
     let unbound = Context::for_subject("svc-a");
     assert_denied(
-        &r.resolve_as(&unbound, "env://A").await.unwrap_err(),
+        &r.read("env://A").as_(&unbound).await.unwrap_err(),
         "BINDING_DRIFT",
     );
     assert_eq!(fake.reads(), 2);
@@ -337,7 +336,7 @@ async fn negative_entries_expire_within_ttl_plus_jitter() {
     );
     let ctx = Context::for_subject("svc-a");
     for x in &refs {
-        assert_denied(&r.resolve_as(&ctx, x).await.unwrap_err(), "DENY");
+        assert_denied(&r.read(x).as_(&ctx).await.unwrap_err(), "DENY");
     }
     assert_eq!(pdp.calls(), 20);
     pdp.allow.store(true, Ordering::SeqCst);
@@ -345,7 +344,7 @@ async fn negative_entries_expire_within_ttl_plus_jitter() {
     tokio::time::advance(Duration::from_millis(4_999)).await;
     for x in &refs {
         assert_denied(
-            &r.resolve_as(&ctx, x).await.unwrap_err(),
+            &r.read(x).as_(&ctx).await.unwrap_err(),
             "SECRET_AUTHZ_FAILED",
         );
     }
@@ -353,7 +352,7 @@ async fn negative_entries_expire_within_ttl_plus_jitter() {
     // After TTL + the largest jitter, none is.
     tokio::time::advance(Duration::from_millis(502)).await;
     for x in &refs {
-        r.resolve_as(&ctx, x).await.unwrap();
+        r.read(x).as_(&ctx).await.unwrap();
     }
     assert_eq!(pdp.calls(), 40);
     assert_eq!(fake.reads(), 20);
@@ -364,12 +363,14 @@ async fn a_denied_read_never_returns_a_cached_value() {
     let fake = Fake::with(&[("env://A", CANARY)]);
     let pdp = FakePdp::allowing(300, 100);
     let r = resolver(&fake, pdp.clone(), "", true);
-    r.resolve_as(&Context::for_subject("svc-a"), "env://A")
+    r.read("env://A")
+        .as_(&Context::for_subject("svc-a"))
         .await
         .unwrap();
     pdp.allow.store(false, Ordering::SeqCst);
     let e = r
-        .resolve_as(&Context::for_subject("svc-b"), "env://A")
+        .read("env://A")
+        .as_(&Context::for_subject("svc-b"))
         .await
         .unwrap_err();
     assert_denied(&e, "DENY");
@@ -386,17 +387,17 @@ async fn pdp_outage_honours_existing_grants_only() {
     let pdp = FakePdp::allowing(300, 5);
     let r = resolver(&fake, pdp.clone(), "", false);
     let ctx = Context::for_subject("svc-a");
-    r.resolve_as(&ctx, "env://A").await.unwrap();
+    r.read("env://A").as_(&ctx).await.unwrap();
     pdp.up.store(false, Ordering::SeqCst);
-    r.resolve_as(&ctx, "env://A").await.unwrap();
-    let e = r.resolve_as(&ctx, "env://B").await.unwrap_err();
+    r.read("env://A").as_(&ctx).await.unwrap();
+    let e = r.read("env://B").as_(&ctx).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::BackendUnavailable);
     assert!(e.retryable());
     assert_eq!(e.remote_code(), Some("PDP_UNAVAILABLE"));
     assert_eq!(fake.reads(), 2, "B never reached the provider");
     // An outage is not remembered as a denial: back up, B works at once.
     pdp.up.store(true, Ordering::SeqCst);
-    r.resolve_as(&ctx, "env://B").await.unwrap();
+    r.read("env://B").as_(&ctx).await.unwrap();
 }
 
 // ---- Tenants -----------------------------------------------------------------------------------
@@ -418,20 +419,20 @@ async fn tenant_mount_guard() {
     "#;
     let r = resolver(&fake, pdp.clone(), cfg, false);
     let dev = Context::for_subject("svc-a");
-    r.resolve_as(&dev, "openbao+kv2://secret/app#k")
+    r.read("openbao+kv2://secret/app#k")
+        .as_(&dev)
         .await
         .unwrap();
     for bad in ["openbao+kv2://other/app#k", "local://other/x"] {
-        let e = r.resolve_as(&dev, bad).await.unwrap_err();
+        let e = r.read(bad).as_(&dev).await.unwrap_err();
         assert_eq!(e.code(), ErrorCode::TenantMountMismatch, "{bad}");
     }
     let ops = Context::for_subject("svc-a").with_tenant("ops");
-    r.resolve_as(&ops, "openbao+kv2://other/app#k")
-        .await
-        .unwrap();
+    r.read("openbao+kv2://other/app#k").as_(&ops).await.unwrap();
     let unknown = Context::for_subject("svc-a").with_tenant("nobody");
     assert_denied(
-        &r.resolve_as(&unknown, "openbao+kv2://secret/app#k")
+        &r.read("openbao+kv2://secret/app#k")
+            .as_(&unknown)
             .await
             .unwrap_err(),
         "SECRET_AUTHZ_FAILED",
@@ -470,20 +471,18 @@ async fn local_rules_from_config() {
         .build()
         .unwrap();
     let svc = Context::for_subject("svc-a");
-    r.resolve_as(&svc, "env://APP_A").await.unwrap();
-    r.resolve_as(&svc, "env://APP_A").await.unwrap();
+    r.read("env://APP_A").as_(&svc).await.unwrap();
+    r.read("env://APP_A").as_(&svc).await.unwrap();
     assert_denied(
-        &r.resolve_as(&svc, "env://APP_A").await.unwrap_err(),
+        &r.read("env://APP_A").as_(&svc).await.unwrap_err(),
         "SECRET_AUTHZ_FAILED",
     );
-    assert_denied(
-        &r.resolve_as(&svc, "env://OPS_B").await.unwrap_err(),
-        "DENY",
-    );
+    assert_denied(&r.read("env://OPS_B").as_(&svc).await.unwrap_err(), "DENY");
     let admin = Context::for_subject("admin");
-    r.resolve_as(&admin, "env://OPS_B").await.unwrap();
+    r.read("env://OPS_B").as_(&admin).await.unwrap();
     assert_denied(
-        &r.resolve_as(&Context::for_subject("eve"), "env://APP_A")
+        &r.read("env://APP_A")
+            .as_(&Context::for_subject("eve"))
             .await
             .unwrap_err(),
         "DENY",
@@ -551,7 +550,7 @@ async fn no_policy_means_unchanged_behaviour() {
         .unwrap();
     let ctx = Context::for_subject("anyone").with_audience(["whatever"]);
     for _ in 0..3 {
-        r.resolve_as(&ctx, "env://A").await.unwrap();
+        r.read("env://A").as_(&ctx).await.unwrap();
         r.resolve("env://A").await.unwrap();
     }
     assert_eq!(fake.reads(), 1, "cached as before");
@@ -575,7 +574,9 @@ async fn a_partial_batch_reads_only_what_is_allowed() {
         .unwrap();
     let ctx = Context::for_subject("svc-a");
     let out = r
-        .resolve_many_partial_as(&ctx, ["env://APP_A", "env://OPS_C", "env://APP_B"])
+        .read_many(["env://APP_A", "env://OPS_C", "env://APP_B"])
+        .as_(&ctx)
+        .partial()
         .await
         .unwrap();
     assert_eq!(out.resolved.len(), 2);
@@ -584,7 +585,8 @@ async fn a_partial_batch_reads_only_what_is_allowed() {
     assert_denied(e, "DENY");
     assert_eq!(fake.reads(), 2, "the denied reference was never asked for");
     let all = r
-        .resolve_many_as(&ctx, ["env://APP_A", "env://OPS_C"])
+        .read_many(["env://APP_A", "env://OPS_C"])
+        .as_(&ctx)
         .await
         .unwrap_err();
     assert_eq!(all.code(), ErrorCode::PermissionDenied);
@@ -598,13 +600,15 @@ async fn a_reference_repeated_in_one_call_uses_one_grant_use() {
     let r = resolver(&fake, pdp.clone(), "", false);
     let ctx = Context::for_subject("svc-a");
     let out = r
-        .resolve_many_partial_as(&ctx, ["env://A", "env://A", "env://A"])
+        .read_many(["env://A", "env://A", "env://A"])
+        .as_(&ctx)
+        .partial()
         .await
         .unwrap();
     assert!(out.ok(), "{:?}", out.failures);
     assert_eq!((fake.reads(), pdp.calls()), (1, 1));
     assert_denied(
-        &r.resolve_as(&ctx, "env://A").await.unwrap_err(),
+        &r.read("env://A").as_(&ctx).await.unwrap_err(),
         "SECRET_AUTHZ_FAILED",
     );
 }
@@ -723,22 +727,23 @@ async fn a_wrap_ttl_obligation_makes_the_provider_see_a_wrapped_reference() {
     let ctx = Context::for_subject("svc-a");
     // The caller's own wrap_ttl is replaced by the policy's (rounded up).
     let got = r
-        .resolve_as(
-            &ctx,
-            "openbao+kv2://secret/wrapped/db#password?version=2&wrap_ttl=1h",
-        )
+        .read("openbao+kv2://secret/wrapped/db#password?version=2&wrap_ttl=1h")
+        .as_(&ctx)
         .await
         .unwrap();
     assert_eq!(got.as_text().unwrap(), CANARY);
     // An obligated read is wrapped every time: no cache hit serves it.
-    r.resolve_as(&ctx, "openbao+kv2://secret/wrapped/db#password?version=2")
+    r.read("openbao+kv2://secret/wrapped/db#password?version=2")
+        .as_(&ctx)
         .await
         .unwrap();
     // Outside the obligated prefix the reference is read as asked (and cached).
-    r.resolve_as(&ctx, "openbao+kv2://secret/plain/db")
+    r.read("openbao+kv2://secret/plain/db")
+        .as_(&ctx)
         .await
         .unwrap();
-    r.resolve_as(&ctx, "openbao+kv2://secret/plain/db")
+    r.read("openbao+kv2://secret/plain/db")
+        .as_(&ctx)
         .await
         .unwrap();
     assert_eq!(
@@ -756,19 +761,18 @@ async fn an_obligation_the_provider_cannot_meet_is_denied_not_read_unwrapped() {
     let rec = Arc::new(Recorder::default());
     let r = obligated_resolver(&rec);
     let ctx = Context::for_subject("svc-a");
-    let e = r.resolve_as(&ctx, "env://WRAPPED_TOKEN").await.unwrap_err();
+    let e = r.read("env://WRAPPED_TOKEN").as_(&ctx).await.unwrap_err();
     assert_denied(&e, "OBLIGATION_UNSUPPORTED");
     assert!(!format!("{e:?}{e}").contains(CANARY));
     // In a batch, only the obligated non-Vault reference is refused.
     let out = r
-        .resolve_many_partial_as(
-            &ctx,
-            [
-                "env://WRAPPED_TOKEN",
-                "env://PLAIN",
-                "openbao+kv2://secret/wrapped/x",
-            ],
-        )
+        .read_many([
+            "env://WRAPPED_TOKEN",
+            "env://PLAIN",
+            "openbao+kv2://secret/wrapped/x",
+        ])
+        .as_(&ctx)
+        .partial()
         .await
         .unwrap();
     assert_eq!(out.resolved.len(), 2);
@@ -806,23 +810,30 @@ fn the_blocking_resolver_enforces_the_policy_per_context() {
     let svc = Context::for_subject("svc-a");
     let eve = Context::for_subject("eve");
     assert_eq!(
-        r.resolve_as(&svc, "env://APP_A")
+        r.read("env://APP_A")
+            .as_(&svc)
+            .send()
             .unwrap()
             .as_text()
             .unwrap(),
         CANARY
     );
-    assert_denied(&r.resolve_as(&eve, "env://APP_A").unwrap_err(), "DENY");
-    let all = r.resolve_many_as(&svc, ["env://APP_A"]).unwrap();
+    assert_denied(&r.read("env://APP_A").as_(&eve).send().unwrap_err(), "DENY");
+    let all = r.read_many(["env://APP_A"]).as_(&svc).send().unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(
-        r.resolve_many_as(&svc, ["env://APP_A", "env://OPS_B"])
+        r.read_many(["env://APP_A", "env://OPS_B"])
+            .as_(&svc)
+            .send()
             .unwrap_err()
             .code(),
         ErrorCode::PermissionDenied
     );
     let partial = r
-        .resolve_many_partial_as(&svc, ["env://APP_A", "env://OPS_B"])
+        .read_many(["env://APP_A", "env://OPS_B"])
+        .as_(&svc)
+        .partial()
+        .send()
         .unwrap();
     assert_eq!((partial.resolved.len(), partial.failures.len()), (1, 1));
     // Plain resolve is the anonymous subject, which no rule allows.
@@ -868,39 +879,48 @@ async fn metadata_validate_and_permission_check_pass_the_policy() {
     let eve = Context::for_subject("eve");
     let db = "openbao+kv2://secret/app/db";
     // Allowed subject: each operation reaches the provider, as metadata_read.
-    let m = r.metadata_as(&svc, db).await.unwrap();
+    let m = r.metadata(db).as_(&svc).await.unwrap();
     assert_eq!(m.current_version.as_deref(), Some("3"));
-    assert!(r.validate_as(&svc, db).await.unwrap().valid);
+    assert!(r.validate(db).as_(&svc).await.unwrap().valid);
     // The grant (2 uses) is spent; metadata_read grants are separate from reads.
     assert_denied(
-        &r.permission_check_as(&svc, db, Action::Read)
+        &r.permission_check(db, Action::Read)
+            .as_(&svc)
             .await
             .unwrap_err(),
         "SECRET_AUTHZ_FAILED",
     );
     assert_eq!(
-        r.resolve_as(&svc, db).await.unwrap().as_text().unwrap(),
+        r.read(db).as_(&svc).await.unwrap().as_text().unwrap(),
         CANARY
     );
     let other = "openbao+kv2://secret/app/other";
     let p = r
-        .permission_check_many_as(&svc, [other], Action::MetadataRead)
+        .permission_check_many([other], Action::MetadataRead)
+        .as_(&svc)
+        .partial()
         .await
         .unwrap();
     assert!(p.ok() && p.resolved[&SecretRef::parse(other).unwrap()].allowed);
     // Denied subject, and plain calls (the anonymous subject): never asked.
-    assert_denied(&r.metadata_as(&eve, db).await.unwrap_err(), "DENY");
+    assert_denied(&r.metadata(db).as_(&eve).await.unwrap_err(), "DENY");
     assert_denied(&r.metadata(other).await.unwrap_err(), "DENY");
     // validate is the same action: the denial just made is remembered.
     assert_denied(&r.validate(other).await.unwrap_err(), "SECRET_AUTHZ_FAILED");
-    let many = r.metadata_many_as(&eve, [db, other]).await.unwrap();
+    let many = r
+        .metadata_many([db, other])
+        .as_(&eve)
+        .partial()
+        .await
+        .unwrap();
     assert_eq!(many.failures.len(), 2);
-    let many = r.validate_many_as(&eve, [db]).await.unwrap();
+    let many = r.validate_many([db]).as_(&eve).partial().await.unwrap();
     assert_eq!(many.failures.len(), 1);
     // The tenant mount guard applies before the PDP is asked.
     let before = pdp.actions.lock().unwrap().len();
     let e = r
-        .metadata_as(&svc, "openbao+kv2://foreign/app/db")
+        .metadata("openbao+kv2://foreign/app/db")
+        .as_(&svc)
         .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::TenantMountMismatch, "{e:?}");

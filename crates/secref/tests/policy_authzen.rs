@@ -111,9 +111,9 @@ async fn authzen_pdp_round_trip() {
         .with_audience(["crud.secrets"])
         .with_cnf_jkt("jkt-1")
         .with_correlation_id("corr-9");
-    r.resolve_as(&ctx, reference).await.unwrap();
-    r.resolve_as(&ctx, reference).await.unwrap();
-    let e = r.resolve_as(&ctx, reference).await.unwrap_err();
+    r.read(reference).as_(&ctx).await.unwrap();
+    r.read(reference).as_(&ctx).await.unwrap();
+    let e = r.read(reference).as_(&ctx).await.unwrap_err();
     assert_eq!(e.remote_code(), Some("SECRET_AUTHZ_FAILED"));
     {
         let s = seen.lock().unwrap();
@@ -133,7 +133,8 @@ async fn authzen_pdp_round_trip() {
 
     // Deny.
     let e = r
-        .resolve_as(&Context::for_subject("svc-deny"), reference)
+        .read(reference)
+        .as_(&Context::for_subject("svc-deny"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::PermissionDenied);
@@ -143,7 +144,8 @@ async fn authzen_pdp_round_trip() {
     // closed port are all PDP_UNAVAILABLE, retryable — never an allow.
     for subject in ["svc-500", "svc-garbage", "svc-odd"] {
         let e = r
-            .resolve_as(&Context::for_subject(subject), reference)
+            .read(reference)
+            .as_(&Context::for_subject(subject))
             .await
             .unwrap_err();
         assert_eq!(e.code(), ErrorCode::BackendUnavailable, "{subject}");
@@ -164,7 +166,8 @@ async fn authzen_pdp_round_trip() {
         .build()
         .unwrap();
     let e = down
-        .resolve_as(&Context::for_subject("svc-allow"), reference)
+        .read(reference)
+        .as_(&Context::for_subject("svc-allow"))
         .await
         .unwrap_err();
     assert_eq!(e.remote_code(), Some("PDP_UNAVAILABLE"));

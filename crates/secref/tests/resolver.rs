@@ -461,7 +461,7 @@ async fn retries_only_the_retryable_items() {
     fake.set(A, Answer::Value("a", None));
     fake.set(B, Answer::Item(ErrorCode::RateLimited, true));
     let r = resolver_with(&fake, CacheConfig::disabled(), RetryPolicy::default());
-    let out = r.resolve_many_partial([A, B]).await.unwrap();
+    let out = r.read_many([A, B]).partial().await.unwrap();
     assert_eq!(out.resolved.len(), 1);
     assert_eq!(
         out.failures.values().next().unwrap().code(),
@@ -479,7 +479,7 @@ async fn partial_and_all_or_nothing() {
     fake.set(A, Answer::Value("a", None));
     fake.set(B, Answer::Item(ErrorCode::PermissionDenied, false));
     let r = resolver_with(&fake, ttl(60), RetryPolicy::none());
-    let partial = r.resolve_many_partial([A, B, "env://C"]).await.unwrap();
+    let partial = r.read_many([A, B, "env://C"]).partial().await.unwrap();
     assert!(!partial.ok());
     assert_eq!(partial.resolved.len(), 1);
     let codes: Vec<_> = partial.failures.values().map(|e| e.code()).collect();
@@ -516,7 +516,7 @@ async fn groups_by_provider_and_splits_batches() {
     let mut all: Vec<&str> = refs.to_vec();
     all.push("local://x/y");
     all.push("openbao+kv2://secret/a");
-    let out = r.resolve_many_partial(all).await.unwrap();
+    let out = r.read_many(all).partial().await.unwrap();
     assert_eq!(out.resolved.len(), 6);
     assert_eq!(env.calls(), 3, "5 refs in batches of at most 2");
     assert_eq!(local.calls(), 1);
@@ -539,7 +539,7 @@ async fn leases_are_routed_for_revocation() {
     let fake = Fake::new("fake", "env");
     fake.set(A, Answer::Value("a", Some("3")));
     let r = resolver_with(&fake, ttl(60), RetryPolicy::none());
-    let got = r.resolve_detailed(A).await.unwrap();
+    let got = r.read(A).detailed().await.unwrap();
     assert_eq!(got.version.as_deref(), Some("3"));
     let lease = got.lease.unwrap().id;
     let out = r
@@ -570,7 +570,7 @@ async fn auto_renews_leases_until_revoked() {
         .auto_renew_leases(true)
         .build()
         .unwrap();
-    let lease = r.resolve_detailed(A).await.unwrap().lease.unwrap();
+    let lease = r.read(A).detailed().await.unwrap().lease.unwrap();
     settle_tasks().await;
     tokio::time::advance(Duration::from_secs(21)).await;
     settle_tasks().await;
@@ -696,7 +696,7 @@ fn blocking_api_from_plain_main() {
     fake.set(A, Answer::Value("sync", None));
     let r = secref::blocking::Resolver::new(Resolver::builder().provider_arc(fake.clone(), None))
         .unwrap();
-    assert_eq!(&*r.resolve_text(A).unwrap(), "sync");
+    assert_eq!(r.resolve(A).unwrap().as_text().unwrap(), "sync");
     assert_eq!(r.resolve_many([A]).unwrap().len(), 1);
     let clone = r.clone();
     std::thread::spawn(move || clone.resolve(A).unwrap())
@@ -714,9 +714,9 @@ async fn traces_never_contain_values() {
     fake.set(A, Answer::Value(CANARY, Some("1")));
     fake.fail_requests(vec![unavailable()]);
     let r = resolver_with(&fake, ttl(60), RetryPolicy::default());
-    let got = r.resolve_detailed(A).await.unwrap();
+    let got = r.read(A).detailed().await.unwrap();
     r.resolve(A).await.unwrap();
-    let _ = r.resolve_many_partial([A, B]).await.unwrap();
+    let _ = r.read_many([A, B]).partial().await.unwrap();
     let debug = format!("{got:?} {r:?} {:?}", r.resolve(B).await.unwrap_err());
 
     let logs = capture.text();

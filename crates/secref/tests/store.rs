@@ -752,13 +752,14 @@ async fn resolver_from_config_serves_local_env_and_file() {
         "pw"
     );
     let partial = resolver
-        .resolve_many_partial([
+        .read_many([
             "local://app/token",
             "local://app/db#user",
             "local://app/db#nope",
             "local://app/missing",
             "local://app/db",
         ])
+        .partial()
         .await
         .unwrap();
     assert_eq!(partial.resolved.len(), 3);

@@ -698,7 +698,7 @@ async fn canaries_stay_out_of_logs_spans_and_errors() {
         "openbao://kv1/app/db#password",
         "openbao+kv2://secret/denied",
     ] {
-        match resolver.resolve_detailed(r).await {
+        match resolver.read(r).detailed().await {
             Ok(v) => errors.push_str(&format!("{v:?}")),
             Err(e) => errors.push_str(&format!("{e:?} {e}")),
         }

@@ -96,10 +96,10 @@ async fn token_auth_kv1_field_and_whole() {
     // Through the resolver, as applications use it.
     let resolver = Resolver::builder().provider(p).build().unwrap();
     let t = resolver
-        .resolve_text("openbao://secret/myapp/api#user")
+        .resolve("openbao://secret/myapp/api#user")
         .await
         .unwrap();
-    assert_eq!(t.as_str(), "app");
+    assert_eq!(t.as_text().unwrap(), "app");
 }
 
 #[tokio::test]
@@ -185,10 +185,10 @@ async fn resolver_from_config_reads_kv1() {
     };
     let resolver = Resolver::from_config(&cfg).unwrap();
     let v = resolver
-        .resolve_text("hashicorp://secret/myapp/api#token")
+        .resolve("hashicorp://secret/myapp/api#token")
         .await
         .unwrap();
-    assert_eq!(v.as_str(), TOKEN_VALUE);
+    assert_eq!(v.as_text().unwrap(), TOKEN_VALUE);
 }
 
 /// RustyVault ignores `X-Vault-Wrap-TTL` and answers in clear: a wrapped

@@ -4,7 +4,7 @@
 //!
 //! When a [`Policy`] is configured (`[policy]` in `secref.toml`, or
 //! [`ResolverBuilder::policy`](crate::ResolverBuilder::policy)), every read
-//! through [`Resolver::resolve_as`] (and plain `resolve`, as the anonymous
+//! through [`Resolver::read`]`(r).as_(&ctx)` (and plain `resolve`, as the anonymous
 //! [`Context`]) runs these steps, in order, per reference:
 //!
 //! 1. **Audience** (every call): if the context carries audiences, one must
@@ -84,7 +84,7 @@
 //!   and is not enforced.
 //!
 //! [`Resolver`]: crate::Resolver
-//! [`Resolver::resolve_as`]: crate::Resolver::resolve_as
+//! [`Resolver::read`]: crate::Resolver::read
 //! [`Resolver::authorize_as`]: crate::Resolver::authorize_as
 //! [`SecretRef::parse_for_tenant`]: crate::SecretRef::parse_for_tenant
 

@@ -74,7 +74,7 @@
 //! | `stale_grace_seconds=0` | `stale_grace_seconds = 0` (stale only on retryable request-level errors; not extended) |
 //! | `min_refresh_interval_seconds=5` | no equivalent: `Resolver::invalidate` is never rate-limited (the SDK's flight-leak quirk does not exist) |
 //! | item failure drops the entry | same (fail closed); `not_found`/`permission_denied` are also remembered for `negative_ttl_seconds` |
-//! | one `resolve_many_partial` per refresh | one `resolve:batch` per ≤ 100 refs, single-flight per ref |
+//! | one partial `read_many` per refresh | one `resolve:batch` per ≤ 100 refs, single-flight per ref |
 
 use std::collections::HashMap;
 use std::fmt;
