@@ -74,10 +74,19 @@ pub struct Config {
 }
 
 /// The registered providers' config sections, by name (opaque: read one
-/// with [`Config::section`], set one with [`Config::set_section`]).
-#[derive(Clone, Debug, Default, Deserialize)]
+/// with [`Config::section`], set one with [`Config::set_section`]). `Debug`
+/// shows the section names only: a section may hold credentials.
+#[derive(Clone, Default, Deserialize)]
 #[serde(transparent)]
 pub struct ProviderSections(BTreeMap<String, toml::Value>);
+
+impl std::fmt::Debug for ProviderSections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSections")
+            .field("names", &self.0.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
 
 /// Settings of the embedded encrypted store.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -298,6 +307,21 @@ impl Config {
         self.sections
             .0
             .insert(name.to_string(), toml::Value::Table(table));
+        Ok(())
+    }
+
+    /// Sets one key of a provider's section (creating the section), e.g. a
+    /// credential reference replaced by its value ([`crate::credentials`]).
+    pub(crate) fn set_key(&mut self, section: &str, key: &str, value: &str) -> Result<()> {
+        let entry = self
+            .sections
+            .0
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let table = entry.as_table_mut().ok_or_else(|| {
+            Error::config(format!("invalid secref.toml: [{section}] must be a table"))
+        })?;
+        table.insert(key.to_string(), toml::Value::String(value.to_string()));
         Ok(())
     }
 

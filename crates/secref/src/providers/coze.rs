@@ -635,6 +635,20 @@ fn lane_headers(server_env: Option<&str>) -> Vec<(&'static str, String)> {
     }
 }
 
+/// Where the Coze client secret is read ([`crate::credentials`]): the
+/// variable `[coze] client_secret_env` names, else
+/// `COZE_WORKLOAD_IDENTITY_CLIENT_SECRET`; it may hold a reference.
+fn credential_fields(cfg: &Config) -> Vec<crate::credentials::CredentialField> {
+    let named = cfg
+        .section::<toml::Table>("coze")
+        .ok()
+        .flatten()
+        .and_then(|t| t.get("client_secret_env")?.as_str().map(str::to_string));
+    vec![crate::credentials::CredentialField::Env(
+        named.unwrap_or_else(|| ENV_CLIENT_SECRET.to_string()),
+    )]
+}
+
 /// `coze+credential://<integration>`, `coze+env://<project_id>/<KEY>`: Coze
 /// workload identity.
 pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
@@ -671,6 +685,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         ],
         _ => Vec::new(),
     },
+    credentials: credential_fields,
     build: |cfg| {
         Ok(CozeProvider::configured(cfg)?
             .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))

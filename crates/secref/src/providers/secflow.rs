@@ -835,6 +835,20 @@ impl Provider for SecFlowProvider {
     }
 }
 
+/// Where the SecFlow token is read ([`crate::credentials`]): the variable
+/// `[secflow] token_env` names, else `SECFLOW_SDK_TOKEN`; it may hold a
+/// reference.
+fn credential_fields(cfg: &Config) -> Vec<crate::credentials::CredentialField> {
+    let named = cfg
+        .section::<toml::Table>("secflow")
+        .ok()
+        .flatten()
+        .and_then(|t| t.get("token_env")?.as_str().map(str::to_string));
+    vec![crate::credentials::CredentialField::Env(
+        named.unwrap_or_else(|| "SECFLOW_SDK_TOKEN".to_string()),
+    )]
+}
+
 /// `secret://<environment>/<service>/<kind>/<name>`: a SecFlow service.
 pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
     name: "secflow",
@@ -858,6 +872,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         ],
         _ => Vec::new(),
     },
+    credentials: credential_fields,
     build: |cfg| {
         Ok(SecFlowProvider::from_config(cfg)?
             .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
