@@ -427,3 +427,118 @@ impl Provider for Unavailable {
         Err(self.error.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+    use crate::ErrorCode;
+
+    struct Fixed(&'static str, Option<&'static str>);
+
+    impl CredentialSource<String> for Fixed {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn credentials(&self, _cfg: &Config) -> Result<Option<String>> {
+            Ok(self.1.map(str::to_string))
+        }
+    }
+
+    struct Broken;
+
+    impl CredentialSource<String> for Broken {
+        fn name(&self) -> &str {
+            "broken"
+        }
+        fn credentials(&self, _cfg: &Config) -> Result<Option<String>> {
+            Err(Error::config("half configured"))
+        }
+    }
+
+    #[test]
+    fn the_first_link_with_credentials_wins_and_links_go_where_asked() {
+        let cfg = Config::default();
+        let mut chain = CredentialChain::new();
+        chain
+            .push(Fixed("a", None))
+            .push(Fixed("b", Some("from-b")));
+        chain.insert(99, Fixed("last", Some("from-last")));
+        assert_eq!(chain.names(), ["a", "b", "last"]);
+        assert_eq!(chain.find(&cfg).unwrap().unwrap().1, "b");
+        chain.insert(1, Fixed("mine", Some("from-mine")));
+        assert_eq!(chain.names(), ["a", "mine", "b", "last"]);
+        assert_eq!(chain.find(&cfg).unwrap().unwrap().0, "from-mine");
+        // An error stops the chain rather than being skipped.
+        chain.insert(0, Broken);
+        assert_eq!(chain.find(&cfg).unwrap_err().code(), ErrorCode::Config);
+        assert!(CredentialChain::<String>::new()
+            .find(&cfg)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            format!("{chain:?}"),
+            r#"["broken", "a", "mine", "b", "last"]"#
+        );
+    }
+
+    fn cfg(toml_text: &str, env: &[(&str, &str)]) -> Config {
+        let mut c = Config::from_toml_str(toml_text).unwrap();
+        let mut pairs = vec![("HOME", "/nonexistent-home")];
+        pairs.extend_from_slice(env);
+        c.env = Env::from_pairs(pairs);
+        c
+    }
+
+    #[test]
+    fn env_references_are_resolved_before_the_provider_is_built() {
+        let c = cfg(
+            "[vault]\nurl = 'http://127.0.0.1:1'",
+            &[("VAULT_TOKEN", "env://PATH")],
+        );
+        let derived = dereference(&c).unwrap();
+        let own = derived["vault"].as_ref().unwrap();
+        // env:// reads the process environment.
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(own.env.get("VAULT_TOKEN"), Some(path.as_str()));
+        // Only the provider that named a reference gets a derived config.
+        assert!(!derived.contains_key("infisical"));
+        assert_eq!(c.env.get("VAULT_TOKEN"), Some("env://PATH"));
+    }
+
+    #[test]
+    fn cycles_name_the_settings_along_them() {
+        let c = cfg(
+            "[vault]\nurl = 'http://127.0.0.1:1'\ntoken = 'openbao+kv2://secret/x#t'",
+            &[],
+        );
+        let e = dereference(&c).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Config);
+        assert!(e.message().contains("[vault] token needs vault"), "{e}");
+        let c = cfg(
+            "[vault]\nurl = 'http://127.0.0.1:1'",
+            &[
+                ("VAULT_TOKEN", "aws-sm://vault-token"),
+                ("AWS_SECRET_ACCESS_KEY", "openbao+kv2://secret/aws#key"),
+            ],
+        );
+        let e = dereference(&c).unwrap_err();
+        assert!(e.message().contains("VAULT_TOKEN needs aws-sm"), "{e}");
+        assert!(
+            e.message().contains("AWS_SECRET_ACCESS_KEY needs vault"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_reference_fails_only_its_provider() {
+        let c = cfg(
+            "[vault]\nurl = 'http://127.0.0.1:1'",
+            &[("VAULT_TOKEN", "env://NOT_SET_ANYWHERE")],
+        );
+        let derived = dereference(&c).unwrap();
+        let e = derived["vault"].as_ref().unwrap_err();
+        assert_eq!(e.code(), ErrorCode::NotFound);
+        assert!(e.message().contains("VAULT_TOKEN"));
+    }
+}

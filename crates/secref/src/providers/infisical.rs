@@ -1197,6 +1197,41 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::Config);
     }
 
+    /// A user's link, inserted first, wins over the table; appended last, it
+    /// is used only when no built-in link has credentials.
+    #[test]
+    fn a_user_link_goes_where_it_is_inserted() {
+        struct Vaulted;
+        impl CredentialSource<Login> for Vaulted {
+            fn name(&self) -> &str {
+                "vaulted"
+            }
+            fn credentials(&self, _cfg: &Config) -> Result<Option<Login>> {
+                Ok(Some(Login {
+                    credentials: Credentials::Token(Secret::from("user-token")),
+                    url: Some(Url::parse("https://eu.infisical.com").unwrap()),
+                }))
+            }
+        }
+        assert_eq!(
+            default_chain().names(),
+            ["explicit", "environment", "cli_config"]
+        );
+        let c = cfg("[infisical]
+token = 't'", &[]);
+        let mut first = default_chain();
+        first.insert(0, Vaulted);
+        let s = InfisicalSettings::with_chain(&c, &first).unwrap();
+        assert_eq!(s.credentials.as_ref().unwrap().1, "vaulted");
+        assert_eq!(s.url.as_str(), "https://eu.infisical.com/");
+        let mut last = default_chain();
+        last.push(Vaulted);
+        let s = InfisicalSettings::with_chain(&c, &last).unwrap();
+        assert_eq!(s.credentials.as_ref().unwrap().1, "explicit");
+        let s = InfisicalSettings::with_chain(&cfg("", &[]), &last).unwrap();
+        assert_eq!(s.credentials.as_ref().unwrap().1, "vaulted");
+    }
+
     #[test]
     fn base_url_rules() {
         let s = InfisicalSettings::from_config(&cfg("", &[("INFISICAL_TOKEN", "t")])).unwrap();

@@ -727,6 +727,50 @@ mod tests {
         assert!(ini_section(text, &["profile nope"]).is_none());
     }
 
+    fn target(env: Env, service: &Service) -> Result<Target> {
+        let cfg = Config {
+            env,
+            ..Config::default()
+        };
+        resolve_target(&Table::default(), &cfg, service, &default_chain())
+    }
+
+    /// A user's link inserted between the environment and the profile is
+    /// used when the environment has no keys, and never before it.
+    #[test]
+    fn a_user_link_goes_where_it_is_inserted() {
+        struct Mine;
+        impl CredentialSource<Credentials> for Mine {
+            fn name(&self) -> &str {
+                "mine"
+            }
+            fn credentials(&self, _cfg: &Config) -> Result<Option<Credentials>> {
+                Ok(Some(Credentials {
+                    access_key_id: Secret::from("AKIDMINE"),
+                    secret_access_key: Secret::from("mine-secret"),
+                    session_token: None,
+                }))
+            }
+        }
+        assert_eq!(default_chain().names(), ["environment", "profile"]);
+        let mut chain = default_chain();
+        chain.insert(1, Mine);
+        assert_eq!(chain.names(), ["environment", "mine", "profile"]);
+        let cfg = |pairs: Vec<(&str, &str)>| Config {
+            env: Env::from_pairs(pairs),
+            ..Config::default()
+        };
+        let base = vec![("AWS_REGION", "us-east-1"), ("HOME", "/nonexistent")];
+        let t = resolve_target(&Table::default(), &cfg(base.clone()), &SSM, &chain).unwrap();
+        assert_eq!(t.credentials.access_key_id.as_text().unwrap(), "AKIDMINE");
+        let mut with_env = base.clone();
+        with_env.extend([("AWS_ACCESS_KEY_ID", "AKIDENV"), ("AWS_SECRET_ACCESS_KEY", "s")]);
+        let t = resolve_target(&Table::default(), &cfg(with_env), &SSM, &chain).unwrap();
+        assert_eq!(t.credentials.access_key_id.as_text().unwrap(), "AKIDENV");
+        let e = resolve_target(&Table::default(), &cfg(base), &SSM, &default_chain()).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unauthenticated);
+    }
+
     #[test]
     fn credentials_never_show_in_debug() {
         let env = Env::from_pairs([
@@ -736,7 +780,7 @@ mod tests {
             ("AWS_REGION", "us-east-1"),
             ("HOME", "/nonexistent"),
         ]);
-        let t = resolve_target(&Table::default(), &env, &SECRETS_MANAGER).unwrap();
+        let t = target(env, &SECRETS_MANAGER).unwrap();
         let dbg = format!("{t:?}");
         assert!(
             !dbg.contains("canary") && !dbg.contains("AKIDEXAMPLE"),
@@ -774,7 +818,7 @@ mod tests {
         let with = |k: &'static str, v: &'static str| {
             let mut pairs = base.to_vec();
             pairs.push((k, v));
-            resolve_target(&Table::default(), &Env::from_pairs(pairs), &SSM)
+            target(Env::from_pairs(pairs), &SSM)
         };
         let e = with("AWS_ENDPOINT_URL", "http://moto.example:5000").unwrap_err();
         assert_eq!(e.code(), ErrorCode::Config);
@@ -784,7 +828,7 @@ mod tests {
         let mut pairs = base.to_vec();
         pairs.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:1"));
         pairs.push(("AWS_ENDPOINT_URL_SSM", "http://127.0.0.1:2"));
-        let t = resolve_target(&Table::default(), &Env::from_pairs(pairs), &SSM).unwrap();
+        let t = target(Env::from_pairs(pairs), &SSM).unwrap();
         assert_eq!(t.endpoint.port(), Some(2));
     }
 }

@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn toml_table_is_strict() {
-        let t: toml::Table = toml::from_str("url = 'https://v.example'\ntoken = 'x'").unwrap();
+        let t: toml::Table = toml::from_str("url = 'https://v.example'\ntokn = 'x'").unwrap();
         let err = Settings::load(Some(&t), &env(&[("VAULT_TOKEN", "t")]))
             .err()
             .unwrap();
