@@ -255,14 +255,19 @@ impl InfisicalSettings {
             (None, Some(raw)) => config::parse_bool("INFISICAL_VERIFY_SSL", raw)?,
             (None, None) => true,
         };
-        let credentials = match chain.find(cfg)? {
-            Some((login, source)) => {
+        // A wrong setting is a `config` error now; a link that fails
+        // otherwise (e.g. the CLI keyring cannot be decrypted) fails each
+        // read, so other schemes keep working.
+        let credentials = match chain.find(cfg) {
+            Ok(Some((login, source))) => {
                 if let Some(own) = login.url {
                     url = own;
                 }
                 Ok((login.credentials, source))
             }
-            None => Err(no_credentials()),
+            Ok(None) => Err(no_credentials()),
+            Err(e) if e.code() == ErrorCode::Config => return Err(e),
+            Err(e) => Err(e),
         };
         Ok(InfisicalSettings {
             url,
