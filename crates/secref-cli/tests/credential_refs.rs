@@ -81,6 +81,17 @@ fn vault_token_referenced_from_the_store() {
     no_canary("the server log", &log);
 }
 
+/// Infisical configured by the environment, the client secret by reference.
+fn infisical_env(mut cmd: std::process::Command, url: &str) -> std::process::Command {
+    cmd.env("INFISICAL_URL", url)
+        .env("INFISICAL_CLIENT_ID", "cid")
+        .env(
+            "INFISICAL_CLIENT_SECRET",
+            "local://infisical/identity#client_secret",
+        );
+    cmd
+}
+
 fn infisical_seed() -> Seed {
     serde_json::from_value(json!({
         "clients": [{"client_id": "cid", "client_secret": CLIENT_SECRET}],
@@ -118,41 +129,27 @@ fn infisical_client_secret_referenced_from_the_store() {
     assert_eq!(double.logins("cid"), 1);
 
     std::fs::remove_file(sb.path("secref.toml")).unwrap();
-    let o = run_ok(
-        sb.cmd()
-            .env("INFISICAL_URL", &double.url)
-            .env("INFISICAL_CLIENT_ID", "cid")
-            .env(
-                "INFISICAL_CLIENT_SECRET",
-                "local://infisical/identity#client_secret",
-            )
-            .args(["check", "--env", "V=infisical://proj-1/dev/app/DB_PASS"]),
-    );
+    let o = run_ok(infisical_env(sb.cmd(), &double.url).args([
+        "check",
+        "--env",
+        "V=infisical://proj-1/dev/app/DB_PASS",
+    ]));
     no_canary("check", &format!("{}{}", stdout(&o), stderr(&o)));
     assert_eq!(double.logins("cid"), 2);
 
     // `secref run` hands the child the reference, never the value.
-    let o = run_ok(
-        sb.cmd()
-            .env("INFISICAL_URL", &double.url)
-            .env("INFISICAL_CLIENT_ID", "cid")
-            .env(
-                "INFISICAL_CLIENT_SECRET",
-                "local://infisical/identity#client_secret",
-            )
-            .args([
-                "run",
-                "--pass-env",
-                "INFISICAL_CLIENT_SECRET",
-                "--env",
-                "V=infisical://proj-1/dev/app/DB_PASS",
-                "--no-masking",
-                "--",
-                "sh",
-                "-c",
-                "printf '%s|%s' \"$V\" \"$INFISICAL_CLIENT_SECRET\"",
-            ]),
-    );
+    let o = run_ok(infisical_env(sb.cmd(), &double.url).args([
+        "run",
+        "--pass-env",
+        "INFISICAL_CLIENT_SECRET",
+        "--env",
+        "V=infisical://proj-1/dev/app/DB_PASS",
+        "--no-masking",
+        "--",
+        "sh",
+        "-c",
+        "printf '%s|%s' \"$V\" \"$INFISICAL_CLIENT_SECRET\"",
+    ]));
     assert_eq!(
         stdout(&o),
         format!("{INF_VALUE}|local://infisical/identity#client_secret")

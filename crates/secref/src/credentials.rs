@@ -158,6 +158,24 @@ pub(crate) fn none(_cfg: &Config) -> Vec<CredentialField> {
     Vec::new()
 }
 
+/// For providers whose section names the variable holding a credential
+/// (`[secflow] token_env`): that variable, else `default`.
+pub(crate) fn env_named_by(
+    cfg: &Config,
+    section: &str,
+    key: &str,
+    default: &str,
+) -> Vec<CredentialField> {
+    let named = cfg
+        .section::<toml::Table>(section)
+        .ok()
+        .flatten()
+        .and_then(|t| t.get(key)?.as_str().map(str::to_string));
+    vec![CredentialField::Env(
+        named.unwrap_or_else(|| default.to_string()),
+    )]
+}
+
 /// One credential setting holding a reference.
 struct Link {
     /// `[vault] token` or `VAULT_TOKEN`: how errors name it.

@@ -639,14 +639,7 @@ fn lane_headers(server_env: Option<&str>) -> Vec<(&'static str, String)> {
 /// variable `[coze] client_secret_env` names, else
 /// `COZE_WORKLOAD_IDENTITY_CLIENT_SECRET`; it may hold a reference.
 fn credential_fields(cfg: &Config) -> Vec<crate::credentials::CredentialField> {
-    let named = cfg
-        .section::<toml::Table>("coze")
-        .ok()
-        .flatten()
-        .and_then(|t| t.get("client_secret_env")?.as_str().map(str::to_string));
-    vec![crate::credentials::CredentialField::Env(
-        named.unwrap_or_else(|| ENV_CLIENT_SECRET.to_string()),
-    )]
+    crate::credentials::env_named_by(cfg, "coze", "client_secret_env", ENV_CLIENT_SECRET)
 }
 
 /// `coze+credential://<integration>`, `coze+env://<project_id>/<KEY>`: Coze

@@ -839,14 +839,7 @@ impl Provider for SecFlowProvider {
 /// `[secflow] token_env` names, else `SECFLOW_SDK_TOKEN`; it may hold a
 /// reference.
 fn credential_fields(cfg: &Config) -> Vec<crate::credentials::CredentialField> {
-    let named = cfg
-        .section::<toml::Table>("secflow")
-        .ok()
-        .flatten()
-        .and_then(|t| t.get("token_env")?.as_str().map(str::to_string));
-    vec![crate::credentials::CredentialField::Env(
-        named.unwrap_or_else(|| "SECFLOW_SDK_TOKEN".to_string()),
-    )]
+    crate::credentials::env_named_by(cfg, "secflow", "token_env", "SECFLOW_SDK_TOKEN")
 }
 
 /// `secret://<environment>/<service>/<kind>/<name>`: a SecFlow service.
