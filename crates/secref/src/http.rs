@@ -35,14 +35,14 @@ pub const MAX_MESSAGE_CHARS: usize = 200;
 /// The header that carries a request's id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// How to build the HTTP client ([`ClientOptions::build`]).
+/// How to build a provider's HTTP client ([`ClientOptions::build_for`]).
 ///
 /// ```
 /// let c = secref::http::ClientOptions::default()
 ///     .timeout(std::time::Duration::from_secs(5))
-///     .build()
+///     .build_for("x")
 ///     .unwrap();
-/// # let _ = c;
+/// assert_eq!(c.provider(), "x");
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
