@@ -215,3 +215,30 @@ fn inline_credentials_and_bad_references_are_refused() {
         stderr(&o)
     );
 }
+
+/// `secref serve` is the SecFlow service; the client's SDK token is the
+/// store entry named in `[secflow] token`.
+#[test]
+fn secflow_token_referenced_from_the_store() {
+    let sb = sandbox();
+    set(&sb, "local://secflow/dev/app/password/db", DB_PASS);
+    set(&sb, "local://secflow-client/token", SERVE_TOKEN);
+    let served = Served::start(&sb, SERVE_TOKEN, &[]);
+    sb.write(
+        "secref.toml",
+        &format!(
+            "[secflow]\nbase_url = \"http://{}\"\ntarget_environment = \"dev\"\ntoken = \"local://secflow-client/token\"\n",
+            served.addr()
+        ),
+    );
+    let o = run_ok(
+        sb.cmd()
+            .env_remove("SECFLOW_SDK_TOKEN")
+            .args(["get", "secret://dev/app/password/db"]),
+    );
+    assert_eq!(stdout(&o).trim(), DB_PASS);
+    no_canary("stderr", &stderr(&o));
+    let log = served.log();
+    served.stop();
+    no_canary("the server log", &log);
+}
