@@ -7,7 +7,7 @@
 //! | env (the SDK's names) | `[coze]` key | required | rule |
 //! |---|---|---|---|
 //! | `COZE_WORKLOAD_IDENTITY_CLIENT_ID` | `client_id` | yes | non-empty |
-//! | `COZE_WORKLOAD_IDENTITY_CLIENT_SECRET` | `client_secret_env` (names the variable) or `client_secret_file` | yes | trimmed, non-empty; held as a [`Secret`] |
+//! | `COZE_WORKLOAD_IDENTITY_CLIENT_SECRET` | `client_secret` (a reference), `client_secret_env` (names the variable) or `client_secret_file` | yes | trimmed, non-empty; held as a [`Secret`] |
 //! | `COZE_WORKLOAD_IDENTITY_TOKEN_ENDPOINT` | `token_endpoint` | yes | [`validate_base_url`] |
 //! | `COZE_WORKLOAD_ACCESS_TOKEN_ENDPOINT` | `access_token_endpoint` | yes | [`validate_base_url`] |
 //! | `COZE_OUTBOUND_AUTH_ENDPOINT` | `outbound_endpoint` | for resolving | [`validate_base_url`]; `/integration` and `/env` are appended |

@@ -26,7 +26,9 @@
 //! cli_config = true                  # fall back to the Infisical CLI's login
 //! ```
 //!
-//! Credentials are found in the SDK's order: the table's explicit values,
+//! Credentials are found along a [`CredentialChain`] ([`default_chain`]; a
+//! program may insert its own [`CredentialSource`] at any position, as the
+//! SDK's `add_provider(provider, index)`), in the SDK's order: the table's explicit values,
 //! then `INFISICAL_CLIENT_ID` + `INFISICAL_CLIENT_SECRET` (universal auth)
 //! or `INFISICAL_TOKEN`, then the Infisical CLI's login
 //! (`~/.infisical/infisical-config.json` with the `file` vault and the

@@ -6,7 +6,7 @@
 //! | source | key | default | rule |
 //! |---|---|---|---|
 //! | env / `[secflow] base_url` | `SECFLOW_BASE_URL` | `https://secflow.intflow.dev` | `https://`, or `http://` for loopback only ([`validate_base_url`]) |
-//! | env / `[secflow] token_env` or `token_file` | `SECFLOW_SDK_TOKEN` | — (required) | trimmed, non-empty; held as a [`Secret`] |
+//! | env / `[secflow] token` (a reference), `token_env` or `token_file` | `SECFLOW_SDK_TOKEN` | — (required) | trimmed, non-empty; held as a [`Secret`] |
 //! | env / `[secflow] target_environment` | `SECFLOW_TARGET_ENVIRONMENT` | `dev` | `dev`, `stage`, `prod` or `shared` |
 //! | env / `[secflow] timeout_seconds` | `SECFLOW_TIMEOUT_SECONDS` | `30` | > 0 and ≤ 300 ([`parse_timeout`]) |
 //!
