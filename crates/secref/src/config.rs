@@ -486,6 +486,18 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_section_names_not_credentials() {
+        let cfg =
+            Config::from_toml_str("[infisical]\nclient_id = 'a'\nclient_secret = 'canary-cs-1'")
+                .unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(
+            dbg.contains("infisical") && !dbg.contains("canary-cs-1"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
     fn loopback_rules() {
         for ok in [
             "http://localhost:1",
