@@ -29,12 +29,9 @@ pub enum VarValue {
 
 /// Whether an env-file value is meant as a reference (see `VarArgs` docs).
 pub fn looks_like_reference(value: &str) -> bool {
-    let Some((scheme, _)) = value.split_once("://") else {
-        return false;
-    };
     // The provider registry decides, so a new backend's scheme can never
     // slip through `secref run` as plain text.
-    secref::registry::is_reference_scheme(scheme)
+    secref::registry::looks_like_reference(value)
 }
 
 /// Parses command-line or env-file input meant as a reference — the one

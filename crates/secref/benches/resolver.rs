@@ -154,7 +154,7 @@ async fn start_server() -> String {
 #[derive(Debug)]
 struct HttpBatch {
     url: String,
-    client: reqwest::Client,
+    client: secref::http::HttpClient,
 }
 
 #[async_trait]
@@ -169,16 +169,10 @@ impl Provider for HttpBatch {
         let body: Vec<&str> = refs.iter().map(|r| r.to_canonical()).collect();
         let resp = self
             .client
-            .post(&self.url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| secref::http::transport_error(&e))?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| secref::http::transport_error(&e))?;
-        let pairs: Vec<(String, String)> = serde_json::from_slice(&bytes)
+            .send(self.client.post(&self.url).json(&body))
+            .await?;
+        let bytes = &resp.body[..];
+        let pairs: Vec<(String, String)> = serde_json::from_slice(bytes)
             .map_err(|_| Error::new(ErrorCode::InvalidResponse, "bad json"))?;
         Ok(pairs
             .into_iter()
@@ -190,7 +184,9 @@ impl Provider for HttpBatch {
 fn cold_batch(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = rt.block_on(start_server());
-    let client = secref::http::ClientOptions::default().build().unwrap();
+    let client = secref::http::ClientOptions::default()
+        .build_for("http")
+        .unwrap();
     let resolver = {
         let _g = rt.enter();
         Resolver::builder()

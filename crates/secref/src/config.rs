@@ -74,10 +74,19 @@ pub struct Config {
 }
 
 /// The registered providers' config sections, by name (opaque: read one
-/// with [`Config::section`], set one with [`Config::set_section`]).
-#[derive(Clone, Debug, Default, Deserialize)]
+/// with [`Config::section`], set one with [`Config::set_section`]). `Debug`
+/// shows the section names only: a section may hold credentials.
+#[derive(Clone, Default, Deserialize)]
 #[serde(transparent)]
 pub struct ProviderSections(BTreeMap<String, toml::Value>);
+
+impl std::fmt::Debug for ProviderSections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSections")
+            .field("names", &self.0.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
 
 /// Settings of the embedded encrypted store.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -309,6 +318,21 @@ impl Config {
         Ok(())
     }
 
+    /// Sets one key of a provider's section (creating the section), e.g. a
+    /// credential reference replaced by its value ([`crate::credentials`]).
+    pub(crate) fn set_key(&mut self, section: &str, key: &str, value: &str) -> Result<()> {
+        let entry = self
+            .sections
+            .0
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let table = entry.as_table_mut().ok_or_else(|| {
+            Error::config(format!("invalid secref.toml: [{section}] must be a table"))
+        })?;
+        table.insert(key.to_string(), toml::Value::String(value.to_string()));
+        Ok(())
+    }
+
     /// The cache settings for a provider (its override, or the default).
     pub fn cache_for(&self, provider: &str) -> CacheConfig {
         self.provider_cache
@@ -467,6 +491,18 @@ mod tests {
             let e = Config::from_toml_str(bad).unwrap_err();
             assert_eq!(e.code(), crate::ErrorCode::Config, "{bad}");
         }
+    }
+
+    #[test]
+    fn debug_shows_section_names_not_credentials() {
+        let cfg =
+            Config::from_toml_str("[infisical]\nclient_id = 'a'\nclient_secret = 'canary-cs-1'")
+                .unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(
+            dbg.contains("infisical") && !dbg.contains("canary-cs-1"),
+            "{dbg}"
+        );
     }
 
     #[test]

@@ -35,14 +35,14 @@ pub const MAX_MESSAGE_CHARS: usize = 200;
 /// The header that carries a request's id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// How to build the HTTP client ([`ClientOptions::build`]).
+/// How to build a provider's HTTP client ([`ClientOptions::build_for`]).
 ///
 /// ```
 /// let c = secref::http::ClientOptions::default()
 ///     .timeout(std::time::Duration::from_secs(5))
-///     .build()
+///     .build_for("x")
 ///     .unwrap();
-/// # let _ = c;
+/// assert_eq!(c.provider(), "x");
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -119,8 +119,8 @@ impl ClientOptions {
         })
     }
 
-    /// Builds the bare reqwest client (prefer [`ClientOptions::build_for`]).
-    pub fn build(self) -> Result<reqwest::Client> {
+    /// The bare reqwest client behind [`ClientOptions::build_for`].
+    fn build(self) -> Result<reqwest::Client> {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(self.timeout)
@@ -165,6 +165,8 @@ pub struct Response {
     pub retry_after: Option<Duration>,
     /// `Location`, for the one caller that follows redirects by hand.
     pub location: Option<String>,
+    /// Every header of the answer (e.g. AWS's `x-amzn-requestid`).
+    pub headers: reqwest::header::HeaderMap,
     /// The body, at most the client's limit.
     pub body: Zeroizing<Vec<u8>>,
 }
@@ -223,6 +225,7 @@ impl HttpClient {
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let headers = resp.headers().clone();
         let body = Zeroizing::new(
             read_body(resp, self.max_body)
                 .await
@@ -233,6 +236,7 @@ impl HttpClient {
             status,
             retry_after,
             location,
+            headers,
             body,
         })
     }
@@ -246,6 +250,7 @@ impl Response {
             status,
             retry_after: None,
             location: None,
+            headers: reqwest::header::HeaderMap::new(),
             body: Zeroizing::new(body.to_vec()),
         }
     }
@@ -381,9 +386,8 @@ pub fn call_ids() -> (String, String) {
         .unwrap_or_else(|_| (fresh_id(), fresh_id()))
 }
 
-/// Maps a transport error (providers get this through [`HttpClient::send`]). reqwest's messages name the URL (never bodies or
-/// headers), which is safe: URLs here carry no credentials.
-pub fn transport_error(e: &reqwest::Error) -> Error {
+/// Maps a transport error (providers get this through [`HttpClient::send`]).
+fn transport_error(e: &reqwest::Error) -> Error {
     if e.is_timeout() {
         Error::new(ErrorCode::Timeout, "the backend did not answer in time")
     } else if e.is_connect() {
@@ -406,7 +410,7 @@ pub fn transport_error(e: &reqwest::Error) -> Error {
 
 /// Reads a response body up to `limit` bytes; more is `invalid_response`
 /// (providers get this through [`HttpClient::send`]).
-pub(crate) async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
+async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
     if resp.content_length().is_some_and(|n| n as usize > limit) {
         return Err(body_too_large(limit));
     }

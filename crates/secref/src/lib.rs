@@ -28,6 +28,7 @@ pub mod auth;
 pub mod blocking;
 mod cache;
 pub mod config;
+pub mod credentials;
 pub mod credfile;
 pub mod error;
 pub mod flight;

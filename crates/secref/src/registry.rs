@@ -61,6 +61,10 @@ pub struct ProviderSpec {
     /// Builds the provider from the loaded config: `Ok(None)` when it is not
     /// configured at all, an error when it is configured wrongly.
     pub build: BuildFn,
+    /// Where it reads credentials (section keys, environment variables):
+    /// each may hold a reference to another provider, resolved before
+    /// `build` runs ([`crate::credentials`]).
+    pub credentials: fn(&Config) -> Vec<crate::credentials::CredentialField>,
 }
 
 /// Every registered provider (those whose features are compiled in).
@@ -92,6 +96,23 @@ pub fn spec_by_name(name: &str) -> Option<&'static ProviderSpec> {
 /// rather than passing it through as text.
 pub fn is_reference_scheme(scheme: &str) -> bool {
     spec_for_scheme(&scheme.to_ascii_lowercase()).is_some()
+}
+
+/// Whether a value (an env-file value, a credential setting) is meant as a
+/// reference: it starts with a registered scheme ([`is_reference_scheme`])
+/// and `://`. Such a value must parse; anything else (`https://…`, a plain
+/// value) is text.
+///
+/// ```
+/// assert!(secref::registry::looks_like_reference("LOCAL://app/db"));
+/// assert!(!secref::registry::looks_like_reference("https://example.com"));
+/// assert!(!secref::registry::looks_like_reference("hunter2"));
+/// ```
+pub fn looks_like_reference(value: &str) -> bool {
+    match value.split_once("://") {
+        Some((scheme, _)) => is_reference_scheme(scheme),
+        None => false,
+    }
 }
 
 /// Every registered scheme, in registry order.

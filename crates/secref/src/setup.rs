@@ -46,8 +46,21 @@ fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
     // decides whether it is configured (`None`: skipped) and fails on
     // invalid settings rather than skipping them. The first provider for a
     // family wins.
+    // Credential settings holding references are resolved first, in
+    // dependency order; a provider whose references cannot be read fails
+    // its own reads with the reason.
+    let derived = crate::credentials::dereference(cfg)?;
     for spec in crate::registry::specs() {
-        if let Some(p) = (spec.build)(cfg)? {
+        let built = match derived.get(spec.name) {
+            None => (spec.build)(cfg)?,
+            Some(Ok(own)) => (spec.build)(own)?,
+            Some(Err(e)) => Some(std::sync::Arc::new(crate::credentials::Unavailable::new(
+                spec,
+                e.clone(),
+            ))
+                as std::sync::Arc<dyn crate::provider::Provider>),
+        };
+        if let Some(p) = built {
             builder = builder.provider_arc(p, Some(cfg.cache_for(spec.name)));
         }
     }

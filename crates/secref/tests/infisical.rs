@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use secref::config::Env;
 use secref::provider::Provider;
-use secref::providers::infisical::{CredentialSource, InfisicalProvider, InfisicalSettings};
+use secref::providers::infisical::{InfisicalProvider, InfisicalSettings};
 use secref::{Config, ErrorCode, Resolver, SecretRef};
 use secref_testkit::infisical::{InfisicalDouble, Seed};
 use serde_json::json;
@@ -93,7 +93,7 @@ async fn universal_auth_reads_versions_metadata_and_validation() {
     let d = InfisicalDouble::start(seed(600)).await.unwrap();
     let home = tempfile::tempdir().unwrap();
     let p = universal(&d, home.path());
-    assert_eq!(p.credential_source(), Some(CredentialSource::Environment));
+    assert_eq!(p.credential_source(), Some("environment"));
 
     let out = p
         .resolve_many(&[
@@ -450,7 +450,7 @@ async fn cli_config_login_is_used_last_with_its_own_url() {
         home.path(),
     );
     let p = InfisicalProvider::new(InfisicalSettings::from_config(&cfg).unwrap()).unwrap();
-    assert_eq!(p.credential_source(), Some(CredentialSource::CliConfig));
+    assert_eq!(p.credential_source(), Some("cli_config"));
     let out = p
         .resolve_many(&[r("infisical://proj-1/dev/app/DB_PASS")])
         .await
@@ -467,7 +467,7 @@ async fn cli_config_login_is_used_last_with_its_own_url() {
         home.path(),
     );
     let p = InfisicalProvider::new(InfisicalSettings::from_config(&cfg).unwrap()).unwrap();
-    assert_eq!(p.credential_source(), Some(CredentialSource::Environment));
+    assert_eq!(p.credential_source(), Some("environment"));
 
     // A wrong passphrase is `unauthenticated` on use, not a panic or a leak.
     let other = tempfile::tempdir().unwrap();

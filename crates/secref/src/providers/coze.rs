@@ -7,7 +7,7 @@
 //! | env (the SDK's names) | `[coze]` key | required | rule |
 //! |---|---|---|---|
 //! | `COZE_WORKLOAD_IDENTITY_CLIENT_ID` | `client_id` | yes | non-empty |
-//! | `COZE_WORKLOAD_IDENTITY_CLIENT_SECRET` | `client_secret_env` (names the variable) or `client_secret_file` | yes | trimmed, non-empty; held as a [`Secret`] |
+//! | `COZE_WORKLOAD_IDENTITY_CLIENT_SECRET` | `client_secret` (a reference), `client_secret_env` (names the variable) or `client_secret_file` | yes | trimmed, non-empty; held as a [`Secret`] |
 //! | `COZE_WORKLOAD_IDENTITY_TOKEN_ENDPOINT` | `token_endpoint` | yes | [`validate_base_url`] |
 //! | `COZE_WORKLOAD_ACCESS_TOKEN_ENDPOINT` | `access_token_endpoint` | yes | [`validate_base_url`] |
 //! | `COZE_OUTBOUND_AUTH_ENDPOINT` | `outbound_endpoint` | for resolving | [`validate_base_url`]; `/integration` and `/env` are appended |
@@ -157,11 +157,14 @@ impl fmt::Debug for CozeProvider {
     }
 }
 
-/// The `[coze]` table of `secref.toml`.
-#[derive(Debug, Default, Deserialize)]
+/// The `[coze]` table of `secref.toml`. `client_secret` takes only a
+/// reference ([`crate::credentials`] replaces it by its value before this is
+/// read).
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CozeTable {
     client_id: Option<String>,
+    client_secret: Option<zeroize::Zeroizing<String>>,
     client_secret_env: Option<String>,
     client_secret_file: Option<PathBuf>,
     token_endpoint: Option<String>,
@@ -194,13 +197,25 @@ impl CozeProvider {
                 .or_else(|| env.get(var).map(str::to_string))
         };
         let client_id = pick(t.client_id, ENV_CLIENT_ID);
+        let given = [
+            t.client_secret.is_some(),
+            t.client_secret_env.is_some(),
+            t.client_secret_file.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(Error::config(
+                "[coze] takes one of client_secret, client_secret_env and client_secret_file",
+            ));
+        }
         let client_secret = match (&t.client_secret_env, &t.client_secret_file) {
-            (Some(_), Some(_)) => {
-                return Err(Error::config(
-                    "[coze] takes one of client_secret_env and client_secret_file, not both",
-                ))
-            }
-            (None, Some(path)) => {
+            _ if t.client_secret.is_some() => t
+                .client_secret
+                .as_deref()
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(Secret::from),
+            // Both set is refused above.
+            (_, Some(path)) => {
                 let bytes = crate::credfile::read_private_file(path, "Coze client secret file")?
                     .ok_or_else(|| {
                         Error::config(format!(
@@ -663,6 +678,19 @@ fn lane_headers(server_env: Option<&str>) -> Vec<(&'static str, String)> {
     }
 }
 
+/// Where the Coze client secret is read ([`crate::credentials`]): the
+/// variable `[coze] client_secret_env` names, else
+/// `COZE_WORKLOAD_IDENTITY_CLIENT_SECRET`; it may hold a reference.
+fn credential_fields(cfg: &Config) -> Vec<crate::credentials::CredentialField> {
+    let mut fields =
+        crate::credentials::env_named_by(cfg, "coze", "client_secret_env", ENV_CLIENT_SECRET);
+    fields.push(crate::credentials::CredentialField::Key {
+        name: "client_secret",
+        reference_only: true,
+    });
+    fields
+}
+
 /// `coze+credential://<integration>`, `coze+env://<project_id>/<KEY>`: Coze
 /// workload identity.
 pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
@@ -699,6 +727,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         ],
         _ => Vec::new(),
     },
+    credentials: credential_fields,
     build: |cfg| {
         Ok(CozeProvider::configured(cfg)?
             .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
@@ -819,11 +848,18 @@ mod tests {
         let p = CozeProvider::from_table(&t, &env).unwrap();
         assert_eq!(p.client_id(), "other");
         assert_eq!(p.lane_headers(), &[("x-tt-env", "boe_x".to_string())]);
-        let t: toml::Table = toml::from_str("client_secret = 'inline'").unwrap();
+        let t: toml::Table =
+            toml::from_str("client_secret = 'x'\nclient_secret_env = 'Y'").unwrap();
         assert_eq!(
             CozeProvider::from_table(&t, &env).unwrap_err().code(),
             ErrorCode::Config
         );
+        // An inline secret is refused before the table is read.
+        let mut cfg = Config::from_toml_str("[coze]\nclient_secret = 'inline-canary'").unwrap();
+        cfg.env = env.clone();
+        let e = crate::Resolver::from_config(&cfg).unwrap_err();
+        assert!(e.message().contains("must be a secret reference"), "{e}");
+        assert!(!e.to_string().contains("inline-canary"));
     }
 
     #[test]

@@ -93,5 +93,6 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         RefKind::Env { var } => vec![("var", var.as_str().into())],
         _ => Vec::new(),
     },
+    credentials: crate::credentials::none,
     build: |_| crate::registry::always(EnvProvider::new()),
 };

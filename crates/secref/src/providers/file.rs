@@ -277,6 +277,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         }
         v
     },
+    credentials: crate::credentials::none,
     build: |cfg| crate::registry::always(FileProvider::from_config(&cfg.file)),
 };
 

@@ -26,7 +26,9 @@
 //! cli_config = true                  # fall back to the Infisical CLI's login
 //! ```
 //!
-//! Credentials are found in the SDK's order: the table's explicit values,
+//! Credentials are found along a [`CredentialChain`] ([`default_chain`]; a
+//! program may insert its own [`CredentialSource`] at any position, as the
+//! SDK's `add_provider(provider, index)`), in the SDK's order: the table's explicit values,
 //! then `INFISICAL_CLIENT_ID` + `INFISICAL_CLIENT_SECRET` (universal auth)
 //! or `INFISICAL_TOKEN`, then the Infisical CLI's login
 //! (`~/.infisical/infisical-config.json` with the `file` vault and the
@@ -49,6 +51,7 @@ use url::Url;
 use zeroize::Zeroizing;
 
 use crate::config::{self, Config, Env};
+use crate::credentials::{CredentialChain, CredentialField, CredentialSource};
 use crate::error::{Error, ErrorCode, Result};
 use crate::http::{self, ClientOptions};
 use crate::provider::{BatchResult, Metadata, Provider, Resolved, Validation};
@@ -98,15 +101,104 @@ pub enum Credentials {
     Token(Secret),
 }
 
-/// Where the credentials were found (for diagnostics; never the values).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CredentialSource {
-    /// The `[infisical]` table.
-    Explicit,
-    /// `INFISICAL_*` environment variables.
-    Environment,
-    /// The Infisical CLI's config file and keyring.
-    CliConfig,
+/// What a link of the Infisical credential chain finds: credentials, and
+/// the server they belong to when the link knows it (the CLI's login names
+/// its own; the SDK's custom providers may set `url` too).
+#[derive(Clone, Debug)]
+pub struct Login {
+    /// The credentials.
+    pub credentials: Credentials,
+    /// The API base URL these credentials are for, if not the configured one.
+    pub url: Option<Url>,
+}
+
+impl Login {
+    fn at_configured_url(credentials: Credentials) -> Login {
+        Login {
+            credentials,
+            url: None,
+        }
+    }
+}
+
+/// The chain's first built-in link: `client_id` + `client_secret`, or
+/// `token`, in the `[infisical]` table (named `explicit`).
+#[derive(Debug)]
+pub struct ExplicitSource;
+
+impl CredentialSource<Login> for ExplicitSource {
+    fn name(&self) -> &str {
+        "explicit"
+    }
+    fn credentials(&self, cfg: &Config) -> Result<Option<Login>> {
+        let table: Table = cfg.section("infisical")?.unwrap_or_default();
+        Ok(explicit_credentials(&table)?.map(Login::at_configured_url))
+    }
+}
+
+/// The second: `INFISICAL_CLIENT_ID` + `INFISICAL_CLIENT_SECRET`, else
+/// `INFISICAL_TOKEN` (named `environment`).
+#[derive(Debug)]
+pub struct EnvironmentSource;
+
+impl CredentialSource<Login> for EnvironmentSource {
+    fn name(&self) -> &str {
+        "environment"
+    }
+    fn credentials(&self, cfg: &Config) -> Result<Option<Login>> {
+        Ok(env_credentials(&cfg.env)?.map(Login::at_configured_url))
+    }
+}
+
+/// The third: the Infisical CLI's login, unless `cli_config = false`
+/// (named `cli_config`). Its token comes with the server that issued it.
+#[derive(Debug)]
+pub struct CliConfigSource;
+
+impl CredentialSource<Login> for CliConfigSource {
+    fn name(&self) -> &str {
+        "cli_config"
+    }
+    fn credentials(&self, cfg: &Config) -> Result<Option<Login>> {
+        let table: Table = cfg.section("infisical")?.unwrap_or_default();
+        if !table.cli_config.unwrap_or(true) {
+            return Ok(None);
+        }
+        Ok(cli_credentials(&cfg.env)?.map(|(credentials, url)| Login {
+            credentials,
+            url: Some(url),
+        }))
+    }
+}
+
+/// The SDK's chain: [`ExplicitSource`], [`EnvironmentSource`],
+/// [`CliConfigSource`]. Insert your own link with
+/// [`CredentialChain::insert`] and build with
+/// [`InfisicalSettings::with_chain`].
+pub fn default_chain() -> CredentialChain<Login> {
+    let mut chain = CredentialChain::new();
+    chain
+        .push(ExplicitSource)
+        .push(EnvironmentSource)
+        .push(CliConfigSource);
+    chain
+}
+
+/// Where Infisical credentials are read ([`crate::credentials`]); each may
+/// be a reference.
+fn credential_fields(_cfg: &Config) -> Vec<CredentialField> {
+    let key = |name| CredentialField::Key {
+        name,
+        reference_only: false,
+    };
+    vec![
+        key("client_id"),
+        key("client_secret"),
+        key("token"),
+        CredentialField::Env("INFISICAL_CLIENT_ID".into()),
+        CredentialField::Env("INFISICAL_CLIENT_SECRET".into()),
+        CredentialField::Env("INFISICAL_TOKEN".into()),
+    ]
 }
 
 /// Validated provider settings.
@@ -114,9 +206,10 @@ pub enum CredentialSource {
 pub struct InfisicalSettings {
     /// The API base URL, without a trailing slash.
     pub url: Url,
-    /// The credentials, or why none could be found (reported on first use,
-    /// so other schemes keep working).
-    pub credentials: std::result::Result<(Credentials, CredentialSource), Error>,
+    /// The credentials and the name of the chain link that found them, or
+    /// why none could be found (reported on first use, so other schemes
+    /// keep working).
+    pub credentials: std::result::Result<(Credentials, String), Error>,
     /// The request timeout.
     pub timeout: Duration,
     /// Renew this long before expiry (default: min(60 s, lifetime / 3)).
@@ -126,9 +219,16 @@ pub struct InfisicalSettings {
 }
 
 impl InfisicalSettings {
-    /// Reads `cfg.infisical` and `cfg.env`. Invalid values are `config`
-    /// errors; missing credentials are not (they fail each read instead).
+    /// Reads `cfg.infisical` and `cfg.env` with the [`default_chain`].
+    /// Invalid values are `config` errors; missing credentials are not (they
+    /// fail each read instead).
     pub fn from_config(cfg: &Config) -> Result<InfisicalSettings> {
+        InfisicalSettings::with_chain(cfg, &default_chain())
+    }
+
+    /// Like [`InfisicalSettings::from_config`], with credentials from
+    /// `chain` (e.g. the default chain with a link of your own inserted).
+    pub fn with_chain(cfg: &Config, chain: &CredentialChain<Login>) -> Result<InfisicalSettings> {
         let table: Table = cfg.section("infisical")?.unwrap_or_default();
         let env = &cfg.env;
         let url_raw = table
@@ -157,21 +257,19 @@ impl InfisicalSettings {
             (None, Some(raw)) => config::parse_bool("INFISICAL_VERIFY_SSL", raw)?,
             (None, None) => true,
         };
-        let credentials = match explicit_credentials(&table)? {
-            Some(c) => Ok((c, CredentialSource::Explicit)),
-            None => match env_credentials(env)? {
-                Some(c) => Ok((c, CredentialSource::Environment)),
-                None if table.cli_config.unwrap_or(true) => match cli_credentials(env) {
-                    Ok(Some((c, cli_url))) => {
-                        // The CLI's token belongs to the server that issued it.
-                        url = cli_url;
-                        Ok((c, CredentialSource::CliConfig))
-                    }
-                    Ok(None) => Err(no_credentials()),
-                    Err(e) => Err(e),
-                },
-                None => Err(no_credentials()),
-            },
+        // A wrong setting is a `config` error now; a link that fails
+        // otherwise (e.g. the CLI keyring cannot be decrypted) fails each
+        // read, so other schemes keep working.
+        let credentials = match chain.find(cfg) {
+            Ok(Some((login, source))) => {
+                if let Some(own) = login.url {
+                    url = own;
+                }
+                Ok((login.credentials, source))
+            }
+            Ok(None) => Err(no_credentials()),
+            Err(e) if e.code() == ErrorCode::Config => return Err(e),
+            Err(e) => Err(e),
         };
         Ok(InfisicalSettings {
             url,
@@ -619,7 +717,7 @@ pub struct InfisicalProvider {
     name: String,
     transport: Transport,
     auth: std::result::Result<TokenManager, Error>,
-    source: Option<CredentialSource>,
+    source: Option<String>,
 }
 
 impl std::fmt::Debug for InfisicalProvider {
@@ -677,9 +775,10 @@ impl InfisicalProvider {
         })
     }
 
-    /// Where the credentials came from, if any were found.
-    pub fn credential_source(&self) -> Option<CredentialSource> {
-        self.source
+    /// The name of the chain link the credentials came from (`explicit`,
+    /// `environment`, `cli_config`, or a user-added link's), if any.
+    pub fn credential_source(&self) -> Option<&str> {
+        self.source.as_deref()
     }
 
     fn auth(&self) -> Result<&TokenManager> {
@@ -1043,6 +1142,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         }
         v
     },
+    credentials: credential_fields,
     build: |cfg| {
         Ok(InfisicalProvider::configured(cfg)?
             .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))
@@ -1060,29 +1160,7 @@ pub(crate) fn parse_infisical(rest: &str) -> Result<ParsedRef> {
             "infisical:// references take no #fragment",
         ));
     }
-    let mut version = None;
-    if let Some(q) = query {
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("version", v)) if version.is_none() => {
-                    version = Some(reference::parse_positive_version(v)?)
-                }
-                Some(("version", _)) => {
-                    return Err(reference::err(
-                        ErrorCode::AmbiguousQuery,
-                        "version is given twice",
-                    ))
-                }
-                _ => {
-                    return Err(reference::err(
-                        ErrorCode::InvalidReference,
-                        format!("unknown query parameter '{}'", reference::printable(pair)),
-                    )
-                    .with_hint("only ?version=N is supported"))
-                }
-            }
-        }
-    }
+    let version = reference::parse_version_query(query)?;
     let segs: Vec<&str> = body.split('/').collect();
     if segs.len() < 3 {
         return Err(reference::err(
@@ -1128,7 +1206,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             s.credentials,
-            Ok((Credentials::Universal { .. }, CredentialSource::Explicit))
+            Ok((Credentials::Universal { .. }, ref src)) if src == "explicit"
         ));
         let s = InfisicalSettings::from_config(&cfg(
             "",
@@ -1141,7 +1219,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             s.credentials,
-            Ok((Credentials::Universal { .. }, CredentialSource::Environment))
+            Ok((Credentials::Universal { .. }, ref src)) if src == "environment"
         ));
         let e =
             InfisicalSettings::from_config(&cfg("[infisical]\ntoken = 't'\nclient_id = 'a'", &[]))
@@ -1158,6 +1236,41 @@ mod tests {
         );
         let e = InfisicalSettings::from_config(&cfg("[infisical]\nnope = 1", &[])).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Config);
+    }
+
+    /// A user's link, inserted first, wins over the table; appended last, it
+    /// is used only when no built-in link has credentials.
+    #[test]
+    fn a_user_link_goes_where_it_is_inserted() {
+        struct Vaulted;
+        impl CredentialSource<Login> for Vaulted {
+            fn name(&self) -> &str {
+                "vaulted"
+            }
+            fn credentials(&self, _cfg: &Config) -> Result<Option<Login>> {
+                Ok(Some(Login {
+                    credentials: Credentials::Token(Secret::from("user-token")),
+                    url: Some(Url::parse("https://eu.infisical.com").unwrap()),
+                }))
+            }
+        }
+        assert_eq!(
+            default_chain().names(),
+            ["explicit", "environment", "cli_config"]
+        );
+        let c = cfg("[infisical]
+token = 't'", &[]);
+        let mut first = default_chain();
+        first.insert(0, Vaulted);
+        let s = InfisicalSettings::with_chain(&c, &first).unwrap();
+        assert_eq!(s.credentials.as_ref().unwrap().1, "vaulted");
+        assert_eq!(s.url.as_str(), "https://eu.infisical.com/");
+        let mut last = default_chain();
+        last.push(Vaulted);
+        let s = InfisicalSettings::with_chain(&c, &last).unwrap();
+        assert_eq!(s.credentials.as_ref().unwrap().1, "explicit");
+        let s = InfisicalSettings::with_chain(&cfg("", &[]), &last).unwrap();
+        assert_eq!(s.credentials.as_ref().unwrap().1, "vaulted");
     }
 
     #[test]

@@ -267,6 +267,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         }
         v
     },
+    credentials: crate::credentials::none,
     build: |cfg| {
         let local = match Store::open_from_config(cfg) {
             Ok(store) => LocalProvider::new(store),

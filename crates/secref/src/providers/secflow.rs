@@ -6,7 +6,7 @@
 //! | source | key | default | rule |
 //! |---|---|---|---|
 //! | env / `[secflow] base_url` | `SECFLOW_BASE_URL` | `https://secflow.intflow.dev` | `https://`, or `http://` for loopback only ([`validate_base_url`]) |
-//! | env / `[secflow] token_env` or `token_file` | `SECFLOW_SDK_TOKEN` | — (required) | trimmed, non-empty; held as a [`Secret`] |
+//! | env / `[secflow] token` (a reference), `token_env` or `token_file` | `SECFLOW_SDK_TOKEN` | — (required) | trimmed, non-empty; held as a [`Secret`] |
 //! | env / `[secflow] target_environment` | `SECFLOW_TARGET_ENVIRONMENT` | `dev` | `dev`, `stage`, `prod` or `shared` |
 //! | env / `[secflow] timeout_seconds` | `SECFLOW_TIMEOUT_SECONDS` | `30` | > 0 and ≤ 300 ([`parse_timeout`]) |
 //!
@@ -140,10 +140,12 @@ impl fmt::Debug for SecFlowProvider {
     }
 }
 
-/// The `[secflow]` table of `secref.toml`.
-#[derive(Debug, Default, Deserialize)]
+/// The `[secflow]` table of `secref.toml`. `token` takes only a reference
+/// ([`crate::credentials`] replaces it by its value before this is read).
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SecFlowTable {
+    token: Option<zeroize::Zeroizing<String>>,
     base_url: Option<String>,
     token_env: Option<String>,
     token_file: Option<PathBuf>,
@@ -200,13 +202,22 @@ impl SecFlowProvider {
             .base_url
             .or_else(|| env.get("SECFLOW_BASE_URL").map(str::to_string))
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        let given = [t.token.is_some(), t.token_env.is_some(), t.token_file.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(Error::config(
+                "[secflow] takes one of token, token_env and token_file",
+            ));
+        }
         let token = match (&t.token_env, &t.token_file) {
-            (Some(_), Some(_)) => {
-                return Err(Error::config(
-                    "[secflow] takes one of token_env and token_file, not both",
-                ))
+            _ if t.token.is_some() => {
+                let value = t.token.as_deref().map(|v| v.trim()).unwrap_or_default();
+                if value.is_empty() {
+                    return Err(Error::config("[secflow] token is empty"));
+                }
+                Secret::from(value)
             }
-            (None, Some(path)) => {
+            // Both set is refused above.
+            (_, Some(path)) => {
                 let bytes = crate::credfile::read_private_file(path, "SecFlow token file")?
                     .ok_or_else(|| {
                         Error::config(format!(
@@ -835,6 +846,18 @@ impl Provider for SecFlowProvider {
     }
 }
 
+/// Where the SecFlow token is read ([`crate::credentials`]): the variable
+/// `[secflow] token_env` names, else `SECFLOW_SDK_TOKEN`; it may hold a
+/// reference.
+fn credential_fields(cfg: &Config) -> Vec<crate::credentials::CredentialField> {
+    let mut fields = crate::credentials::env_named_by(cfg, "secflow", "token_env", "SECFLOW_SDK_TOKEN");
+    fields.push(crate::credentials::CredentialField::Key {
+        name: "token",
+        reference_only: true,
+    });
+    fields
+}
+
 /// `secret://<environment>/<service>/<kind>/<name>`: a SecFlow service.
 pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::ProviderSpec {
     name: "secflow",
@@ -858,6 +881,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         ],
         _ => Vec::new(),
     },
+    credentials: credential_fields,
     build: |cfg| {
         Ok(SecFlowProvider::from_config(cfg)?
             .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn Provider>))

@@ -16,6 +16,7 @@ const fn grammar_only(name: &'static str, schemes: &'static [&'static str]) -> P
         env_vars: &[],
         parse: parse_canonical_uri,
         parts: uri_parts,
+        credentials: crate::credentials::none,
         build: |_| Ok(None),
     }
 }

@@ -907,5 +907,6 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
     ],
     parse: crate::reference::parse_canonical_uri,
     parts: super::uri::uri_parts,
+    credentials: settings::credential_fields,
     build: |cfg| Ok(VaultProvider::configured(cfg)?.map(|p| Arc::new(p) as Arc<dyn Provider>)),
 };

@@ -26,8 +26,8 @@
 //! loopback hosts (a local test server such as moto), so neither a
 //! signature nor a value ever crosses the network in clear text.
 
-pub(crate) mod sm;
-pub(crate) mod ssm;
+pub mod sm;
+pub mod ssm;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,8 +40,9 @@ use url::Url;
 use zeroize::Zeroizing;
 
 use crate::config::{self, Config, Env};
+use crate::credentials::{CredentialChain, CredentialField, CredentialSource};
 use crate::error::{Error, ErrorCode, Result};
-use crate::http::{self, ClientOptions};
+use crate::http::{self, ClientOptions, HttpClient};
 use crate::secret::Secret;
 
 /// The environment variables both AWS providers read.
@@ -102,12 +103,88 @@ struct Table {
     timeout_seconds: Option<f64>,
 }
 
-/// Static AWS credentials. `Debug` shows neither key.
+/// Static AWS credentials, what a link of the AWS credential chain finds.
+/// `Debug` shows neither key.
 #[derive(Clone)]
-struct Credentials {
-    access_key_id: Secret,
-    secret_access_key: Secret,
-    session_token: Option<Secret>,
+pub struct Credentials {
+    /// The access key id.
+    pub access_key_id: Secret,
+    /// The secret access key.
+    pub secret_access_key: Secret,
+    /// The session token of temporary credentials.
+    pub session_token: Option<Secret>,
+}
+
+/// The chain's first built-in link: `AWS_ACCESS_KEY_ID` +
+/// `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`), named `environment`.
+#[derive(Debug)]
+pub struct EnvironmentSource;
+
+impl CredentialSource<Credentials> for EnvironmentSource {
+    fn name(&self) -> &str {
+        "environment"
+    }
+    fn credentials(&self, cfg: &Config) -> Result<Option<Credentials>> {
+        let env = &cfg.env;
+        match (
+            env.get("AWS_ACCESS_KEY_ID"),
+            env.get("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            (Some(id), Some(secret)) => Ok(Some(Credentials {
+                access_key_id: Secret::from(id),
+                secret_access_key: Secret::from(secret),
+                session_token: env.get("AWS_SESSION_TOKEN").map(Secret::from),
+            })),
+            (Some(_), None) | (None, Some(_)) => Err(Error::config(
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together",
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// The second: the profile's keys in the shared credentials file, then in
+/// the shared config file (named `profile`).
+#[derive(Debug)]
+pub struct ProfileSource;
+
+impl CredentialSource<Credentials> for ProfileSource {
+    fn name(&self) -> &str {
+        "profile"
+    }
+    fn credentials(&self, cfg: &Config) -> Result<Option<Credentials>> {
+        let table: Table = cfg.section("aws")?.unwrap_or_default();
+        let files = ProfileFiles::load(&cfg.env, &profile_name(&table, &cfg.env))?;
+        profile_credentials(&files)
+    }
+}
+
+/// The SDK's order: [`EnvironmentSource`], [`ProfileSource`]. Insert your
+/// own link with [`CredentialChain::insert`] and build a provider with
+/// [`sm::SecretsManagerProvider::with_chain`] /
+/// [`ssm::ParameterStoreProvider::with_chain`].
+pub fn default_chain() -> CredentialChain<Credentials> {
+    let mut chain = CredentialChain::new();
+    chain.push(EnvironmentSource).push(ProfileSource);
+    chain
+}
+
+/// Where AWS credentials are read ([`crate::credentials`]); each may be a
+/// reference (`AWS_SECRET_ACCESS_KEY=local://aws/ci#secret_access_key`).
+pub(crate) fn credential_fields(_cfg: &Config) -> Vec<CredentialField> {
+    ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+        .into_iter()
+        .map(|v| CredentialField::Env(v.into()))
+        .collect()
+}
+
+fn profile_name(table: &Table, env: &Env) -> String {
+    table
+        .profile
+        .as_deref()
+        .or_else(|| env.get("AWS_PROFILE"))
+        .unwrap_or("default")
+        .to_owned()
 }
 
 impl fmt::Debug for Credentials {
@@ -122,7 +199,7 @@ impl fmt::Debug for Credentials {
 /// whole resolver.
 #[derive(Debug)]
 pub(crate) struct Client {
-    http: reqwest::Client,
+    http: HttpClient,
     service: &'static Service,
     target: std::result::Result<Target, Error>,
 }
@@ -138,9 +215,13 @@ struct Target {
 pub(crate) type Body = Zeroizing<Vec<u8>>;
 
 impl Client {
-    /// Reads `[aws]` and the environment for `service`. Only a wrong
-    /// `[aws]` table is an error here.
-    pub(crate) fn from_config(cfg: &Config, service: &'static Service) -> Result<Client> {
+    /// Reads `[aws]` and the environment for `service`, with credentials
+    /// from `chain`. Only a wrong `[aws]` table is an error here.
+    pub(crate) fn from_config(
+        cfg: &Config,
+        service: &'static Service,
+        chain: &CredentialChain<Credentials>,
+    ) -> Result<Client> {
         let table: Table = cfg.section("aws")?.unwrap_or_default();
         let timeout = match table.timeout_seconds {
             Some(s) => config::check_timeout("aws.timeout_seconds", s)?,
@@ -149,8 +230,10 @@ impl Client {
         if let Some(url) = &table.endpoint_url {
             config::validate_base_url("aws.endpoint_url", url)?;
         }
-        let http = ClientOptions::default().timeout(timeout).build()?;
-        let target = resolve_target(&table, &cfg.env, service)
+        let http = ClientOptions::default()
+            .timeout(timeout)
+            .build_for(service.provider)?;
+        let target = resolve_target(&table, cfg, service, chain)
             .map_err(|e| e.with_provider(service.provider));
         Ok(Client {
             http,
@@ -177,38 +260,11 @@ impl Client {
             req = req.header(name, value);
         }
         tracing::trace!(operation, "AWS request");
-        let resp = req
-            .body(payload)
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e).with_provider(self.service.provider))?;
-        let status = resp.status().as_u16();
-        let request_id = resp
-            .headers()
-            .get("x-amzn-requestid")
-            .and_then(|v| v.to_str().ok())
-            .filter(|s| is_safe_label(s))
-            .map(str::to_owned);
-        let header_type = resp
-            .headers()
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = Zeroizing::new(
-            http::read_body(resp, http::MAX_BODY)
-                .await
-                .map_err(|e| e.with_provider(self.service.provider))?,
-        );
-        tracing::trace!(status, "AWS answer");
-        if (200..300).contains(&status) {
-            return Ok(body);
+        let reply = self.http.send(req.body(payload)).await?;
+        if reply.is_success() {
+            return Ok(reply.body);
         }
-        let mut e = error_answer(status, header_type.as_deref(), &body, operation)
-            .with_provider(self.service.provider);
-        if let Some(id) = request_id {
-            e = e.with_request_id(id);
-        }
-        Err(e)
+        Err(error_answer(&reply, operation).with_provider(self.service.provider))
     }
 
     /// The provider name, for errors.
@@ -286,14 +342,16 @@ fn sign(
 // Region, endpoint and credentials
 // ---------------------------------------------------------------------------
 
-fn resolve_target(table: &Table, env: &Env, service: &Service) -> Result<Target> {
-    let profile_name = table
-        .profile
-        .as_deref()
-        .or_else(|| env.get("AWS_PROFILE"))
-        .unwrap_or("default");
+fn resolve_target(
+    table: &Table,
+    cfg: &Config,
+    service: &Service,
+    chain: &CredentialChain<Credentials>,
+) -> Result<Target> {
+    let env = &cfg.env;
+    let profile_name = profile_name(table, env);
     let explicit_profile = table.profile.is_some() || env.get("AWS_PROFILE").is_some();
-    let files = ProfileFiles::load(env, profile_name)?;
+    let files = ProfileFiles::load(env, &profile_name)?;
     if explicit_profile && files.credentials.is_none() && files.config.is_none() {
         return Err(Error::config(format!(
             "AWS profile '{}' is not in the shared config or credentials file",
@@ -323,7 +381,11 @@ fn resolve_target(table: &Table, env: &Env, service: &Service) -> Result<Target>
         )));
     }
     let endpoint = endpoint(table, env, &files, service, &region)?;
-    let credentials = credentials(env, &files)?;
+    let credentials = match chain.find(cfg)? {
+        Some((c, _source)) => c,
+        None => return Err(Error::new(ErrorCode::Unauthenticated, "no AWS credentials found")
+            .with_hint("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with keys in ~/.aws/credentials")),
+    };
     Ok(Target {
         region,
         endpoint,
@@ -369,35 +431,17 @@ fn endpoint(
     )
 }
 
-fn credentials(env: &Env, files: &ProfileFiles) -> Result<Credentials> {
-    match (
-        env.get("AWS_ACCESS_KEY_ID"),
-        env.get("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        (Some(id), Some(secret)) => {
-            return Ok(Credentials {
-                access_key_id: Secret::from(id),
-                secret_access_key: Secret::from(secret),
-                session_token: env.get("AWS_SESSION_TOKEN").map(Secret::from),
-            })
-        }
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(Error::config(
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together",
-            ))
-        }
-        (None, None) => {}
-    }
+fn profile_credentials(files: &ProfileFiles) -> Result<Option<Credentials>> {
     // The credentials file wins over the config file for the same profile.
     for section in [&files.credentials, &files.config].into_iter().flatten() {
         let get = |k: &str| section.get(k).map(|v| v.as_str()).filter(|v| !v.is_empty());
         match (get("aws_access_key_id"), get("aws_secret_access_key")) {
             (Some(id), Some(secret)) => {
-                return Ok(Credentials {
+                return Ok(Some(Credentials {
                     access_key_id: Secret::from(id),
                     secret_access_key: Secret::from(secret),
                     session_token: get("aws_session_token").map(Secret::from),
-                })
+                }))
             }
             (Some(_), None) | (None, Some(_)) => {
                 return Err(Error::config(format!(
@@ -408,8 +452,7 @@ fn credentials(env: &Env, files: &ProfileFiles) -> Result<Credentials> {
             (None, None) => {}
         }
     }
-    Err(Error::new(ErrorCode::Unauthenticated, "no AWS credentials found")
-        .with_hint("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with keys in ~/.aws/credentials"))
+    Ok(None)
 }
 
 type Section = BTreeMap<String, Zeroizing<String>>;
@@ -515,16 +558,12 @@ struct ErrorBody {
 }
 
 /// Maps an AWS error answer to an [`Error`].
-pub(crate) fn error_answer(
-    status: u16,
-    header_type: Option<&str>,
-    body: &[u8],
-    operation: &str,
-) -> Error {
-    let raw = serde_json::from_slice::<ErrorBody>(body)
+pub(crate) fn error_answer(reply: &http::Response, operation: &str) -> Error {
+    let header = |name: &str| reply.headers.get(name).and_then(|v| v.to_str().ok());
+    let raw = serde_json::from_slice::<ErrorBody>(&reply.body)
         .ok()
         .and_then(|b| b.kind)
-        .or_else(|| header_type.map(str::to_owned));
+        .or_else(|| header("x-amzn-errortype").map(str::to_owned));
     // `com.amazonaws.x#Name` and `Name:http://…` both mean `Name`.
     let kind = raw
         .as_deref()
@@ -533,10 +572,16 @@ pub(crate) fn error_answer(
         .filter(|t| is_safe_label(t));
     let mut e = match kind {
         Some(k) => error_code(k, operation),
-        None => status_error(status, operation),
+        None => reply.status_error(
+            "aws",
+            format!("AWS answered {} to {operation}", reply.status),
+        ),
     };
     if let Some(k) = kind {
         e = e.with_remote_code(k);
+    }
+    if let Some(id) = header("x-amzn-requestid").filter(|s| is_safe_label(s)) {
+        e = e.with_request_id(id);
     }
     e
 }
@@ -597,19 +642,6 @@ pub(crate) fn error_code(kind: &str, operation: &str) -> Error {
     Error::new(code, format!("{text} ({kind} to {operation})"))
 }
 
-fn status_error(status: u16, operation: &str) -> Error {
-    let code = match status {
-        300..=399 => ErrorCode::RedirectRefused,
-        401 => ErrorCode::Unauthenticated,
-        403 => ErrorCode::PermissionDenied,
-        404 => ErrorCode::NotFound,
-        429 => ErrorCode::RateLimited,
-        500..=599 => ErrorCode::BackendUnavailable,
-        _ => ErrorCode::InvalidResponse,
-    };
-    Error::new(code, format!("AWS answered {status} to {operation}"))
-}
-
 /// Request ids and error types are short identifiers; anything else is
 /// dropped rather than echoed.
 fn is_safe_label(s: &str) -> bool {
@@ -633,6 +665,7 @@ pub(crate) fn is_request_level(e: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Response;
 
     #[test]
     fn error_types_map_to_codes() {
@@ -651,7 +684,7 @@ mod tests {
         ];
         for (kind, code, retryable) in cases {
             let body = format!(r#"{{"__type":"{kind}","message":"s3cr3t-in-message"}}"#);
-            let e = error_answer(400, None, body.as_bytes(), "GetSecretValue");
+            let e = error_answer(&Response::new(400, body.as_bytes()), "GetSecretValue");
             assert_eq!(e.code(), code, "{kind}");
             assert_eq!(e.retryable(), retryable, "{kind}");
             assert_eq!(e.remote_code(), Some(kind));
@@ -660,17 +693,27 @@ mod tests {
                 "the message is never copied"
             );
         }
-        let e = error_answer(400, Some("ThrottlingException:http://internal"), b"", "x");
+        let mut throttled = Response::new(400, b"");
+        throttled.headers.insert(
+            "x-amzn-errortype",
+            HeaderValue::from_static("ThrottlingException:http://internal"),
+        );
+        throttled
+            .headers
+            .insert("x-amzn-requestid", HeaderValue::from_static("req-7"));
+        let e = error_answer(&throttled, "x");
         assert_eq!(e.code(), ErrorCode::RateLimited);
+        assert_eq!(e.request_id(), Some("req-7"));
         let e = error_answer(
-            400,
-            None,
-            br#"{"__type":"com.amazonaws.secretsmanager#AccessDeniedException"}"#,
+            &Response::new(
+                400,
+                br#"{"__type":"com.amazonaws.secretsmanager#AccessDeniedException"}"#,
+            ),
             "x",
         );
         assert_eq!(e.code(), ErrorCode::PermissionDenied);
         assert_eq!(
-            error_answer(503, None, b"<html>", "x").code(),
+            error_answer(&Response::new(503, b"<html>"), "x").code(),
             ErrorCode::BackendUnavailable
         );
     }
@@ -684,6 +727,50 @@ mod tests {
         assert!(ini_section(text, &["profile nope"]).is_none());
     }
 
+    fn target(env: Env, service: &Service) -> Result<Target> {
+        let cfg = Config {
+            env,
+            ..Config::default()
+        };
+        resolve_target(&Table::default(), &cfg, service, &default_chain())
+    }
+
+    /// A user's link inserted between the environment and the profile is
+    /// used when the environment has no keys, and never before it.
+    #[test]
+    fn a_user_link_goes_where_it_is_inserted() {
+        struct Mine;
+        impl CredentialSource<Credentials> for Mine {
+            fn name(&self) -> &str {
+                "mine"
+            }
+            fn credentials(&self, _cfg: &Config) -> Result<Option<Credentials>> {
+                Ok(Some(Credentials {
+                    access_key_id: Secret::from("AKIDMINE"),
+                    secret_access_key: Secret::from("mine-secret"),
+                    session_token: None,
+                }))
+            }
+        }
+        assert_eq!(default_chain().names(), ["environment", "profile"]);
+        let mut chain = default_chain();
+        chain.insert(1, Mine);
+        assert_eq!(chain.names(), ["environment", "mine", "profile"]);
+        let cfg = |pairs: Vec<(&str, &str)>| Config {
+            env: Env::from_pairs(pairs),
+            ..Config::default()
+        };
+        let base = vec![("AWS_REGION", "us-east-1"), ("HOME", "/nonexistent")];
+        let t = resolve_target(&Table::default(), &cfg(base.clone()), &SSM, &chain).unwrap();
+        assert_eq!(t.credentials.access_key_id.as_text().unwrap(), "AKIDMINE");
+        let mut with_env = base.clone();
+        with_env.extend([("AWS_ACCESS_KEY_ID", "AKIDENV"), ("AWS_SECRET_ACCESS_KEY", "s")]);
+        let t = resolve_target(&Table::default(), &cfg(with_env), &SSM, &chain).unwrap();
+        assert_eq!(t.credentials.access_key_id.as_text().unwrap(), "AKIDENV");
+        let e = resolve_target(&Table::default(), &cfg(base), &SSM, &default_chain()).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unauthenticated);
+    }
+
     #[test]
     fn credentials_never_show_in_debug() {
         let env = Env::from_pairs([
@@ -693,7 +780,7 @@ mod tests {
             ("AWS_REGION", "us-east-1"),
             ("HOME", "/nonexistent"),
         ]);
-        let t = resolve_target(&Table::default(), &env, &SECRETS_MANAGER).unwrap();
+        let t = target(env, &SECRETS_MANAGER).unwrap();
         let dbg = format!("{t:?}");
         assert!(
             !dbg.contains("canary") && !dbg.contains("AKIDEXAMPLE"),
@@ -731,7 +818,7 @@ mod tests {
         let with = |k: &'static str, v: &'static str| {
             let mut pairs = base.to_vec();
             pairs.push((k, v));
-            resolve_target(&Table::default(), &Env::from_pairs(pairs), &SSM)
+            target(Env::from_pairs(pairs), &SSM)
         };
         let e = with("AWS_ENDPOINT_URL", "http://moto.example:5000").unwrap_err();
         assert_eq!(e.code(), ErrorCode::Config);
@@ -741,7 +828,7 @@ mod tests {
         let mut pairs = base.to_vec();
         pairs.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:1"));
         pairs.push(("AWS_ENDPOINT_URL_SSM", "http://127.0.0.1:2"));
-        let t = resolve_target(&Table::default(), &Env::from_pairs(pairs), &SSM).unwrap();
+        let t = target(Env::from_pairs(pairs), &SSM).unwrap();
         assert_eq!(t.endpoint.port(), Some(2));
     }
 }

@@ -39,10 +39,12 @@ pub(crate) const SPEC: ProviderSpec = ProviderSpec {
     env_vars: super::ENV_VARS,
     parse,
     parts,
+    credentials: super::credential_fields,
     build: |cfg| {
-        Ok(Some(std::sync::Arc::new(SecretsManagerProvider {
-            client: Client::from_config(cfg, &SECRETS_MANAGER)?,
-        })))
+        Ok(Some(std::sync::Arc::new(SecretsManagerProvider::with_chain(
+            cfg,
+            &super::default_chain(),
+        )?)))
     },
 };
 
@@ -50,6 +52,19 @@ pub(crate) const SPEC: ProviderSpec = ProviderSpec {
 #[derive(Debug)]
 pub struct SecretsManagerProvider {
     client: Client,
+}
+
+impl SecretsManagerProvider {
+    /// The provider as `cfg` configures it, with credentials from `chain`
+    /// ([`super::default_chain`] with links of your own inserted).
+    pub fn with_chain(
+        cfg: &crate::Config,
+        chain: &crate::credentials::CredentialChain<super::Credentials>,
+    ) -> Result<SecretsManagerProvider> {
+        Ok(SecretsManagerProvider {
+            client: Client::from_config(cfg, &SECRETS_MANAGER, chain)?,
+        })
+    }
 }
 
 fn bad(code: ErrorCode, msg: impl Into<String>) -> Error {

@@ -34,10 +34,12 @@ pub(crate) const SPEC: ProviderSpec = ProviderSpec {
     env_vars: super::ENV_VARS,
     parse,
     parts,
+    credentials: super::credential_fields,
     build: |cfg| {
-        Ok(Some(std::sync::Arc::new(ParameterStoreProvider {
-            client: Client::from_config(cfg, &SSM)?,
-        })))
+        Ok(Some(std::sync::Arc::new(ParameterStoreProvider::with_chain(
+            cfg,
+            &super::default_chain(),
+        )?)))
     },
 };
 
@@ -45,6 +47,19 @@ pub(crate) const SPEC: ProviderSpec = ProviderSpec {
 #[derive(Debug)]
 pub struct ParameterStoreProvider {
     client: Client,
+}
+
+impl ParameterStoreProvider {
+    /// The provider as `cfg` configures it, with credentials from `chain`
+    /// ([`super::default_chain`] with links of your own inserted).
+    pub fn with_chain(
+        cfg: &crate::Config,
+        chain: &crate::credentials::CredentialChain<super::Credentials>,
+    ) -> Result<ParameterStoreProvider> {
+        Ok(ParameterStoreProvider {
+            client: Client::from_config(cfg, &SSM, chain)?,
+        })
+    }
 }
 
 fn bad(code: ErrorCode, msg: impl Into<String>) -> Error {

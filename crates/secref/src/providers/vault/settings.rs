@@ -14,12 +14,16 @@ use crate::error::{Error, Result};
 use crate::secret::Secret;
 
 /// The `[vault]` table. Unknown keys are an error; secrets themselves are
-/// not accepted inline (use `token_file` / `secret_id_file` or the env).
-#[derive(Debug, Default, Deserialize)]
+/// not accepted inline (use `token_file` / `secret_id_file`, the env, or a
+/// reference in `token` / `secret_id`, which [`crate::credentials`] replaces
+/// by its value before the table is read).
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VaultTable {
     url: Option<String>,
+    token: Option<zeroize::Zeroizing<String>>,
     token_file: Option<PathBuf>,
+    secret_id: Option<zeroize::Zeroizing<String>>,
     namespace: Option<String>,
     timeout_seconds: Option<f64>,
     verify_ssl: Option<bool>,
@@ -209,9 +213,15 @@ fn load_credentials(t: &VaultTable, env: &Env) -> Result<Credentials> {
             env.get("VAULT_ROLE_ID_FILE").map(PathBuf::from),
         )?
     };
-    let secret_id = match &t.secret_id_file {
-        Some(path) => Some(read_secret_file("[vault] secret_id_file", path)?),
-        None => one_of(
+    let secret_id = match (&t.secret_id, &t.secret_id_file) {
+        (Some(_), Some(_)) => {
+            return Err(Error::config(
+                "[vault] takes one of secret_id and secret_id_file, not both",
+            ))
+        }
+        (Some(inline), None) => Some(inline_secret("[vault] secret_id", inline)?),
+        (None, Some(path)) => Some(read_secret_file("[vault] secret_id_file", path)?),
+        (None, None) => one_of(
             "VAULT_SECRET_ID",
             env.get("VAULT_SECRET_ID").map(str::to_string),
             env.get("VAULT_SECRET_ID_FILE").map(PathBuf::from),
@@ -249,6 +259,14 @@ fn load_credentials(t: &VaultTable, env: &Env) -> Result<Credentials> {
             "a Vault secret id is set but no role id: set VAULT_ROLE_ID or VAULT_ROLE_ID_FILE",
         )),
         (None, None) => {
+            if t.token.is_some() && t.token_file.is_some() {
+                return Err(Error::config(
+                    "[vault] takes one of token and token_file, not both",
+                ));
+            }
+            if let Some(inline) = &t.token {
+                return Ok(Credentials::Token(inline_secret("[vault] token", inline)?));
+            }
             if let Some(path) = &t.token_file {
                 return Ok(Credentials::Token(read_secret_file(
                     "[vault] token_file",
@@ -290,6 +308,39 @@ fn one_of(name: &str, inline: Option<String>, file: Option<PathBuf>) -> Result<O
         (None, Some(path)) => Ok(Some(read_secret_file(&format!("{name}_FILE"), &path)?)),
         (None, None) => Ok(None),
     }
+}
+
+/// A credential given in the table (after dereferencing), trimmed.
+fn inline_secret(name: &str, value: &str) -> Result<Secret> {
+    let v = Secret::from(value.trim());
+    if v.is_empty() {
+        return Err(Error::config(format!("{name} is empty")));
+    }
+    Ok(v)
+}
+
+/// Where Vault credentials are read ([`crate::credentials`]): `token` and
+/// `secret_id` in `[vault]` take only references; the environment's may be
+/// either.
+pub(super) fn credential_fields(_cfg: &crate::Config) -> Vec<crate::credentials::CredentialField> {
+    use crate::credentials::CredentialField::{Env, Key};
+    vec![
+        Key {
+            name: "token",
+            reference_only: true,
+        },
+        Key {
+            name: "secret_id",
+            reference_only: true,
+        },
+        Key {
+            name: "role_id",
+            reference_only: false,
+        },
+        Env("VAULT_TOKEN".into()),
+        Env("VAULT_SECRET_ID".into()),
+        Env("VAULT_ROLE_ID".into()),
+    ]
 }
 
 /// Reads a credential file; surrounding whitespace is dropped. Errors name
@@ -379,7 +430,7 @@ mod tests {
 
     #[test]
     fn toml_table_is_strict() {
-        let t: toml::Table = toml::from_str("url = 'https://v.example'\ntoken = 'x'").unwrap();
+        let t: toml::Table = toml::from_str("url = 'https://v.example'\ntokn = 'x'").unwrap();
         let err = Settings::load(Some(&t), &env(&[("VAULT_TOKEN", "t")]))
             .err()
             .unwrap();
