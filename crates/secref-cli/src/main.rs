@@ -24,7 +24,6 @@ mod cli;
 mod commands;
 mod export;
 mod harden;
-mod mask;
 mod report;
 mod serve;
 mod store_cmds;
@@ -35,6 +34,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+// The masker lives in the library target so that the fuzz targets reach it.
+use secref_cli::mask;
 
 /// Every heap block is wiped when freed. Values, tokens and keys pass
 /// through buffers secref does not own (hyper's read buffers and HTTP

@@ -31,6 +31,8 @@ pub mod config;
 pub mod credfile;
 pub mod error;
 pub mod flight;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod policy;
 pub mod provider;
