@@ -33,7 +33,10 @@ pub fn mask(data: &[u8]) {
     if value.len() >= MIN_SECRET_LEN && !output.iter().any(|b| matches!(b, b'\\' | b'\n' | b'\r')) {
         let forms = Forms::of([value]);
         let expected = naive(&forms.raw, output);
-        assert!(whole == expected, "masked output differs from the naive replacement");
+        assert!(
+            whole == expected,
+            "masked output differs from the naive replacement"
+        );
     }
 }
 

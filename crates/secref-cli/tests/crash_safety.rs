@@ -65,7 +65,11 @@ fn leftovers(dir: &Path) -> Vec<String> {
 fn run_and_kill(mut cmd: Command, input: Option<&[u8]>, delay: Duration) -> bool {
     use std::io::Write;
     let mut child = cmd
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -162,11 +166,20 @@ fn killed_writers_never_lose_or_corrupt_a_reported_write() {
             }
             for (reference, value) in FIXTURE_VALUES {
                 let got = stdout(&run_ok(mig.cmd().args(["get", "-n", reference])));
-                assert_eq!(got, *value, "iteration {iteration} (seed {seed}): {reference}");
+                assert_eq!(
+                    got, *value,
+                    "iteration {iteration} (seed {seed}): {reference}"
+                );
             }
             // The next write cleans up whatever the killed migration left.
-            let o = secref_testkit::cli::feed_stdin(mig.cmd().args(["set", "local://app/next"]), b"next");
-            assert!(o.status.success(), "iteration {iteration} (seed {seed}): write after a killed migration");
+            let o = secref_testkit::cli::feed_stdin(
+                mig.cmd().args(["set", "local://app/next"]),
+                b"next",
+            );
+            assert!(
+                o.status.success(),
+                "iteration {iteration} (seed {seed}): write after a killed migration"
+            );
             assert_eq!(
                 leftovers(mig.root()),
                 Vec::<String>::new(),
@@ -190,7 +203,10 @@ fn killed_writers_never_lose_or_corrupt_a_reported_write() {
             _ => {
                 let value = format!("v{iteration}-{}", random_text(&mut rng, 24));
                 cmd.args(["set", &reference]);
-                (run_and_kill(cmd, Some(value.as_bytes()), delay), Some(value))
+                (
+                    run_and_kill(cmd, Some(value.as_bytes()), delay),
+                    Some(value),
+                )
             }
         };
 
@@ -201,8 +217,15 @@ fn killed_writers_never_lose_or_corrupt_a_reported_write() {
             completed += 1;
             // A removal of an entry without a current value fails and
             // changes nothing; otherwise the reported write is there.
-            let after = if new_state.is_none() && before.is_none() { None } else { new_state };
-            assert_eq!(got, after, "iteration {iteration} (seed {seed}): {name} after a reported success");
+            let after = if new_state.is_none() && before.is_none() {
+                None
+            } else {
+                new_state
+            };
+            assert_eq!(
+                got, after,
+                "iteration {iteration} (seed {seed}): {name} after a reported success"
+            );
             assert_eq!(
                 leftovers(sb.root()),
                 Vec::<String>::new(),
@@ -218,23 +241,41 @@ fn killed_writers_never_lose_or_corrupt_a_reported_write() {
         }
         expected.insert(name, got);
         for (other, want) in &expected {
-            assert_eq!(&state_of(&store, other), want, "iteration {iteration} (seed {seed}): {other}");
+            assert_eq!(
+                &state_of(&store, other),
+                want,
+                "iteration {iteration} (seed {seed}): {other}"
+            );
         }
         if iteration % 50 == 0 {
             for (cold_name, value) in &cold {
-                assert_eq!(state_of(&store, cold_name).as_ref(), Some(value), "seed {seed}");
+                assert_eq!(
+                    state_of(&store, cold_name).as_ref(),
+                    Some(value),
+                    "seed {seed}"
+                );
             }
         }
     }
 
     // The last word: one more successful write cleans up after every kill.
-    let last = secref_testkit::cli::feed_stdin(sb.cmd().args(["set", "local://hot/final"]), b"done");
+    let last =
+        secref_testkit::cli::feed_stdin(sb.cmd().args(["set", "local://hot/final"]), b"done");
     assert!(last.status.success(), "seed {seed}: the final write failed");
     assert_eq!(leftovers(sb.root()), Vec::<String>::new(), "seed {seed}");
     let store = open();
     for (cold_name, value) in &cold {
-        assert_eq!(state_of(&store, cold_name).as_ref(), Some(value), "seed {seed}");
+        assert_eq!(
+            state_of(&store, cold_name).as_ref(),
+            Some(value),
+            "seed {seed}"
+        );
     }
-    println!("crash safety: {ITERATIONS} iterations, {killed} killed mid-command, {completed} completed");
-    assert!(killed > 0, "no command was ever killed: the delays never reached inside one");
+    println!(
+        "crash safety: {ITERATIONS} iterations, {killed} killed mid-command, {completed} completed"
+    );
+    assert!(
+        killed > 0,
+        "no command was ever killed: the delays never reached inside one"
+    );
 }

@@ -64,7 +64,11 @@ pub fn reference(data: &[u8]) {
     let canonical = r.to_canonical().to_string();
     let again = SecretRef::parse(&canonical)
         .unwrap_or_else(|e| panic!("canonical form does not parse: {}", e.code()));
-    assert_eq!(again.to_canonical(), canonical, "canonical form is not stable");
+    assert_eq!(
+        again.to_canonical(),
+        canonical,
+        "canonical form is not stable"
+    );
     assert_eq!(again, r, "canonical form parses to another reference");
     let _ = r.parts();
 }
@@ -139,7 +143,13 @@ pub fn secflow_response(data: &[u8]) {
         return;
     };
     let id = id.unwrap_or_default();
-    for op in [Op::Resolve, Op::Validate, Op::Metadata, Op::PermissionCheck, Op::Revoke] {
+    for op in [
+        Op::Resolve,
+        Op::Validate,
+        Op::Metadata,
+        Op::PermissionCheck,
+        Op::Revoke,
+    ] {
         for item in &items {
             let _ = check(item_outcome(op, item.clone(), &id));
         }
@@ -199,7 +209,10 @@ pub fn oauth_token_response(data: &[u8]) {
     };
     for step in [TOKEN_RETRIEVAL, TOKEN_EXCHANGE] {
         if let Some((token, _ttl)) = check(decode_token_response(step, &resp)) {
-            assert!(!token.expose_bytes().is_empty(), "an empty token is accepted");
+            assert!(
+                !token.expose_bytes().is_empty(),
+                "an empty token is accepted"
+            );
         }
     }
 }

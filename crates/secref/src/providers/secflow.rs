@@ -374,7 +374,7 @@ impl SecFlowProvider {
         op: Op,
         payload: &Request,
         ids: &Ids,
-    ) -> Result<(Option<String>, Vec<Map<String, Value>>)> {
+    ) -> Result<Answer> {
         let url = format!(
             "{}{}",
             self.base_url.as_str().trim_end_matches('/'),
@@ -551,6 +551,9 @@ fn safe_message(v: Option<&Value>) -> String {
     http::sanitize(v.and_then(Value::as_str).unwrap_or("(no message)"))
 }
 
+/// A decoded answer: the response's request id and its items.
+pub(crate) type Answer = (Option<String>, Vec<Map<String, Value>>);
+
 /// Decodes a non-redirect SecFlow answer: the response's request id and its
 /// items (each an object with a string `item_id`), or the typed error the
 /// status / `error` object stands for. Pure, so it is fuzzed on its own
@@ -558,7 +561,7 @@ fn safe_message(v: Option<&Value>) -> String {
 pub(crate) fn decode_answer(
     resp: &http::Response,
     ids: &Ids,
-) -> Result<(Option<String>, Vec<Map<String, Value>>)> {
+) -> Result<Answer> {
     let parsed: Option<Map<String, Value>> = match serde_json::from_slice::<Value>(&resp.body) {
         Ok(Value::Object(m)) => Some(m),
         _ => None,
