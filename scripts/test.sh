@@ -330,6 +330,14 @@ if "$SECREF_BIN" help get >/dev/null 2>&1; then
   [ "$RV_GOT" = "rv-canary-value-5e11" ] || { echo "secref get returned the wrong value" >&2; exit 1; }
 fi
 
+# --- fuzzing: every cargo-fuzz target for a few seconds ----------------------
+# scripts/fuzz.sh installs cargo-fuzz into .cache/cargo-fuzz (once) and runs
+# each target in fuzz/ for 5 s on the nightly toolchain rustup already has;
+# without a nightly it replays the committed corpora on stable and says so
+# (the same replay also runs in `cargo test`: fuzz_corpora.rs).
+step "fuzz (5 s per target)"
+scripts/fuzz.sh 5
+
 # --- Python conformance suites ------------------------------------------------
 step "pytest (everything before took ${SECONDS}s)"
 "$VENV/bin/python" -m pytest -q tests/python

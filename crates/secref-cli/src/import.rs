@@ -62,7 +62,7 @@ pub fn run(
             format!("{} is not UTF-8 text", file.display()),
         )
     })?;
-    let values = secref::config::parse_dotenv(file, &raw)?;
+    let values = secref::config::parse_dotenv(raw.as_slice(), file)?;
     let values: Vec<(String, Zeroizing<String>)> = values
         .into_iter()
         .map(|(k, v)| (k, Zeroizing::new(v)))

@@ -31,7 +31,6 @@ mod export;
 mod harden;
 mod import;
 mod inject;
-mod mask;
 mod report;
 mod rotate;
 mod serve;
@@ -44,6 +43,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+// The masker lives in the library target so that the fuzz targets reach it.
+use secref_cli::mask;
 
 /// Every heap block is wiped when freed. Values, tokens and keys pass
 /// through buffers secref does not own (hyper's read buffers and HTTP

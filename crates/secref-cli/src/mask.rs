@@ -710,8 +710,7 @@ impl StreamMasker {
     }
 }
 
-/// Masks a whole byte string at once (tests and small outputs).
-#[cfg(test)]
+/// Masks a whole byte string at once (tests, fuzzing and small outputs).
 pub fn mask_all(patterns: &Arc<Patterns>, input: &[u8]) -> Vec<u8> {
     let mut m = StreamMasker::new(patterns.clone());
     let mut out = m.feed(input);

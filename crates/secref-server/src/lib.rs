@@ -35,6 +35,8 @@ pub mod access;
 pub mod auth;
 pub mod config;
 pub mod expiring;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod leases;
 mod listen;
 pub mod ops;

@@ -246,7 +246,7 @@ async fn handle_authenticated(
     resp
 }
 
-fn check_envelope(e: &Request, op: Op) -> Result<(), String> {
+pub(crate) fn check_envelope(e: &Request, op: Op) -> Result<(), String> {
     if e.items.is_empty() || e.items.len() > MAX_ITEMS {
         return Err(format!("items must hold 1 to {MAX_ITEMS} entries"));
     }

@@ -134,7 +134,7 @@ pub(crate) fn error(status: StatusCode, msg: &str) -> Response {
 }
 
 /// A handler's early answer (boxed: a `Response` is large).
-type Early<T> = std::result::Result<T, Box<Response>>;
+pub(crate) type Early<T> = std::result::Result<T, Box<Response>>;
 
 fn early(status: StatusCode, msg: &str) -> Box<Response> {
     Box::new(error(status, msg))
@@ -220,13 +220,19 @@ struct Req {
 
 impl Req {
     fn json(&self) -> Early<Value> {
-        if self.body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Object(Map::new()));
-        }
-        match serde_json::from_slice::<Value>(&self.body) {
-            Ok(v @ Value::Object(_)) => Ok(v),
-            _ => Err(early(StatusCode::BAD_REQUEST, "failed to parse JSON input")),
-        }
+        json_body(&self.body)
+    }
+}
+
+/// A request body as Vault reads it: empty (or blank) is `{}`, anything but
+/// a JSON object is a 400.
+pub(crate) fn json_body(body: &[u8]) -> Early<Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Map::new()));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(early(StatusCode::BAD_REQUEST, "failed to parse JSON input")),
     }
 }
 
@@ -491,7 +497,7 @@ fn parse_version(req: &Req) -> Early<Option<u64>> {
     }
 }
 
-fn versions_of(body: &Value) -> Early<Vec<u64>> {
+pub(crate) fn versions_of(body: &Value) -> Early<Vec<u64>> {
     let bad = || early(StatusCode::BAD_REQUEST, "no version number provided");
     let list = body.get("versions").ok_or_else(bad)?;
     let items: Vec<Value> = match list {
@@ -593,7 +599,7 @@ fn data_json(value: &EntryValue) -> secref::Result<Value> {
 
 /// A request's `data` object as an entry value: strings as they are,
 /// anything else as its compact JSON text.
-fn entry_value(data: &Map<String, Value>) -> EntryValue {
+pub(crate) fn entry_value(data: &Map<String, Value>) -> EntryValue {
     EntryValue::Fields(
         data.iter()
             .map(|(k, v)| {
@@ -607,7 +613,7 @@ fn entry_value(data: &Map<String, Value>) -> EntryValue {
     )
 }
 
-fn cas_of(body: &Value) -> Early<Option<u64>> {
+pub(crate) fn cas_of(body: &Value) -> Early<Option<u64>> {
     match body.get("options").and_then(|o| o.get("cas")) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -896,7 +902,7 @@ fn patch_entry(
     s.write(name, &EntryValue::Fields(fields), Some(vm.version))
 }
 
-fn metadata_update(body: &Value) -> Early<MetadataUpdate> {
+pub(crate) fn metadata_update(body: &Value) -> Early<MetadataUpdate> {
     let bad = |m: &str| early(StatusCode::BAD_REQUEST, m);
     let mut u = MetadataUpdate::default();
     if let Some(v) = body.get("max_versions").filter(|v| !v.is_null()) {

@@ -183,16 +183,15 @@ impl Env {
 /// quotes and `#` comments as dotenv defines them). Values are returned
 /// verbatim otherwise: a value may be a secret reference.
 pub fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>> {
-    let iter = dotenvy::from_path_iter(path).map_err(|e| dotenv_error(path, e))?;
-    iter.map(|item| item.map_err(|e| dotenv_error(path, e)))
-        .collect()
+    let file = std::fs::File::open(path).map_err(|e| dotenv_error(path, dotenvy::Error::Io(e)))?;
+    parse_dotenv(file, path)
 }
 
-/// [`read_dotenv`] of content already read from `path` (so what is parsed
-/// is exactly what the caller holds); `path` only names it in errors.
-pub fn parse_dotenv(path: &Path, content: &[u8]) -> Result<Vec<(String, String)>> {
-    dotenvy::from_read_iter(content)
-        .map(|item| item.map_err(|e| dotenv_error(path, e)))
+/// [`read_dotenv`] over any reader; `origin` names it in errors (which
+/// never quote the input: a line may hold a value).
+pub fn parse_dotenv(input: impl std::io::Read, origin: &Path) -> Result<Vec<(String, String)>> {
+    dotenvy::from_read_iter(input)
+        .map(|item| item.map_err(|e| dotenv_error(origin, e)))
         .collect()
 }
 

@@ -32,6 +32,8 @@ pub mod credentials;
 pub mod credfile;
 pub mod error;
 pub mod flight;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod metrics;
 pub mod policy;

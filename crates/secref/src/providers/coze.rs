@@ -80,7 +80,7 @@
 //! projects); when it is not set, any project id is accepted and the
 //! workload's own project is read.
 
-mod token;
+pub(crate) mod token;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -546,7 +546,7 @@ impl Provider for CozeProvider {
 
 /// The two outbound calls.
 #[derive(Clone, Copy)]
-enum Outbound<'a> {
+pub(crate) enum Outbound<'a> {
     Integration(&'a str),
     Env,
 }
@@ -577,13 +577,13 @@ impl Outbound<'_> {
 
 /// `data` of an integration answer.
 #[derive(Deserialize)]
-struct IntegrationData {
+pub(crate) struct IntegrationData {
     credential: Zeroizing<String>,
 }
 
 /// `data` of an env answer (extra fields are ignored, like the SDK).
 #[derive(Deserialize)]
-struct EnvData {
+pub(crate) struct EnvData {
     secrets: Vec<EnvItem>,
 }
 
@@ -607,7 +607,7 @@ struct EnvelopeData<T> {
 
 /// Maps an outbound answer: the typed `data` of a `200` + `code == 0`
 /// envelope, or a typed error quoting only `msg`.
-fn parse_envelope<T: DeserializeOwned>(resp: &http::Response, what: Outbound<'_>) -> Result<T> {
+pub(crate) fn parse_envelope<T: DeserializeOwned>(resp: &http::Response, what: Outbound<'_>) -> Result<T> {
     let body = &resp.body[..];
     let head: Option<EnvelopeHead> = serde_json::from_slice(body).ok();
     let msg = head

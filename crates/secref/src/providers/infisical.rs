@@ -647,7 +647,7 @@ fn retag(e: Error, code: ErrorCode) -> Error {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WireSecret {
+pub(crate) struct WireSecret {
     id: String,
     version: u64,
     #[serde(rename = "type", default)]
@@ -675,12 +675,12 @@ struct WireTag {
 }
 
 #[derive(Deserialize)]
-struct OneSecret {
+pub(crate) struct OneSecret {
     secret: WireSecret,
 }
 
 #[derive(Deserialize)]
-struct SecretList {
+pub(crate) struct SecretList {
     secrets: Vec<WireSecret>,
 }
 

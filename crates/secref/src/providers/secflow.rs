@@ -385,7 +385,7 @@ impl SecFlowProvider {
         op: Op,
         payload: &Request,
         ids: &Ids,
-    ) -> Result<(Option<String>, Vec<Map<String, Value>>)> {
+    ) -> Result<Answer> {
         let url = format!(
             "{}{}",
             self.base_url.as_str().trim_end_matches('/'),
@@ -425,37 +425,7 @@ impl SecFlowProvider {
                 .with_remote_code("HTTP_REDIRECT")
                 .with_request_id(ids.request_id.clone()));
         }
-        let parsed: Option<Map<String, Value>> = match serde_json::from_slice::<Value>(&resp.body) {
-            Ok(Value::Object(m)) => Some(m),
-            _ => None,
-        };
-        if !resp.is_success() {
-            return Err(status_error(&resp, parsed.as_ref(), ids));
-        }
-        let Some(mut top) = parsed else {
-            return Err(invalid("response body is not a JSON object", ids));
-        };
-        if top.contains_key("error") {
-            return Err(status_error(&resp, Some(&top), ids));
-        }
-        let response_id = top
-            .get("request_id")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let Some(Value::Array(items)) = top.remove("items") else {
-            return Err(invalid("items must be an array", ids));
-        };
-        items
-            .into_iter()
-            .map(|v| match v {
-                Value::Object(m) if m.get("item_id").is_some_and(Value::is_string) => Ok(m),
-                _ => Err(invalid(
-                    "each item must be an object with a string item_id",
-                    ids,
-                )),
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(|items| (response_id, items))
+        decode_answer(&resp, ids)
     }
 
     fn ref_items(
@@ -478,13 +448,13 @@ impl SecFlowProvider {
 
 /// Correlation ids of one request: its logical call's, re-sent on retries.
 #[derive(Clone, Debug)]
-struct Ids {
+pub(crate) struct Ids {
     request_id: String,
     trace_id: String,
 }
 
 impl Ids {
-    fn of_call() -> Ids {
+    pub(crate) fn of_call() -> Ids {
         let (request_id, trace_id) = http::call_ids();
         Ids {
             request_id,
@@ -592,8 +562,52 @@ fn safe_message(v: Option<&Value>) -> String {
     http::sanitize(v.and_then(Value::as_str).unwrap_or("(no message)"))
 }
 
+/// A decoded answer: the response's request id and its items.
+pub(crate) type Answer = (Option<String>, Vec<Map<String, Value>>);
+
+/// Decodes a non-redirect SecFlow answer: the response's request id and its
+/// items (each an object with a string `item_id`), or the typed error the
+/// status / `error` object stands for. Pure, so it is fuzzed on its own
+/// (`secref::fuzz`).
+pub(crate) fn decode_answer(
+    resp: &http::Response,
+    ids: &Ids,
+) -> Result<Answer> {
+    let parsed: Option<Map<String, Value>> = match serde_json::from_slice::<Value>(&resp.body) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
+    };
+    if !resp.is_success() {
+        return Err(status_error(resp, parsed.as_ref(), ids));
+    }
+    let Some(mut top) = parsed else {
+        return Err(invalid("response body is not a JSON object", ids));
+    };
+    if top.contains_key("error") {
+        return Err(status_error(resp, Some(&top), ids));
+    }
+    let response_id = top
+        .get("request_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let Some(Value::Array(items)) = top.remove("items") else {
+        return Err(invalid("items must be an array", ids));
+    };
+    items
+        .into_iter()
+        .map(|v| match v {
+            Value::Object(m) if m.get("item_id").is_some_and(Value::is_string) => Ok(m),
+            _ => Err(invalid(
+                "each item must be an object with a string item_id",
+                ids,
+            )),
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(|items| (response_id, items))
+}
+
 /// An item's failure (when `result` says so), mapped.
-fn item_outcome(op: Op, item: Map<String, Value>, request_id: &str) -> Result<Map<String, Value>> {
+pub(crate) fn item_outcome(op: Op, item: Map<String, Value>, request_id: &str) -> Result<Map<String, Value>> {
     let result = item.get("result").and_then(Value::as_str).unwrap_or("");
     let failed = match op {
         // A denial is a normal permission-check answer.

@@ -382,7 +382,7 @@ fn read_pem(path: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 /// One reference turned into a request and an interpretation of the answer.
-struct ReadPlan<'a> {
+pub(crate) struct ReadPlan<'a> {
     r: &'a SecretRef,
     uri: &'a VaultUri,
     kv2: bool,
@@ -390,7 +390,7 @@ struct ReadPlan<'a> {
 }
 
 impl<'a> ReadPlan<'a> {
-    fn new(r: &'a SecretRef, global_wrap: Option<&str>) -> Result<ReadPlan<'a>> {
+    pub(crate) fn new(r: &'a SecretRef, global_wrap: Option<&str>) -> Result<ReadPlan<'a>> {
         let RefKind::Vault(uri) = r.kind() else {
             return Err(Error::internal("vault provider got a non-vault reference"));
         };
@@ -472,7 +472,7 @@ impl<'a> ReadPlan<'a> {
         e
     }
 
-    fn interpret(&self, resp: Response) -> Result<Resolved> {
+    pub(crate) fn interpret(&self, resp: Response) -> Result<Resolved> {
         if resp.status == 404 && self.kv2 {
             // Vault answers 404 for deleted and destroyed versions, with
             // the version's metadata in the body.
@@ -629,7 +629,7 @@ fn kv2_metadata(data: &Value) -> Option<Kv2Meta> {
 }
 
 /// `GET <mount>/metadata/<path>` → [`Metadata`].
-fn parse_metadata(body: &[u8], r: &SecretRef) -> Result<Metadata> {
+pub(crate) fn parse_metadata(body: &[u8], r: &SecretRef) -> Result<Metadata> {
     #[derive(Deserialize)]
     struct Env {
         data: Data,

@@ -711,7 +711,10 @@ impl Store {
     fn load_locked(&self, target: &Path) -> Result<Arc<StoreFile>> {
         let raw = read_raw(target)?;
         match self.parse(&raw)? {
-            Parsed::V2(file) => Ok(self.remember(raw, file)),
+            Parsed::V2(file) => {
+                remove_migration_leftovers(target);
+                Ok(self.remember(raw, file))
+            }
             Parsed::V1(old) => self.migrate_locked(target, &raw, &old),
         }
     }
@@ -848,6 +851,24 @@ fn read_raw(path: &Path) -> Result<Vec<u8>> {
             format!("cannot read store {}: {k}", path.display()),
         ),
     })
+}
+
+/// With the lock held and a verified format-2 store in place: removes what
+/// a migration killed after replacing the store (before its last step) left
+/// behind — the `.v1-backup` and its temporary files. They are obsolete, and
+/// they still hold the old values, including ones destroyed since, which
+/// `destroy` promises are gone. Only regular files are removed.
+fn remove_migration_leftovers(target: &Path) {
+    let backup = sibling(target, ".v1-backup");
+    fsio::remove_stale_temps(&backup);
+    if backup
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_file())
+        && std::fs::remove_file(&backup).is_ok()
+    {
+        tracing::info!(file = %backup.display(), "removed the backup of an interrupted store migration");
+        let _ = fsio::sync_dir(parent_dir(target).unwrap_or(Path::new(".")));
+    }
 }
 
 fn sibling(target: &Path, suffix: &str) -> PathBuf {

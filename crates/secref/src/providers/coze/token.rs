@@ -239,45 +239,56 @@ impl TokenSource {
             .send(req)
             .await
             .map_err(|e| e.with_remote_code(step))?;
-        let parsed: Option<TokenResponse> = serde_json::from_slice(&resp.body).ok();
-        if !resp.is_success() || parsed.as_ref().is_some_and(|p| p.error.is_some()) {
-            let oauth_error = parsed
-                .as_ref()
-                .and_then(|p| p.error.as_ref())
-                .and_then(|e| e.as_str())
-                .map(safe_oauth_error);
-            return Err(step_error(step, &resp, oauth_error));
-        }
-        let parsed = parsed.ok_or_else(|| {
+        let (token, ttl) = decode_token_response(step, &resp)?;
+        tracing::debug!(step, expires_in = ?ttl, "coze: token issued");
+        Ok((token, ttl))
+    }
+}
+
+/// Decodes an OAuth 2.0 token endpoint answer (RFC 6749 §5.1/§5.2, also the
+/// RFC 8693 exchange): the access token and its `expires_in`, or the typed
+/// error of `step`. Pure, so it is fuzzed on its own (`secref::fuzz`).
+pub(crate) fn decode_token_response(
+    step: &'static str,
+    resp: &http::Response,
+) -> Result<(Secret, Option<u64>)> {
+    let parsed: Option<TokenResponse> = serde_json::from_slice(&resp.body).ok();
+    if !resp.is_success() || parsed.as_ref().is_some_and(|p| p.error.is_some()) {
+        let oauth_error = parsed
+            .as_ref()
+            .and_then(|p| p.error.as_ref())
+            .and_then(|e| e.as_str())
+            .map(safe_oauth_error);
+        return Err(step_error(step, resp, oauth_error));
+    }
+    let parsed = parsed.ok_or_else(|| {
+        step_failure(
+            step,
+            ErrorCode::InvalidResponse,
+            "answered with invalid JSON",
+        )
+    })?;
+    let token = parsed
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
             step_failure(
                 step,
                 ErrorCode::InvalidResponse,
-                "answered with invalid JSON",
+                "answered without an access_token",
             )
         })?;
-        let token = parsed
-            .access_token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                step_failure(
-                    step,
-                    ErrorCode::InvalidResponse,
-                    "answered without an access_token",
-                )
-            })?;
-        let ttl = match parsed.expires_in {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(v.as_u64().ok_or_else(|| {
-                step_failure(
-                    step,
-                    ErrorCode::InvalidResponse,
-                    "answered with a non-numeric expires_in",
-                )
-            })?),
-        };
-        tracing::debug!(step, expires_in = ?ttl, "coze: token issued");
-        Ok((Secret::from(token.as_str()), ttl))
-    }
+    let ttl = match parsed.expires_in {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            step_failure(
+                step,
+                ErrorCode::InvalidResponse,
+                "answered with a non-numeric expires_in",
+            )
+        })?),
+    };
+    Ok((Secret::from(token.as_str()), ttl))
 }
 
 fn step_name(step: &str) -> &'static str {

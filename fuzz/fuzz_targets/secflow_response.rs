@@ -1,0 +1,3 @@
+#![no_main]
+// Body and oracle: `secref::fuzz::secflow_response` (shared with the stable corpus test).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| secref::fuzz::secflow_response(data));
