@@ -321,6 +321,8 @@ step "cargo test"
 # --no-fail-fast: one failing binary must not hide the others' results.
 # pipefail makes a failing `cargo test` fail the pipeline despite `tee`.
 cargo test --workspace --no-fail-fast --quiet 2>&1 | tee target/cargo-test.log
+# The fault-injection matrix (crates/secref/tests/fault_matrix.rs) as a table.
+if [ -f target/fault-matrix.md ]; then cat target/fault-matrix.md; fi
 
 # --- RustyVault: the CLI end to end (once `secref get` exists) ---------------
 if "$SECREF_BIN" help get >/dev/null 2>&1; then
