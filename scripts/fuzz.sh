@@ -13,6 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECONDS_PER_TARGET=${1:-10}
+# AddressSanitizer by default; FUZZ_SANITIZER=none builds several times faster
+# (what the short run in scripts/test.sh uses: panics and the allocation
+# limits are still caught, memory errors in unsafe code are not).
+SANITIZER=${FUZZ_SANITIZER:-address}
 export CARGO_INCREMENTAL=0
 
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
@@ -29,10 +33,10 @@ export PATH="$CF_ROOT/bin:$PATH"
 
 # One build dir under target/ (ignored, shared by runs); sanitizer builds
 # cannot share artifacts with the stable ones anyway.
-FUZZ_TARGET_DIR="$ROOT/target/fuzz"
+FUZZ_TARGET_DIR="$ROOT/target/fuzz-$SANITIZER"
 cd fuzz
 TARGETS=$(cargo +nightly fuzz list)
-cargo +nightly fuzz build --release --debug-assertions --target-dir "$FUZZ_TARGET_DIR" >/dev/null
+cargo +nightly fuzz build --release --debug-assertions --sanitizer "$SANITIZER" --target-dir "$FUZZ_TARGET_DIR" >/dev/null
 printf '%-22s %12s %8s %9s %12s\n' target executions crashes timeouts peak_rss_mb
 failed=0
 for t in $TARGETS; do
@@ -43,7 +47,7 @@ for t in $TARGETS; do
   # -malloc_limit_mb: the decoders' allocation caps (a body is at most
   # 1 MiB here, so 512 MiB of RSS or one 128 MiB allocation is a bug).
   set +e
-  cargo +nightly fuzz run --release --debug-assertions --target-dir "$FUZZ_TARGET_DIR" "$t" "$scratch" "corpus/$t" -- \
+  cargo +nightly fuzz run --release --debug-assertions --sanitizer "$SANITIZER" --target-dir "$FUZZ_TARGET_DIR" "$t" "$scratch" "corpus/$t" -- \
     -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=512 -malloc_limit_mb=128 \
     -max_len=65536 -print_final_stats=1 >"$log" 2>&1
   rc=$?

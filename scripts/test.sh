@@ -338,7 +338,7 @@ fi
 # without a nightly it replays the committed corpora on stable and says so
 # (the same replay also runs in `cargo test`: fuzz_corpora.rs).
 step "fuzz (5 s per target)"
-scripts/fuzz.sh 5
+FUZZ_SANITIZER=none scripts/fuzz.sh 5
 
 # --- Python conformance suites ------------------------------------------------
 step "pytest (everything before took ${SECONDS}s)"
