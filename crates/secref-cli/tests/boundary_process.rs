@@ -422,8 +422,11 @@ fn run_withholds_credentials_from_the_child() {
     );
     assert!(out.contains("SECREF_STORE="), "the rest is inherited");
     for (name, value) in CREDENTIALS.iter().chain([&("SECREF_KEY", KEY_B64)]) {
+        // `env` prints one `NAME=value` per line; match whole names (the
+        // test runner's own `SECREF_TEST_VAULT_TOKEN` is not `VAULT_TOKEN`).
+        let prefix = format!("{name}=");
         assert!(
-            !out.contains(&format!("{name}=")),
+            !out.lines().any(|l| l.starts_with(&prefix)),
             "{name} reached the child"
         );
         assert_no_canary_in(name, &o.stdout, value);
@@ -442,7 +445,9 @@ fn run_withholds_credentials_from_the_child() {
     ]));
     let out = stdout(&o);
     assert!(out.contains("VAULT_TOKEN=vault-token-canary-22bb"));
-    assert!(!out.contains("SECREF_KEY=") && !out.contains("INFISICAL_TOKEN="));
+    assert!(!out
+        .lines()
+        .any(|l| l.starts_with("SECREF_KEY=") || l.starts_with("INFISICAL_TOKEN=")));
 
     // secref's own credentials cannot be passed.
     let o = run(sb.cmd().args([

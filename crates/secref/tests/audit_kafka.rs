@@ -148,7 +148,7 @@ async fn audit_events_reach_both_kafka_topics() {
 }
 
 #[tokio::test]
-async fn an_unreachable_broker_fails_batches_without_blocking_reads() {
+async fn an_unreachable_broker_spills_events_without_blocking_reads() {
     if broker().is_none() {
         return;
     }
@@ -167,7 +167,9 @@ async fn an_unreachable_broker_fails_batches_without_blocking_reads() {
     r.resolve("openbao+kv2://secret/x#k").await.unwrap();
     auditor.flush().await;
     let s = auditor.stats();
-    assert_eq!((s.written, s.failed), (0, 1), "{s:?}");
+    // The read went through; the event waits in the spill file (the default
+    // `on_sink_failure = "spill"`) instead of being lost.
+    assert_eq!((s.written, s.spilled, s.dropped), (0, 1, 0), "{s:?}");
 }
 
 fn uuid_like() -> String {
