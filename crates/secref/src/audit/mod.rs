@@ -36,7 +36,7 @@
 //! chain_key_env = "SECREF_AUDIT_KEY"   # "file": chain records (or chain_key_file)
 //! rotate_bytes = 104857600             # "file": rotate past this size
 //! on_sink_failure = "spill"            # "spill" | "block" | "fail"
-//! spill_path = "audit-spill.jsonl"     # default: <data dir>/secref/audit-spill.jsonl
+//! spill_path = "audit-spill.jsonl"     # default: <data dir>/secref/audit-spill-<sink id>.jsonl
 //! block_timeout_ms = 2000              # "block": longest a read waits
 //! ```
 //!
@@ -427,7 +427,8 @@ pub struct AuditSettings {
     /// What happens while the sink is down (default `spill`).
     #[serde(default)]
     pub on_sink_failure: FailureMode,
-    /// The spill file (default `<data dir>/secref/audit-spill.jsonl`).
+    /// The spill file (default `<data dir>/secref/audit-spill-<sink id>.jsonl`,
+    /// one per sink).
     #[serde(default)]
     pub spill_path: Option<PathBuf>,
     /// `on_sink_failure = "block"`: longest a read waits for the sink.
@@ -808,7 +809,10 @@ impl Auditor {
                 sample_cache_hit_n: sample,
                 queue_capacity: settings.queue_capacity,
                 on_sink_failure: settings.on_sink_failure,
-                spill_path: settings.spill_path.clone().or_else(default_spill_path),
+                spill_path: settings
+                    .spill_path
+                    .clone()
+                    .or_else(|| default_spill_path(settings)),
                 block_timeout: std::time::Duration::from_millis(settings.block_timeout_ms),
             },
         )
@@ -975,9 +979,18 @@ impl Auditor {
     }
 }
 
-/// The default spill file: `<data dir>/secref/audit-spill.jsonl`.
-fn default_spill_path() -> Option<PathBuf> {
-    dirs::data_dir().map(|d| d.join("secref").join("audit-spill.jsonl"))
+/// The default spill file: `<data dir>/secref/audit-spill-<sink id>.jsonl`,
+/// one per sink (kind, path, bootstrap servers, topic prefix), so that
+/// events spilled for one sink are never replayed into another.
+fn default_spill_path(settings: &AuditSettings) -> Option<PathBuf> {
+    use sha2::Digest as _;
+    let id = format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        settings.sink, settings.path, settings.kafka_bootstrap, settings.kafka_topic_prefix
+    );
+    let digest = Sha256::digest(id.as_bytes());
+    let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    dirs::data_dir().map(|d| d.join("secref").join(format!("audit-spill-{short}.jsonl")))
 }
 
 /// How often a writer whose sink is down tries it again.
