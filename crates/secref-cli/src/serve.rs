@@ -4,7 +4,7 @@
 //! `--token-file` if that file exists; else a fresh random token, written to
 //! `--token-file` (created with mode 0600) when given, or printed once to
 //! stderr. The listening address is printed to stderr as
-//! `secref serve: listening on http://<addr>` (useful with `--bind
+//! `secref serve: listening on http://<addr>` (`https://` with TLS; useful with `--bind
 //! 127.0.0.1:0`), after `secref serve: listening on unix:<path>` when a
 //! socket is configured (`--socket` or `[server] socket`).
 
@@ -18,8 +18,8 @@ use secref_server::{Server, ServerConfig};
 /// Arguments of `secref serve`.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on (loopback only; default from `[server] bind`,
-    /// else 127.0.0.1:8787).
+    /// Address to listen on (loopback only unless `[server] tls_cert` and
+    /// `tls_key` are set; default from `[server] bind`, else 127.0.0.1:8787).
     #[arg(long)]
     pub bind: Option<SocketAddr>,
     /// File holding the bearer token; created (0600) with a fresh token if
@@ -70,7 +70,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if let Some(path) = &socket_path {
         eprintln!("secref serve: listening on unix:{}", path.display());
     }
-    eprintln!("secref serve: listening on http://{addr}");
+    let scheme = if server.tls() { "https" } else { "http" };
+    eprintln!("secref serve: listening on {scheme}://{addr}");
     server
         .serve_all(listener, unix, secref_server::shutdown_signal())
         .await

@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! [[server.rules]]
-//! principals = ["ci"]                       # token names, "uid:1000", "exe:/usr/bin/app"; "*" = any
+//! principals = ["ci"]                       # token names, "uid:1000", "exe:/usr/bin/app", "cert:app.example"; "*" = any
 //! refs = ["secret://dev/app/*", "env://APP_TOKEN"]
 //! actions = ["read", "metadata_read"]       # default: all actions
 //! ```
@@ -138,6 +138,16 @@ impl AccessRules {
     /// Rules, in order; the first allowing rule decides.
     pub fn new(rules: Vec<Rule>) -> AccessRules {
         AccessRules { rules }
+    }
+
+    /// Whether some rule lists one of `principal`'s names explicitly (not
+    /// through `*`): only then does an mTLS certificate stand for its holder
+    /// without a token.
+    pub fn lists(&self, principal: &Principal) -> bool {
+        self.rules
+            .iter()
+            .flat_map(|r| &r.principals)
+            .any(|entry| principal.is_named_exactly(entry))
     }
 
     /// Decides whether `principal` may do `action` on `reference`, by its

@@ -2,7 +2,10 @@
 //!
 //! A TCP request must carry `Authorization: Bearer <token>` (or Vault's
 //! `X-Vault-Token: <token>`); a Unix-socket caller is identified by the
-//! kernel instead ([`PeerCredentials`]). The token is
+//! kernel instead ([`PeerCredentials`]). Over TLS with `client_ca`, a
+//! verified client certificate names the caller `cert:<subject>` when a
+//! rule lists that name; otherwise the token decides who calls, and the
+//! certificate still binds the request ([`Principal::mtls_thumbprint`]). The token is
 //! compared against every configured token in constant time (and without
 //! stopping at the first match), so timing tells nothing about how much of a
 //! guess was right or which token matched.
@@ -20,8 +23,12 @@ pub struct Principal {
     /// The token's configured name (`default` for the start-up token), or
     /// `uid:<n>` for a Unix-socket peer. Leases are bound to it.
     pub name: String,
-    /// Other names rules may use (`exe:<path>` for a Unix-socket peer).
+    /// Other names rules may use (`exe:<path>` for a Unix-socket peer,
+    /// `cert:<SAN>` for an mTLS client).
     pub aliases: Vec<String>,
+    /// The SHA-256 thumbprint of the client certificate the TLS handshake
+    /// verified (`None` without mTLS): the request's sender binding.
+    pub mtls_thumbprint: Option<String>,
 }
 
 impl Principal {
@@ -30,12 +37,18 @@ impl Principal {
         Principal {
             name: name.into(),
             aliases: Vec::new(),
+            mtls_thumbprint: None,
         }
     }
 
     /// Whether a rule's principal entry names this caller (`*` names all).
     pub fn is_named(&self, entry: &str) -> bool {
-        entry == "*" || entry == self.name || self.aliases.iter().any(|a| a == entry)
+        entry == "*" || self.is_named_exactly(entry)
+    }
+
+    /// Whether `entry` is one of this caller's names (`*` does not count).
+    pub fn is_named_exactly(&self, entry: &str) -> bool {
+        entry == self.name || self.aliases.iter().any(|a| a == entry)
     }
 }
 
@@ -75,6 +88,7 @@ impl PeerCredentials {
                 .iter()
                 .map(|e| format!("exe:{}", e.display()))
                 .collect(),
+            mtls_thumbprint: None,
         })
     }
 }

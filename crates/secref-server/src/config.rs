@@ -3,7 +3,10 @@
 //!
 //! ```toml
 //! [server]
-//! bind = "127.0.0.1:8787"             # loopback only (no TLS support yet)
+//! bind = "127.0.0.1:8787"             # loopback only, unless TLS is configured
+//! tls_cert = "/etc/secref/tls.crt"    # PEM; with tls_key: HTTPS (see the `tls` module)
+//! tls_key = "/etc/secref/tls.key"
+//! client_ca = "/etc/secref/ca.crt"    # optional: mTLS, principals `cert:<subject>`
 //! lease_ttl_seconds = 300
 //! max_revoked_leases_per_principal = 10000  # revoked, not yet expired leases
 //! max_wraps_per_principal = 1000      # outstanding Vault wrapping tokens
@@ -42,6 +45,7 @@ use secref::{Error, Result, Secret, SecretRef};
 use serde::Deserialize;
 
 use crate::access::Rule;
+pub use crate::tls::TlsFiles;
 
 /// The default listen address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8787";
@@ -92,6 +96,10 @@ pub struct ServerConfig {
     /// Serve `GET /metrics` without authentication (default: the API's
     /// authentication applies).
     pub metrics_public: bool,
+    /// TLS for the TCP listener (`tls_cert` + `tls_key`, optional
+    /// `client_ca` for mTLS); see [`crate::tls`]. Without it the server
+    /// listens on loopback only.
+    pub tls: Option<TlsFiles>,
 }
 
 /// One mount of the Vault API (`[server.vault.mounts.<name>]`).
@@ -269,6 +277,9 @@ struct RawServerConfig {
     vault: Option<RawVault>,
     #[serde(default)]
     metrics_public: bool,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -290,6 +301,7 @@ impl Default for ServerConfig {
             socket: None,
             vault_mounts: default_vault_mounts(),
             metrics_public: false,
+            tls: None,
         }
     }
 }
@@ -308,6 +320,8 @@ impl ServerConfig {
     /// assert!(secref_server::ServerConfig::from_table(Some(&zero)).is_err());
     /// let bad: toml::Table = toml::from_str("bnid = 'x'").unwrap();
     /// assert!(secref_server::ServerConfig::from_table(Some(&bad)).is_err());
+    /// let half: toml::Table = toml::from_str("tls_cert = '/c.pem'").unwrap();
+    /// assert!(secref_server::ServerConfig::from_table(Some(&half)).is_err());
     /// ```
     pub fn from_table(table: Option<&toml::Table>) -> Result<ServerConfig> {
         let Some(table) = table else {
@@ -394,6 +408,24 @@ impl ServerConfig {
         }
         cfg.rules = raw.rules;
         cfg.socket = raw.socket;
+        cfg.tls = match (raw.tls_cert, raw.tls_key, raw.client_ca) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), client_ca) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None, Some(_)) => {
+                return Err(Error::config(
+                    "server client_ca needs tls_cert and tls_key (mTLS runs over TLS)",
+                ))
+            }
+            _ => {
+                return Err(Error::config(
+                    "server tls_cert and tls_key must be given together",
+                ))
+            }
+        };
         if let Some(vault) = raw.vault.filter(|v| !v.mounts.is_empty()) {
             cfg.vault_mounts = BTreeMap::new();
             for (name, m) in vault.mounts {

@@ -8,8 +8,10 @@
 //!   and [`vault`] (Vault KV v2);
 //! * shared state ([`AppState`]): the resolver, bearer-token [`auth`],
 //!   [`access`] rules and issued [`leases`];
-//! * loopback only (no TLS yet: a non-loopback bind is refused), plus an
-//!   optional 0600 Unix socket whose callers are identified by the kernel;
+//! * loopback only unless [`tls`] is configured (HTTPS, optionally mTLS
+//!   with `cert:<subject>` principals; certificates reloaded on change and
+//!   SIGHUP), plus an optional 0600 Unix socket whose callers are
+//!   identified by the kernel;
 //! * one set of middleware for every route and both listeners
 //!   ([`Server::layered`]): access log (target `secref_server::access`, never
 //!   values), authentication, body limit (413 on a declared length before
@@ -41,6 +43,7 @@ pub mod leases;
 mod listen;
 pub mod ops;
 pub mod secflow;
+pub mod tls;
 pub mod vault;
 
 use std::future::Future;
@@ -96,15 +99,31 @@ impl AppState {
     /// is ignored); a TCP caller must show a token. The shared
     /// authentication layer calls this once per request; handlers take the
     /// resulting [`Caller`].
+    ///
+    /// Over mTLS (`cert`: the client certificate the handshake verified),
+    /// the certificate is the caller (`cert:<subject>`, no token needed)
+    /// only if a rule lists one of its names explicitly; otherwise the
+    /// token decides, as without TLS. Either way the request is bound to
+    /// the certificate's thumbprint ([`Principal::mtls_thumbprint`]).
     pub fn caller(
         &self,
         peer: Option<&PeerCredentials>,
+        cert: Option<&tls::ClientCert>,
         headers: &axum::http::HeaderMap,
     ) -> Option<Principal> {
-        match peer {
-            Some(p) => p.principal(),
-            None => self.authenticate(headers),
+        if let Some(p) = peer {
+            return p.principal();
         }
+        let Some(cert) = cert else {
+            return self.authenticate(headers);
+        };
+        if let Some(p) = cert.principal().filter(|p| self.access().lists(p)) {
+            return Some(p);
+        }
+        self.authenticate(headers).map(|mut p| {
+            p.mtls_thumbprint = Some(cert.thumbprint.clone());
+            p
+        })
     }
 
     /// The [`secref::policy::Context`] of one request by `principal`: the
@@ -114,6 +133,9 @@ impl AppState {
     /// `x-cnf-jkt`, `x-mtls-thumbprint`, `x-issuer`, `x-client-id`,
     /// `x-correlation-id`, as [`Context::from_headers`]). The tenant is the
     /// policy's default: a header cannot pick a more permissive tenant.
+    /// Over mTLS the sender binding is the verified certificate's
+    /// thumbprint: `x-mtls-thumbprint` and `x-cnf-jkt` headers are ignored,
+    /// so a client cannot claim another certificate's grants.
     ///
     /// [`Context::from_headers`]: secref::policy::Context::from_headers
     pub fn request_context(
@@ -128,6 +150,10 @@ impl AppState {
         );
         ctx.subject = Some(principal.name.clone());
         ctx.tenant = None;
+        if let Some(thumbprint) = &principal.mtls_thumbprint {
+            ctx.cnf_jkt = None;
+            ctx.mtls_thumbprint = Some(thumbprint.clone());
+        }
         ctx
     }
 
@@ -163,6 +189,8 @@ pub struct Logged {
 pub struct Server {
     state: AppState,
     local_store: vault::LocalStore,
+    /// The TCP listener's TLS, when `[server] tls_cert`/`tls_key` are set.
+    tls: Option<Arc<tls::Tls>>,
 }
 
 impl Server {
@@ -185,7 +213,10 @@ impl Server {
         for (name, source) in &config.tokens {
             tokens.push((name.clone(), source.load(name, env)?));
         }
+        // The certificate is loaded now, so a bad file stops the start.
+        let tls = config.tls.as_ref().map(tls::Tls::load).transpose()?;
         Ok(Server {
+            tls,
             local_store: Err(Error::config(
                 "the Vault API has no local store (the server was built without one)",
             )),
@@ -209,6 +240,11 @@ impl Server {
     pub fn with_local_store(mut self, store: Result<secref::store::Store>) -> Server {
         self.local_store = store.map(Arc::new);
         self
+    }
+
+    /// Whether the TCP listener speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The shared state (for protocol modules and tests).
@@ -262,22 +298,29 @@ impl Server {
             .layer(axum::middleware::from_fn_with_state(state, access_log))
     }
 
-    /// Binds the configured address; refuses anything but loopback (TLS is
-    /// not supported, and the token must not cross a network in clear).
+    /// Binds the configured address; refuses anything but loopback unless
+    /// TLS is configured (the token and the secrets must not cross a
+    /// network in clear).
     pub async fn bind(&self) -> Result<TcpListener> {
         let addr = self.state.config().bind;
-        if !addr.ip().is_loopback() {
-            return Err(Error::config(format!(
-                "refusing to listen on non-loopback address {addr}: secref serve has no TLS; \
-                 bind 127.0.0.1 or ::1"
-            )));
-        }
+        self.check_exposure(addr)?;
         TcpListener::bind(addr).await.map_err(|e| {
             Error::new(
                 ErrorCode::Io,
                 format!("cannot listen on {addr}: {}", e.kind()),
             )
         })
+    }
+
+    /// A non-loopback address only with TLS.
+    fn check_exposure(&self, addr: std::net::SocketAddr) -> Result<()> {
+        if addr.ip().is_loopback() || self.tls.is_some() {
+            return Ok(());
+        }
+        Err(Error::config(format!(
+            "refusing to listen on non-loopback address {addr} without TLS: set [server] \
+             tls_cert and tls_key, or bind 127.0.0.1 or ::1"
+        )))
     }
 
     /// Creates the Unix socket `path`, mode 0600 from the start; see
@@ -311,24 +354,23 @@ impl Server {
     ) -> Result<()> {
         let local = listener.local_addr().ok();
         if let Some(addr) = local {
-            if !addr.ip().is_loopback() {
-                return Err(Error::config(format!(
-                    "refusing to serve on non-loopback address {addr}"
-                )));
-            }
+            self.check_exposure(addr)?;
         }
-        tracing::info!(addr = ?local, "secref serve listening");
+        tracing::info!(addr = ?local, tls = self.tls.is_some(), "secref serve listening");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        if let Some(tls) = &self.tls {
+            tokio::spawn(tls.clone().watch(stop_rx.clone()));
+        }
         let conns = listen::Connections::new(self.router(), self.state.config());
-        let tcp = conns.accept(listener, stop_rx.clone());
+        let tcp = conns.accept(listener, stop_rx.clone(), self.tls.clone());
         #[cfg(unix)]
         let uds = async {
             if let Some(l) = unix.as_mut().and_then(|u| u.listener.take()) {
-                conns.accept(l, stop_rx).await;
+                conns.accept(l, stop_rx, None).await;
             }
         };
         #[cfg(not(unix))]
@@ -371,7 +413,11 @@ pub async fn shutdown_signal() {
 /// The shared authentication layer: works out the caller once and hands it
 /// to the handlers as a [`Caller`] extension; the access log names it.
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let principal = state.caller(req.extensions().get::<PeerCredentials>(), req.headers());
+    let principal = state.caller(
+        req.extensions().get::<PeerCredentials>(),
+        req.extensions().get::<tls::ClientCert>(),
+        req.headers(),
+    );
     req.extensions_mut().insert(Caller(principal.clone()));
     let mut resp = next.run(req).await;
     if let (None, Some(p)) = (resp.extensions().get::<Logged>(), principal) {

@@ -14,8 +14,12 @@
 //!
 //! Every connection runs the same [`Router`] (and so the same middleware);
 //! a Unix-socket request carries the peer's [`PeerCredentials`] as a
-//! request extension, which the authentication layer turns into the caller.
+//! request extension, a TLS request the verified [`ClientCert`](crate::tls::ClientCert)
+//! (mTLS), which the authentication layer turns into the caller. A TLS
+//! handshake runs in the connection's task, holding its place under
+//! `max_connections`, bounded by the header-read timeout.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,13 +31,15 @@ use axum::serve::Listener;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::auth::PeerCredentials;
+use crate::tls::{self, Tls};
 use crate::ServerConfig;
 
 /// The answer to a connection beyond `max_connections`.
@@ -98,9 +104,14 @@ impl Connections {
     }
 
     /// Accepts connections on `listener` until `stop` is set (or dropped),
-    /// then drops the listener.
-    pub(crate) async fn accept<L>(&self, mut listener: L, mut stop: watch::Receiver<bool>)
-    where
+    /// then drops the listener. With `tls`, every connection is a TLS
+    /// server connection (handshake in the connection's own task).
+    pub(crate) async fn accept<L>(
+        &self,
+        mut listener: L,
+        mut stop: watch::Receiver<bool>,
+        tls: Option<Arc<Tls>>,
+    ) where
         L: Listener,
         L::Io: Accepted,
         L::Addr: std::fmt::Debug,
@@ -114,51 +125,72 @@ impl Connections {
                 accepted = listener.accept() => accepted,
             };
             tracing::trace!(?remote, "connection accepted");
-            self.spawn(io);
+            self.spawn(io, tls.as_ref().map(|t| t.acceptor()));
         }
         tracing::trace!("listener closed: not accepting new connections");
     }
 
-    fn spawn<Io: Accepted>(&self, io: Io) {
+    fn spawn<Io: Accepted>(&self, io: Io, tls: Option<TlsAcceptor>) {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            io.refuse();
+            // A TLS client could not read a plain-text answer: just close.
+            if tls.is_none() {
+                io.refuse();
+            }
             tracing::warn!(
                 max_connections = self.max,
                 "connection refused: the server is at max_connections"
             );
             return;
         };
-        let peer = io.setup();
-        let activity = Arc::new(Activity::new());
-        let io = Tracked {
-            inner: io,
-            activity: activity.clone(),
-        };
+        let mut conn_ext = axum::http::Extensions::new();
+        if let Some(peer) = io.setup() {
+            conn_ext.insert(peer);
+        }
         let router = self.router.clone();
-        let busy = activity.clone();
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let mut req = req.map(Body::new);
-            if let Some(p) = &peer {
-                req.extensions_mut().insert(p.clone());
-            }
-            let running = Busy::start(busy.clone());
-            let router = router.clone();
-            async move {
-                let resp = router.oneshot(req).await;
-                drop(running);
-                resp
-            }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read)
-            .serve_connection(TokioIo::new(io), service);
-        let conn = self.graceful.watch(conn);
+        let header_read = self.header_read;
         let idle = self.idle;
+        let watcher = self.graceful.watcher();
         let mut hard_stop = self.hard_stop.subscribe();
         tokio::spawn(async move {
+            // The permit is held from accept on, so handshaking connections
+            // count against `max_connections` too.
             let _permit = permit;
             let _open = OpenGauge::new();
+            let activity = Arc::new(Activity::new());
+            let io = Tracked {
+                inner: io,
+                activity: activity.clone(),
+            };
+            let conn: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>> = match tls {
+                None => Box::pin(serve(io, conn_ext, router, header_read, &activity, watcher)),
+                Some(acceptor) => {
+                    // Bounded like a request's headers: a client that never
+                    // finishes the handshake holds only its own task.
+                    let handshake = tokio::time::timeout(header_read, acceptor.accept(io));
+                    let stream = tokio::select! {
+                        r = handshake => r,
+                        _ = hard_stop.wait_for(|s| *s) => return,
+                    };
+                    let stream = match stream {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            // rustls names the failure (bad certificate,
+                            // not TLS, …), never content.
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    if let Some(cert) = tls::client_cert(stream.get_ref().1) {
+                        conn_ext.insert(cert);
+                    }
+                    activity.touch();
+                    Box::pin(serve(stream, conn_ext, router, header_read, &activity, watcher))
+                }
+            };
             tokio::select! {
                 r = conn => {
                     if let Err(e) = r {
@@ -187,6 +219,39 @@ impl Connections {
         }
         let _ = self.hard_stop.send(true);
     }
+}
+
+/// One HTTP/1.1 connection over `io`, every request carrying the
+/// connection's extensions (Unix peer, verified client certificate), watched
+/// for graceful shutdown.
+fn serve<S>(
+    io: S,
+    ext: axum::http::Extensions,
+    router: Router,
+    header_read: Duration,
+    activity: &Arc<Activity>,
+    watcher: Watcher,
+) -> impl Future<Output = hyper::Result<()>> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let busy = activity.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().extend(ext.clone());
+        let running = Busy::start(busy.clone());
+        let router = router.clone();
+        async move {
+            let resp = router.oneshot(req).await;
+            drop(running);
+            resp
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read)
+        .serve_connection(TokioIo::new(io), service);
+    watcher.watch(conn)
 }
 
 /// When a connection last moved a byte, and how many requests run on it.
