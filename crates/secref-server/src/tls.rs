@@ -207,8 +207,24 @@ impl Tls {
     }
 
     /// Reloads on file changes (polled) and on SIGHUP until `stop` is set.
-    pub(crate) async fn watch(self: Arc<Tls>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    /// The SIGHUP handler is installed before this returns (so a SIGHUP
+    /// right after start reloads instead of ending the process).
+    pub(crate) fn watch(
+        self: Arc<Tls>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        if let Err(e) = &hup {
+            tracing::warn!(error = %e, "no SIGHUP handler: TLS files reload on change only");
+        }
+        self.watching(stop, hup.ok())
+    }
+
+    async fn watching(
+        self: Arc<Tls>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        mut hup: Option<tokio::signal::unix::Signal>,
+    ) {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
