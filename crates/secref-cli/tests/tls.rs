@@ -89,8 +89,11 @@ impl Ca {
 
 /// Writes `text` to `path` through a rename, as deploy tools replace files.
 fn replace(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
     let tmp = path.with_extension("new");
     std::fs::write(&tmp, text).unwrap();
+    // The key must be owner-only (as every credential file); so is the rest.
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 
@@ -307,7 +310,7 @@ fn mtls_principal_is_matched_by_a_rule_and_binds_the_policy_grant() {
         &sb,
         true,
         "[[server.rules]]\nprincipals = ['cert:app']\nrefs = ['openbao+kv2://secret/app/*']\nactions = ['read']\n\
-         [policy]\ngrant_max_uses = 100\n",
+         [policy]\ngrant_max_uses = 100\nnegative_ttl_seconds = 0\nnegative_jitter_ms = 0\n",
     );
     let s = Serve::start(&sb, "127.0.0.1:0").unwrap();
 
@@ -326,6 +329,8 @@ fn mtls_principal_is_matched_by_a_rule_and_binds_the_policy_grant() {
         assert!(!r.body.contains(VALUE));
     }
 
+    // (The policy's negative cache is keyed by subject, not binding: it is
+    // off here so that the right certificate reads again right after.)
     // Same subject, another key: the grant is bound to the first
     // certificate's thumbprint, so this is sender-binding drift — also when
     // the client claims the first thumbprint in a header.
@@ -494,6 +499,17 @@ fn non_loopback_bind_needs_tls() {
     let o = run(sb.cmd().env("SECREF_SERVE_TOKEN", TOKEN).arg("serve"));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!stderr(&o).contains("PRIVATE KEY"));
+
+    // A group- or world-readable key is refused like any credential file.
+    install(&sb, &server);
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(sb.path("tls.key"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+    }
+    let o = run(sb.cmd().env("SECREF_SERVE_TOKEN", TOKEN).arg("serve"));
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
 
     // With TLS: accepted on 0.0.0.0 (the test connects via 127.0.0.1 only).
     install(&sb, &server);

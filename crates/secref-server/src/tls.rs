@@ -4,7 +4,7 @@
 //! [server]
 //! bind = "0.0.0.0:8787"               # non-loopback only with TLS
 //! tls_cert = "/etc/secref/tls/tls.crt" # PEM chain, leaf first
-//! tls_key = "/etc/secref/tls/tls.key"  # PEM private key (PKCS#8, PKCS#1 or SEC1)
+//! tls_key = "/etc/secref/tls/tls.key"  # PEM private key (PKCS#8, PKCS#1 or SEC1), owner-only (chmod 600)
 //! client_ca = "/etc/secref/tls/ca.crt" # optional: clients must present a certificate it signed
 //! ```
 //!
@@ -263,8 +263,12 @@ fn build(files: &TlsFiles) -> Result<rustls::ServerConfig> {
     if chain.is_empty() {
         return Err(bad(&files.cert, "no certificate in it".into()));
     }
-    // The key's bytes are never put in an error.
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| bad(&files.key, pem_error(e)))?;
+    // The key is a credential like any other: owner-only, read into
+    // wiped memory, never quoted in an error.
+    let key_pem = secref::credfile::read_private_file(&files.key, "TLS key file")?
+        .ok_or_else(|| bad(&files.key, "not found".into()))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad(&files.key, pem_error(e)))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::config(format!("TLS: {e}")))?;
