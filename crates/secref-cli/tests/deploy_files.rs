@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn deploy(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -54,8 +56,9 @@ fn server_config(text: &str) -> (toml::Table, secref_server::ServerConfig) {
     rest.remove("state");
     secref::Config::from_toml_str(&toml::to_string(&rest).unwrap())
         .unwrap_or_else(|e| panic!("the example config does not load: {e}"));
-    let server = secref_server::ServerConfig::from_table(table.get("server").and_then(|s| s.as_table()))
-        .unwrap_or_else(|e| panic!("the example [server] does not load: {e}"));
+    let server =
+        secref_server::ServerConfig::from_table(table.get("server").and_then(|s| s.as_table()))
+            .unwrap_or_else(|e| panic!("the example [server] does not load: {e}"));
     (table, server)
 }
 
@@ -102,7 +105,10 @@ fn compose_runs_two_replicas_and_redis() {
         let token = s["environment"]["SECREF_SERVE_TOKEN"].as_str().unwrap();
         assert!(token.starts_with("${SECREF_SERVE_TOKEN"), "{token}");
         let ports = strs(&s["ports"]);
-        assert!(ports.iter().all(|p| p.ends_with(&format!(":{port}"))), "{ports:?}");
+        assert!(
+            ports.iter().all(|p| p.ends_with(&format!(":{port}"))),
+            "{ports:?}"
+        );
         assert_eq!(strs(&s["depends_on"]), ["redis"]);
         assert_eq!(s["read_only"].as_bool(), Some(true));
         assert!(!s["user"].as_str().unwrap().starts_with("0"));
@@ -110,7 +116,9 @@ fn compose_runs_two_replicas_and_redis() {
 }
 
 fn of_kind<'a>(docs: &'a [Yaml], kind: &str) -> Vec<&'a Yaml> {
-    docs.iter().filter(|d| d["kind"].as_str() == Some(kind)).collect()
+    docs.iter()
+        .filter(|d| d["kind"].as_str() == Some(kind))
+        .collect()
 }
 
 fn named<'a>(docs: &'a [Yaml], kind: &str, name: &str) -> Option<&'a Yaml> {
@@ -133,8 +141,14 @@ fn kubernetes_deployment_service_secret_and_probes() {
     assert_eq!(dep["spec"]["replicas"].as_i64(), Some(2));
     let pod = &dep["spec"]["template"];
     let labels = pod["metadata"]["labels"].as_hash().unwrap();
-    assert_eq!(dep["spec"]["selector"]["matchLabels"].as_hash(), Some(labels));
-    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(
+        dep["spec"]["selector"]["matchLabels"].as_hash(),
+        Some(labels)
+    );
+    assert_eq!(
+        pod["spec"]["securityContext"]["runAsNonRoot"].as_bool(),
+        Some(true)
+    );
     let containers = pod["spec"]["containers"].as_vec().unwrap();
     assert_eq!(containers.len(), 1);
     let c = &containers[0];

@@ -59,7 +59,12 @@ impl Ca {
 
     /// A server certificate for 127.0.0.1 / localhost.
     fn server(&self, serial: u64) -> Issued {
-        self.issue("secref-test-server", &["127.0.0.1", "localhost"], serial, false)
+        self.issue(
+            "secref-test-server",
+            &["127.0.0.1", "localhost"],
+            serial,
+            false,
+        )
     }
 
     /// A client certificate with subject CN `cn`.
@@ -111,7 +116,10 @@ fn config(sb: &Sandbox, client_ca: bool, extra: &str) {
         sb.path("tls.key").display()
     );
     if client_ca {
-        text.push_str(&format!("client_ca = '{}'\n", sb.path("client-ca.pem").display()));
+        text.push_str(&format!(
+            "client_ca = '{}'\n",
+            sb.path("client-ca.pem").display()
+        ));
     }
     text.push_str(extra);
     sb.write("secref.toml", &text);
@@ -256,14 +264,18 @@ fn https_read_with_a_client_trusting_the_ca_and_plain_http_fails() {
     // Plain HTTP to the TLS port gets no HTTP answer (and no secret).
     let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
+    // The server may close (after a TLS alert) before the write is done.
+    let _ = write!(
         c,
         "GET {READ} HTTP/1.1\r\nHost: x\r\nX-Vault-Token: {TOKEN}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    );
     let mut raw = Vec::new();
     let _ = c.read_to_end(&mut raw);
-    assert!(!raw.starts_with(b"HTTP/"), "{:?}", String::from_utf8_lossy(&raw));
+    assert!(
+        !raw.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
     assert!(!String::from_utf8_lossy(&raw).contains(VALUE));
 
     // /healthz works over TLS too (what a readiness probe with scheme HTTPS does).
@@ -390,7 +402,10 @@ fn a_certificate_replaced_on_disk_is_served_to_the_next_connection() {
     replace(&sb.path("tls.crt"), &third.cert_pem);
     replace(&sb.path("tls.key"), &ca.server(4).key_pem);
     s.signal(libc::SIGHUP);
-    replace(&sb.path("tls.key"), "-----BEGIN PRIVATE KEY-----\nnot a key\n");
+    replace(
+        &sb.path("tls.key"),
+        "-----BEGIN PRIVATE KEY-----\nnot a key\n",
+    );
     for _ in 0..30 {
         if s.log().matches("do not load").count() >= 2 {
             break;
@@ -446,7 +461,10 @@ fn handshakes_count_against_max_connections() {
         "secref.toml",
         &std::fs::read_to_string(sb.path("secref.toml"))
             .unwrap()
-            .replace("header_read_timeout_seconds = 2", "header_read_timeout_seconds = 30"),
+            .replace(
+                "header_read_timeout_seconds = 2",
+                "header_read_timeout_seconds = 30",
+            ),
     );
     let s = Serve::start(&sb, "127.0.0.1:0").unwrap();
     let silent = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
@@ -483,7 +501,10 @@ fn non_loopback_bind_needs_tls() {
         .args(["serve", "--bind", "0.0.0.0:0"]));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("non-loopback") && err.contains("tls_cert"), "{err}");
+    assert!(
+        err.contains("non-loopback") && err.contains("tls_cert"),
+        "{err}"
+    );
     assert!(err.contains("config"), "{err}");
 
     // Half a TLS configuration is a config error too.

@@ -188,7 +188,14 @@ impl Connections {
                         conn_ext.insert(cert);
                     }
                     activity.touch();
-                    Box::pin(serve(stream, conn_ext, router, header_read, &activity, watcher))
+                    Box::pin(serve(
+                        stream,
+                        conn_ext,
+                        router,
+                        header_read,
+                        &activity,
+                        watcher,
+                    ))
                 }
             };
             tokio::select! {

@@ -161,11 +161,15 @@ impl Tls {
     }
 
     fn stamps(files: &TlsFiles) -> Vec<Option<FileStamp>> {
-        [Some(&files.cert), Some(&files.key), files.client_ca.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|p| stamp(p))
-            .collect()
+        [
+            Some(&files.cert),
+            Some(&files.key),
+            files.client_ca.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| stamp(p))
+        .collect()
     }
 
     /// An acceptor with the current certificate.
@@ -253,9 +257,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn build(files: &TlsFiles) -> Result<rustls::ServerConfig> {
-    let bad = |path: &Path, what: String| {
-        Error::config(format!("TLS file {}: {what}", path.display()))
-    };
+    let bad =
+        |path: &Path, what: String| Error::config(format!("TLS file {}: {what}", path.display()));
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .map_err(|e| bad(&files.cert, pem_error(e)))?
         .collect::<std::result::Result<_, _>>()
@@ -267,8 +270,7 @@ fn build(files: &TlsFiles) -> Result<rustls::ServerConfig> {
     // wiped memory, never quoted in an error.
     let key_pem = secref::credfile::read_private_file(&files.key, "TLS key file")?
         .ok_or_else(|| bad(&files.key, "not found".into()))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad(&files.key, pem_error(e)))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad(&files.key, pem_error(e)))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::config(format!("TLS: {e}")))?;
@@ -295,9 +297,12 @@ fn build(files: &TlsFiles) -> Result<rustls::ServerConfig> {
         }
     };
     // `with_single_cert` checks that the key belongs to the certificate.
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| bad(&files.key, format!("not usable with {}: {e}", files.cert.display())))?;
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+        bad(
+            &files.key,
+            format!("not usable with {}: {e}", files.cert.display()),
+        )
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
