@@ -95,7 +95,8 @@ impl ClientCert {
         }
         // Control characters never reach logs or rule matching.
         names.retain(|n| !n.chars().any(char::is_control));
-        names.dedup();
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
         ClientCert { names, thumbprint }
     }
 
