@@ -317,3 +317,70 @@ fn pem_error(e: rustls::pki_types::pem::Error) -> String {
         _ => "not valid PEM".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+
+    fn issue(cn: &str, sans: Vec<SanType>) -> (rcgen::Certificate, KeyPair) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.subject_alt_names = sans;
+        let key = KeyPair::generate().unwrap();
+        (params.self_signed(&key).unwrap(), key)
+    }
+
+    #[test]
+    fn client_cert_names_and_thumbprint() {
+        let (cert, _) = issue(
+            "app",
+            vec![
+                SanType::DnsName("app.example".try_into().unwrap()),
+                SanType::URI("spiffe://corp/app".try_into().unwrap()),
+                SanType::DnsName("app".try_into().unwrap()),
+            ],
+        );
+        let c = ClientCert::of(cert.der());
+        assert_eq!(
+            c.names,
+            ["cert:app", "cert:app.example", "cert:spiffe://corp/app"]
+        );
+        let want = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(cert.der()));
+        assert_eq!(c.thumbprint, want);
+        let p = c.principal().unwrap();
+        assert_eq!(p.name, "cert:app");
+        assert!(p.is_named_exactly("cert:spiffe://corp/app"));
+        assert_eq!(p.mtls_thumbprint.as_deref(), Some(want.as_str()));
+    }
+
+    #[test]
+    fn a_bad_new_pair_keeps_the_old_config() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            p
+        };
+        let (cert, key) = issue("server", vec![]);
+        let files = TlsFiles {
+            cert: write("c.pem", &cert.pem()),
+            key: write("k.pem", &key.serialize_pem()),
+            client_ca: None,
+        };
+        let tls = Tls::load(&files).unwrap();
+        let before = tls.current.read().clone();
+        let (_, other_key) = issue("server", vec![]);
+        write("k.pem", &other_key.serialize_pem());
+        assert!(!tls.reload(true));
+        assert!(Arc::ptr_eq(&before, &tls.current.read()));
+        write("k.pem", &key.serialize_pem());
+        assert!(tls.reload(true));
+        assert!(!Arc::ptr_eq(&before, &tls.current.read()));
+        // Nothing changed since: a poll does not reload.
+        assert!(!tls.reload(false));
+    }
+}
