@@ -168,12 +168,8 @@ fn serve_exports_request_resolve_provider_and_policy_spans_without_secrets() {
     assert!(requests.iter().all(|s| s["kind"] == 2), "server spans");
 
     let calls = named(&spans, "secref.provider_call");
-    assert!(
-        calls
-            .iter()
-            .any(|s| attr(s, "provider") == "local" && attr(s, "outcome") == "ok"),
-        "{calls:?}"
-    );
+    // The batch's two local items went in one call: its outcome is the
+    // first failure's code.
     assert!(
         calls
             .iter()

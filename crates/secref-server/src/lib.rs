@@ -459,7 +459,11 @@ async fn access_log(State(_state): State<AppState>, req: Request, next: Next) ->
         otel.status_code = tracing::field::Empty,
     );
     let resp = next.run(req).instrument(span.clone()).await;
-    span.record("http.response.status_code", resp.status().as_u16());
+    // An integer attribute, as the HTTP semantic conventions have it.
+    span.record(
+        "http.response.status_code",
+        i64::from(resp.status().as_u16()),
+    );
     if resp.status().is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
