@@ -56,6 +56,9 @@ class Handler(BaseHTTPRequestHandler):
         except Exception:  # a malformed body is the exporter's bug: say so
             self.send_error(400)
             return
+        # Only this header is kept: tests set it through
+        # OTEL_EXPORTER_OTLP_HEADERS to see the variable honoured.
+        marker = self.headers.get("x-secref-test")
         lines = []
         for rs in req.resource_spans:
             resource = attrs(rs.resource.attributes)
@@ -71,6 +74,7 @@ class Handler(BaseHTTPRequestHandler):
                         "attributes": attrs(span.attributes),
                         "resource": resource,
                         "scope": ss.scope.name,
+                        "x_secref_test": marker,
                         "status": {"code": span.status.code, "message": span.status.message},
                     }))
         with LOCK:

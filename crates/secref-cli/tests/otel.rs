@@ -203,7 +203,7 @@ fn serve_exports_request_resolve_provider_and_policy_spans_without_secrets() {
 fn a_one_shot_get_exports_its_spans_before_exiting() {
     let Some(rx) = receiver() else { return };
     let svc = service("get");
-    let sb = sandbox(&rx, &svc);
+    let sb = sandbox(&rx, &svc).with_env("OTEL_EXPORTER_OTLP_HEADERS", "x-secref-test=get-marker");
     let o = run_ok(
         sb.cmd()
             .args(["get", &format!("local://{PATH_CANARY}/api#token")]),
@@ -234,13 +234,20 @@ fn a_one_shot_get_exports_its_spans_before_exiting() {
         "a failed read is an error span: {resolves:?}"
     );
     assert!(spans.iter().all(|s| s["scope"] == "secref"));
+    // OTEL_EXPORTER_OTLP_HEADERS reached the collector.
+    assert!(
+        spans.iter().all(|s| s["x_secref_test"] == "get-marker"),
+        "{spans:?}"
+    );
     assert_no_canary(&rx.raw());
 }
 
 /// A collector that is down costs nothing but the lost spans: the read
-/// succeeds and prints the same value.
+/// succeeds and prints the same value, and the collector's credentials
+/// (`OTEL_EXPORTER_OTLP_HEADERS`) appear in no output, even at trace level.
 #[test]
 fn a_dead_collector_never_fails_a_read() {
+    const HEADER: &str = "canary-otel-header-4b5c6d";
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -250,13 +257,19 @@ fn a_dead_collector_never_fails_a_read() {
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             &format!("http://127.0.0.1:{port}"),
         )
-        .with_env("OTEL_SERVICE_NAME", "secref-test-dead-collector");
+        .with_env("OTEL_SERVICE_NAME", "secref-test-dead-collector")
+        .with_env(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            &format!("authorization=Bearer%20{HEADER}"),
+        );
     run_ok(sb.cmd().arg("init"));
     let o = feed_stdin(sb.cmd().args(["set", "local://app/x#k"]), VALUE.as_bytes());
     assert!(o.status.success());
-    let o = run_ok(sb.cmd().args(["get", "local://app/x#k"]));
+    let o = run_ok(sb.cmd().args(["-vvv", "get", "local://app/x#k"]));
     assert_eq!(stdout(&o).trim_end(), VALUE);
-    assert!(!String::from_utf8_lossy(&o.stderr).contains(VALUE));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains(VALUE), "{err}");
+    assert!(!err.contains(HEADER), "{err}");
 }
 
 /// `OTEL_SDK_DISABLED=true` wins over an endpoint: nothing is sent.
