@@ -303,6 +303,31 @@ done
 export SECREF_TEST_AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 echo "moto listening on $SECREF_TEST_AWS_ENDPOINT (pid $MOTO_PID)"
 
+# --- OTLP receiver: where `secref` exports its spans (crates/secref-cli/tests/otel.rs)
+# tests/otlp_receiver.py decodes OTLP/HTTP protobuf with the official proto
+# definitions (opentelemetry-proto, pinned in tests/python/requirements.txt)
+# and writes one JSON line per span to SECREF_TEST_OTLP_SPANS (raw bodies to
+# "$SECREF_TEST_OTLP_SPANS.raw", for canary greps). Stopped on exit.
+step "otlp receiver"
+OTLP_DIR=$(mktemp -d)
+OTLP_PID=
+on_exit 'stop_pid "$OTLP_PID"; rm -rf "$OTLP_DIR"'
+for attempt in 1 2 3; do
+  OTLP_PORT=$(free_port)
+  "$VENV/bin/python" "$ROOT/tests/otlp_receiver.py" --port "$OTLP_PORT" \
+    --spans "$OTLP_DIR/spans.jsonl" --raw "$OTLP_DIR/spans.jsonl.raw" >"$OTLP_DIR/log" 2>&1 &
+  OTLP_PID=$!
+  if [ "$attempt" -lt 3 ] && ! (wait_for_port otlp "$OTLP_PID" "$OTLP_PORT" "$OTLP_DIR/log") 2>/dev/null; then
+    stop_pid "$OTLP_PID"
+    continue
+  fi
+  wait_for_port otlp "$OTLP_PID" "$OTLP_PORT" "$OTLP_DIR/log"
+  break
+done
+export SECREF_TEST_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
+export SECREF_TEST_OTLP_SPANS="$OTLP_DIR/spans.jsonl"
+echo "OTLP receiver listening on $SECREF_TEST_OTLP_ENDPOINT (pid $OTLP_PID)"
+
 # --- build once, then the Rust tests ----------------------------------------
 step "cargo build"
 cargo build --workspace --bins --examples --quiet

@@ -31,6 +31,8 @@ mod export;
 mod harden;
 mod import;
 mod inject;
+#[cfg(feature = "otel")]
+mod otel;
 mod report;
 mod rotate;
 mod serve;
@@ -56,7 +58,9 @@ use secref_cli::mask;
 #[global_allocator]
 static ALLOC: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
     zeroizing_alloc::ZeroAlloc(std::alloc::System);
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// Returns (rather than `process::exit`s) so that destructors run: the
 /// runtime shuts down, the resolver is dropped and its audit writer drains
@@ -65,7 +69,7 @@ fn main() -> ExitCode {
     // Before anything else, in particular before any secret is read.
     harden::harden();
     let cli = cli::Cli::parse();
-    init_logging(cli.verbose);
+    let otel = init_logging(cli.verbose);
     let code = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -85,12 +89,27 @@ fn main() -> ExitCode {
             report::EXIT_OTHER
         }
     };
+    // After the runtime: every span has ended, and the exporter's blocking
+    // client must not run inside it.
+    #[cfg(feature = "otel")]
+    if let Some(o) = otel {
+        o.shutdown();
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = otel;
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+#[cfg(feature = "otel")]
+type OtelGuard = otel::Otel;
+#[cfg(not(feature = "otel"))]
+type OtelGuard = std::convert::Infallible;
+
 /// Logs go to stderr. `RUST_LOG` wins over `-v`; without either only
-/// warnings are shown.
-fn init_logging(verbose: u8) {
+/// warnings are shown. With an `OTEL_EXPORTER_OTLP_*` endpoint set (feature
+/// `otel`), secref's spans are also exported, whatever the log level; the
+/// returned guard flushes them.
+fn init_logging(verbose: u8) -> Option<OtelGuard> {
     let default = match verbose {
         0 => "warn,secref_server=info", // `serve`'s access log
         1 => "info",
@@ -102,10 +121,21 @@ fn init_logging(verbose: u8) {
         _ => EnvFilter::try_new(default),
     }
     .unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .try_init();
+        .with_filter(filter);
+    let registry = tracing_subscriber::registry().with(fmt);
+    #[cfg(feature = "otel")]
+    {
+        let (layer, guard) = otel::init().unzip();
+        let _ = registry.with(layer).try_init();
+        guard
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = registry.try_init();
+        None
+    }
 }

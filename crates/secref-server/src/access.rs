@@ -187,6 +187,25 @@ impl AccessRules {
         host_local: Option<&str>,
         action: Action,
     ) -> Decision {
+        let d = self.first_allowing(principal, canonical, host_local, action);
+        // Effect and rule id, never the reference (spans may be exported).
+        let _span = tracing::debug_span!(
+            "secref.policy",
+            action = ?action,
+            effect = if d.allowed { "allow" } else { "deny" },
+            decision_id = d.decision_id.as_str(),
+        )
+        .entered();
+        d
+    }
+
+    fn first_allowing(
+        &self,
+        principal: &Principal,
+        canonical: &str,
+        host_local: Option<&str>,
+        action: Action,
+    ) -> Decision {
         // A host-local ref needs a pattern that spells out its scheme.
         let scheme_prefix = host_local.map(|s| format!("{s}://"));
         let may_match = |pattern: &str| match &scheme_prefix {

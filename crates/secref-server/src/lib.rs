@@ -49,6 +49,7 @@ pub mod vault;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument as _;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
@@ -493,7 +494,25 @@ async fn access_log(State(_state): State<AppState>, req: Request, next: Next) ->
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "<unmatched>".to_string());
-    let resp = next.run(req).await;
+    // The request's span (exported with OpenTelemetry): method, route
+    // template and status only, like the log line.
+    let span = tracing::debug_span!(
+        "secref.http_request",
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let resp = next.run(req).instrument(span.clone()).await;
+    // An integer attribute, as the HTTP semantic conventions have it.
+    span.record(
+        "http.response.status_code",
+        i64::from(resp.status().as_u16()),
+    );
+    if resp.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     let logged = resp.extensions().get::<Logged>();
     tracing::info!(
         target: "secref_server::access",

@@ -104,6 +104,7 @@ use futures::future::join_all;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::time::Instant;
+use tracing::{field, Instrument};
 
 use crate::config::Env;
 use crate::error::{Error, ErrorCode, Result};
@@ -723,7 +724,29 @@ impl Policy {
             binding,
             context: ctx,
         };
-        let decision = self.pdp.evaluate(&request).await.map_err(|e| {
+        // Effect and decision id only: the resource is a reference path.
+        let span = tracing::debug_span!(
+            "secref.policy",
+            action = ?key.3,
+            effect = field::Empty,
+            decision_id = field::Empty,
+            error_code = field::Empty,
+        );
+        let decision = self.pdp.evaluate(&request).instrument(span.clone()).await;
+        match &decision {
+            Ok(Decision::Deny { decision_id }) => {
+                span.record("effect", "deny");
+                span.record("decision_id", decision_id.as_deref());
+            }
+            Ok(Decision::Allow(terms)) => {
+                span.record("effect", "allow");
+                span.record("decision_id", terms.decision_id.as_deref());
+            }
+            Err(e) => {
+                span.record("error_code", e.code().as_str());
+            }
+        }
+        let decision = decision.map_err(|e| {
             tracing::debug!(error_code = %e.code(), "policy decision point unavailable");
             Error::new(
                 ErrorCode::BackendUnavailable,

@@ -131,6 +131,11 @@ impl sealed::Sealed for GetMetadata {}
 impl sealed::Sealed for Validate {}
 impl sealed::Sealed for CheckPermission {}
 
+/// A span's `outcome`: `ok` or the error code.
+pub(super) fn outcome<T>(r: &Result<T>) -> &'static str {
+    r.as_ref().err().map_or("ok", |e| e.code().as_str())
+}
+
 /// A read through the cache, policy and audit, in a span named for the
 /// request's shape.
 async fn read_refs(
@@ -140,13 +145,18 @@ async fn read_refs(
     single: bool,
 ) -> Vec<Result<Resolved>> {
     let span = if single {
+        // The scheme, never the reference: a path names what is stored
+        // (the audit log keeps only a keyed hash of it), and spans may
+        // leave the host (OpenTelemetry export).
         tracing::debug_span!(
             "secref.resolve",
-            reference = %refs[0],
+            scheme = refs[0].scheme(),
             provider = field::Empty,
             cache = field::Empty,
             attempts = field::Empty,
             error_code = field::Empty,
+            outcome = field::Empty,
+            otel.status_code = field::Empty,
         )
     } else {
         tracing::debug_span!(
@@ -162,7 +172,15 @@ async fn read_refs(
         .into_iter()
         .map(|r| r.map_err(|e| e.error))
         .collect();
-    if !single {
+    if single {
+        if let Ok(p) = resolver.route(&refs[0]) {
+            span.record("provider", resolver.provider_name(p));
+        }
+        span.record("outcome", outcome(&out[0]));
+        if out[0].is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+    } else {
         span.record("failures", out.iter().filter(|r| r.is_err()).count());
     }
     out

@@ -199,6 +199,7 @@ impl Resolver {
             count = refs.len(),
             attempts = field::Empty,
             error_code = field::Empty,
+            outcome = field::Empty,
         );
         // Every item's latest outcome, and the items the next attempt asks
         // for again (only the retryable failures of this one).
@@ -266,6 +267,12 @@ impl Resolver {
             .into_iter()
             .map(|r| r.expect("every item answered"))
             .collect();
+        // `ok` when every item was delivered, else the first failure's code.
+        let first_failure = results.iter().find_map(|r| r.as_ref().err());
+        span.record(
+            "outcome",
+            first_failure.map_or("ok", |e| e.error.code().as_str()),
+        );
         for r in &results {
             metrics::resolve(provider.name(), r.as_ref().err().map(|e| e.error.code()));
         }
