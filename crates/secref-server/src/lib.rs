@@ -15,7 +15,10 @@
 //!   values), authentication, body limit (413 on a declared length before
 //!   reading), request timeout;
 //! * connection limits for both listeners: header-read and idle timeouts, a
-//!   connection cap, bounded graceful shutdown (see `listen`).
+//!   connection cap, bounded graceful shutdown (see `listen`);
+//! * configuration reload on SIGHUP and `POST /v1/sys/secref/reload`: the
+//!   per-request state is one swappable [`reload::Snapshot`], pinned by each
+//!   request at its start ([`reload`]).
 //!
 //! ```no_run
 //! # async fn demo() -> secref::Result<()> {
@@ -40,10 +43,12 @@ pub mod fuzz;
 pub mod leases;
 mod listen;
 pub mod ops;
+pub mod reload;
 pub mod secflow;
 pub mod vault;
 
 use std::future::Future;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -62,8 +67,9 @@ pub use config::ServerConfig;
 pub use listen::UnixSocket;
 
 use access::AccessRules;
-use auth::{Auth, Caller, PeerCredentials, Principal};
+use auth::{Caller, PeerCredentials, Principal};
 use leases::Leases;
+use reload::{Loaded, Loader, Reloader, Snapshot};
 
 /// State shared by every protocol module. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -71,25 +77,76 @@ pub struct AppState {
     inner: Arc<StateInner>,
 }
 
+/// The configuration in use (swapped by a reload) and what outlives
+/// reloads (see [`reload`]).
 #[derive(Debug)]
 struct StateInner {
-    resolver: Resolver,
-    auth: Auth,
-    access: AccessRules,
+    current: arc_swap::ArcSwap<Snapshot>,
     leases: Leases,
-    config: ServerConfig,
-    readiness: ops::Readiness,
+    reload: Reloader,
+}
+
+tokio::task_local! {
+    /// The snapshot the running request started with (set by the
+    /// outermost middleware, [`pin_snapshot`]).
+    static PINNED: Arc<Snapshot>;
+}
+
+/// A part of the configuration snapshot a request uses: keeps that
+/// snapshot alive while it is held, whatever reloads happen meanwhile.
+pub struct Pinned<T: ?Sized + 'static> {
+    snapshot: Arc<Snapshot>,
+    part: fn(&Snapshot) -> &T,
+}
+
+impl<T: ?Sized> Deref for Pinned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        (self.part)(&self.snapshot)
+    }
+}
+
+impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for Pinned<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
 }
 
 impl AppState {
+    fn with_snapshot(first: Snapshot, loader: Option<Loader>) -> AppState {
+        let leases = Leases::new(first.config.max_revoked_leases_per_principal);
+        AppState {
+            inner: Arc::new(StateInner {
+                current: arc_swap::ArcSwap::from_pointee(first),
+                leases,
+                reload: Reloader::new(loader),
+            }),
+        }
+    }
+
+    /// The configuration snapshot of the running request (the one current
+    /// when it arrived), or the current one outside a request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        PINNED
+            .try_with(Arc::clone)
+            .unwrap_or_else(|_| self.inner.current.load_full())
+    }
+
+    fn pinned<T: ?Sized>(&self, part: fn(&Snapshot) -> &T) -> Pinned<T> {
+        Pinned {
+            snapshot: self.snapshot(),
+            part,
+        }
+    }
+
     /// The resolver every request goes through.
-    pub fn resolver(&self) -> &Resolver {
-        &self.inner.resolver
+    pub fn resolver(&self) -> Pinned<Resolver> {
+        self.pinned(|s| &s.resolver)
     }
 
     /// Authenticates a request's bearer token.
     pub fn authenticate(&self, headers: &axum::http::HeaderMap) -> Option<Principal> {
-        self.inner.auth.authenticate(headers)
+        self.snapshot().auth.authenticate(headers)
     }
 
     /// Who is calling: a Unix-socket peer is who the kernel says (any token
@@ -132,18 +189,18 @@ impl AppState {
     }
 
     /// The access rules.
-    pub fn access(&self) -> &AccessRules {
-        &self.inner.access
+    pub fn access(&self) -> Pinned<AccessRules> {
+        self.pinned(|s| &s.access)
     }
 
-    /// The issued leases.
+    /// The issued leases (they outlive reloads).
     pub fn leases(&self) -> &Leases {
         &self.inner.leases
     }
 
     /// The server settings.
-    pub fn config(&self) -> &ServerConfig {
-        &self.inner.config
+    pub fn config(&self) -> Pinned<ServerConfig> {
+        self.pinned(|s| &s.config)
     }
 }
 
@@ -162,7 +219,6 @@ pub struct Logged {
 #[derive(Debug)]
 pub struct Server {
     state: AppState,
-    local_store: vault::LocalStore,
 }
 
 impl Server {
@@ -179,35 +235,54 @@ impl Server {
         token: Secret,
         env: &Env,
     ) -> Result<Server> {
+        let loaded = Loaded {
+            resolver,
+            tokens: Server::tokens(&config, token, env)?,
+            config,
+            local_store: Err(Error::config(
+                "the Vault API has no local store (the server was built without one)",
+            )),
+            policy_table: None,
+            audit_table: None,
+        };
+        Ok(Server::build(loaded, None))
+    }
+
+    /// A server whose whole per-request state comes from `loader`, called
+    /// now (with `None`) and again on every reload (SIGHUP, `POST
+    /// /v1/sys/secref/reload`) with the snapshot in use: startup and reload
+    /// build the state the same way (see [`reload`]).
+    pub fn from_loader(loader: Loader) -> Result<Server> {
+        let first = loader(None)?;
+        Ok(Server::build(first, Some(loader)))
+    }
+
+    fn build(first: Loaded, loader: Option<Loader>) -> Server {
         // Counters from the first request on.
         ops::prometheus();
+        Server {
+            state: AppState::with_snapshot(Snapshot::new(1, first), loader),
+        }
+    }
+
+    /// Every accepted token: `token` as `default`, then the named tokens of
+    /// `config` (read from `env`).
+    pub fn tokens(config: &ServerConfig, token: Secret, env: &Env) -> Result<Vec<(String, Secret)>> {
         let mut tokens = vec![(auth::DEFAULT_TOKEN_NAME.to_string(), token)];
         for (name, source) in &config.tokens {
             tokens.push((name.clone(), source.load(name, env)?));
         }
-        Ok(Server {
-            local_store: Err(Error::config(
-                "the Vault API has no local store (the server was built without one)",
-            )),
-            state: AppState {
-                inner: Arc::new(StateInner {
-                    resolver,
-                    auth: Auth::new(tokens),
-                    access: AccessRules::new(config.rules.clone()),
-                    leases: Leases::new(config.max_revoked_leases_per_principal),
-                    config,
-                    readiness: ops::Readiness::default(),
-                }),
-            },
-        })
+        Ok(tokens)
     }
 
     /// The local store the Vault API's local mounts read and write (the
     /// same file the `local` provider reads; pass the opening error to have
-    /// it answered, e.g. "run `secref init`").
+    /// it answered, e.g. "run `secref init`"). For a server built from
+    /// parts; a [`Loader`] gives its own.
     #[must_use]
-    pub fn with_local_store(mut self, store: Result<secref::store::Store>) -> Server {
-        self.local_store = store.map(Arc::new);
+    pub fn with_local_store(self, store: Result<secref::store::Store>) -> Server {
+        let next = self.state.snapshot().with_local(store.map(Arc::new));
+        self.state.inner.current.store(Arc::new(next));
         self
     }
 
@@ -223,8 +298,9 @@ impl Server {
         self.layered(
             Router::new()
                 .merge(ops::router(state.clone()))
+                .merge(reload::router(state.clone()))
                 .merge(secflow::router(state.clone()))
-                .merge(vault::router(state, self.local_store.clone()))
+                .merge(vault::router(state))
                 .fallback(secflow::not_found),
         )
     }
@@ -259,7 +335,8 @@ impl Server {
                 header::PRAGMA,
                 HeaderValue::from_static("no-cache"),
             ))
-            .layer(axum::middleware::from_fn_with_state(state, access_log))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), access_log))
+            .layer(axum::middleware::from_fn_with_state(state, pin_snapshot))
     }
 
     /// Binds the configured address; refuses anything but loopback (TLS is
@@ -318,12 +395,13 @@ impl Server {
             }
         }
         tracing::info!(addr = ?local, "secref serve listening");
+        reload::spawn_sighup(self.state.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let conns = listen::Connections::new(self.router(), self.state.config());
+        let conns = listen::Connections::new(self.router(), &self.state.config());
         let tcp = conns.accept(listener, stop_rx.clone());
         #[cfg(unix)]
         let uds = async {
@@ -343,6 +421,13 @@ impl Server {
         drop(unix);
         Ok(())
     }
+}
+
+/// The outermost middleware: the request runs to its end on the
+/// configuration snapshot current when it arrived (see [`reload`]).
+async fn pin_snapshot(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let snapshot = state.inner.current.load_full();
+    PINNED.scope(snapshot, next.run(req)).await
 }
 
 /// Completes on ctrl-c or SIGTERM.
