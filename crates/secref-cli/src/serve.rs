@@ -54,7 +54,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         generated,
     });
     let server = tokio::task::block_in_place(|| {
-        Server::from_loader(std::sync::Arc::new(move |previous| load(&sources, previous)))
+        Server::from_loader(std::sync::Arc::new(move |previous| {
+            load(&sources, previous)
+        }))
     })?;
     if let Some(token) = printed {
         // Printed once, on purpose: the operator needs it to configure clients.

@@ -267,7 +267,11 @@ impl Server {
 
     /// Every accepted token: `token` as `default`, then the named tokens of
     /// `config` (read from `env`).
-    pub fn tokens(config: &ServerConfig, token: Secret, env: &Env) -> Result<Vec<(String, Secret)>> {
+    pub fn tokens(
+        config: &ServerConfig,
+        token: Secret,
+        env: &Env,
+    ) -> Result<Vec<(String, Secret)>> {
         let mut tokens = vec![(auth::DEFAULT_TOKEN_NAME.to_string(), token)];
         for (name, source) in &config.tokens {
             tokens.push((name.clone(), source.load(name, env)?));
@@ -335,7 +339,10 @@ impl Server {
                 header::PRAGMA,
                 HeaderValue::from_static("no-cache"),
             ))
-            .layer(axum::middleware::from_fn_with_state(state.clone(), access_log))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                access_log,
+            ))
             .layer(axum::middleware::from_fn_with_state(state, pin_snapshot))
     }
 

@@ -184,7 +184,10 @@ fn check_fixed(old: &Snapshot, new: &Loaded) -> Result<()> {
     let changed: Vec<&str> = [
         ("[server] bind", a.bind != b.bind),
         ("[server] socket", a.socket != b.socket),
-        ("[server] max_connections", a.max_connections != b.max_connections),
+        (
+            "[server] max_connections",
+            a.max_connections != b.max_connections,
+        ),
         (
             "[server] header_read_timeout_seconds",
             a.header_read_timeout != b.header_read_timeout,
@@ -197,7 +200,10 @@ fn check_fixed(old: &Snapshot, new: &Loaded) -> Result<()> {
             "[server] shutdown_grace_seconds",
             a.shutdown_grace != b.shutdown_grace,
         ),
-        ("[server] max_body_bytes", a.max_body_bytes != b.max_body_bytes),
+        (
+            "[server] max_body_bytes",
+            a.max_body_bytes != b.max_body_bytes,
+        ),
         (
             "[server] max_revoked_leases_per_principal",
             a.max_revoked_leases_per_principal != b.max_revoked_leases_per_principal,
@@ -333,7 +339,9 @@ async fn reload_endpoint(State(state): State<AppState>, Caller(caller): Caller) 
         )
     } else {
         match state.reload("POST /v1/sys/secref/reload").await {
-            Ok(generation) => Json(json!({"reloaded": true, "generation": generation})).into_response(),
+            Ok(generation) => {
+                Json(json!({"reloaded": true, "generation": generation})).into_response()
+            }
             Err(e) => refusal(StatusCode::BAD_REQUEST, &e),
         }
     };

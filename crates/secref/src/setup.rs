@@ -52,12 +52,16 @@ impl Resolver {
         same_policy: bool,
     ) -> Result<Resolver> {
         match (cfg.audit.is_some(), previous.auditor().is_some()) {
-            (true, false) => return Err(Error::config(
-                "[audit] cannot be added by a reload: restart secref serve",
-            )),
-            (false, true) => return Err(Error::config(
-                "[audit] cannot be removed by a reload: restart secref serve",
-            )),
+            (true, false) => {
+                return Err(Error::config(
+                    "[audit] cannot be added by a reload: restart secref serve",
+                ))
+            }
+            (false, true) => {
+                return Err(Error::config(
+                    "[audit] cannot be removed by a reload: restart secref serve",
+                ))
+            }
             _ => {}
         }
         builder_from_config(cfg, Some((previous, same_policy)))?.build()
