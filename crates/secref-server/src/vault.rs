@@ -664,6 +664,20 @@ async fn local_op(
                 Err(r) => return *r,
             };
             let v1 = op == Op::V1;
+            // The store is read here, not through the resolver: the audit
+            // admission (`on_sink_failure`) every resolver read passes
+            // must be asked here too.
+            let admitted = api
+                .state
+                .resolver()
+                .admit_read_as(
+                    &api.state.request_context(p, &req.headers),
+                    t.rule_ref(Action::Read).as_str(),
+                )
+                .await;
+            if let Err(e) = admitted {
+                return fail(&e);
+            }
             let res = blocking(&store, move |s| {
                 let read = s.read(&name, version);
                 let meta = s.metadata(&name);
