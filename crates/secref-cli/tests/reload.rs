@@ -471,3 +471,42 @@ fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     assert_eq!(read(&s, "app/a", TOKEN).status, 200);
     s.stop();
 }
+
+#[test]
+fn the_server_token_is_kept_when_generated_and_rotated_from_its_file() {
+    // Generated at start (no variable, no file): printed once, kept by reloads.
+    let sb = sandbox();
+    sb.write("secref.toml", &config_one());
+    let s = Served::start_cmd(&sb, sb.cmd(), &[]);
+    let log = s.log();
+    let generated = log
+        .split("token (shown once): ")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .unwrap_or_else(|| panic!("no generated token: {log}"))
+        .trim()
+        .to_string();
+    let r = reload(&s, Some(&generated));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(read(&s, "app/a", &generated).status, 200);
+    assert_eq!(s.log().matches(&generated).count(), 1, "printed once only");
+    s.stop();
+
+    // From --token-file: a reload reads the file again (rotation).
+    let sb = sandbox();
+    sb.write("secref.toml", &config_one());
+    let file = sb.path("serve.tok");
+    let s = Served::start_cmd(&sb, sb.cmd(), &["--token-file", file.to_str().unwrap()]);
+    let old = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert_eq!(read(&s, "app/a", &old).status, 200);
+    std::fs::write(&file, TOKEN).unwrap();
+    let r = reload(&s, Some(&old));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_ne!(
+        read(&s, "app/a", &old).status,
+        200,
+        "the old server token still works"
+    );
+    assert_eq!(read(&s, "app/a", TOKEN).status, 200);
+    s.stop();
+}
