@@ -219,6 +219,9 @@ pub struct Logged {
 #[derive(Debug)]
 pub struct Server {
     state: AppState,
+    /// SIGHUP, caught from when the server is built (before it announces
+    /// its address), so a reload signal is never the default "terminate".
+    hangup: Option<reload::Hangup>,
 }
 
 impl Server {
@@ -254,7 +257,9 @@ impl Server {
     /// build the state the same way (see [`reload`]).
     pub fn from_loader(loader: Loader) -> Result<Server> {
         let first = loader(None)?;
-        Ok(Server::build(first, Some(loader)))
+        let mut server = Server::build(first, Some(loader));
+        server.hangup = reload::Hangup::catch();
+        Ok(server)
     }
 
     fn build(first: Loaded, loader: Option<Loader>) -> Server {
@@ -262,6 +267,7 @@ impl Server {
         ops::prometheus();
         Server {
             state: AppState::with_snapshot(Snapshot::new(1, first), loader),
+            hangup: None,
         }
     }
 
@@ -387,7 +393,7 @@ impl Server {
     /// get up to `shutdown_grace`, the rest are closed, and the socket file
     /// is removed.
     pub async fn serve_all(
-        self,
+        mut self,
         listener: TcpListener,
         #[cfg(unix)] mut unix: Option<UnixSocket>,
         #[cfg(not(unix))] unix: Option<std::convert::Infallible>,
@@ -402,7 +408,9 @@ impl Server {
             }
         }
         tracing::info!(addr = ?local, "secref serve listening");
-        reload::spawn_sighup(self.state.clone());
+        if let Some(hangup) = self.hangup.take() {
+            hangup.reload_on_each(self.state.clone());
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;

@@ -287,25 +287,47 @@ impl AppState {
     }
 }
 
-/// Reloads on every SIGHUP until the process ends.
-pub(crate) fn spawn_sighup(state: AppState) {
+/// SIGHUP, caught (a server built by [`crate::Server::from_loader`] inside a
+/// tokio runtime on Unix); each one reloads once the server serves.
+#[derive(Debug)]
+pub(crate) struct Hangup {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hup) => {
-                tokio::spawn(async move {
-                    while hup.recv().await.is_some() {
-                        // The outcome is logged and counted by `reload`.
-                        let _ = state.reload("SIGHUP").await;
-                    }
-                });
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Hangup {
+    /// Starts catching SIGHUP now; `None` (with a warning) where it cannot.
+    pub(crate) fn catch() -> Option<Hangup> {
+        #[cfg(unix)]
+        {
+            tokio::runtime::Handle::try_current().ok()?;
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(signal) => Some(Hangup { signal }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP reload not available");
+                    None
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "SIGHUP reload not available"),
         }
+        #[cfg(not(unix))]
+        None
     }
-    #[cfg(not(unix))]
-    let _ = state;
+
+    /// Reloads on every SIGHUP until the process ends.
+    pub(crate) fn reload_on_each(self, state: AppState) {
+        #[cfg(unix)]
+        {
+            let mut signal = self.signal;
+            tokio::spawn(async move {
+                while signal.recv().await.is_some() {
+                    // The outcome is logged and counted by `reload`.
+                    let _ = state.reload("SIGHUP").await;
+                }
+            });
+        }
+        #[cfg(not(unix))]
+        let _ = state;
+    }
 }
 
 /// `POST /v1/sys/secref/reload`.
