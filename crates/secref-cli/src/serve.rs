@@ -35,30 +35,38 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Runs the server until ctrl-c / SIGTERM.
+/// Runs the server until ctrl-c / SIGTERM; SIGHUP and `POST
+/// /v1/sys/secref/reload` reload the configuration through [`load`], the
+/// same function that builds it at start.
 pub async fn run(args: ServeArgs) -> Result<()> {
-    let cfg = match &args.config {
-        Some(p) => Config::from_file(p)?,
-        None => Config::load()?,
+    // A token generated at start (no variable, no token file) is kept by
+    // reloads; a variable or token file is read again by each.
+    let generated = match (&args.token_file, std::env::var_os("SECREF_SERVE_TOKEN")) {
+        (None, None) => Some(secref_server::auth::generate_token()),
+        _ => None,
     };
-    let mut server_cfg = ServerConfig::from_table(cfg.server.as_ref())?;
-    if let Some(bind) = args.bind {
-        server_cfg.bind = bind;
+    let printed = generated.clone();
+    let sources = std::sync::Arc::new(Sources {
+        config: args.config,
+        bind: args.bind,
+        socket: args.socket,
+        token_file: args.token_file,
+        generated,
+    });
+    let server = tokio::task::block_in_place(|| {
+        Server::from_loader(std::sync::Arc::new(move |previous| {
+            load(&sources, previous)
+        }))
+    })?;
+    if let Some(token) = printed {
+        // Printed once, on purpose: the operator needs it to configure clients.
+        eprintln!(
+            "secref serve: token (shown once): {}",
+            token.as_text().expect("generated tokens are ASCII")
+        );
     }
-    if let Some(socket) = args.socket {
-        server_cfg.socket = Some(socket);
-    }
-    let token = obtain_token(&cfg, args.token_file.as_deref())?;
-    let resolver = Resolver::from_config(&cfg)?;
-    let socket_path = server_cfg.socket.clone();
-    // The Vault API's local mounts write the same store the CLI does.
-    let store = secref::store::Store::open_from_config(&cfg);
-    let server = Server::with_env(resolver, server_cfg, token, &cfg.env)?.with_local_store(store);
     raise_fd_limit();
-    // The config's environment snapshot holds every credential secref was
-    // started with; the server has what it needs, so free (and, through the
-    // zeroizing allocator, wipe) it rather than keep it for the server's life.
-    drop(cfg);
+    let socket_path = server.state().config().socket.clone();
     let listener = server.bind().await?;
     let addr = listener
         .local_addr()
@@ -75,6 +83,61 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     server
         .serve_all(listener, unix, secref_server::shutdown_signal())
         .await
+}
+
+/// Where `secref serve`'s configuration comes from: the command line, and
+/// the config file and environment named there (read again on reload).
+struct Sources {
+    config: Option<PathBuf>,
+    bind: Option<SocketAddr>,
+    socket: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    generated: Option<Secret>,
+}
+
+/// Builds the whole serving state from `sources`: at start (`previous`
+/// `None`) and on every reload (keeping what must outlive it, see
+/// `secref_server::reload`).
+fn load(
+    sources: &Sources,
+    previous: Option<&secref_server::reload::Snapshot>,
+) -> Result<secref_server::reload::Loaded> {
+    let cfg = match &sources.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::load()?,
+    };
+    let mut server_cfg = ServerConfig::from_table(cfg.server.as_ref())?;
+    if let Some(bind) = sources.bind {
+        server_cfg.bind = bind;
+    }
+    if let Some(socket) = &sources.socket {
+        server_cfg.socket = Some(socket.clone());
+    }
+    let token = match &sources.generated {
+        Some(t) => t.clone(),
+        None => obtain_token(&cfg, sources.token_file.as_deref())?,
+    };
+    let resolver = match previous {
+        None => Resolver::from_config(&cfg)?,
+        Some(prev) => Resolver::rebuild_from_config(
+            &cfg,
+            prev.resolver(),
+            prev.policy_table() == cfg.policy.as_ref(),
+        )?,
+    };
+    // The Vault API's local mounts write the same store the CLI does.
+    let local_store = secref::store::Store::open_from_config(&cfg).map(std::sync::Arc::new);
+    let tokens = Server::tokens(&server_cfg, token, &cfg.env)?;
+    // The config's environment snapshot (every credential secref was
+    // started with) is dropped, and wiped by the zeroizing allocator, here.
+    Ok(secref_server::reload::Loaded {
+        resolver,
+        config: server_cfg,
+        tokens,
+        local_store,
+        policy_table: cfg.policy.clone(),
+        audit_table: cfg.audit.clone(),
+    })
 }
 
 /// Raises the open-file soft limit to the hard limit: every connection is a
@@ -108,13 +171,9 @@ fn obtain_token(cfg: &Config, token_file: Option<&Path>) -> Result<Secret> {
         eprintln!("secref serve: wrote a new token to {}", path.display());
         return Ok(token);
     }
-    let token = secref_server::auth::generate_token();
-    // Printed once, on purpose: the operator needs it to configure clients.
-    eprintln!(
-        "secref serve: token (shown once): {}",
-        token.as_text().expect("generated tokens are ASCII")
-    );
-    Ok(token)
+    Err(Error::config(
+        "no serve token: set SECREF_SERVE_TOKEN or --token-file",
+    ))
 }
 
 fn checked(token: &str) -> Result<Secret> {

@@ -115,6 +115,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
 }
 
 /// The accepted tokens, by name. Debug never shows them.
+#[derive(Clone)]
 pub struct Auth {
     tokens: Vec<(String, Secret)>,
 }

@@ -17,7 +17,10 @@
 //!   values), authentication, body limit (413 on a declared length before
 //!   reading), request timeout;
 //! * connection limits for both listeners: header-read and idle timeouts, a
-//!   connection cap, bounded graceful shutdown (see `listen`).
+//!   connection cap, bounded graceful shutdown (see `listen`);
+//! * configuration reload on SIGHUP and `POST /v1/sys/secref/reload`: the
+//!   per-request state is one swappable [`reload::Snapshot`], pinned by each
+//!   request at its start ([`reload`]).
 //!
 //! ```no_run
 //! # async fn demo() -> secref::Result<()> {
@@ -42,11 +45,13 @@ pub mod fuzz;
 pub mod leases;
 mod listen;
 pub mod ops;
+pub mod reload;
 pub mod secflow;
 pub mod tls;
 pub mod vault;
 
 use std::future::Future;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument as _;
@@ -66,8 +71,9 @@ pub use config::ServerConfig;
 pub use listen::UnixSocket;
 
 use access::AccessRules;
-use auth::{Auth, Caller, PeerCredentials, Principal};
+use auth::{Caller, PeerCredentials, Principal};
 use leases::Leases;
+use reload::{Loaded, Loader, Reloader, Snapshot};
 
 /// State shared by every protocol module. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -75,25 +81,76 @@ pub struct AppState {
     inner: Arc<StateInner>,
 }
 
+/// The configuration in use (swapped by a reload) and what outlives
+/// reloads (see [`reload`]).
 #[derive(Debug)]
 struct StateInner {
-    resolver: Resolver,
-    auth: Auth,
-    access: AccessRules,
+    current: arc_swap::ArcSwap<Snapshot>,
     leases: Leases,
-    config: ServerConfig,
-    readiness: ops::Readiness,
+    reload: Reloader,
+}
+
+tokio::task_local! {
+    /// The snapshot the running request started with (set by the
+    /// outermost middleware, [`pin_snapshot`]).
+    static PINNED: Arc<Snapshot>;
+}
+
+/// A part of the configuration snapshot a request uses: keeps that
+/// snapshot alive while it is held, whatever reloads happen meanwhile.
+pub struct Pinned<T: ?Sized + 'static> {
+    snapshot: Arc<Snapshot>,
+    part: fn(&Snapshot) -> &T,
+}
+
+impl<T: ?Sized> Deref for Pinned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        (self.part)(&self.snapshot)
+    }
+}
+
+impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for Pinned<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
 }
 
 impl AppState {
+    fn with_snapshot(first: Snapshot, loader: Option<Loader>) -> AppState {
+        let leases = Leases::new(first.config.max_revoked_leases_per_principal);
+        AppState {
+            inner: Arc::new(StateInner {
+                current: arc_swap::ArcSwap::from_pointee(first),
+                leases,
+                reload: Reloader::new(loader),
+            }),
+        }
+    }
+
+    /// The configuration snapshot of the running request (the one current
+    /// when it arrived), or the current one outside a request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        PINNED
+            .try_with(Arc::clone)
+            .unwrap_or_else(|_| self.inner.current.load_full())
+    }
+
+    fn pinned<T: ?Sized>(&self, part: fn(&Snapshot) -> &T) -> Pinned<T> {
+        Pinned {
+            snapshot: self.snapshot(),
+            part,
+        }
+    }
+
     /// The resolver every request goes through.
-    pub fn resolver(&self) -> &Resolver {
-        &self.inner.resolver
+    pub fn resolver(&self) -> Pinned<Resolver> {
+        self.pinned(|s| &s.resolver)
     }
 
     /// Authenticates a request's bearer token.
     pub fn authenticate(&self, headers: &axum::http::HeaderMap) -> Option<Principal> {
-        self.inner.auth.authenticate(headers)
+        self.snapshot().auth.authenticate(headers)
     }
 
     /// Who is calling: a Unix-socket peer is who the kernel says (any token
@@ -159,18 +216,18 @@ impl AppState {
     }
 
     /// The access rules.
-    pub fn access(&self) -> &AccessRules {
-        &self.inner.access
+    pub fn access(&self) -> Pinned<AccessRules> {
+        self.pinned(|s| &s.access)
     }
 
-    /// The issued leases.
+    /// The issued leases (they outlive reloads).
     pub fn leases(&self) -> &Leases {
         &self.inner.leases
     }
 
     /// The server settings.
-    pub fn config(&self) -> &ServerConfig {
-        &self.inner.config
+    pub fn config(&self) -> Pinned<ServerConfig> {
+        self.pinned(|s| &s.config)
     }
 }
 
@@ -189,9 +246,11 @@ pub struct Logged {
 #[derive(Debug)]
 pub struct Server {
     state: AppState,
-    local_store: vault::LocalStore,
     /// The TCP listener's TLS, when `[server] tls_cert`/`tls_key` are set.
     tls: Option<Arc<tls::Tls>>,
+    /// SIGHUP, caught from when the server is built (before it announces
+    /// its address), so a reload signal is never the default "terminate".
+    hangup: Option<reload::Hangup>,
 }
 
 impl Server {
@@ -208,38 +267,65 @@ impl Server {
         token: Secret,
         env: &Env,
     ) -> Result<Server> {
+        let loaded = Loaded {
+            resolver,
+            tokens: Server::tokens(&config, token, env)?,
+            config,
+            local_store: Err(Error::config(
+                "the Vault API has no local store (the server was built without one)",
+            )),
+            policy_table: None,
+            audit_table: None,
+        };
+        Server::build(loaded, None)
+    }
+
+    /// A server whose whole per-request state comes from `loader`, called
+    /// now (with `None`) and again on every reload (SIGHUP, `POST
+    /// /v1/sys/secref/reload`) with the snapshot in use: startup and reload
+    /// build the state the same way (see [`reload`]).
+    pub fn from_loader(loader: Loader) -> Result<Server> {
+        let first = loader(None)?;
+        let mut server = Server::build(first, Some(loader))?;
+        server.hangup = reload::Hangup::catch();
+        Ok(server)
+    }
+
+    fn build(first: Loaded, loader: Option<Loader>) -> Result<Server> {
+        // The certificate is loaded now, so a bad file stops the start; it
+        // is re-read on change and on SIGHUP by [`tls::Tls::watch`].
+        let tls = first.config.tls.as_ref().map(tls::Tls::load).transpose()?;
         // Counters from the first request on.
         ops::prometheus();
+        Ok(Server {
+            state: AppState::with_snapshot(Snapshot::new(1, first), loader),
+            tls,
+            hangup: None,
+        })
+    }
+
+    /// Every accepted token: `token` as `default`, then the named tokens of
+    /// `config` (read from `env`).
+    pub fn tokens(
+        config: &ServerConfig,
+        token: Secret,
+        env: &Env,
+    ) -> Result<Vec<(String, Secret)>> {
         let mut tokens = vec![(auth::DEFAULT_TOKEN_NAME.to_string(), token)];
         for (name, source) in &config.tokens {
             tokens.push((name.clone(), source.load(name, env)?));
         }
-        // The certificate is loaded now, so a bad file stops the start.
-        let tls = config.tls.as_ref().map(tls::Tls::load).transpose()?;
-        Ok(Server {
-            tls,
-            local_store: Err(Error::config(
-                "the Vault API has no local store (the server was built without one)",
-            )),
-            state: AppState {
-                inner: Arc::new(StateInner {
-                    resolver,
-                    auth: Auth::new(tokens),
-                    access: AccessRules::new(config.rules.clone()),
-                    leases: Leases::new(config.max_revoked_leases_per_principal),
-                    config,
-                    readiness: ops::Readiness::default(),
-                }),
-            },
-        })
+        Ok(tokens)
     }
 
     /// The local store the Vault API's local mounts read and write (the
     /// same file the `local` provider reads; pass the opening error to have
-    /// it answered, e.g. "run `secref init`").
+    /// it answered, e.g. "run `secref init`"). For a server built from
+    /// parts; a [`Loader`] gives its own.
     #[must_use]
-    pub fn with_local_store(mut self, store: Result<secref::store::Store>) -> Server {
-        self.local_store = store.map(Arc::new);
+    pub fn with_local_store(self, store: Result<secref::store::Store>) -> Server {
+        let next = self.state.snapshot().with_local(store.map(Arc::new));
+        self.state.inner.current.store(Arc::new(next));
         self
     }
 
@@ -260,8 +346,9 @@ impl Server {
         self.layered(
             Router::new()
                 .merge(ops::router(state.clone()))
+                .merge(reload::router(state.clone()))
                 .merge(secflow::router(state.clone()))
-                .merge(vault::router(state, self.local_store.clone()))
+                .merge(vault::router(state))
                 .fallback(secflow::not_found),
         )
     }
@@ -296,7 +383,11 @@ impl Server {
                 header::PRAGMA,
                 HeaderValue::from_static("no-cache"),
             ))
-            .layer(axum::middleware::from_fn_with_state(state, access_log))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                access_log,
+            ))
+            .layer(axum::middleware::from_fn_with_state(state, pin_snapshot))
     }
 
     /// Binds the configured address; refuses anything but loopback unless
@@ -347,7 +438,7 @@ impl Server {
     /// get up to `shutdown_grace`, the rest are closed, and the socket file
     /// is removed.
     pub async fn serve_all(
-        self,
+        mut self,
         listener: TcpListener,
         #[cfg(unix)] mut unix: Option<UnixSocket>,
         #[cfg(not(unix))] unix: Option<std::convert::Infallible>,
@@ -358,6 +449,9 @@ impl Server {
             self.check_exposure(addr)?;
         }
         tracing::info!(addr = ?local, tls = self.tls.is_some(), "secref serve listening");
+        if let Some(hangup) = self.hangup.take() {
+            hangup.reload_on_each(self.state.clone());
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -366,7 +460,7 @@ impl Server {
         if let Some(tls) = &self.tls {
             tokio::spawn(tls.clone().watch(stop_rx.clone()));
         }
-        let conns = listen::Connections::new(self.router(), self.state.config());
+        let conns = listen::Connections::new(self.router(), &self.state.config());
         let tcp = conns.accept(listener, stop_rx.clone(), self.tls.clone());
         #[cfg(unix)]
         let uds = async {
@@ -386,6 +480,13 @@ impl Server {
         drop(unix);
         Ok(())
     }
+}
+
+/// The outermost middleware: the request runs to its end on the
+/// configuration snapshot current when it arrived (see [`reload`]).
+async fn pin_snapshot(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let snapshot = state.inner.current.load_full();
+    PINNED.scope(snapshot, next.run(req)).await
 }
 
 /// Completes on ctrl-c or SIGTERM.

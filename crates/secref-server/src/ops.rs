@@ -120,7 +120,7 @@ async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(caller): Caller,
 ) -> Response {
-    let checks = state.inner.readiness.checks(&state).await;
+    let checks = state.snapshot().readiness.checks(&state).await;
     let ready = checks.iter().all(|c| c.code.is_none());
     let status = if ready {
         StatusCode::OK

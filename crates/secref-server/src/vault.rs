@@ -89,11 +89,10 @@ pub type LocalStore = std::result::Result<Arc<Store>, Error>;
 
 /// The Vault API's routes: everything under `/v1/` that is not the SecFlow
 /// API.
-pub fn router(state: AppState, local: LocalStore) -> Router {
+pub fn router(state: AppState) -> Router {
     let wraps = Arc::new(Expiring::new(state.config().max_wraps_per_principal).with_gauge("wrap"));
     let api = Api {
         state,
-        local,
         wraps,
         seen: Arc::new(Mutex::new(HashMap::new())),
     };
@@ -104,8 +103,9 @@ pub fn router(state: AppState, local: LocalStore) -> Router {
 
 #[derive(Clone)]
 struct Api {
+    /// The configuration (mounts and their local store come from the
+    /// request's snapshot; wraps and `seen` outlive reloads).
     state: AppState,
-    local: LocalStore,
     /// Wrapping token → wrapped answer, per caller and bounded per caller
     /// ([`Expiring`]). Removed on first use.
     wraps: Arc<Expiring<String, Wrapped>>,
@@ -313,7 +313,8 @@ async fn route(api: &Api, p: &Principal, rest: &str, req: &Req) -> Response {
         };
     }
     let (mount_name, after) = rest.split_once('/').unwrap_or((rest, ""));
-    let Some(mount) = api.state.config().vault_mounts.get(mount_name) else {
+    let config = api.state.config();
+    let Some(mount) = config.vault_mounts.get(mount_name) else {
         return error(
             StatusCode::NOT_FOUND,
             "no handler for route: the path is not under a configured mount",
@@ -344,7 +345,7 @@ async fn route(api: &Api, p: &Principal, rest: &str, req: &Req) -> Response {
     };
     match &mount.backend {
         MountBackend::Local { prefix } => {
-            let store = match &api.local {
+            let store = match &api.state.snapshot().local {
                 Ok(s) => s.clone(),
                 Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
             };
@@ -663,6 +664,20 @@ async fn local_op(
                 Err(r) => return *r,
             };
             let v1 = op == Op::V1;
+            // The store is read here, not through the resolver: the audit
+            // admission (`on_sink_failure`) every resolver read passes
+            // must be asked here too.
+            let admitted = api
+                .state
+                .resolver()
+                .admit_read_as(
+                    &api.state.request_context(p, &req.headers),
+                    t.rule_ref(Action::Read).as_str(),
+                )
+                .await;
+            if let Err(e) = admitted {
+                return fail(&e);
+            }
             let res = blocking(&store, move |s| {
                 let read = s.read(&name, version);
                 let meta = s.metadata(&name);
@@ -1112,7 +1127,8 @@ async fn invalidate(api: &Api, p: &Principal, req: &Req) -> Response {
     };
     let full = full.trim_matches('/');
     let (mount_name, path) = full.split_once('/').unwrap_or((full, ""));
-    let Some(mount) = api.state.config().vault_mounts.get(mount_name) else {
+    let config = api.state.config();
+    let Some(mount) = config.vault_mounts.get(mount_name) else {
         return error(
             StatusCode::BAD_REQUEST,
             "the path is not under a configured mount",

@@ -245,10 +245,8 @@ async fn start_vault() -> String {
     )
     .unwrap();
     secref_testkit::vault_seed::seed_store(&store, &seed);
-    let router = server.layered(secref_server::vault::router(
-        server.state().clone(),
-        Ok(std::sync::Arc::new(store)),
-    ));
+    let server = server.with_local_store(Ok(store));
+    let router = server.layered(secref_server::vault::router(server.state().clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });

@@ -20,6 +20,8 @@
 //! | `secref_leases_held` | gauge | `principal` (server) |
 //! | `secref_quota_refusals_total` | counter | — (server) |
 //! | `secref_connections_open` | gauge | — (server) |
+//! | `secref_config_reloads_total` | counter | `outcome` (`ok` / `error`) (server) |
+//! | `secref_config_generation` | gauge | — (server: the config in use, 1 at start) |
 
 use std::time::Duration;
 
@@ -57,6 +59,10 @@ pub const LEASES_HELD: &str = "secref_leases_held";
 pub const QUOTA_REFUSALS: &str = "secref_quota_refusals_total";
 /// Open client connections (server).
 pub const CONNECTIONS_OPEN: &str = "secref_connections_open";
+/// Configuration reloads by outcome (server).
+pub const CONFIG_RELOADS: &str = "secref_config_reloads_total";
+/// The generation of the configuration in use (server; 1 at start).
+pub const CONFIG_GENERATION: &str = "secref_config_generation";
 
 /// Latency buckets (seconds) for [`BACKEND_LATENCY`].
 pub const LATENCY_BUCKETS: &[f64] = &[

@@ -2,7 +2,7 @@
 //! [`Config`].
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::resolver::{Resolver, ResolverBuilder};
 
 impl Resolver {
@@ -32,12 +32,46 @@ impl Resolver {
     /// # });
     /// ```
     pub fn from_config(cfg: &Config) -> Result<Resolver> {
-        builder_from_config(cfg)?.build()
+        builder_from_config(cfg, None)?.build()
+    }
+
+    /// A resolver for a reloaded `cfg`, built exactly as
+    /// [`Resolver::from_config`] builds one (fresh providers and caches), that
+    /// keeps what must outlive a reload of `previous`:
+    ///
+    /// * the audit sink ([`Resolver::auditor`]) — one writer per sink, so a
+    ///   chained audit file never forks; `cfg` must have an `[audit]` table
+    ///   exactly when `previous` audits (the caller refuses a changed table);
+    /// * with `same_policy`, the policy enforcement point itself (grants,
+    ///   their use counts, denials, the replay cache); otherwise a new one
+    ///   from `[policy]` that takes over only the replay cache — grants are
+    ///   decisions of the old rules and must not outlive them.
+    pub fn rebuild_from_config(
+        cfg: &Config,
+        previous: &Resolver,
+        same_policy: bool,
+    ) -> Result<Resolver> {
+        match (cfg.audit.is_some(), previous.auditor().is_some()) {
+            (true, false) => {
+                return Err(Error::config(
+                    "[audit] cannot be added by a reload: restart secref serve",
+                ))
+            }
+            (false, true) => {
+                return Err(Error::config(
+                    "[audit] cannot be removed by a reload: restart secref serve",
+                ))
+            }
+            _ => {}
+        }
+        builder_from_config(cfg, Some((previous, same_policy)))?.build()
     }
 }
 
-/// The builder behind [`Resolver::from_config`].
-fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
+/// The builder behind [`Resolver::from_config`] and
+/// [`Resolver::rebuild_from_config`] (`carry`: the resolver replaced, and
+/// whether its policy table is unchanged).
+fn builder_from_config(cfg: &Config, carry: Option<(&Resolver, bool)>) -> Result<ResolverBuilder> {
     let mut builder = Resolver::builder()
         .cache(cfg.cache.clone())
         .retry(cfg.retry.clone());
@@ -69,10 +103,23 @@ fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
     // `[policy]` / `[audit]` are parsed strictly; an invalid section is an
     // error, never a resolver that silently enforces or records nothing.
     if let Some(table) = &cfg.policy {
-        builder = builder.policy(crate::policy::Policy::from_table(table, &cfg.env)?);
+        let old = carry.and_then(|(prev, same)| Some((prev.shared_policy()?, same)));
+        builder = match old {
+            Some((old, true)) => builder.shared_policy(old),
+            Some((old, false)) => {
+                let policy = crate::policy::Policy::from_table(table, &cfg.env)?;
+                policy.adopt_replay_cache(&old);
+                builder.policy(policy)
+            }
+            None => builder.policy(crate::policy::Policy::from_table(table, &cfg.env)?),
+        };
     }
     if let Some(table) = &cfg.audit {
-        builder = builder.audit(crate::audit::Auditor::from_table(table, &cfg.env)?);
+        let kept = carry.and_then(|(prev, _)| prev.auditor().cloned());
+        builder = builder.audit(match kept {
+            Some(auditor) => auditor,
+            None => crate::audit::Auditor::from_table(table, &cfg.env)?,
+        });
     }
     Ok(builder)
 }

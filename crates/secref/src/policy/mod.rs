@@ -517,6 +517,14 @@ impl Policy {
         Policy::from_settings(PolicySettings::from_table(table)?, env)
     }
 
+    /// Takes over `old`'s token-id (`jti`) replay cache, so a reload that
+    /// replaces the policy cannot be used to replay a token seen before it.
+    /// Grants and denials are not taken: they are decisions of the old rules.
+    pub(crate) fn adopt_replay_cache(&self, old: &Policy) {
+        let jtis = old.state.lock().jtis.clone();
+        self.state.lock().jtis.extend(jtis);
+    }
+
     /// The settings.
     pub fn settings(&self) -> &PolicySettings {
         &self.settings

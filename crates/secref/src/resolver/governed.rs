@@ -187,6 +187,17 @@ impl Resolver {
             .ok_or_else(|| crate::policy::obligation_unsupported(r))
     }
 
+    /// Whether the auditor lets a read that is served outside the resolver
+    /// (e.g. `secref serve`'s Vault API reading the local store itself) go
+    /// on, by `[audit] on_sink_failure` — the same admission every resolver
+    /// read passes; a refusal is audited. `Ok` without an auditor.
+    pub async fn admit_read_as(&self, ctx: &Context, reference: impl IntoSecretRef) -> Result<()> {
+        let r = reference.into_secret_ref()?;
+        self.admit_audited(ctx, std::slice::from_ref(&r))
+            .await
+            .unwrap_or(Ok(()))
+    }
+
     /// Whether reads pass a policy or are audited (then the allocation-free
     /// cache fast path is skipped).
     pub(super) fn is_governed(&self) -> bool {

@@ -110,6 +110,13 @@ impl ResolverBuilder {
         self
     }
 
+    /// Keeps an enforcement point another resolver already uses (see
+    /// [`Resolver::rebuild_from_config`]).
+    pub(crate) fn shared_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
     /// Emits an audit event for every read outcome (see [`crate::audit`]).
     pub fn audit(mut self, auditor: Auditor) -> Self {
         self.audit = Some(auditor);
@@ -392,6 +399,12 @@ impl Resolver {
     /// The policy enforcement point, if one is configured.
     pub fn policy(&self) -> Option<&Policy> {
         self.inner.policy.as_deref()
+    }
+
+    /// The shared enforcement point itself, so a rebuilt resolver can keep
+    /// it (its grants, use counts and replay cache) across a config reload.
+    pub(crate) fn shared_policy(&self) -> Option<Arc<Policy>> {
+        self.inner.policy.clone()
     }
 
     /// How many provider batches may run at once.
