@@ -68,8 +68,21 @@ fn builder_from_config(cfg: &Config) -> Result<ResolverBuilder> {
     // ---- Policy and audit ----------------------------------------------------
     // `[policy]` / `[audit]` are parsed strictly; an invalid section is an
     // error, never a resolver that silently enforces or records nothing.
+    // `[state]` first: the policy keeps its grants, jti window and denials
+    // there when it is shared.
+    let state = match &cfg.state {
+        Some(table) => crate::state::StateSettings::from_table(table)?.build(&cfg.env)?,
+        None => None,
+    };
+    if let Some(s) = &state {
+        builder = builder.shared_state(s.clone());
+    }
     if let Some(table) = &cfg.policy {
-        builder = builder.policy(crate::policy::Policy::from_table(table, &cfg.env)?);
+        let mut policy = crate::policy::Policy::from_table(table, &cfg.env)?;
+        if let Some(s) = state {
+            policy = policy.with_shared_state(s);
+        }
+        builder = builder.policy(policy);
     }
     if let Some(table) = &cfg.audit {
         builder = builder.audit(crate::audit::Auditor::from_table(table, &cfg.env)?);
