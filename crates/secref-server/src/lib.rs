@@ -185,6 +185,12 @@ impl Server {
         for (name, source) in &config.tokens {
             tokens.push((name.clone(), source.load(name, env)?));
         }
+        // One lease authority for all replicas when `[state]` is shared,
+        // else this process's own.
+        let leases = match resolver.shared_state() {
+            Some(shared) => Leases::shared(config.max_revoked_leases_per_principal, shared.clone()),
+            None => Leases::new(config.max_revoked_leases_per_principal),
+        };
         Ok(Server {
             local_store: Err(Error::config(
                 "the Vault API has no local store (the server was built without one)",
@@ -194,7 +200,9 @@ impl Server {
                     resolver,
                     auth: Auth::new(tokens),
                     access: AccessRules::new(config.rules.clone()),
-                    leases: Leases::new(config.max_revoked_leases_per_principal),
+                    // One lease authority for all replicas when `[state]`
+                    // is shared, else this process's own.
+                    leases,
                     config,
                     readiness: ops::Readiness::default(),
                 }),

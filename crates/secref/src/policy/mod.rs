@@ -703,9 +703,11 @@ impl Policy {
             .await
         {
             Ok(Some(_)) => {
-                let _ = grant.uses.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                    Some(u.saturating_add(1))
-                });
+                let _ = grant
+                    .uses
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                        Some(u.saturating_add(1))
+                    });
                 grant.confirmed.store(self.stamp(now), Ordering::Release);
                 Ok(true)
             }

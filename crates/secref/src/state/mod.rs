@@ -100,14 +100,23 @@ pub trait StateBackend: Send + Sync + fmt::Debug {
     /// Counts one use under `key`, whose counter lives `window` from its
     /// first use: the new count, or `None` (nothing counted) when `limit`
     /// uses are already counted.
-    async fn incr_within(&self, key: &StateKey, limit: u64, window: Duration)
-        -> Result<Option<u64>>;
+    async fn incr_within(
+        &self,
+        key: &StateKey,
+        limit: u64,
+        window: Duration,
+    ) -> Result<Option<u64>>;
     /// Gives one counted use back (never below zero).
     async fn decr(&self, key: &StateKey) -> Result<()>;
     /// Holds `item` for `ttl` on behalf of `owner`, who may hold at most
     /// `quota` live items (revoked leases): one atomic step.
-    async fn hold(&self, owner: &StateKey, item: &StateKey, quota: u64, ttl: Duration)
-        -> Result<Hold>;
+    async fn hold(
+        &self,
+        owner: &StateKey,
+        item: &StateKey,
+        quota: u64,
+        ttl: Duration,
+    ) -> Result<Hold>;
     /// How many live items `owner` holds.
     async fn held_by(&self, owner: &StateKey) -> Result<u64>;
 }
@@ -164,7 +173,8 @@ impl SharedState {
         let hk = Hkdf::<Sha256>::new(Some(b"secref state v1"), master.expose_bytes());
         let derive = |info: &[u8]| {
             let mut k = vec![0u8; 32];
-            hk.expand(info, &mut k).expect("32 bytes is a valid HKDF length");
+            hk.expand(info, &mut k)
+                .expect("32 bytes is a valid HKDF length");
             Secret::from(k)
         };
         SharedState {
@@ -278,9 +288,10 @@ impl StateSettings {
         let key_var = self.key_env.as_deref().ok_or_else(|| {
             Error::config("[state] backend = \"redis\" needs key_env (a shared key, ≥ 32 bytes)")
         })?;
-        let master = Secret::from(env.get(key_var).ok_or_else(|| {
-            Error::config(format!("[state] key_env: ${key_var} is not set"))
-        })?);
+        let master = Secret::from(
+            env.get(key_var)
+                .ok_or_else(|| Error::config(format!("[state] key_env: ${key_var} is not set")))?,
+        );
         if master.expose_bytes().len() < MIN_KEY_LEN {
             return Err(Error::config(format!(
                 "[state] key_env: ${key_var} is shorter than {MIN_KEY_LEN} bytes"
@@ -310,7 +321,12 @@ impl StateSettings {
         #[cfg(feature = "redis")]
         {
             let backend = redis_backend::RedisState::new(url, password, timeout)?;
-            Ok(SharedState::new(Arc::new(backend), namespace, &master, grace))
+            Ok(SharedState::new(
+                Arc::new(backend),
+                namespace,
+                &master,
+                grace,
+            ))
         }
         #[cfg(not(feature = "redis"))]
         {
@@ -390,14 +406,21 @@ mod tests {
             &Secret::from("x".repeat(32)),
             Duration::ZERO,
         );
-        assert_ne!(k, other.key("grant", &[b"svc-a", b"local://app/db#password"]));
+        assert_ne!(
+            k,
+            other.key("grant", &[b"svc-a", b"local://app/db#password"])
+        );
     }
 
     #[test]
     fn settings_are_checked() {
         let env = Env::from_pairs([("K", "k".repeat(32).as_str()), ("SHORT", "abc")]);
         let parse = |t: &str| StateSettings::from_table(&toml::from_str(t).unwrap());
-        assert!(parse("backend = \"memory\"").unwrap().build(&env).unwrap().is_none());
+        assert!(parse("backend = \"memory\"")
+            .unwrap()
+            .build(&env)
+            .unwrap()
+            .is_none());
         let bad = |t: &str| {
             parse(t)
                 .and_then(|s| s.build(&env).map(|_| ()))
@@ -415,10 +438,12 @@ mod tests {
             bad("backend = \"redis\"\nurl = \"http://x\"\nkey_env = \"K\""),
             ErrorCode::Config
         );
-        assert!(parse("backend = \"redis\"\nurl = \"redis://127.0.0.1:1/0\"\nkey_env = \"K\"")
-            .unwrap()
-            .build(&env)
-            .unwrap()
-            .is_some());
+        assert!(
+            parse("backend = \"redis\"\nurl = \"redis://127.0.0.1:1/0\"\nkey_env = \"K\"")
+                .unwrap()
+                .build(&env)
+                .unwrap()
+                .is_some()
+        );
     }
 }

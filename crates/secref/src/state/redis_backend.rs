@@ -259,13 +259,8 @@ impl StateBackend for RedisState {
     }
 
     async fn decr(&self, key: &StateKey) -> Result<()> {
-        self.run(async |c| {
-            self.decr
-                .key(key.as_str())
-                .invoke_async::<()>(c)
-                .await
-        })
-        .await
+        self.run(async |c| self.decr.key(key.as_str()).invoke_async::<()>(c).await)
+            .await
     }
 
     async fn hold(
