@@ -191,15 +191,13 @@ impl SharedState {
         &*self.backend
     }
 
-    /// `secref:{namespace}:{kind}:{hmac(parts)}`; parts are joined with NUL
-    /// (which no reference or name contains), so no two tuples collide.
+    /// `secref:{namespace}:{kind}:{hmac(parts)}`; each part is MAC'd with
+    /// its length first, so no two tuples collide.
     pub fn key(&self, kind: &str, parts: &[&[u8]]) -> StateKey {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(self.names.expose_bytes()).expect("any length");
-        for (i, p) in parts.iter().enumerate() {
-            if i > 0 {
-                mac.update(b"\0");
-            }
+        for p in parts {
+            mac.update(&(p.len() as u64).to_be_bytes());
             mac.update(p);
         }
         let tag = mac.finalize().into_bytes();
