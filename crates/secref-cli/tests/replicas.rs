@@ -413,3 +413,35 @@ fn bench_one_replica_memory_vs_redis() {
     println!("| memory | {memory:.0} |\n| redis | {shared:.0} |");
     println!("ratio redis/memory: {:.2}", shared / memory);
 }
+
+/// A wrong `[state]` stops `secref serve` at start with a `config` error
+/// (exit 2) naming the setting; no Redis needed.
+#[test]
+fn a_bad_state_section_is_refused_at_start() {
+    for (toml, says) in [
+        ("backend = \"etcd\"", "backend = \"etcd\" is unknown"),
+        ("backend = \"redis\"\nkey_env = \"SECREF_STATE_KEY\"", "needs url"),
+        ("backend = \"redis\"\nurl = \"redis://127.0.0.1:1/0\"", "needs key_env"),
+        (
+            "backend = \"redis\"\nurl = \"redis://127.0.0.1:1/0\"\nkey_env = \"SHORT_KEY\"",
+            "shorter than 32 bytes",
+        ),
+        ("backend = \"memory\"\ncolour = \"blue\"", "invalid [state]"),
+    ] {
+        let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref"))
+            .with_env("SECREF_STATE_KEY", STATE_KEY)
+            .with_env("SHORT_KEY", "tiny-k3y");
+        let cfg = sb.write("secref.toml", &format!("[state]\n{toml}\n"));
+        let o = sb
+            .cmd()
+            .env("SECREF_SERVE_TOKEN", TOKEN)
+            .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{toml}: {err}");
+        assert!(err.contains(says), "{toml}: {err}");
+        assert!(!err.contains("tiny-k3y") && !err.contains(STATE_KEY), "{err}");
+    }
+}
