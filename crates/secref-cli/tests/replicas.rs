@@ -420,8 +420,14 @@ fn bench_one_replica_memory_vs_redis() {
 fn a_bad_state_section_is_refused_at_start() {
     for (toml, says) in [
         ("backend = \"etcd\"", "backend = \"etcd\" is unknown"),
-        ("backend = \"redis\"\nkey_env = \"SECREF_STATE_KEY\"", "needs url"),
-        ("backend = \"redis\"\nurl = \"redis://127.0.0.1:1/0\"", "needs key_env"),
+        (
+            "backend = \"redis\"\nkey_env = \"SECREF_STATE_KEY\"",
+            "needs url",
+        ),
+        (
+            "backend = \"redis\"\nurl = \"redis://127.0.0.1:1/0\"",
+            "needs key_env",
+        ),
         (
             "backend = \"redis\"\nurl = \"redis://127.0.0.1:1/0\"\nkey_env = \"SHORT_KEY\"",
             "shorter than 32 bytes",
@@ -442,6 +448,9 @@ fn a_bad_state_section_is_refused_at_start() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{toml}: {err}");
         assert!(err.contains(says), "{toml}: {err}");
-        assert!(!err.contains("tiny-k3y") && !err.contains(STATE_KEY), "{err}");
+        assert!(
+            !err.contains("tiny-k3y") && !err.contains(STATE_KEY),
+            "{err}"
+        );
     }
 }
