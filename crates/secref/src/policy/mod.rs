@@ -39,6 +39,14 @@
 //! outage into seconds of denials); existing valid grants keep working
 //! through an outage.
 //!
+//! **Several replicas.** With [`Policy::with_shared_state`] (`[state]
+//! backend = "redis"`, see [`crate::state`]) steps 3–5 keep their state in
+//! the shared backend: denials, the `jti` window and the grants' use
+//! counters (one grant per key agreed between replicas), so replicas
+//! enforce one limit. A backend failure fails closed (`backend_unavailable`,
+//! retryable), except for a grant confirmed within
+//! `honour_confirmed_grants_seconds`.
+//!
 //! Differences from the reference, all stricter: the audience is checked on
 //! every call, not only on a grant miss; a grant bound to a key is refused
 //! when the caller presents *no* binding (the reference let it through).
