@@ -328,6 +328,34 @@ export SECREF_TEST_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
 export SECREF_TEST_OTLP_SPANS="$OTLP_DIR/spans.jsonl"
 echo "OTLP receiver listening on $SECREF_TEST_OTLP_ENDPOINT (pid $OTLP_PID)"
 
+# --- redis: shared state for several `secref serve` replicas --------------
+# Debian's redis-server (installed if missing), in-memory only, on a free
+# 127.0.0.1 port; exports SECREF_TEST_REDIS_URL, and SECREF_TEST_REDIS_BIN so
+# crates/secref-cli/tests/replicas.rs can start private servers of its own
+# (its outage test stops and restarts one). Stopped on exit.
+step "redis"
+if ! command -v redis-server >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+REDIS_LOG=$(mktemp)
+REDIS_PID=
+on_exit 'stop_pid "$REDIS_PID"; rm -f "$REDIS_LOG"'
+for attempt in 1 2 3; do
+  REDIS_PORT=$(free_port)
+  redis-server --save '' --appendonly no --port "$REDIS_PORT" --bind 127.0.0.1 >"$REDIS_LOG" 2>&1 &
+  REDIS_PID=$!
+  if [ "$attempt" -lt 3 ] && ! (wait_for_port redis "$REDIS_PID" "$REDIS_PORT" "$REDIS_LOG") 2>/dev/null; then
+    stop_pid "$REDIS_PID"
+    continue
+  fi
+  wait_for_port redis "$REDIS_PID" "$REDIS_PORT" "$REDIS_LOG"
+  break
+done
+export SECREF_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+SECREF_TEST_REDIS_BIN=$(command -v redis-server)
+export SECREF_TEST_REDIS_BIN
+echo "redis listening on $SECREF_TEST_REDIS_URL (pid $REDIS_PID)"
+
 # --- build once, then the Rust tests ----------------------------------------
 step "cargo build"
 cargo build --workspace --bins --examples --quiet

@@ -137,6 +137,7 @@ fn load(
         local_store,
         policy_table: cfg.policy.clone(),
         audit_table: cfg.audit.clone(),
+        state_table: cfg.state.clone(),
     })
 }
 

@@ -20,6 +20,15 @@
 //! until the lease would have ended, in an [`Expiring`] table with a quota
 //! per principal (`max_revoked_leases_per_principal`). Revoking again is
 //! `not_found`; an expired lease is `expired`.
+//!
+//! **Several replicas** (`[state] backend = "redis"`, [`Leases::shared`]):
+//! the sealing key is derived from `[state] key_env` (the same on every
+//! replica, so any replica opens any replica's lease ids), expiries are
+//! wall-clock milliseconds (replicas share no monotonic clock), and the
+//! revoked nonces and the per-principal quota live in the shared backend
+//! (HMAC'd keys, one atomic script per revocation): a lease revoked through
+//! one replica is revoked on all, and the quota counts every replica's
+//! revocations.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,6 +37,8 @@ use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use secref::ErrorCode;
+
+use secref::state::{Hold, SharedState};
 
 use crate::expiring::{Expiring, Refused};
 
@@ -50,6 +61,9 @@ pub struct Leases {
     /// monotonic clock: a wall-clock jump neither ends nor extends leases).
     epoch: Instant,
     revoked: Expiring<[u8; NONCE_LEN], ()>,
+    /// Revocations kept in the shared backend instead of `revoked`.
+    shared: Option<SharedState>,
+    quota: usize,
 }
 
 impl std::fmt::Debug for Leases {
@@ -100,6 +114,35 @@ impl Leases {
             cipher: XChaCha20Poly1305::new(&XChaCha20Poly1305::generate_key(&mut OsRng)),
             epoch: Instant::now(),
             revoked: Expiring::new(revoked_quota).with_gauge("revoked_lease"),
+            shared: None,
+            quota: revoked_quota,
+        }
+    }
+
+    /// An authority shared by every replica over `state`: the sealing key
+    /// derived from `[state] key_env`, wall-clock expiries, revocations and
+    /// their quota in the shared backend.
+    pub fn shared(revoked_quota: usize, state: SharedState) -> Leases {
+        let key = chacha20poly1305::Key::from_slice(state.lease_key().expose_bytes());
+        Leases {
+            cipher: XChaCha20Poly1305::new(key),
+            epoch: Instant::now(),
+            revoked: Expiring::new(0),
+            shared: Some(state),
+            quota: revoked_quota,
+        }
+    }
+
+    /// The lease clock in milliseconds: since this process's start (a
+    /// monotonic clock), or with shared state the Unix time (the clock
+    /// replicas share).
+    fn now_ms(&self) -> u64 {
+        match self.shared {
+            Some(_) => SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+            None => self.epoch.elapsed().as_millis() as u64,
         }
     }
 
@@ -111,7 +154,7 @@ impl Leases {
         reference: &str,
         ttl: Duration,
     ) -> Result<Issued, ErrorCode> {
-        let expires_ms = self.epoch.elapsed().saturating_add(ttl).as_millis() as u64;
+        let expires_ms = self.now_ms().saturating_add(ttl.as_millis() as u64);
         let mut plain = Vec::with_capacity(8 + reference.len());
         plain.extend_from_slice(&expires_ms.to_be_bytes());
         plain.extend_from_slice(reference.as_bytes());
@@ -163,9 +206,10 @@ impl Leases {
         let (ms, reference) = plain.split_at_checked(8).ok_or(ErrorCode::NotFound)?;
         let ms = u64::from_be_bytes(ms.try_into().map_err(|_| ErrorCode::NotFound)?);
         let reference = String::from_utf8(reference.to_vec()).map_err(|_| ErrorCode::NotFound)?;
+        let left = Duration::from_millis(ms.saturating_sub(self.now_ms()));
         Ok(Lease {
             reference,
-            expires: self.epoch + Duration::from_millis(ms),
+            expires: Instant::now() + left,
             nonce: nonce.try_into().map_err(|_| ErrorCode::NotFound)?,
         })
     }
@@ -173,9 +217,28 @@ impl Leases {
     /// Revokes an opened lease of `principal`: `expired` if it has ended,
     /// `not_found` if already revoked, `rate_limited` if the principal holds
     /// its quota of revoked leases (other principals are unaffected).
-    pub fn revoke(&self, principal: &str, lease: &Lease) -> Result<SystemTime, ErrorCode> {
+    /// With shared state, an unreachable backend is `backend_unavailable`.
+    pub async fn revoke(&self, principal: &str, lease: &Lease) -> Result<SystemTime, ErrorCode> {
         if lease.is_expired() {
             return Err(ErrorCode::Expired);
+        }
+        if let Some(state) = &self.shared {
+            let owner = state.key("revoked-by", &[principal.as_bytes()]);
+            let item = state.key("revoked", &[&lease.nonce]);
+            let ttl = lease.expires.saturating_duration_since(Instant::now());
+            return match state
+                .backend()
+                .hold(&owner, &item, self.quota as u64, ttl)
+                .await
+            {
+                Ok(Hold::Held) => Ok(SystemTime::now()),
+                Ok(Hold::Exists) => Err(ErrorCode::NotFound),
+                Ok(Hold::Full) => {
+                    secref::metrics::count(secref::metrics::QUOTA_REFUSALS, 1);
+                    Err(ErrorCode::RateLimited)
+                }
+                Err(e) => Err(e.code()),
+            };
         }
         match self
             .revoked
@@ -204,6 +267,13 @@ mod tests {
 
     const MIN: Duration = Duration::from_secs(60);
 
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     #[test]
     fn revoke_is_per_principal_and_once() {
         let l = Leases::default();
@@ -217,11 +287,11 @@ mod tests {
         assert_eq!(l.open("b", &a.id).unwrap_err(), ErrorCode::NotFound);
         let lease = l.open("a", &a.id).unwrap();
         assert_eq!(lease.reference, "env://A");
-        assert!(l.revoke("a", &lease).is_ok());
-        assert_eq!(l.revoke("a", &lease), Err(ErrorCode::NotFound));
+        assert!(block(l.revoke("a", &lease)).is_ok());
+        assert_eq!(block(l.revoke("a", &lease)), Err(ErrorCode::NotFound));
         let e = l.issue("a", "env://A", Duration::ZERO).unwrap();
         let e = l.open("a", &e.id).unwrap();
-        assert_eq!(l.revoke("a", &e), Err(ErrorCode::Expired));
+        assert_eq!(block(l.revoke("a", &e)), Err(ErrorCode::Expired));
         assert_eq!(l.revoked_by("a"), 1);
     }
 
@@ -262,7 +332,7 @@ mod tests {
         let l = Leases::new(2);
         let revoke = |who: &str| {
             let id = l.issue(who, "env://A", MIN).unwrap().id;
-            l.revoke(who, &l.open(who, &id).unwrap())
+            block(l.revoke(who, &l.open(who, &id).unwrap()))
         };
         assert!(revoke("a").is_ok());
         assert!(revoke("a").is_ok());

@@ -118,7 +118,13 @@ impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for Pinned<T> {
 
 impl AppState {
     fn with_snapshot(first: Snapshot, loader: Option<Loader>) -> AppState {
-        let leases = Leases::new(first.config.max_revoked_leases_per_principal);
+        // One lease authority for all replicas when `[state]` is shared,
+        // else this process's own.
+        let max = first.config.max_revoked_leases_per_principal;
+        let leases = match first.resolver.shared_state() {
+            Some(shared) => Leases::shared(max, shared.clone()),
+            None => Leases::new(max),
+        };
         AppState {
             inner: Arc::new(StateInner {
                 current: arc_swap::ArcSwap::from_pointee(first),
@@ -276,6 +282,7 @@ impl Server {
             )),
             policy_table: None,
             audit_table: None,
+            state_table: None,
         };
         Server::build(loaded, None)
     }

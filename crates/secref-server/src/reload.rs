@@ -24,7 +24,8 @@
 //!   quota values `max_revoked_leases_per_principal` and
 //!   `max_wraps_per_principal` are therefore fixed at start);
 //! * the audit sink (one writer, so a chained audit file never forks):
-//!   `[audit]` cannot change by reload;
+//!   `[audit]` cannot change by reload; nor can `[state]` (the leases that
+//!   outlive reloads are kept there, sealed under its key);
 //! * with an unchanged `[policy]`, the policy's grants and their use counts;
 //!   a changed `[policy]` starts with fresh grants (they were decisions of
 //!   the old rules) but keeps the token replay cache
@@ -69,6 +70,9 @@ pub struct Loaded {
     pub policy_table: Option<toml::Table>,
     /// The `[audit]` table (a reload must not change it).
     pub audit_table: Option<toml::Table>,
+    /// The `[state]` table (a reload must not change it: leases outlive
+    /// reloads and are sealed under its key).
+    pub state_table: Option<toml::Table>,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -93,6 +97,7 @@ pub struct Snapshot {
     pub(crate) local: vault::LocalStore,
     policy_table: Option<toml::Table>,
     audit_table: Option<toml::Table>,
+    state_table: Option<toml::Table>,
 }
 
 impl Snapshot {
@@ -107,6 +112,7 @@ impl Snapshot {
             local: loaded.local_store,
             policy_table: loaded.policy_table,
             audit_table: loaded.audit_table,
+            state_table: loaded.state_table,
         }
     }
 
@@ -123,6 +129,7 @@ impl Snapshot {
             local,
             policy_table: self.policy_table.clone(),
             audit_table: self.audit_table.clone(),
+            state_table: self.state_table.clone(),
         }
     }
 
@@ -217,6 +224,7 @@ fn check_fixed(old: &Snapshot, new: &Loaded) -> Result<()> {
         // on change and on SIGHUP (`tls::Tls::watch`).
         ("[server] tls_cert/tls_key/client_ca", a.tls != b.tls),
         ("[audit]", old.audit_table != new.audit_table),
+        ("[state]", old.state_table != new.state_table),
     ]
     .into_iter()
     .filter_map(|(name, differs)| differs.then_some(name))

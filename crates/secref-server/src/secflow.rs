@@ -876,7 +876,7 @@ async fn revoke_items(
             out.push(v);
             continue;
         }
-        out.push(match state.leases().revoke(&principal.name, &lease) {
+        out.push(match state.leases().revoke(&principal.name, &lease).await {
             Ok(at) => json!({
                 "item_id": item.item_id,
                 "result": "allowed",
@@ -890,6 +890,7 @@ async fn revoke_items(
                     ErrorCode::RateLimited => {
                         "this caller holds too many revoked leases; retry when some expire"
                     }
+                    ErrorCode::BackendUnavailable => "the shared state backend is unavailable",
                     _ => "no such lease for this caller",
                 };
                 revoke_failure(item, lease_id, "failed", &Error::new(code, msg), None)

@@ -65,6 +65,10 @@ pub struct Config {
     /// The local server (`secref serve`); validated by the server crate.
     #[serde(default)]
     pub server: Option<toml::Table>,
+    /// Where the policy's and the server's bookkeeping lives
+    /// ([`crate::state`]: memory, or Redis shared by several replicas).
+    #[serde(default)]
+    pub state: Option<toml::Table>,
     /// Where this config was read from, if from a file.
     #[serde(skip)]
     pub source: Option<PathBuf>,

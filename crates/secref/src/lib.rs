@@ -45,6 +45,7 @@ mod resolver;
 pub mod retry;
 mod secret;
 mod setup;
+pub mod state;
 pub mod store;
 
 pub use cache::CacheConfig;

@@ -102,16 +102,32 @@ fn builder_from_config(cfg: &Config, carry: Option<(&Resolver, bool)>) -> Result
     // ---- Policy and audit ----------------------------------------------------
     // `[policy]` / `[audit]` are parsed strictly; an invalid section is an
     // error, never a resolver that silently enforces or records nothing.
+    // `[state]` first: the policy keeps its grants, jti window and denials
+    // there when it is shared.
+    let state = match &cfg.state {
+        Some(table) => crate::state::StateSettings::from_table(table)?.build(&cfg.env)?,
+        None => None,
+    };
+    if let Some(s) = &state {
+        builder = builder.shared_state(s.clone());
+    }
     if let Some(table) = &cfg.policy {
         let old = carry.and_then(|(prev, same)| Some((prev.shared_policy()?, same)));
+        let fresh = |state: Option<crate::state::SharedState>| -> Result<crate::policy::Policy> {
+            let policy = crate::policy::Policy::from_table(table, &cfg.env)?;
+            Ok(match state {
+                Some(s) => policy.with_shared_state(s),
+                None => policy,
+            })
+        };
         builder = match old {
             Some((old, true)) => builder.shared_policy(old),
             Some((old, false)) => {
-                let policy = crate::policy::Policy::from_table(table, &cfg.env)?;
+                let policy = fresh(state)?;
                 policy.adopt_replay_cache(&old);
                 builder.policy(policy)
             }
-            None => builder.policy(crate::policy::Policy::from_table(table, &cfg.env)?),
+            None => builder.policy(fresh(state)?),
         };
     }
     if let Some(table) = &cfg.audit {

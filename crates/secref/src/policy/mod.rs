@@ -39,6 +39,14 @@
 //! outage into seconds of denials); existing valid grants keep working
 //! through an outage.
 //!
+//! **Several replicas.** With [`Policy::with_shared_state`] (`[state]
+//! backend = "redis"`, see [`crate::state`]) steps 3–5 keep their state in
+//! the shared backend: denials, the `jti` window and the grants' use
+//! counters (one grant per key agreed between replicas), so replicas
+//! enforce one limit. A backend failure fails closed (`backend_unavailable`,
+//! retryable), except for a grant confirmed within
+//! `honour_confirmed_grants_seconds`.
+//!
 //! Differences from the reference, all stricter: the audience is checked on
 //! every call, not only on a grant miss; a grant bound to a key is refused
 //! when the caller presents *no* binding (the reference let it through).
@@ -96,7 +104,7 @@ pub use pdp::{AccessRequest, AuthZenPdp, Decision, Effect, GrantTerms, Pdp, Rule
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,6 +120,7 @@ use crate::flight::SingleFlight;
 use crate::http::ClientOptions;
 use crate::reference::SecretRef;
 use crate::secret::Secret;
+use crate::state::{SharedState, StateKey};
 
 /// The remote code of most denials.
 pub const AUTHZ_FAILED: &str = "SECRET_AUTHZ_FAILED";
@@ -327,6 +336,11 @@ pub struct Policy {
     settings: PolicySettings,
     pdp: Arc<dyn Pdp>,
     state: Mutex<State>,
+    /// `[state] backend = "redis"`: grants' use counts, the jti window and
+    /// denials live there, shared by every replica ([`crate::state`]).
+    shared: Option<Arc<SharedState>>,
+    /// Origin of grants' `confirmed` times.
+    epoch: Instant,
     /// Concurrent misses on one grant key ask the PDP once.
     issuing: SingleFlight<GrantKey, std::result::Result<Arc<Grant>, Refusal>>,
 }
@@ -360,7 +374,14 @@ const SWEEP_AT: usize = 4096;
 struct Grant {
     expires: Instant,
     max_uses: u32,
+    /// Uses reserved through this process (with shared state: only a bound
+    /// for the outage grace; the shared counter decides).
     uses: AtomicU32,
+    /// With shared state: the backend and the grant's shared use counter.
+    shared: Option<(Arc<SharedState>, StateKey)>,
+    /// With shared state: when (ms since the policy's epoch, plus one; 0:
+    /// never) the backend last confirmed a use.
+    confirmed: AtomicU64,
     binding: Option<String>,
     decision_id: Option<String>,
     /// Obligation: the read must be response-wrapped with this TTL.
@@ -411,6 +432,15 @@ impl Permit {
             let _ = g
                 .uses
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1));
+            if let Some((shared, counter)) = g.shared.clone() {
+                // Best effort, off the caller's path: a lost refund costs
+                // the caller one use, never grants an extra one.
+                tokio::spawn(async move {
+                    if let Err(e) = shared.backend().decr(&counter).await {
+                        tracing::debug!(error_code = %e.code(), "grant use not given back");
+                    }
+                });
+            }
         }
     }
 
@@ -480,8 +510,22 @@ impl Policy {
             settings,
             pdp,
             state: Mutex::new(State::default()),
+            shared: None,
+            epoch: Instant::now(),
             issuing: SingleFlight::new(),
         }
+    }
+
+    /// Keeps grants' use counts, the `jti` replay window and denials in
+    /// `shared` (`[state] backend = "redis"`), so that several replicas
+    /// enforce one policy: a one-use grant is used once across all of them,
+    /// a `jti` seen by one is a replay on every other. Grants themselves
+    /// (the PDP's answers) are agreed on through the backend too (the first
+    /// replica's terms win), so all replicas count against one limit.
+    #[must_use]
+    pub fn with_shared_state(mut self, shared: SharedState) -> Policy {
+        self.shared = Some(Arc::new(shared));
+        self
     }
 
     /// The local rules PDP of `settings` (or its AuthZEN PDP when
@@ -554,7 +598,11 @@ impl Policy {
         // once, when any reference needs a new grant.
         let now = Instant::now();
         let any_miss = keys.iter().any(|k| self.live_grant(k, now).is_none());
-        let replayed = any_miss && !self.record_jti(ctx, now);
+        let replayed = if any_miss {
+            self.record_jti(ctx, now).await.map(|fresh| !fresh)
+        } else {
+            Ok(false)
+        };
         // A reference repeated in one call is decided once and uses one
         // grant use (the resolver reads it once).
         let mut first_of: HashMap<&str, usize> = HashMap::new();
@@ -565,7 +613,7 @@ impl Policy {
         // is one round trip per new grant).
         let decided =
             join_all(firsts.iter().map(|&i| {
-                self.authorize_one(ctx, &refs[i], keys[i].clone(), audience_ok, replayed)
+                self.authorize_one(ctx, &refs[i], keys[i].clone(), audience_ok, &replayed)
             }))
             .await;
         let mut out: Vec<Option<std::result::Result<Permit, Refusal>>> =
@@ -591,15 +639,22 @@ impl Policy {
         r: &SecretRef,
         key: GrantKey,
         audience_ok: bool,
-        replayed: bool,
+        replayed: &Result<bool>,
     ) -> std::result::Result<Permit, Refusal> {
         let now = Instant::now();
         self.mount_guard(&key.1, r)?;
-        if self.negative_hit(&key, now) {
+        // An unreachable shared backend fails closed, except for a grant
+        // confirmed within the configured grace.
+        let hit = match self.negative_hit(&key, now).await {
+            Ok(hit) => hit,
+            Err(_) if self.in_grace(&key, now) => false,
+            Err(e) => return Err(e.with_reference(r.to_canonical()).into()),
+        };
+        if hit {
             return Err(denied(AUTHZ_FAILED, "access denied (recent denial)", r).into());
         }
         if !audience_ok {
-            self.remember_denial(key, now);
+            self.remember_denial(key, now).await;
             return Err(denied(
                 AUTHZ_FAILED,
                 "access denied: the token is not for this audience",
@@ -608,16 +663,17 @@ impl Policy {
             .into());
         }
         let binding = ctx.binding();
-        let grant = match self.live_grant(&key, now) {
-            Some(g) => g,
-            None if replayed => {
-                self.remember_denial(key, now);
+        let grant = match (self.live_grant(&key, now), replayed) {
+            (Some(g), _) => g,
+            (None, Err(e)) => return Err(e.clone().with_reference(r.to_canonical()).into()),
+            (None, Ok(true)) => {
+                self.remember_denial(key, now).await;
                 return Err(denied(AUTHZ_FAILED, "access denied: token replayed", r).into());
             }
-            None => self.issue(ctx, r, &key, binding).await?,
+            (None, Ok(false)) => self.issue(ctx, r, &key, binding).await?,
         };
         if grant.binding.is_some() && grant.binding.as_deref() != binding {
-            self.remember_denial(key, now);
+            self.remember_denial(key, now).await;
             return Err(denied(
                 BINDING_DRIFT,
                 "access denied: the sender binding differs from the grant's",
@@ -625,8 +681,12 @@ impl Policy {
             )
             .into());
         }
-        if !grant.reserve() {
-            self.remember_denial(key, now);
+        let reserved = match self.reserve(&grant, now).await {
+            Ok(reserved) => reserved,
+            Err(e) => return Err(e.with_reference(r.to_canonical()).into()),
+        };
+        if !reserved {
+            self.remember_denial(key, now).await;
             return Err(denied(AUTHZ_FAILED, "access denied: grant uses exhausted", r).into());
         }
         Ok(Permit {
@@ -645,21 +705,103 @@ impl Policy {
         SecretRef::parse_for_tenant(r.to_canonical(), tenant, &t.allowed_mounts).map(|_| ())
     }
 
-    fn negative_hit(&self, key: &GrantKey, now: Instant) -> bool {
-        let mut st = self.state.lock();
-        match st.negative.get(key) {
-            Some(until) if *until > now => true,
-            Some(_) => {
-                st.negative.remove(key);
-                false
+    /// Reserves one use of `grant`: in this process, or with shared state
+    /// on the backend's counter (atomic across replicas). A backend failure
+    /// is an error unless the grant was confirmed within the grace; then
+    /// the use is counted here against `max_uses`.
+    async fn reserve(&self, grant: &Grant, now: Instant) -> Result<bool> {
+        let Some((shared, counter)) = &grant.shared else {
+            return Ok(grant.reserve());
+        };
+        let window = grant.expires.saturating_duration_since(now);
+        match shared
+            .backend()
+            .incr_within(counter, u64::from(grant.max_uses), window)
+            .await
+        {
+            Ok(Some(_)) => {
+                let _ = grant
+                    .uses
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                        Some(u.saturating_add(1))
+                    });
+                grant.confirmed.store(self.stamp(now), Ordering::Release);
+                Ok(true)
             }
-            None => false,
+            Ok(None) => Ok(false),
+            Err(_) if self.confirmed_within_grace(grant, now) => {
+                tracing::warn!("shared state unavailable: honouring a recently confirmed grant");
+                Ok(grant.reserve())
+            }
+            Err(e) => Err(e),
         }
     }
 
-    fn remember_denial(&self, key: GrantKey, now: Instant) {
+    /// `now` as a `confirmed` stamp (never 0, which means "never").
+    fn stamp(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64 + 1
+    }
+
+    fn confirmed_within_grace(&self, grant: &Grant, now: Instant) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let at = grant.confirmed.load(Ordering::Acquire);
+        at != 0
+            && !shared.grace().is_zero()
+            && self.stamp(now).saturating_sub(at) <= shared.grace().as_millis() as u64
+    }
+
+    /// Whether `key` has a live grant the outage grace covers.
+    fn in_grace(&self, key: &GrantKey, now: Instant) -> bool {
+        self.live_grant(key, now)
+            .is_some_and(|g| self.confirmed_within_grace(&g, now))
+    }
+
+    /// The shared backend key of a grant key (of `kind`).
+    fn shared_key(shared: &SharedState, kind: &str, key: &GrantKey) -> StateKey {
+        shared.key(
+            kind,
+            &[
+                key.0.as_bytes(),
+                key.1.as_bytes(),
+                key.2.as_bytes(),
+                key.3.as_bytes(),
+            ],
+        )
+    }
+
+    async fn negative_hit(&self, key: &GrantKey, now: Instant) -> Result<bool> {
+        if let Some(shared) = &self.shared {
+            return shared
+                .backend()
+                .contains(&Self::shared_key(shared, "deny", key))
+                .await;
+        }
+        let mut st = self.state.lock();
+        match st.negative.get(key) {
+            Some(until) if *until > now => Ok(true),
+            Some(_) => {
+                st.negative.remove(key);
+                Ok(false)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn remember_denial(&self, key: GrantKey, now: Instant) {
         let jitter_ms = self.settings.negative_jitter.as_millis() as u64;
         let jitter = Duration::from_millis(fastrand::u64(0..=jitter_ms));
+        if let Some(shared) = &self.shared {
+            // The denial is answered either way; a lost entry only means
+            // the next request asks again.
+            let k = Self::shared_key(shared, "deny", &key);
+            let ttl = self.settings.negative_ttl + jitter;
+            if let Err(e) = shared.backend().mark(&k, ttl).await {
+                tracing::debug!(error_code = %e.code(), "denial not recorded in shared state");
+            }
+            return;
+        }
         let until = now + self.settings.negative_ttl + jitter;
         let mut st = self.state.lock();
         if st.negative.len() >= SWEEP_AT {
@@ -681,20 +823,28 @@ impl Policy {
     }
 
     /// True when the call's `jti` is fresh (and now recorded) or absent.
-    fn record_jti(&self, ctx: &Context, now: Instant) -> bool {
+    /// With shared state, fresh across every replica (`SET NX PX`).
+    async fn record_jti(&self, ctx: &Context, now: Instant) -> Result<bool> {
         let Some(jti) = ctx.token_jti.as_deref().filter(|j| !j.is_empty()) else {
-            return true;
+            return Ok(true);
         };
+        if let Some(shared) = &self.shared {
+            let k = shared.key("jti", &[jti.as_bytes()]);
+            return shared
+                .backend()
+                .use_once(&k, self.settings.replay_window)
+                .await;
+        }
         let mut st = self.state.lock();
         if st.jtis.get(jti).is_some_and(|until| *until > now) {
-            return false;
+            return Ok(false);
         }
         if st.jtis.len() >= SWEEP_AT {
             st.jtis.retain(|_, u| *u > now);
         }
         st.jtis
             .insert(jti.to_owned(), now + self.settings.replay_window);
-        true
+        Ok(true)
     }
 
     /// Asks the PDP for a grant, once per key however many callers miss at
@@ -768,7 +918,7 @@ impl Policy {
         match decision {
             Decision::Deny { decision_id } => {
                 crate::metrics::policy_decision(false);
-                self.remember_denial(key.clone(), now);
+                self.remember_denial(key.clone(), now).await;
                 Err(Refusal {
                     error: denied(DENY, "access denied by policy", r),
                     decision_id,
@@ -776,10 +926,40 @@ impl Policy {
             }
             Decision::Allow(terms) => {
                 crate::metrics::policy_decision(true);
+                let mut expires = now + terms.ttl;
+                let mut max_uses = terms.max_uses.max(1);
+                let mut shared_counter = None;
+                if let Some(shared) = &self.shared {
+                    // Replicas agree on one grant per key (the first one's
+                    // id, use limit and expiry), so they count against one
+                    // limit; its counter is keyed by the grant's id, so a
+                    // later grant starts at zero.
+                    let k = Self::shared_key(shared, "grant", key);
+                    let proposal = format!("{}:{max_uses}", uuid::Uuid::new_v4().simple());
+                    let claimed = shared
+                        .backend()
+                        .claim(&k, &proposal, terms.ttl)
+                        .await
+                        .map_err(|e| e.with_reference(r.to_canonical()))?;
+                    let (id, uses) = claimed.value.split_once(':').unwrap_or(("", "1"));
+                    max_uses = uses.parse().unwrap_or(1).max(1);
+                    expires = now + claimed.remaining;
+                    let counter = shared.key("uses", &[k.as_str().as_bytes(), id.as_bytes()]);
+                    shared_counter = Some((shared.clone(), counter));
+                    if let Err(e) = shared
+                        .backend()
+                        .forget(&Self::shared_key(shared, "deny", key))
+                        .await
+                    {
+                        tracing::debug!(error_code = %e.code(), "denial not cleared in shared state");
+                    }
+                }
                 let grant = Arc::new(Grant {
-                    expires: now + terms.ttl,
-                    max_uses: terms.max_uses.max(1),
+                    expires,
+                    max_uses,
                     uses: AtomicU32::new(0),
+                    shared: shared_counter,
+                    confirmed: AtomicU64::new(0),
                     binding: binding.map(str::to_owned),
                     decision_id: terms.decision_id,
                     wrap_ttl: terms.wrap_ttl,

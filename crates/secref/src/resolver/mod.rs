@@ -101,9 +101,18 @@ pub struct ResolverBuilder {
     auto_renew: bool,
     policy: Option<Arc<Policy>>,
     audit: Option<Auditor>,
+    state: Option<crate::state::SharedState>,
 }
 
 impl ResolverBuilder {
+    /// The shared state (`[state]`) the resolver's users keep their
+    /// bookkeeping in (the policy gets it with
+    /// [`Policy::with_shared_state`]; `secref serve` its revoked leases).
+    pub fn shared_state(mut self, state: crate::state::SharedState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
     /// Enforces an access policy on every read (see [`crate::policy`]).
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policy = Some(Arc::new(policy));
@@ -199,6 +208,7 @@ impl ResolverBuilder {
                 permits: tokio::sync::Semaphore::new(self.max_concurrency.max(1)),
                 policy: self.policy,
                 audit: self.audit,
+                state: self.state,
                 max_concurrency: if self.max_concurrency == 0 {
                     8
                 } else {
@@ -248,6 +258,8 @@ struct Inner {
     policy: Option<Arc<Policy>>,
     /// Where read outcomes are reported, if configured.
     audit: Option<Auditor>,
+    /// `[state]`, when shared between replicas.
+    state: Option<crate::state::SharedState>,
 }
 
 impl fmt::Debug for Resolver {
@@ -394,6 +406,12 @@ impl Resolver {
     /// The auditor, if one is configured (e.g. to [`Auditor::flush`]).
     pub fn auditor(&self) -> Option<&Auditor> {
         self.inner.audit.as_ref()
+    }
+
+    /// The shared state (`[state] backend = "redis"`), if configured;
+    /// `None` keeps everything in this process's memory.
+    pub fn shared_state(&self) -> Option<&crate::state::SharedState> {
+        self.inner.state.as_ref()
     }
 
     /// The policy enforcement point, if one is configured.
