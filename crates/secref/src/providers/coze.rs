@@ -480,6 +480,16 @@ impl Provider for CozeProvider {
         }
     }
 
+    /// A token is obtainable now: both token steps afresh
+    /// (`TokenSource::probe`). The outbound API
+    /// is not asked: both of its calls return values.
+    async fn health(&self) -> Result<()> {
+        self.tokens
+            .probe(&self.client)
+            .await
+            .map_err(|e| e.with_provider("coze"))
+    }
+
     /// `coze+env://<project>`: every env var of the workload's project (one
     /// `GET /env`; the values are dropped). Other coze schemes cannot list.
     async fn list(&self, scheme: &str, prefix: &str) -> Result<Vec<crate::provider::Listed>> {

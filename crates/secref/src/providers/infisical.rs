@@ -942,6 +942,20 @@ impl Provider for InfisicalProvider {
         }
     }
 
+    /// A token (a universal-auth login when none is cached), then one
+    /// authenticated `GET /api/v1/folders` naming no project: Infisical
+    /// checks the token before the query, so a 400 (the missing project)
+    /// proves the server is reachable and takes the token without reading
+    /// any project's data; a 401 or 403 is refused credentials.
+    async fn health(&self) -> Result<()> {
+        let url = self.transport.endpoint(&["api", "v1", "folders"], &[])?;
+        let reply = self.get(url).await?;
+        if reply.is_success() || reply.status == 400 {
+            return Ok(());
+        }
+        Err(status_error(&reply, "a health check"))
+    }
+
     /// `infisical://<project>/<environment>[/<folder…>]`: every secret of
     /// that folder (one list request; the values are dropped).
     async fn list(&self, _scheme: &str, prefix: &str) -> Result<Vec<crate::provider::Listed>> {

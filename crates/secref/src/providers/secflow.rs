@@ -795,6 +795,23 @@ impl Provider for SecFlowProvider {
         MAX_BATCH
     }
 
+    /// One permission check of a probe reference in the target
+    /// environment: SecFlow has no health endpoint, and this is its cheapest
+    /// authenticated call (it reads no value). A request-level answer
+    /// proves the service is reachable and takes the token; the item's own
+    /// verdict (allowed, denied, unknown) does not matter.
+    async fn health(&self) -> Result<()> {
+        let probe = format!("secret://{}/secref/health/probe", self.target_environment);
+        let item = RequestItem {
+            secret_ref: Some(probe.clone()),
+            action: Some(Action::Read.as_str().to_string()),
+            ..RequestItem::default()
+        };
+        self.call(Op::PermissionCheck, &[&(probe, item)])
+            .await
+            .map(drop)
+    }
+
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         let items = Self::ref_items(refs, |_| {});
         let out = self.batch(Op::Resolve, items).await?;

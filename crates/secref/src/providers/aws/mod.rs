@@ -202,6 +202,10 @@ pub(crate) struct Client {
     http: HttpClient,
     service: &'static Service,
     target: std::result::Result<Target, Error>,
+    /// Whether anything AWS is set up (`[aws]`, an `AWS_*` variable): the
+    /// providers are always registered, and a host without AWS must not be
+    /// reported not ready for them.
+    configured: bool,
 }
 
 #[derive(Debug)]
@@ -235,10 +239,12 @@ impl Client {
             .build_for(service.provider)?;
         let target = resolve_target(&table, cfg, service, chain)
             .map_err(|e| e.with_provider(service.provider));
+        let configured = cfg.has_section("aws") || ENV_VARS.iter().any(|v| cfg.env.get(v).is_some());
         Ok(Client {
             http,
             service,
             target,
+            configured,
         })
     }
 
@@ -265,6 +271,20 @@ impl Client {
             return Ok(reply.body);
         }
         Err(error_answer(&reply, operation).with_provider(self.service.provider))
+    }
+
+    /// `operation` answered at all, its body dropped: the cheapest signed
+    /// call proves the endpoint is reachable and the credentials are
+    /// accepted (readiness checks, [`Provider::health`](crate::provider::Provider::health)).
+    /// Without any AWS set-up there is nothing to check: ready.
+    pub(crate) async fn probe(&self, operation: &str) -> Result<()> {
+        if self.target.is_err() && !self.configured {
+            return Ok(());
+        }
+        // One result at most: nothing but the answer's status matters.
+        self.call(operation, &serde_json::json!({ "MaxResults": 1 }))
+            .await
+            .map(drop)
     }
 
     /// The provider name, for errors.

@@ -390,6 +390,11 @@ impl Provider for SecretsManagerProvider {
         &["aws-sm"]
     }
 
+    /// `ListSecrets` with `MaxResults` 1: a signed call that reads no value.
+    async fn health(&self) -> Result<()> {
+        self.client.probe("ListSecrets").await
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             versions: true,

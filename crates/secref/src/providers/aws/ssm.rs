@@ -260,6 +260,11 @@ impl Provider for ParameterStoreProvider {
         &["aws-ssm"]
     }
 
+    /// `DescribeParameters` with `MaxResults` 1: a signed call that reads no value.
+    async fn health(&self) -> Result<()> {
+        self.client.probe("DescribeParameters").await
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             versions: true,
