@@ -43,6 +43,8 @@ use crate::config::{self, Config, Env};
 use crate::credentials::{CredentialChain, CredentialField, CredentialSource};
 use crate::error::{Error, ErrorCode, Result};
 use crate::http::{self, ClientOptions, HttpClient};
+use crate::reference::{ParseInput, ParsedRef, SecretRef};
+use crate::registry::{BuildFn, PartValue, ProviderSpec};
 use crate::secret::Secret;
 
 /// The environment variables both AWS providers read.
@@ -60,6 +62,30 @@ pub(crate) const ENV_VARS: &[&str] = &[
     "AWS_ENDPOINT_URL_SSM",
     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
 ];
+
+/// The registry entry of one AWS service's provider: its name (also its
+/// only scheme), grammar and constructor; the rest (the `aws` feature, the
+/// `[aws]` section, the variables and credentials) both providers share.
+pub(crate) const fn spec(
+    name: &'static str,
+    schemes: &'static [&'static str],
+    parse: fn(&ParseInput<'_>) -> Result<ParsedRef>,
+    parts: fn(&SecretRef) -> Vec<(&'static str, PartValue)>,
+    build: BuildFn,
+) -> ProviderSpec {
+    ProviderSpec {
+        name,
+        schemes,
+        feature: Some("aws"),
+        host_local: false,
+        config_section: Some("aws"),
+        env_vars: ENV_VARS,
+        parse,
+        parts,
+        credentials: credential_fields,
+        build,
+    }
+}
 
 /// Requests in flight at once for one batch.
 pub(crate) const CONCURRENCY: usize = 8;

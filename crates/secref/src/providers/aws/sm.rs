@@ -30,23 +30,10 @@ use crate::secret::Secret;
 const BATCH: usize = 20;
 
 /// The registry entry.
-pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    name: "aws-sm",
-    schemes: &["aws-sm"],
-    feature: Some("aws"),
-    host_local: false,
-    config_section: Some("aws"),
-    env_vars: super::ENV_VARS,
-    parse,
-    parts,
-    credentials: super::credential_fields,
-    build: |cfg| {
-        Ok(Some(std::sync::Arc::new(SecretsManagerProvider::with_chain(
-            cfg,
-            &super::default_chain(),
-        )?)))
-    },
-};
+pub(crate) const SPEC: ProviderSpec = super::spec("aws-sm", &["aws-sm"], parse, parts, |cfg| {
+    let p = SecretsManagerProvider::with_chain(cfg, &super::default_chain())?;
+    Ok(Some(std::sync::Arc::new(p)))
+});
 
 /// Reads `aws-sm://` references from AWS Secrets Manager.
 #[derive(Debug)]

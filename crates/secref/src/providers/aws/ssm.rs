@@ -25,23 +25,10 @@ use crate::secret::Secret;
 const BATCH: usize = 10;
 
 /// The registry entry.
-pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    name: "aws-ssm",
-    schemes: &["aws-ssm"],
-    feature: Some("aws"),
-    host_local: false,
-    config_section: Some("aws"),
-    env_vars: super::ENV_VARS,
-    parse,
-    parts,
-    credentials: super::credential_fields,
-    build: |cfg| {
-        Ok(Some(std::sync::Arc::new(ParameterStoreProvider::with_chain(
-            cfg,
-            &super::default_chain(),
-        )?)))
-    },
-};
+pub(crate) const SPEC: ProviderSpec = super::spec("aws-ssm", &["aws-ssm"], parse, parts, |cfg| {
+    let p = ParameterStoreProvider::with_chain(cfg, &super::default_chain())?;
+    Ok(Some(std::sync::Arc::new(p)))
+});
 
 /// Reads `aws-ssm://` references from AWS SSM Parameter Store.
 #[derive(Debug)]
