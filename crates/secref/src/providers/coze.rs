@@ -474,10 +474,7 @@ impl Provider for CozeProvider {
     }
 
     fn capabilities(&self) -> crate::provider::Capabilities {
-        crate::provider::Capabilities {
-            list: true,
-            ..Default::default()
-        }
+        SPEC.capabilities
     }
 
     /// A token is obtainable now: both token steps afresh
@@ -718,6 +715,10 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         ENV_SERVER_ENV,
         ENV_PROJECT_ID,
     ],
+    capabilities: crate::provider::Capabilities {
+        list: true,
+        ..crate::provider::Capabilities::NONE
+    },
     parse: |input| match input.scheme {
         "coze+credential" => parse_coze_credential(input.rest),
         "coze+env" => parse_coze_env(input.rest),

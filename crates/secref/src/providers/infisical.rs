@@ -935,11 +935,7 @@ impl Provider for InfisicalProvider {
     }
 
     fn capabilities(&self) -> crate::provider::Capabilities {
-        crate::provider::Capabilities {
-            versions: true,
-            list: true,
-            ..Default::default()
-        }
+        SPEC.capabilities
     }
 
     /// A token (a universal-auth login when none is cached), then one
@@ -1140,6 +1136,11 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         "INFISICAL_CLIENT_SECRET",
         "INFISICAL_TOKEN",
     ],
+    capabilities: crate::provider::Capabilities {
+        versions: true,
+        list: true,
+        ..crate::provider::Capabilities::NONE
+    },
     parse: |input| parse_infisical(input.rest),
     parts: |r| {
         let RefKind::Infisical(i) = r.kind() else {

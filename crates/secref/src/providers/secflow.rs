@@ -785,10 +785,7 @@ impl Provider for SecFlowProvider {
     }
 
     fn capabilities(&self) -> crate::provider::Capabilities {
-        crate::provider::Capabilities {
-            leases: true,
-            ..Default::default()
-        }
+        SPEC.capabilities
     }
 
     fn max_batch(&self) -> usize {
@@ -902,6 +899,10 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         "SECFLOW_TARGET_ENVIRONMENT",
         "SECFLOW_TIMEOUT_SECONDS",
     ],
+    capabilities: crate::provider::Capabilities {
+        leases: true,
+        ..crate::provider::Capabilities::NONE
+    },
     parse: |input| parse_secflow(input.rest),
     parts: |r| match r.kind() {
         RefKind::SecFlow(f) => vec![

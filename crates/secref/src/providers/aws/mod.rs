@@ -44,6 +44,7 @@ use crate::credentials::{CredentialChain, CredentialField, CredentialSource};
 use crate::error::{Error, ErrorCode, Result};
 use crate::http::{self, ClientOptions, HttpClient};
 use crate::reference::{ParseInput, ParsedRef, SecretRef};
+use crate::provider::Capabilities;
 use crate::registry::{BuildFn, PartValue, ProviderSpec};
 use crate::secret::Secret;
 
@@ -69,6 +70,7 @@ pub(crate) const ENV_VARS: &[&str] = &[
 pub(crate) const fn spec(
     name: &'static str,
     schemes: &'static [&'static str],
+    capabilities: Capabilities,
     parse: fn(&ParseInput<'_>) -> Result<ParsedRef>,
     parts: fn(&SecretRef) -> Vec<(&'static str, PartValue)>,
     build: BuildFn,
@@ -80,6 +82,7 @@ pub(crate) const fn spec(
         host_local: false,
         config_section: Some("aws"),
         env_vars: ENV_VARS,
+        capabilities,
         parse,
         parts,
         credentials: credential_fields,

@@ -30,7 +30,16 @@ use crate::secret::Secret;
 const BATCH: usize = 20;
 
 /// The registry entry.
-pub(crate) const SPEC: ProviderSpec = super::spec("aws-sm", &["aws-sm"], parse, parts, |cfg| {
+pub(crate) const SPEC: ProviderSpec = super::spec(
+    "aws-sm",
+    &["aws-sm"],
+    Capabilities {
+        versions: true,
+        list: true,
+        ..Capabilities::NONE
+    },
+    parse,
+    parts, |cfg| {
     let p = SecretsManagerProvider::with_chain(cfg, &super::default_chain())?;
     Ok(Some(std::sync::Arc::new(p)))
 });
@@ -383,11 +392,7 @@ impl Provider for SecretsManagerProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            versions: true,
-            list: true,
-            ..Capabilities::default()
-        }
+        SPEC.capabilities
     }
 
     /// `aws-sm://<name prefix>`: every secret whose name starts with it

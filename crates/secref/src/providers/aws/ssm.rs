@@ -25,7 +25,15 @@ use crate::secret::Secret;
 const BATCH: usize = 10;
 
 /// The registry entry.
-pub(crate) const SPEC: ProviderSpec = super::spec("aws-ssm", &["aws-ssm"], parse, parts, |cfg| {
+pub(crate) const SPEC: ProviderSpec = super::spec(
+    "aws-ssm",
+    &["aws-ssm"],
+    Capabilities {
+        versions: true,
+        ..Capabilities::NONE
+    },
+    parse,
+    parts, |cfg| {
     let p = ParameterStoreProvider::with_chain(cfg, &super::default_chain())?;
     Ok(Some(std::sync::Arc::new(p)))
 });
@@ -253,10 +261,7 @@ impl Provider for ParameterStoreProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            versions: true,
-            ..Capabilities::default()
-        }
+        SPEC.capabilities
     }
 
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
