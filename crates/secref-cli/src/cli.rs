@@ -30,7 +30,7 @@ fn scheme_list() -> String {
 fn env_file_help() -> String {
     format!(
         "A dotenv file of NAME=VALUE lines; references in it are resolved.\n\n\
-         A value is a reference iff it starts with a registered scheme followed by \
+         A value is a reference iff it starts with a known scheme followed by \
          `://` ({}; any case). Such a value must parse, or it is an error (a \
          mistyped reference is never passed on as text). Every other value \
          (`https://…`, `postgres://…`, plain text) passes through unchanged. \

@@ -68,7 +68,7 @@ fn help_texts_name_exactly_the_registered_schemes() {
     let help = stdout(&run_ok(sb.cmd().args(["run", "--help"])));
     let line = help
         .lines()
-        .find(|l| l.contains("registered scheme followed by"))
+        .find(|l| l.contains("known scheme followed by"))
         .expect("--env-file help names the schemes");
     let listed: BTreeSet<String> = line
         .split_once("`://` (")
