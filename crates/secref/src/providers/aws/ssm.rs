@@ -33,10 +33,14 @@ pub(crate) const SPEC: ProviderSpec = super::spec(
         ..Capabilities::NONE
     },
     parse,
-    parts, |cfg| {
+    parts,
+    build,
+);
+
+fn build(cfg: &crate::Config) -> Result<Option<std::sync::Arc<dyn Provider>>> {
     let p = ParameterStoreProvider::with_chain(cfg, &super::default_chain())?;
     Ok(Some(std::sync::Arc::new(p)))
-});
+}
 
 /// Reads `aws-ssm://` references from AWS SSM Parameter Store.
 #[derive(Debug)]
