@@ -6,14 +6,41 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const AFTER_HELP: &str = "\
-References:
-  local://app/db#password           the embedded encrypted store
-  env://VAR                         an environment variable
-  file:///path[#/json/pointer]      a file, or one value in a JSON file
-  secret://env/service/kind/name    SecFlow
-  openbao+kv2://mount/path#field?version=N   Vault / OpenBao KV
+/// The long help's references section, generated from the provider
+/// registry so it lists exactly the schemes this build understands.
+fn after_help() -> String {
+    let mut out = String::from(
+        "References (`scheme://…`; grammar in the README, details: `secref ref --schemes --json`):\n",
+    );
+    for spec in secref::registry::specs() {
+        let schemes: Vec<String> = spec.schemes.iter().map(|s| format!("{s}://")).collect();
+        out.push_str(&format!("  {:<11}{}\n", spec.name, schemes.join(" ")));
+    }
+    out.push('\n');
+    out.push_str(AFTER_HELP);
+    out
+}
 
+/// Every registered scheme, comma-separated (help texts).
+fn scheme_list() -> String {
+    secref::registry::schemes().collect::<Vec<_>>().join(", ")
+}
+
+/// The long help of `--env-file`, naming the registered schemes.
+fn env_file_help() -> String {
+    format!(
+        "A dotenv file of NAME=VALUE lines; references in it are resolved.\n\n\
+         A value is a reference iff it starts with a known scheme followed by \
+         `://` ({}; any case). Such a value must parse, or it is an error (a \
+         mistyped reference is never passed on as text). Every other value \
+         (`https://…`, `postgres://…`, plain text) passes through unchanged. \
+         Files are read in order, then --env flags; a later definition of a name \
+         replaces an earlier one.",
+        scheme_list()
+    )
+}
+
+const AFTER_HELP: &str = "\
 Exit codes:
   0  success (for `run`: the command's own exit code is passed through)
   1  other error
@@ -39,7 +66,7 @@ secref.toml is read from the working directory, else $SECREF_CONFIG.";
 /// environment, files and remote backends, and hands them to programs without
 /// putting them on command lines or in files.
 #[derive(Debug, Parser)]
-#[command(name = "secref", version, after_long_help = AFTER_HELP)]
+#[command(name = "secref", version, after_long_help = after_help())]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG
     /// overrides it. Logs never contain secret values.
@@ -224,7 +251,8 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', requires = "tenant")]
         allowed_mounts: Vec<String>,
         /// List the schemes of the registered providers instead (one line
-        /// each: scheme, provider, `host-local` if so), and exit.
+        /// each: scheme, provider, `host-local` if so; with --json also the
+        /// provider's capabilities and environment variables), and exit.
         #[arg(long, conflicts_with_all = ["tenant", "allowed_mounts"])]
         schemes: bool,
         /// The references to parse.
@@ -314,10 +342,9 @@ pub enum Command {
 /// order, then `--env` flags; a later definition of a name replaces an
 /// earlier one.
 ///
-/// A value in an env file is a reference iff it starts with a known scheme
-/// followed by `://` (secret, openbao, hashicorp, db, bootstrap, yaml,
-/// infisical, coze+…, env, file, local; any case, with or without `+engine`).
-/// Such a value must then parse, or it is an error: a mistyped reference is
+/// A value in an env file is a reference iff it starts with a registered
+/// scheme (`secref ref --schemes`) followed by `://` (any case, with or
+/// without `+engine`). Such a value must then parse, or it is an error: a mistyped reference is
 /// never passed on as a literal. Every other value (`https://…`,
 /// `postgres://…`, plain text) is passed through unchanged.
 #[derive(Debug, Args)]
@@ -326,15 +353,7 @@ pub struct VarArgs {
     #[arg(long = "env", value_name = "NAME=REF")]
     pub env: Vec<String>,
     /// A dotenv file of NAME=VALUE lines; references in it are resolved.
-    ///
-    /// A value is a reference iff it starts with a known scheme followed by
-    /// `://` (secret, openbao, hashicorp, db, bootstrap, yaml, infisical,
-    /// coze+…, env, file, local; any case). Such a value must parse, or it is
-    /// an error (a mistyped reference is never passed on as text). Every other
-    /// value (`https://…`, `postgres://…`, plain text) passes through
-    /// unchanged. Files are read in order, then --env flags; a later
-    /// definition of a name replaces an earlier one.
-    #[arg(long = "env-file", value_name = "FILE")]
+    #[arg(long = "env-file", value_name = "FILE", long_help = env_file_help())]
     pub env_files: Vec<PathBuf>,
     /// Import every secret under a reference prefix as variables, e.g.
     /// `local://app/`, `infisical://<project>/<env>/<folder>`,

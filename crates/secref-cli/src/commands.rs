@@ -268,17 +268,29 @@ fn table(rows: &[[String; 4]]) -> String {
 }
 
 /// `secref ref --schemes`: every scheme of the provider registry, with its
-/// provider and whether it is host-local.
+/// provider and whether it is host-local; `--json` adds what the provider
+/// can do and the environment variables it reads (names only).
 fn list_schemes(json: bool) -> i32 {
-    let rows = secref::registry::specs().iter().flat_map(|spec| {
-        spec.schemes
-            .iter()
-            .map(move |scheme| (*scheme, spec.name, spec.host_local))
-    });
+    let rows = secref::registry::specs()
+        .iter()
+        .flat_map(|spec| spec.schemes.iter().map(move |scheme| (*scheme, spec)));
     let text = if json {
         let list: Vec<serde_json::Value> = rows
-            .map(|(scheme, provider, host_local)| {
-                serde_json::json!({"scheme": scheme, "provider": provider, "host_local": host_local})
+            .map(|(scheme, spec)| {
+                let c = spec.capabilities;
+                serde_json::json!({
+                    "scheme": scheme,
+                    "provider": spec.name,
+                    "host_local": spec.host_local,
+                    "capabilities": {
+                        "wrap": c.wrap,
+                        "versions": c.versions,
+                        "leases": c.leases,
+                        "list": c.list,
+                        "write": c.write,
+                    },
+                    "env_vars": spec.env_vars,
+                })
             })
             .collect();
         format!(
@@ -286,9 +298,9 @@ fn list_schemes(json: bool) -> i32 {
             serde_json::to_string_pretty(&list).unwrap_or_default()
         )
     } else {
-        rows.map(|(scheme, provider, host_local)| {
-            let local = if host_local { "\thost-local" } else { "" };
-            format!("{scheme}\t{provider}{local}\n")
+        rows.map(|(scheme, spec)| {
+            let local = if spec.host_local { "\thost-local" } else { "" };
+            format!("{scheme}\t{}{local}\n", spec.name)
         })
         .collect()
     };

@@ -17,7 +17,6 @@
 //! the watch streams themselves poll only every `--watch-interval`.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -280,16 +279,14 @@ pub fn store_path(cfg: &secref::Config) -> Option<PathBuf> {
     secref::store::Store::default_path(cfg).ok()
 }
 
-/// The suffix of the temporary files [`write_atomically`] creates:
-/// `.<name>.<pid>.<6 random chars>.secref-tmp`, next to the target.
+/// The suffix of the temporary files [`secref::store::write_atomically`]
+/// creates: `.<name>.<pid>.<6 random chars>.secref-tmp`, next to the target.
 const TMP_SUFFIX: &str = ".secref-tmp";
 
-/// Replaces `target` atomically with `bytes`: a temporary file in the same
-/// directory, created with mode 0600 (never readable by others, not even
-/// for an instant), written, fsynced, renamed over the target, and the
-/// directory fsynced. Whoever reads `target` — even after a crash or a
-/// SIGKILL at any point — sees the old file or the new one, never a part.
-/// Temporary files of writers that died are removed first.
+/// Replaces `target` atomically with `bytes` ([`secref::store::write_atomically`]:
+/// 0600 temporary file, fsync, rename, directory fsync). Temporary files of
+/// render writers that died are removed first: unlike the store, rendered
+/// files have no lock, so a leftover is known by its writer's pid.
 pub fn write_atomically(target: &Path, bytes: &[u8]) -> secref::Result<()> {
     let dir = target
         .parent()
@@ -301,25 +298,7 @@ pub fn write_atomically(target: &Path, bytes: &[u8]) -> secref::Result<()> {
         .to_string_lossy()
         .into_owned();
     remove_orphans(dir, &name);
-    let io = |what: &str, e: std::io::Error| {
-        Error::new(
-            ErrorCode::Io,
-            format!("cannot write {} ({what}): {}", target.display(), e.kind()),
-        )
-    };
-    // NamedTempFile is created 0600 and removed if we fail before the rename.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.{}.", std::process::id()))
-        .suffix(TMP_SUFFIX)
-        .rand_bytes(6)
-        .tempfile_in(dir)
-        .map_err(|e| io("create temporary file", e))?;
-    tmp.write_all(bytes).map_err(|e| io("write", e))?;
-    tmp.as_file().sync_all().map_err(|e| io("fsync", e))?;
-    tmp.persist(target).map_err(|e| io("rename", e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("fsync directory", e))
+    secref::store::write_atomically(target, bytes, true)
 }
 
 /// Removes `.<name>.<pid>.<rand>.secref-tmp` regular files whose writer

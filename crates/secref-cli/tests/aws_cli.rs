@@ -7,21 +7,27 @@ use std::process::Command;
 use secref_testkit::aws::{Moto, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 use secref_testkit::cli::{run, run_ok, stderr, Sandbox};
 
-/// Every AWS variable a developer's shell might carry into the test.
-const AWS_VARS: &[&str] = &[
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_SHARED_CREDENTIALS_FILE",
-    "AWS_CONFIG_FILE",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_SECRETS_MANAGER",
-    "AWS_ENDPOINT_URL_SSM",
-    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-];
+/// Every AWS variable a developer's shell might carry into the test: the
+/// ones the AWS providers read, as `secref ref --schemes --json` lists them.
+fn aws_vars() -> &'static [String] {
+    static VARS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    VARS.get_or_init(|| {
+        let out = run_ok(sandbox().cmd().args(["ref", "--schemes", "--json"]));
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut vars: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["scheme"].as_str().unwrap().starts_with("aws-"))
+            .flat_map(|r| r["env_vars"].as_array().unwrap().clone())
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        vars.sort();
+        vars.dedup();
+        assert!(vars.iter().any(|v| v == "AWS_ACCESS_KEY_ID"), "{vars:?}");
+        vars
+    })
+}
 
 fn sandbox() -> Sandbox {
     Sandbox::new(env!("CARGO_BIN_EXE_secref"))
@@ -30,7 +36,7 @@ fn sandbox() -> Sandbox {
 /// `secref …` with no AWS settings but the sandbox's.
 fn bare(sb: &Sandbox) -> Command {
     let mut c = sb.cmd();
-    for v in AWS_VARS {
+    for v in aws_vars() {
         c.env_remove(v);
     }
     c

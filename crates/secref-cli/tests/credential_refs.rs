@@ -3,7 +3,7 @@
 //! resolved before the provider is built; cycles and inline secrets are
 //! refused; no credential appears in any output.
 
-use secref_testkit::cli::{feed_stdin, run, run_ok, stderr, stdout, Sandbox, Served};
+use secref_testkit::cli::{run, run_ok, stderr, stdout, Sandbox, Served};
 use secref_testkit::infisical::{InfisicalDouble, Seed};
 use serde_json::json;
 
@@ -13,14 +13,7 @@ const CLIENT_SECRET: &str = "CANARY-infisical-client-secret-9e0";
 const INF_VALUE: &str = "CANARY-infisical-value-77a";
 
 fn sandbox() -> Sandbox {
-    let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref"));
-    run_ok(sb.cmd().arg("init"));
-    sb
-}
-
-fn set(sb: &Sandbox, reference: &str, value: &str) {
-    let o = feed_stdin(sb.cmd().args(["set", reference]), value.as_bytes());
-    assert!(o.status.success(), "{}", stderr(&o));
+    Sandbox::initialized(env!("CARGO_BIN_EXE_secref"))
 }
 
 fn no_canary(what: &str, text: &str) {
@@ -35,8 +28,8 @@ fn no_canary(what: &str, text: &str) {
 #[test]
 fn vault_token_referenced_from_the_store() {
     let sb = sandbox();
-    set(&sb, "local://myapp/db#password", DB_PASS);
-    set(&sb, "local://vault/token", SERVE_TOKEN);
+    sb.set("local://myapp/db#password", DB_PASS);
+    sb.set("local://vault/token", SERVE_TOKEN);
     let served = Served::start(&sb, SERVE_TOKEN, &[]);
     let url = format!("http://{}", served.addr());
 
@@ -110,11 +103,7 @@ fn infisical_client_secret_referenced_from_the_store() {
         .block_on(InfisicalDouble::start(infisical_seed()))
         .unwrap();
     let sb = sandbox();
-    set(
-        &sb,
-        "local://infisical/identity#client_secret",
-        CLIENT_SECRET,
-    );
+    sb.set("local://infisical/identity#client_secret", CLIENT_SECRET);
 
     sb.write(
         "secref.toml",
@@ -221,8 +210,8 @@ fn inline_credentials_and_bad_references_are_refused() {
 #[test]
 fn secflow_token_referenced_from_the_store() {
     let sb = sandbox();
-    set(&sb, "local://secflow/dev/app/password/db", DB_PASS);
-    set(&sb, "local://secflow-client/token", SERVE_TOKEN);
+    sb.set("local://secflow/dev/app/password/db", DB_PASS);
+    sb.set("local://secflow-client/token", SERVE_TOKEN);
     let served = Served::start(&sb, SERVE_TOKEN, &[]);
     sb.write(
         "secref.toml",

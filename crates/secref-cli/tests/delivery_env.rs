@@ -4,7 +4,7 @@
 //! suite's OAuth server) and Vault (`secref serve`'s Vault API as the
 //! upstream), and shell completions.
 
-use secref_testkit::cli::{feed_stdin, run, run_ok, stderr, stdout, Sandbox, Served};
+use secref_testkit::cli::{run, run_ok, stderr, stdout, Sandbox, Served};
 use serde_json::{json, Value};
 
 const PW: &str = "canary-delivery-pw-5e1f";
@@ -13,22 +13,15 @@ const TOKEN: &str = "canary-delivery-token-c0de";
 const SERVE_TOKEN: &str = "canary-delivery-serve-9b8a";
 
 fn sandbox() -> Sandbox {
-    let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref"));
-    run_ok(sb.cmd().arg("init"));
-    sb
-}
-
-fn set(sb: &Sandbox, reference: &str, value: &str) {
-    let o = feed_stdin(sb.cmd().args(["set", reference]), value.as_bytes());
-    assert!(o.status.success(), "{}", stderr(&o));
+    Sandbox::initialized(env!("CARGO_BIN_EXE_secref"))
 }
 
 fn seeded() -> Sandbox {
     let sb = sandbox();
-    set(&sb, "local://app/db#password", PW);
-    set(&sb, "local://app/db#user", USER);
-    set(&sb, "local://app/token", TOKEN);
-    set(&sb, "local://other/x", "canary-delivery-other-1234");
+    sb.set("local://app/db#password", PW);
+    sb.set("local://app/db#user", USER);
+    sb.set("local://app/token", TOKEN);
+    sb.set("local://other/x", "canary-delivery-other-1234");
     sb
 }
 
@@ -200,7 +193,7 @@ fn env_from_imports_a_local_folder_entries_and_fields() {
 #[test]
 fn env_from_collisions_are_reported_never_overwritten() {
     let sb = seeded();
-    set(&sb, "local://app/db_password", "canary-delivery-collide-1");
+    sb.set("local://app/db_password", "canary-delivery-collide-1");
     let o = run(sb
         .cmd()
         .args(["export", "--format", "json", "--env-from", "local://app/"]));
@@ -258,8 +251,8 @@ fn env_from_rejects_what_cannot_be_listed() {
 #[test]
 fn env_from_reads_every_field_of_a_vault_secret() {
     let sb = seeded();
-    set(&sb, "local://myapp/db#password", PW);
-    set(&sb, "local://myapp/db#port", "5432");
+    sb.set("local://myapp/db#password", PW);
+    sb.set("local://myapp/db#port", "5432");
     let served = Served::start(&sb, SERVE_TOKEN, &[]);
     // A second sandbox: the client's own store has none of it.
     let client = sandbox();

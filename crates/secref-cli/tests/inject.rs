@@ -10,17 +10,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use secref_testkit::cli::{feed_stdin, run, run_ok, stderr, Sandbox};
+use secref_testkit::cli::{run, run_ok, stderr, Sandbox};
 
 fn sandbox() -> Sandbox {
-    let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref"));
-    run_ok(sb.cmd().arg("init"));
-    sb
-}
-
-fn set_ok(sb: &Sandbox, reference: &str, value: &str) {
-    let o = feed_stdin(sb.cmd().arg("set").arg(reference), value.as_bytes());
-    assert!(o.status.success(), "set {reference}: {}", stderr(&o));
+    Sandbox::initialized(env!("CARGO_BIN_EXE_secref"))
 }
 
 fn read(path: &Path) -> String {
@@ -63,7 +56,7 @@ impl Drop for Guard {
 #[test]
 fn renders_filters_into_a_0600_file_and_writes_nothing_when_a_reference_fails() {
     let sb = sandbox();
-    set_ok(&sb, "local://app/db#password", " s3cret-pw\t");
+    sb.set("local://app/db#password", " s3cret-pw\t");
     sb.write(
         "app.conf.tpl",
         "pw={{ local://app/db#password | trim }}\n\
@@ -111,7 +104,7 @@ fn renders_filters_into_a_0600_file_and_writes_nothing_when_a_reference_fails() 
 #[test]
 fn watch_rerenders_once_for_a_burst_of_twenty_changes() {
     let sb = sandbox();
-    set_ok(&sb, "local://app/api#token", "token-0000");
+    sb.set("local://app/api#token", "token-0000");
     sb.write("t.tpl", "token={{ local://app/api#token }}\n");
     let out = sb.path("app.conf");
     let hook_log = sb.path("hook.log");
@@ -144,7 +137,7 @@ fn watch_rerenders_once_for_a_burst_of_twenty_changes() {
     assert!(!hook_log.exists(), "the first render runs no hook");
 
     for i in 1..=20 {
-        set_ok(&sb, "local://app/api#token", &format!("token-{i:04}"));
+        sb.set("local://app/api#token", &format!("token-{i:04}"));
     }
     wait_for("the burst's re-render and hook", || {
         read(&hook_log).lines().count() >= 1
@@ -153,7 +146,7 @@ fn watch_rerenders_once_for_a_burst_of_twenty_changes() {
 
     // A later change gives the second reload; when it is seen, every
     // earlier one has happened (reloads run one after another).
-    set_ok(&sb, "local://app/api#token", "token-final");
+    sb.set("local://app/api#token", "token-final");
     wait_for("the second reload", || read(&hook_log).lines().count() >= 2);
     assert_eq!(read(&out), "token=token-final\n");
     assert_eq!(read(&hook_log).lines().count(), 2, "one reload per burst");
@@ -193,7 +186,7 @@ fn a_render_killed_at_any_point_leaves_the_old_file_or_the_new_one() {
     };
     let mut written = Vec::new();
     for i in 0..24 {
-        set_ok(&sb, "local://big/value", &value(i));
+        sb.set("local://big/value", &value(i));
         written.push(value(i));
         let child = sb
             .cmd()

@@ -13,19 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use secref_testkit::cli::{feed_stdin, run_ok, stderr, Sandbox, Served};
+use secref_testkit::cli::{Sandbox, Served};
 
 const TOKEN: &str = "run-watch-upstream-token-7d2e";
 
 fn sandbox() -> Sandbox {
-    let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref"));
-    run_ok(sb.cmd().arg("init"));
-    sb
-}
-
-fn set_ok(sb: &Sandbox, reference: &str, value: &str) {
-    let o = feed_stdin(sb.cmd().arg("set").arg(reference), value.as_bytes());
-    assert!(o.status.success(), "set {reference}: {}", stderr(&o));
+    Sandbox::initialized(env!("CARGO_BIN_EXE_secref"))
 }
 
 fn read(path: &Path) -> String {
@@ -83,7 +76,7 @@ fn sigterm(child: &Child) {
 #[test]
 fn restarts_once_per_real_change_and_keeps_exit_codes() {
     let sb = sandbox();
-    set_ok(&sb, "local://app/api#token", "value-one");
+    sb.set("local://app/api#token", "value-one");
     let runs = sb.path("runs.log");
     let child = sb
         .cmd()
@@ -97,12 +90,12 @@ fn restarts_once_per_real_change_and_keeps_exit_codes() {
     let mut run = Guard(child);
     wait_for("the first start", || lines(&runs) == 1);
 
-    set_ok(&sb, "local://app/api#token", "value-two");
+    sb.set("local://app/api#token", "value-two");
     wait_for("one restart", || lines(&runs) >= 2);
     // A new version with the same value is no change.
-    set_ok(&sb, "local://app/api#token", "value-two");
+    sb.set("local://app/api#token", "value-two");
     // A last real change: when its start is seen, every earlier restart is.
-    set_ok(&sb, "local://app/api#token", "value-three");
+    sb.set("local://app/api#token", "value-three");
     wait_for("the second restart", || read(&runs).contains("value-three"));
     assert_eq!(
         read(&runs),
@@ -201,7 +194,7 @@ fn zero_restarts_across_a_backend_outage_without_a_stale_grace() {
 fn outage(config: &str, errors_seen: bool) {
     // The backend: `secref serve` as a Vault server over its own store.
     let upstream_sb = sandbox();
-    set_ok(&upstream_sb, "local://app/api#token", "remote-one");
+    upstream_sb.set("local://app/api#token", "remote-one");
     let upstream = Served::start(&upstream_sb, TOKEN, &[]);
     let proxy = Proxy::start(upstream.addr().to_string());
 
@@ -240,7 +233,7 @@ fn outage(config: &str, errors_seen: bool) {
     let refused = || proxy.refused.load(Ordering::SeqCst);
     wait_for("failing polls", || refused() >= 3);
     // The value changes while the backend is unreachable.
-    set_ok(&upstream_sb, "local://app/api#token", "remote-two");
+    upstream_sb.set("local://app/api#token", "remote-two");
     let before = refused();
     wait_for("more failing polls", || refused() >= before + 3);
     if errors_seen {
@@ -259,7 +252,7 @@ fn outage(config: &str, errors_seen: bool) {
     wait_for("the restart", || lines(&runs) >= 2);
     assert_eq!(read(&runs), "start remote-one\nstart remote-two\n");
     // And one more real change later gives exactly one more.
-    set_ok(&upstream_sb, "local://app/api#token", "remote-three");
+    upstream_sb.set("local://app/api#token", "remote-three");
     wait_for("the second restart", || {
         read(&runs).contains("remote-three")
     });
@@ -280,7 +273,7 @@ fn outage(config: &str, errors_seen: bool) {
 #[test]
 fn watch_signal_signals_instead_of_restarting() {
     let sb = sandbox();
-    set_ok(&sb, "local://app/api#token", "value-one");
+    sb.set("local://app/api#token", "value-one");
     let runs = sb.path("runs.log");
     let hups = sb.path("hups.log");
     let script = format!(
@@ -299,9 +292,9 @@ fn watch_signal_signals_instead_of_restarting() {
         .unwrap();
     let mut run = Guard(child);
     wait_for("the start", || lines(&runs) == 1);
-    set_ok(&sb, "local://app/api#token", "value-two");
+    sb.set("local://app/api#token", "value-two");
     wait_for("one SIGHUP", || lines(&hups) >= 1);
-    set_ok(&sb, "local://app/api#token", "value-three");
+    sb.set("local://app/api#token", "value-three");
     wait_for("a second SIGHUP", || lines(&hups) >= 2);
     sigterm(&run.0);
     assert_eq!(run.0.wait().unwrap().code(), Some(0));

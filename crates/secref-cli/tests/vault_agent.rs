@@ -5,21 +5,14 @@
 //! `secref serve` (KV v2) and, when the suite provides one, a real
 //! RustyVault (KV v1).
 
-use secref_testkit::cli::{feed_stdin, run, run_ok, stdout, Reply, Sandbox, Served};
+use secref_testkit::cli::{run, run_ok, stdout, Reply, Sandbox, Served};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "canary-agent-token-0a1b2c3d4e";
 const READER: &str = "canary-agent-reader-9f8e7d6c";
 
 fn sandbox() -> Sandbox {
-    let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref"));
-    run_ok(sb.cmd().arg("init"));
-    sb
-}
-
-fn set(sb: &Sandbox, reference: &str, value: &str) {
-    let o = feed_stdin(sb.cmd().args(["set", reference]), value.as_bytes());
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Sandbox::initialized(env!("CARGO_BIN_EXE_secref"))
 }
 
 fn vault(s: &Served, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
@@ -48,7 +41,7 @@ fn check_shape(r: &Reply) {
 #[test]
 fn secref_set_is_readable_by_vault_clients_and_vault_writes_by_secref_get() {
     let sb = sandbox();
-    set(&sb, "local://myapp/db#password", "canary-agent-pw-1");
+    sb.set("local://myapp/db#password", "canary-agent-pw-1");
     let s = Served::start(&sb, TOKEN, &[]);
 
     // The issue's "done when": set with the CLI, read at secret/data/myapp/db.
@@ -91,7 +84,7 @@ fn secref_set_is_readable_by_vault_clients_and_vault_writes_by_secref_get() {
     assert_eq!(stdout(&got).trim(), "canary-agent-pw-2");
 
     // The CLI's change is seen by the next Vault read, at once.
-    set(&sb, "local://myapp/db#password", "canary-agent-pw-3");
+    sb.set("local://myapp/db#password", "canary-agent-pw-3");
     let r = vault(&s, "GET", "/v1/secret/data/myapp/db", TOKEN, None);
     assert_eq!(r.json()["data"]["data"]["password"], "canary-agent-pw-3");
     assert_eq!(r.json()["data"]["metadata"]["version"], 3);
@@ -170,7 +163,7 @@ fn secref_set_is_readable_by_vault_clients_and_vault_writes_by_secref_get() {
 #[test]
 fn access_rules_cover_every_vault_action() {
     let sb = sandbox().with_env("SECREF_READER_TOKEN", READER);
-    set(&sb, "local://app/db#password", "canary-agent-rule-1");
+    sb.set("local://app/db#password", "canary-agent-rule-1");
     sb.write(
         "secref.toml",
         r#"
@@ -251,7 +244,7 @@ fn version_of(r: &Reply) -> Value {
 #[test]
 fn proxy_caches_upstream_reads_never_goes_back_a_version_and_invalidates() {
     let up_sb = sandbox();
-    set(&up_sb, "local://app/api#token", "canary-agent-up-1");
+    up_sb.set("local://app/api#token", "canary-agent-up-1");
     let up = Served::start(&up_sb, TOKEN, &[]);
     let (_psb, p) = proxy(&up, "ttl_seconds = 300");
 
@@ -262,7 +255,7 @@ fn proxy_caches_upstream_reads_never_goes_back_a_version_and_invalidates() {
     assert_eq!(version_of(&r), 1);
 
     // A new upstream version: the proxy still answers from its cache...
-    set(&up_sb, "local://app/api#token", "canary-agent-up-2");
+    up_sb.set("local://app/api#token", "canary-agent-up-2");
     let r = vault(&p, "GET", "/v1/secret/data/app/api", TOKEN, None);
     assert_eq!(version_of(&r), 1, "served from the cache");
     // ...until it has seen version 2 (a pinned read): then a latest read
@@ -274,7 +267,7 @@ fn proxy_caches_upstream_reads_never_goes_back_a_version_and_invalidates() {
     assert_eq!(r.json()["data"]["data"]["token"], "canary-agent-up-2");
 
     // Explicit invalidation by path.
-    set(&up_sb, "local://app/api#token", "canary-agent-up-3");
+    up_sb.set("local://app/api#token", "canary-agent-up-3");
     let r = vault(&p, "GET", "/v1/secret/data/app/api", TOKEN, None);
     assert_eq!(version_of(&r), 2);
     let i = vault(
@@ -331,7 +324,7 @@ fn proxy_caches_upstream_reads_never_goes_back_a_version_and_invalidates() {
 #[test]
 fn proxy_serves_stale_within_the_grace_only_while_upstream_is_down_then_fails_closed() {
     let up_sb = sandbox();
-    set(&up_sb, "local://app/api#token", "canary-agent-grace");
+    up_sb.set("local://app/api#token", "canary-agent-grace");
     let up = Served::start(&up_sb, TOKEN, &[]);
     let (_psb, p) = proxy(&up, "ttl_seconds = 1\nstale_grace_seconds = 8");
     let r = vault(&p, "GET", "/v1/secret/data/app/api", TOKEN, None);
@@ -415,7 +408,7 @@ fn vaultrs_reads_writes_and_manages_versions() {
     // reqwest (under vaultrs) wants a process-wide rustls provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sb = sandbox();
-    set(&sb, "local://myapp/db#password", "canary-agent-rs-1");
+    sb.set("local://myapp/db#password", "canary-agent-rs-1");
     let s = Served::start(&sb, TOKEN, &[]);
     let client = VaultClient::new(
         VaultClientSettingsBuilder::default()
@@ -482,7 +475,7 @@ fn vaultrs_reads_writes_and_manages_versions() {
 #[test]
 fn vault_api_reads_are_audited_without_values() {
     let sb = sandbox();
-    set(&sb, "local://app/db#password", "canary-agent-audit");
+    sb.set("local://app/db#password", "canary-agent-audit");
     let audit = sb.path("audit.jsonl");
     sb.write(
         "secref.toml",

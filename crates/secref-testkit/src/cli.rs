@@ -25,6 +25,20 @@ impl Sandbox {
         }
     }
 
+    /// A fresh sandbox running `bin` whose store is initialised (`secref init`).
+    pub fn initialized(bin: impl Into<PathBuf>) -> Sandbox {
+        let sb = Sandbox::new(bin);
+        run_ok(sb.cmd().arg("init"));
+        sb
+    }
+
+    /// `secref set <reference>` with `value` on stdin; panics with its
+    /// stderr if it fails.
+    pub fn set(&self, reference: &str, value: &str) {
+        let o = feed_stdin(self.cmd().args(["set", reference]), value.as_bytes());
+        assert!(o.status.success(), "set {reference}: {}", stderr(&o));
+    }
+
     /// Sets `key=value` in the environment of every command from [`cmd`](Self::cmd).
     pub fn with_env(mut self, key: &str, value: &str) -> Sandbox {
         self.env.push((key.to_string(), value.to_string()));

@@ -315,3 +315,61 @@ async fn env(State(s): State<Arc<Inner>>, headers: HeaderMap) -> Response {
 async fn requests(State(s): State<Arc<Inner>>) -> Json<Vec<Recorded>> {
     Json(s.log.lock().clone())
 }
+
+/// A minimal OAuth token server for both steps of the Coze flow, for tests
+/// that need no real identity provider (readiness): `POST /token` answers
+/// client credentials (`client_id` + `client_secret` in the form) with an
+/// ID token, and an RFC 8693 exchange of a token it issued with an access
+/// token; anything else is `401 {"error":"invalid_client"}`. It stops when
+/// dropped (run it on a runtime of its own to also cut open connections).
+pub struct TokenServer {
+    /// Its base URL; the endpoint is `<url>/token`.
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TokenServer {
+    /// Starts it on an ephemeral 127.0.0.1 port, accepting `client_id` with
+    /// `client_secret`.
+    pub async fn spawn(client_id: &str, client_secret: &str) -> std::io::Result<TokenServer> {
+        type Form = axum::Form<BTreeMap<String, String>>;
+        let client = (client_id.to_string(), client_secret.to_string());
+        let issued = Arc::new(Mutex::new(HashSet::<String>::new()));
+        let app = Router::new().route(
+            "/token",
+            post(move |axum::Form(f): Form| {
+                let (client, issued) = (client.clone(), issued.clone());
+                async move {
+                    let field = |k: &str| f.get(k).map(String::as_str);
+                    let ok = if let Some(subject) = field("subject_token") {
+                        issued.lock().contains(subject)
+                    } else {
+                        field("client_id") == Some(client.0.as_str())
+                            && field("client_secret") == Some(client.1.as_str())
+                    };
+                    if !ok {
+                        let body = json!({"error": "invalid_client"});
+                        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+                    }
+                    let token = format!("tok-{}", issued.lock().len() + 1);
+                    issued.lock().insert(token.clone());
+                    let body =
+                        json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600});
+                    Json(body).into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(TokenServer { url, task })
+    }
+}

@@ -576,6 +576,30 @@ fn project_access(
     None
 }
 
+/// What both list endpoints check first, in Infisical's order: the
+/// request is recorded, the token checked, then `workspaceId` and
+/// `environment` required, then the client's access to that project.
+fn scoped_listing(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+    what: &str,
+) -> Result<(), Box<Response>> {
+    let req_id = record(state, method, uri);
+    let client = authorize(state, headers, &req_id)?;
+    if let Some(r) = missing_params(q, &["workspaceId", "environment"], &req_id) {
+        return Err(Box::new(r));
+    }
+    let inner = state.inner.lock();
+    let (project, env) = (&q["workspaceId"], &q["environment"]);
+    match project_access(&inner, &client, project, env, what, &req_id) {
+        Some(r) => Err(Box::new(r)),
+        None => Ok(()),
+    }
+}
+
 async fn list_secrets(
     State(state): State<AppState>,
     method: Method,
@@ -583,19 +607,11 @@ async fn list_secrets(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let req_id = record(&state, &method, &uri);
-    let client = match authorize(&state, &headers, &req_id) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    if let Some(r) = missing_params(&q, &["workspaceId", "environment"], &req_id) {
-        return r;
+    if let Err(r) = scoped_listing(&state, &method, &uri, &headers, &q, "secrets") {
+        return *r;
     }
     let inner = state.inner.lock();
     let (project, env) = (&q["workspaceId"], &q["environment"]);
-    if let Some(r) = project_access(&inner, &client, project, env, "secrets", &req_id) {
-        return r;
-    }
     let path = norm_path(q.get("secretPath").map(String::as_str).unwrap_or("/"));
     let recursive = q.get("recursive").is_some_and(|v| v == "true");
     let view = view_value(&q);
@@ -676,19 +692,11 @@ async fn list_folders(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let req_id = record(&state, &method, &uri);
-    let client = match authorize(&state, &headers, &req_id) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    if let Some(r) = missing_params(&q, &["workspaceId", "environment"], &req_id) {
-        return r;
+    if let Err(r) = scoped_listing(&state, &method, &uri, &headers, &q, "folders") {
+        return *r;
     }
     let inner = state.inner.lock();
     let (project, env) = (&q["workspaceId"], &q["environment"]);
-    if let Some(r) = project_access(&inner, &client, project, env, "folders", &req_id) {
-        return r;
-    }
     let parent = norm_path(q.get("path").map(String::as_str).unwrap_or("/"));
     // Every folder on the way to a secret or seeded folder exists.
     let mut all: BTreeSet<String> = BTreeSet::new();

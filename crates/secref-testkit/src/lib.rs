@@ -9,5 +9,7 @@ pub mod capture;
 pub mod cli;
 pub mod coze;
 pub mod fault;
+pub mod fixed;
 pub mod infisical;
+pub mod kafka;
 pub mod vault_seed;

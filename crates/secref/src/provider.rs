@@ -314,6 +314,17 @@ pub struct Capabilities {
     pub write: bool,
 }
 
+impl Capabilities {
+    /// Reading only (the default), usable in constants.
+    pub const NONE: Capabilities = Capabilities {
+        wrap: false,
+        versions: false,
+        leases: false,
+        list: false,
+        write: false,
+    };
+}
+
 /// A secret backend.
 ///
 /// Implementors answer batches; per-item failures go in the inner results.

@@ -54,6 +54,9 @@ pub struct ProviderSpec {
     /// The environment variables it reads (documentation and `secref ref
     /// --schemes`; never their values).
     pub env_vars: &'static [&'static str],
+    /// What its provider can do beyond reading (what
+    /// [`Provider::capabilities`] returns; `secref ref --schemes --json`).
+    pub capabilities: crate::provider::Capabilities,
     /// Parses the part after `scheme://` of one of its schemes.
     pub parse: fn(&ParseInput<'_>) -> Result<ParsedRef>,
     /// The reference's parts in a stable order, for `secref ref`.

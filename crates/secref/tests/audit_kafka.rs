@@ -6,78 +6,14 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
-use rskafka::client::ClientBuilder;
 use secref::audit::{resource_ref, AuditEvent, AuditEventType, Auditor};
 use secref::policy::{Context, Policy};
-use secref::provider::{BatchResult, Provider, Resolved};
-use secref::{Resolver, Secret, SecretRef};
+use secref::{Resolver, Secret};
+use secref_testkit::fixed::FixedProvider;
+use secref_testkit::kafka::{broker, fetch_all};
 
 const CANARY: &str = "canary-kafka-value-a93b";
 const SALT: &str = "kafka-test-salt";
-
-#[derive(Debug)]
-struct Fixed;
-
-#[async_trait]
-impl Provider for Fixed {
-    fn name(&self) -> &str {
-        "fixed"
-    }
-    fn families(&self) -> &[&'static str] {
-        &["vault"]
-    }
-    async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
-        Ok(refs
-            .iter()
-            .map(|_| Ok(Resolved::new(Secret::from(CANARY)).with_version("5")))
-            .collect())
-    }
-}
-
-fn broker() -> Option<String> {
-    match std::env::var("SECREF_TEST_KAFKA") {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            eprintln!("skipping: SECREF_TEST_KAFKA is not set (scripts/test.sh starts Tansu)");
-            None
-        }
-    }
-}
-
-/// Every record of a topic's partition 0, decoded.
-async fn fetch_all(bootstrap: &str, topic: &str) -> Vec<AuditEvent> {
-    let client = ClientBuilder::new(vec![bootstrap.to_owned()])
-        .build()
-        .await
-        .unwrap();
-    let partition = client
-        .partition_client(topic.to_owned(), 0, UnknownTopicHandling::Retry)
-        .await
-        .unwrap();
-    let end = partition.get_offset(OffsetAt::Latest).await.unwrap();
-    let mut offset = partition.get_offset(OffsetAt::Earliest).await.unwrap();
-    let mut out = Vec::new();
-    // Bounded: at most 100 fetches.
-    for _ in 0..100 {
-        if offset >= end {
-            break;
-        }
-        let (records, _high) = partition
-            .fetch_records(offset, 1..1_000_000, 1_000)
-            .await
-            .unwrap();
-        for r in records {
-            offset = offset.max(r.offset + 1);
-            let value = r.record.value.unwrap();
-            let text = String::from_utf8(value).unwrap();
-            assert!(!text.contains(CANARY), "canary in {text}");
-            out.push(serde_json::from_str(&text).unwrap());
-        }
-    }
-    out
-}
 
 #[tokio::test]
 async fn audit_events_reach_both_kafka_topics() {
@@ -95,7 +31,7 @@ async fn audit_events_reach_both_kafka_topics() {
     )
     .unwrap();
     let r = Resolver::builder()
-        .provider(Fixed)
+        .provider(FixedProvider::new(CANARY).with_version("5"))
         .policy(Policy::from_table(&policy_toml, &env).unwrap())
         .audit(auditor)
         .build()
@@ -125,9 +61,12 @@ async fn audit_events_reach_both_kafka_topics() {
         format!("{prefix}.secrets"),
         format!("{prefix}.secrets.audit"),
     ] {
-        let events = tokio::time::timeout(Duration::from_secs(60), fetch_all(&bootstrap, &topic))
-            .await
-            .expect("fetch finishes");
+        let events = tokio::time::timeout(
+            Duration::from_secs(60),
+            fetch_all::<AuditEvent>(&bootstrap, &topic, CANARY),
+        )
+        .await
+        .expect("fetch finishes");
         assert_eq!(events.len(), 2, "{topic}");
         let (read, denied) = (&events[0], &events[1]);
         assert_eq!(read.event_type, AuditEventType::SecretRead);
@@ -160,7 +99,7 @@ async fn an_unreachable_broker_spills_events_without_blocking_reads() {
         toml::from_str(&format!("sink = \"kafka\"\nkafka_bootstrap = \"{closed}\"")).unwrap();
     let auditor = Auditor::from_table(&table, &secref::config::Env::default()).unwrap();
     let r = Resolver::builder()
-        .provider(Fixed)
+        .provider(FixedProvider::new(CANARY).with_version("5"))
         .audit(auditor.clone())
         .build()
         .unwrap();

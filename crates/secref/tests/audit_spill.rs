@@ -10,34 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
-use rskafka::client::ClientBuilder;
 use secref::audit::{AuditEvent, AuditOptions, Auditor, FailureMode, KafkaSink};
 use secref::policy::Context;
-use secref::provider::{BatchResult, Provider, Resolved};
-use secref::{Resolver, Secret, SecretRef};
+use secref::Resolver;
+use secref_testkit::fixed::FixedProvider;
+use secref_testkit::kafka::fetch_all;
 
 const CANARY: &str = "canary-spill-value-4e1f";
-
-#[derive(Debug)]
-struct Fixed;
-
-#[async_trait]
-impl Provider for Fixed {
-    fn name(&self) -> &str {
-        "fixed"
-    }
-    fn families(&self) -> &[&'static str] {
-        &["vault"]
-    }
-    async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
-        Ok(refs
-            .iter()
-            .map(|_| Ok(Resolved::new(Secret::from(CANARY))))
-            .collect())
-    }
-}
 
 struct Broker(Child);
 
@@ -75,37 +54,6 @@ fn start(bin: &Path, port: u16) -> Broker {
     panic!("tansu did not listen on {port}");
 }
 
-/// Every event of the audit topic, in offset order.
-async fn fetch_all(bootstrap: &str, topic: &str) -> Vec<AuditEvent> {
-    let client = ClientBuilder::new(vec![bootstrap.to_owned()])
-        .build()
-        .await
-        .unwrap();
-    let partition = client
-        .partition_client(topic.to_owned(), 0, UnknownTopicHandling::Retry)
-        .await
-        .unwrap();
-    let end = partition.get_offset(OffsetAt::Latest).await.unwrap();
-    let mut offset = partition.get_offset(OffsetAt::Earliest).await.unwrap();
-    let mut out = Vec::new();
-    for _ in 0..100 {
-        if offset >= end {
-            break;
-        }
-        let (records, _) = partition
-            .fetch_records(offset, 1..1_000_000, 1_000)
-            .await
-            .unwrap();
-        for r in records {
-            offset = offset.max(r.offset + 1);
-            let text = String::from_utf8(r.record.value.unwrap()).unwrap();
-            assert!(!text.contains(CANARY), "canary in {text}");
-            out.push(serde_json::from_str(&text).unwrap());
-        }
-    }
-    out
-}
-
 async fn read(resolver: &Resolver, i: usize) {
     let ctx = Context::default();
     let r = format!("openbao+kv2://secret/app{i:02}#k");
@@ -138,7 +86,7 @@ async fn broker_restart_loses_no_event_and_duplicates_none() {
     )
     .unwrap();
     let resolver = Resolver::builder()
-        .provider(Fixed)
+        .provider(FixedProvider::new(CANARY))
         .audit(auditor.clone())
         .build()
         .unwrap();
@@ -150,7 +98,7 @@ async fn broker_restart_loses_no_event_and_duplicates_none() {
     }
     auditor.flush().await;
     // In-memory storage: what the first broker got is read before it stops.
-    let mut seen = fetch_all(&bootstrap, &topic).await;
+    let mut seen = fetch_all::<AuditEvent>(&bootstrap, &topic, CANARY).await;
     assert_eq!(seen.len(), 5);
 
     // 2. Down: reads go on, events are spilled.
@@ -184,7 +132,7 @@ async fn broker_restart_loses_no_event_and_duplicates_none() {
     assert_eq!((stats.dropped, stats.failed), (0, 0), "{stats:?}");
     assert!(!spill.exists(), "the spill file is gone once replayed");
 
-    seen.extend(fetch_all(&bootstrap, &topic).await);
+    seen.extend(fetch_all::<AuditEvent>(&bootstrap, &topic, CANARY).await);
     let ids: HashSet<&str> = seen.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids.len(), seen.len(), "an event arrived twice");
     // All 15, in emission order.

@@ -4,33 +4,13 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
 use parking_lot::Mutex;
-use secref::provider::{BatchResult, Provider, Resolved};
-use secref::{Resolver, Secret, SecretRef};
-
-#[derive(Debug)]
-struct Fixed;
-
-#[async_trait]
-impl Provider for Fixed {
-    fn name(&self) -> &str {
-        "fixed"
-    }
-    fn families(&self) -> &[&'static str] {
-        &["vault"]
-    }
-    async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
-        Ok(refs
-            .iter()
-            .map(|_| Ok(Resolved::new(Secret::from("canary-facade-value"))))
-            .collect())
-    }
-}
+use secref::Resolver;
+use secref_testkit::fixed::FixedProvider;
 
 type Seen = Arc<Mutex<Vec<String>>>;
 
@@ -89,7 +69,10 @@ impl Recorder for Rec {
 async fn an_installed_recorder_sees_resolves_cache_and_latency_by_provider() {
     let seen: Seen = Arc::default();
     metrics::set_global_recorder(Rec(seen.clone())).unwrap();
-    let resolver = Resolver::builder().provider(Fixed).build().unwrap();
+    let resolver = Resolver::builder()
+        .provider(FixedProvider::new("canary-facade-value"))
+        .build()
+        .unwrap();
     for _ in 0..2 {
         resolver
             .resolve("openbao+kv2://secret/app/db#password")

@@ -5,15 +5,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use secref::policy::{AuthZenPdp, Context, GrantTerms, Policy, PolicySettings};
-use secref::provider::{BatchResult, Provider, Resolved};
-use secref::{CacheConfig, ErrorCode, Resolver, Secret, SecretRef};
+use secref::{CacheConfig, ErrorCode, Resolver, Secret};
+use secref_testkit::fixed::FixedProvider;
 use serde_json::{json, Value};
 
 #[derive(Default)]
@@ -66,25 +65,6 @@ async fn start() -> (SocketAddr, Arc<Mutex<Seen>>) {
     (addr, seen)
 }
 
-#[derive(Debug)]
-struct Fixed;
-
-#[async_trait]
-impl Provider for Fixed {
-    fn name(&self) -> &str {
-        "fixed"
-    }
-    fn families(&self) -> &[&'static str] {
-        &["vault"]
-    }
-    async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
-        Ok(refs
-            .iter()
-            .map(|_| Ok(Resolved::new(Secret::from("authzen-canary-77"))))
-            .collect())
-    }
-}
-
 #[tokio::test]
 async fn authzen_pdp_round_trip() {
     let (addr, seen) = start().await;
@@ -98,7 +78,7 @@ async fn authzen_pdp_round_trip() {
     assert!(!format!("{pdp:?}").contains("pdp-bearer-token"));
     let policy = Policy::new(PolicySettings::default(), Arc::new(pdp));
     let r = Resolver::builder()
-        .provider(Fixed)
+        .provider(FixedProvider::new("authzen-canary-77"))
         .cache(CacheConfig::disabled())
         .policy(policy)
         .build()
@@ -161,7 +141,7 @@ async fn authzen_pdp_round_trip() {
     ))
     .unwrap();
     let down = Resolver::builder()
-        .provider(Fixed)
+        .provider(FixedProvider::new("authzen-canary-77"))
         .policy(Policy::from_table(&table, &secref::config::Env::default()).unwrap())
         .build()
         .unwrap();

@@ -474,10 +474,17 @@ impl Provider for CozeProvider {
     }
 
     fn capabilities(&self) -> crate::provider::Capabilities {
-        crate::provider::Capabilities {
-            list: true,
-            ..Default::default()
-        }
+        SPEC.capabilities
+    }
+
+    /// A token is obtainable now: both token steps afresh
+    /// (`TokenSource::probe`). The outbound API
+    /// is not asked: both of its calls return values.
+    async fn health(&self) -> Result<()> {
+        self.tokens
+            .probe(&self.client)
+            .await
+            .map_err(|e| e.with_provider("coze"))
     }
 
     /// `coze+env://<project>`: every env var of the workload's project (one
@@ -708,6 +715,10 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         ENV_SERVER_ENV,
         ENV_PROJECT_ID,
     ],
+    capabilities: crate::provider::Capabilities {
+        list: true,
+        ..crate::provider::Capabilities::NONE
+    },
     parse: |input| match input.scheme {
         "coze+credential" => parse_coze_credential(input.rest),
         "coze+env" => parse_coze_env(input.rest),

@@ -935,11 +935,21 @@ impl Provider for InfisicalProvider {
     }
 
     fn capabilities(&self) -> crate::provider::Capabilities {
-        crate::provider::Capabilities {
-            versions: true,
-            list: true,
-            ..Default::default()
+        SPEC.capabilities
+    }
+
+    /// A token (a universal-auth login when none is cached), then one
+    /// authenticated `GET /api/v1/folders` naming no project: Infisical
+    /// checks the token before the query, so a 400 (the missing project)
+    /// proves the server is reachable and takes the token without reading
+    /// any project's data; a 401 or 403 is refused credentials.
+    async fn health(&self) -> Result<()> {
+        let url = self.transport.endpoint(&["api", "v1", "folders"], &[])?;
+        let reply = self.get(url).await?;
+        if reply.is_success() || reply.status == 400 {
+            return Ok(());
         }
+        Err(status_error(&reply, "a health check"))
     }
 
     /// `infisical://<project>/<environment>[/<folder…>]`: every secret of
@@ -1126,6 +1136,11 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         "INFISICAL_CLIENT_SECRET",
         "INFISICAL_TOKEN",
     ],
+    capabilities: crate::provider::Capabilities {
+        versions: true,
+        list: true,
+        ..crate::provider::Capabilities::NONE
+    },
     parse: |input| parse_infisical(input.rest),
     parts: |r| {
         let RefKind::Infisical(i) = r.kind() else {

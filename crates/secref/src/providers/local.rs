@@ -103,11 +103,7 @@ impl Provider for LocalProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            versions: true,
-            list: true,
-            ..Capabilities::default()
-        }
+        SPEC.capabilities
     }
 
     /// `local://app/` (or `local://app`): every readable entry below `app/`
@@ -244,6 +240,11 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
     host_local: false,
     config_section: Some("local"),
     env_vars: &["SECREF_STORE", "SECREF_KEY_FILE", "SECREF_KEY"],
+    capabilities: crate::provider::Capabilities {
+        versions: true,
+        list: true,
+        ..crate::provider::Capabilities::NONE
+    },
     parse: |input| {
         let parsed = crate::reference::parse_local(input.rest)?;
         // An entry's first segment is its mount for the tenant guard.

@@ -785,14 +785,28 @@ impl Provider for SecFlowProvider {
     }
 
     fn capabilities(&self) -> crate::provider::Capabilities {
-        crate::provider::Capabilities {
-            leases: true,
-            ..Default::default()
-        }
+        SPEC.capabilities
     }
 
     fn max_batch(&self) -> usize {
         MAX_BATCH
+    }
+
+    /// One permission check of a probe reference in the target
+    /// environment: SecFlow has no health endpoint, and this is its cheapest
+    /// authenticated call (it reads no value). A request-level answer
+    /// proves the service is reachable and takes the token; the item's own
+    /// verdict (allowed, denied, unknown) does not matter.
+    async fn health(&self) -> Result<()> {
+        let probe = format!("secret://{}/secref/health/probe", self.target_environment);
+        let item = RequestItem {
+            secret_ref: Some(probe.clone()),
+            action: Some(Action::Read.as_str().to_string()),
+            ..RequestItem::default()
+        };
+        self.call(Op::PermissionCheck, &[&(probe, item)])
+            .await
+            .map(drop)
     }
 
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
@@ -885,6 +899,10 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         "SECFLOW_TARGET_ENVIRONMENT",
         "SECFLOW_TIMEOUT_SECONDS",
     ],
+    capabilities: crate::provider::Capabilities {
+        leases: true,
+        ..crate::provider::Capabilities::NONE
+    },
     parse: |input| parse_secflow(input.rest),
     parts: |r| match r.kind() {
         RefKind::SecFlow(f) => vec![

@@ -727,13 +727,7 @@ impl Provider for VaultProvider {
     }
 
     fn capabilities(&self) -> crate::provider::Capabilities {
-        crate::provider::Capabilities {
-            wrap: true,
-            versions: true,
-            leases: true,
-            list: true,
-            write: false,
-        }
+        SPEC.capabilities
     }
 
     fn with_wrap_ttl(&self, r: &SecretRef, ttl: Duration) -> Option<SecretRef> {
@@ -905,6 +899,13 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         "VAULT_RENEW_MARGIN",
         "VAULT_REDIRECT_ALLOW",
     ],
+    capabilities: crate::provider::Capabilities {
+        wrap: true,
+        versions: true,
+        leases: true,
+        list: true,
+        ..crate::provider::Capabilities::NONE
+    },
     parse: crate::reference::parse_canonical_uri,
     parts: super::uri::uri_parts,
     credentials: settings::credential_fields,

@@ -158,19 +158,19 @@ pub(crate) fn remove_stale_temps(target: &Path) {
     }
 }
 
-/// Replaces (or, with `replace == false`, creates) `target` atomically:
-/// temporary file in the same directory (see [`is_store_temp`]), fsync,
-/// rename, fsync of the directory.
-pub(crate) fn write_atomically(target: &Path, bytes: &[u8], replace: bool) -> Result<()> {
+/// Replaces (or, with `replace == false`, creates) `target` atomically: a
+/// temporary file `.<name>.<pid>.<6 random chars>.secref-tmp` in the same
+/// directory, created with mode 0600 (never readable by others, not even
+/// for an instant), written, fsynced, renamed over the target, and the
+/// directory fsynced. Whoever reads `target`, even after a crash at any
+/// point, sees the old file or the new one, never a part. The one atomic
+/// write of secref: the store and rendered files (`secref inject`) use it.
+pub fn write_atomically(target: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     let dir = parent_dir(target).unwrap_or(Path::new("."));
     let io = |what: &str, e: std::io::Error| {
         Error::new(
             ErrorCode::Io,
-            format!(
-                "cannot write store {} ({what}): {}",
-                target.display(),
-                e.kind()
-            ),
+            format!("cannot write {} ({what}): {}", target.display(), e.kind()),
         )
     };
     let store_name = target.file_name().unwrap_or_default().to_string_lossy();

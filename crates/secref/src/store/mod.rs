@@ -83,13 +83,14 @@ use zeroize::Zeroizing;
 
 use self::entry::Plain;
 use self::format::{EntryRecord, Keys, Parsed, StoreFile, StoreFileV1, VersionRecord};
-use self::fsio::{parent_dir, write_atomically, write_target, StoreLock};
+use self::fsio::{parent_dir, write_target, StoreLock};
 use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
 use crate::reference::LocalRef;
 use crate::secret::Secret;
 
 pub use self::format::DEFAULT_MAX_VERSIONS;
+pub use self::fsio::write_atomically;
 pub use self::key::{StoreKey, KEY_ENV, KEY_FILE_ENV};
 
 /// The environment variable naming the store file.

@@ -43,6 +43,9 @@ use crate::config::{self, Config, Env};
 use crate::credentials::{CredentialChain, CredentialField, CredentialSource};
 use crate::error::{Error, ErrorCode, Result};
 use crate::http::{self, ClientOptions, HttpClient};
+use crate::reference::{ParseInput, ParsedRef, SecretRef};
+use crate::provider::Capabilities;
+use crate::registry::{BuildFn, PartValue, ProviderSpec};
 use crate::secret::Secret;
 
 /// The environment variables both AWS providers read.
@@ -60,6 +63,32 @@ pub(crate) const ENV_VARS: &[&str] = &[
     "AWS_ENDPOINT_URL_SSM",
     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
 ];
+
+/// The registry entry of one AWS service's provider: its name (also its
+/// only scheme), grammar and constructor; the rest (the `aws` feature, the
+/// `[aws]` section, the variables and credentials) both providers share.
+pub(crate) const fn spec(
+    name: &'static str,
+    schemes: &'static [&'static str],
+    capabilities: Capabilities,
+    parse: fn(&ParseInput<'_>) -> Result<ParsedRef>,
+    parts: fn(&SecretRef) -> Vec<(&'static str, PartValue)>,
+    build: BuildFn,
+) -> ProviderSpec {
+    ProviderSpec {
+        name,
+        schemes,
+        feature: Some("aws"),
+        host_local: false,
+        config_section: Some("aws"),
+        env_vars: ENV_VARS,
+        capabilities,
+        parse,
+        parts,
+        credentials: credential_fields,
+        build,
+    }
+}
 
 /// Requests in flight at once for one batch.
 pub(crate) const CONCURRENCY: usize = 8;
@@ -202,6 +231,10 @@ pub(crate) struct Client {
     http: HttpClient,
     service: &'static Service,
     target: std::result::Result<Target, Error>,
+    /// Whether anything AWS is set up (`[aws]`, an `AWS_*` variable): the
+    /// providers are always registered, and a host without AWS must not be
+    /// reported not ready for them.
+    configured: bool,
 }
 
 #[derive(Debug)]
@@ -235,10 +268,12 @@ impl Client {
             .build_for(service.provider)?;
         let target = resolve_target(&table, cfg, service, chain)
             .map_err(|e| e.with_provider(service.provider));
+        let configured = cfg.has_section("aws") || ENV_VARS.iter().any(|v| cfg.env.get(v).is_some());
         Ok(Client {
             http,
             service,
             target,
+            configured,
         })
     }
 
@@ -265,6 +300,20 @@ impl Client {
             return Ok(reply.body);
         }
         Err(error_answer(&reply, operation).with_provider(self.service.provider))
+    }
+
+    /// `operation` answered at all, its body dropped: the cheapest signed
+    /// call proves the endpoint is reachable and the credentials are
+    /// accepted (readiness checks, [`Provider::health`](crate::provider::Provider::health)).
+    /// Without any AWS set-up there is nothing to check: ready.
+    pub(crate) async fn probe(&self, operation: &str) -> Result<()> {
+        if self.target.is_err() && !self.configured {
+            return Ok(());
+        }
+        // One result at most: nothing but the answer's status matters.
+        self.call(operation, &serde_json::json!({ "MaxResults": 1 }))
+            .await
+            .map(drop)
     }
 
     /// The provider name, for errors.

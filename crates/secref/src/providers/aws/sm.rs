@@ -30,23 +30,23 @@ use crate::secret::Secret;
 const BATCH: usize = 20;
 
 /// The registry entry.
-pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    name: "aws-sm",
-    schemes: &["aws-sm"],
-    feature: Some("aws"),
-    host_local: false,
-    config_section: Some("aws"),
-    env_vars: super::ENV_VARS,
+pub(crate) const SPEC: ProviderSpec = super::spec(
+    "aws-sm",
+    &["aws-sm"],
+    Capabilities {
+        versions: true,
+        list: true,
+        ..Capabilities::NONE
+    },
     parse,
     parts,
-    credentials: super::credential_fields,
-    build: |cfg| {
-        Ok(Some(std::sync::Arc::new(SecretsManagerProvider::with_chain(
-            cfg,
-            &super::default_chain(),
-        )?)))
-    },
-};
+    build,
+);
+
+fn build(cfg: &crate::Config) -> Result<Option<std::sync::Arc<dyn Provider>>> {
+    let p = SecretsManagerProvider::with_chain(cfg, &super::default_chain())?;
+    Ok(Some(std::sync::Arc::new(p)))
+}
 
 /// Reads `aws-sm://` references from AWS Secrets Manager.
 #[derive(Debug)]
@@ -390,12 +390,13 @@ impl Provider for SecretsManagerProvider {
         &["aws-sm"]
     }
 
+    /// `ListSecrets` with `MaxResults` 1: a signed call that reads no value.
+    async fn health(&self) -> Result<()> {
+        self.client.probe("ListSecrets").await
+    }
+
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            versions: true,
-            list: true,
-            ..Capabilities::default()
-        }
+        SPEC.capabilities
     }
 
     /// `aws-sm://<name prefix>`: every secret whose name starts with it

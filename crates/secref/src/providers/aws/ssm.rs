@@ -25,23 +25,22 @@ use crate::secret::Secret;
 const BATCH: usize = 10;
 
 /// The registry entry.
-pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    name: "aws-ssm",
-    schemes: &["aws-ssm"],
-    feature: Some("aws"),
-    host_local: false,
-    config_section: Some("aws"),
-    env_vars: super::ENV_VARS,
+pub(crate) const SPEC: ProviderSpec = super::spec(
+    "aws-ssm",
+    &["aws-ssm"],
+    Capabilities {
+        versions: true,
+        ..Capabilities::NONE
+    },
     parse,
     parts,
-    credentials: super::credential_fields,
-    build: |cfg| {
-        Ok(Some(std::sync::Arc::new(ParameterStoreProvider::with_chain(
-            cfg,
-            &super::default_chain(),
-        )?)))
-    },
-};
+    build,
+);
+
+fn build(cfg: &crate::Config) -> Result<Option<std::sync::Arc<dyn Provider>>> {
+    let p = ParameterStoreProvider::with_chain(cfg, &super::default_chain())?;
+    Ok(Some(std::sync::Arc::new(p)))
+}
 
 /// Reads `aws-ssm://` references from AWS SSM Parameter Store.
 #[derive(Debug)]
@@ -260,11 +259,13 @@ impl Provider for ParameterStoreProvider {
         &["aws-ssm"]
     }
 
+    /// `DescribeParameters` with `MaxResults` 1: a signed call that reads no value.
+    async fn health(&self) -> Result<()> {
+        self.client.probe("DescribeParameters").await
+    }
+
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            versions: true,
-            ..Capabilities::default()
-        }
+        SPEC.capabilities
     }
 
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {

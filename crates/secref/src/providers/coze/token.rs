@@ -155,6 +155,15 @@ impl TokenSource {
         Ok(access.token.clone())
     }
 
+    /// Both steps of the flow afresh, the tokens dropped and the cache left
+    /// alone: proves now that the identity provider and the exchange are
+    /// reachable and take the client credentials (a cached token would
+    /// hide an outage until it expires).
+    pub(crate) async fn probe(&self, client: &HttpClient) -> Result<()> {
+        let (id, _) = self.fetch_id_token(client).await?;
+        self.exchange(client, &id).await.map(drop)
+    }
+
     /// Forgets both tokens if the access token is still `rejected` (the
     /// outbound API answered 401 to it); another caller may have refreshed
     /// already, and its new token is kept.
