@@ -181,6 +181,20 @@ pub struct Store {
 struct Verified {
     raw: Vec<u8>,
     file: Arc<StoreFile>,
+    /// The file's length and its last bytes, which name the content (see
+    /// [`Store::unchanged`]); `None` if the file does not end the way this
+    /// code renders it, then every read compares the whole file.
+    seal: Option<(u64, Arc<[u8]>)>,
+}
+
+impl Verified {
+    fn new(raw: Vec<u8>, file: Arc<StoreFile>) -> Verified {
+        let suffix = format::mac_suffix(&file.mac);
+        let seal = raw
+            .ends_with(&suffix)
+            .then(|| (raw.len() as u64, Arc::from(suffix)));
+        Verified { raw, file, seal }
+    }
 }
 
 impl fmt::Debug for Store {
@@ -554,10 +568,56 @@ impl Store {
         Ok(out)
     }
 
+    /// The last verified content, if the file on disk still holds it: the
+    /// fast path of every read (one `open`, `fstat` and a positioned read of
+    /// the file's last ~60 bytes instead of reading and comparing the whole
+    /// file).
+    ///
+    /// Why this is exact, not a heuristic on times or sizes: a store file
+    /// ends with its `mac` member (`,\n  "mac": "<M>"\n}\n`, see
+    /// [`format::mac_suffix`]). A raw newline cannot occur inside a JSON
+    /// string, so those bytes at the end of a file make `M` the value of the
+    /// top-level `mac` member (a duplicate member is refused by the parser).
+    /// `M` is HMAC-SHA256, under this store's key, over the whole content,
+    /// `generation` included, so it names exactly one content: the one we
+    /// verified. Writers replace the file by rename, so `fstat` and the read
+    /// see one file. Hence an older copy restored over the store (a backup,
+    /// `git checkout`) has another MAC and takes the slow path: the file's
+    /// content is served, never stale memory; a rewrite of identical content
+    /// still bumps `generation` and so the MAC. What the fast path does not
+    /// do is re-detect tampering that keeps the MAC and the length: such a
+    /// file is not served (the verified content is), and the next write or
+    /// any change of the MAC re-verifies the whole file and reports it.
+    #[cfg(unix)]
+    fn unchanged(&self) -> Option<Arc<StoreFile>> {
+        use std::os::unix::fs::FileExt;
+        let (file, len, suffix) = {
+            let last = self.last.lock();
+            let last = last.as_ref()?;
+            let (len, suffix) = last.seal.as_ref()?;
+            (last.file.clone(), *len, Arc::clone(suffix))
+        };
+        let f = std::fs::File::open(&self.path).ok()?;
+        if f.metadata().ok()?.len() != len {
+            return None;
+        }
+        let mut tail = vec![0u8; suffix.len()];
+        f.read_exact_at(&mut tail, len - suffix.len() as u64).ok()?;
+        (tail[..] == suffix[..]).then_some(file)
+    }
+
+    #[cfg(not(unix))]
+    fn unchanged(&self) -> Option<Arc<StoreFile>> {
+        None
+    }
+
     /// The current file content, verified. Reads the file every time and
     /// reuses the parsed form when the bytes are unchanged; a version-1 file
     /// is migrated first.
     pub(crate) fn snapshot(&self) -> Result<Arc<StoreFile>> {
+        if let Some(file) = self.unchanged() {
+            return Ok(file);
+        }
         let raw = read_raw(&self.path)?;
         if let Some(last) = &*self.last.lock() {
             if last.raw == raw {
@@ -699,10 +759,7 @@ impl Store {
 
     fn remember(&self, raw: Vec<u8>, file: StoreFile) -> Arc<StoreFile> {
         let file = Arc::new(file);
-        *self.last.lock() = Some(Verified {
-            raw,
-            file: file.clone(),
-        });
+        *self.last.lock() = Some(Verified::new(raw, file.clone()));
         file
     }
 
