@@ -589,7 +589,7 @@ impl Store {
     /// file is not served (the verified content is), and the next write or
     /// any change of the MAC re-verifies the whole file and reports it.
     #[cfg(unix)]
-    fn unchanged(&self) -> Option<Arc<StoreFile>> {
+    pub(crate) fn unchanged(&self) -> Option<Arc<StoreFile>> {
         use std::os::unix::fs::FileExt;
         let (file, len, suffix) = {
             let last = self.last.lock();
@@ -607,7 +607,7 @@ impl Store {
     }
 
     #[cfg(not(unix))]
-    fn unchanged(&self) -> Option<Arc<StoreFile>> {
+    pub(crate) fn unchanged(&self) -> Option<Arc<StoreFile>> {
         None
     }
 
