@@ -37,7 +37,9 @@ pub fn tamper_keeping_length_and_mac(raw: &[u8], entry: &str) -> Vec<u8> {
     let doc: serde_json::Value = serde_json::from_slice(raw).unwrap();
     let e = &doc["entries"][entry];
     let current = e["current_version"].as_u64().unwrap().to_string();
-    let ct = e["versions"][current.as_str()]["ciphertext"].as_str().unwrap();
+    let ct = e["versions"][current.as_str()]["ciphertext"]
+        .as_str()
+        .unwrap();
     let at = raw
         .windows(ct.len())
         .position(|w| w == ct.as_bytes())
@@ -69,7 +71,10 @@ fn a_write_through_another_handle_is_seen_by_the_very_next_read() {
     }
     writer.remove(&local("local://app/db")).unwrap();
     assert_eq!(
-        reader.get(&local("local://app/db#password")).unwrap_err().code(),
+        reader
+            .get(&local("local://app/db#password"))
+            .unwrap_err()
+            .code(),
         ErrorCode::NotFound
     );
 }

@@ -1353,4 +1353,31 @@ mod tests {
             ErrorCode::Usage
         );
     }
+
+    #[test]
+    #[cfg(unix)]
+    fn the_fast_path_is_taken_while_the_file_is_unchanged_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::generate();
+        let store = Store::create(&dir.path().join("s.store"), &key).unwrap();
+        store
+            .set(&local("local://app/x"), Secret::from("1"))
+            .unwrap();
+        // The file this code renders ends with its MAC: the fast path holds.
+        assert!(store.unchanged().is_some());
+        let other = Store::open(store.path(), key).unwrap();
+        other
+            .set(&local("local://app/x"), Secret::from("2"))
+            .unwrap();
+        assert!(store.unchanged().is_none(), "another writer's file");
+        assert_eq!(
+            store
+                .get(&local("local://app/x"))
+                .unwrap()
+                .as_text()
+                .unwrap(),
+            "2"
+        );
+        assert!(store.unchanged().is_some());
+    }
 }
