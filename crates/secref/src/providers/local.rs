@@ -110,9 +110,9 @@ impl Provider for LocalProvider {
     }
 
     /// The store is on this machine and may be changed by any process
-    /// (`secref set`/`rm`/`destroy`); a read costs one file read and one
-    /// decryption, so answers are not cached: the next read after a change
-    /// sees it.
+    /// (`secref set`/`rm`/`destroy`); an unchanged store costs a read an
+    /// `fstat`, a ~60-byte read and one decryption, so answers are not
+    /// cached: the next read after a change sees it.
     fn cacheable(&self) -> bool {
         false
     }

@@ -25,8 +25,11 @@
 //! mandatory. [`Store::metadata`] answers without decrypting anything.
 //!
 //! **Coherence.** Every read looks at the file afresh (other processes may
-//! write it) and reuses the parsed, verified form only when the bytes are
-//! unchanged, so a read after a write — from any process — sees the write.
+//! write it) and reuses the parsed, verified form only while the file still
+//! ends with the MAC of that form (a keyed MAC over the whole content, so it
+//! names exactly one content; see `Store::unchanged`), so a read after a
+//! write — from any process — sees the write, and a restored older file is
+//! read as it is.
 //!
 //! **Writes** are atomic and safe under concurrency: each one takes an
 //! exclusive lock on `<store>.lock` (a sidecar file that is left in place;
@@ -170,7 +173,7 @@ pub struct StoreSettings {
 
 /// An opened local store: a file path and the keys derived from its master
 /// key. Every read looks at the file afresh (other processes may write it);
-/// unchanged content is not parsed or verified twice.
+/// unchanged content is not read, parsed or verified twice.
 pub struct Store {
     path: PathBuf,
     keys: Keys,
@@ -611,9 +614,10 @@ impl Store {
         None
     }
 
-    /// The current file content, verified. Reads the file every time and
-    /// reuses the parsed form when the bytes are unchanged; a version-1 file
-    /// is migrated first.
+    /// The current file content, verified. Takes the fast path of
+    /// [`Store::unchanged`] when it can, else reads the file and reuses the
+    /// parsed form when the bytes are unchanged; a version-1 file is
+    /// migrated first.
     pub(crate) fn snapshot(&self) -> Result<Arc<StoreFile>> {
         if let Some(file) = self.unchanged() {
             return Ok(file);
