@@ -165,3 +165,44 @@ fn a_store_tampered_behind_a_running_server_is_never_served_nor_blessed() {
     );
     served.stop();
 }
+
+/// A Vault KV v2 read of `secret/data/<path>`: (status, data, version).
+fn vault_read(served: &Served, path: &str) -> (u16, serde_json::Value, serde_json::Value) {
+    let r = served.request(
+        "GET",
+        &format!("/v1/secret/data/{path}"),
+        &[("X-Vault-Token", TOKEN)],
+        b"",
+    );
+    let v = r.json();
+    (
+        r.status,
+        v["data"]["data"].clone(),
+        v["data"]["metadata"]["version"].clone(),
+    )
+}
+
+#[test]
+fn vault_reads_see_another_process_s_set_and_a_restored_file_at_once() {
+    let sb = sandbox();
+    set_ok(&sb, "local://app/db#password", "pw-1");
+    let older = std::fs::read(sb.path("secrets.store")).unwrap();
+    let served = Served::start(&sb, TOKEN, &[]);
+    for _ in 0..2 {
+        let (status, data, version) = vault_read(&served, "app/db");
+        assert_eq!(status, 200);
+        assert_eq!(data, serde_json::json!({"password": "pw-1"}));
+        assert_eq!(version, 1);
+    }
+    set_ok(&sb, "local://app/db#password", "pw-2");
+    let (_, data, version) = vault_read(&served, "app/db");
+    assert_eq!(data, serde_json::json!({"password": "pw-2"}));
+    assert_eq!(version, 2);
+    restore(&sb, &older);
+    let (_, data, version) = vault_read(&served, "app/db");
+    assert_eq!(data, serde_json::json!({"password": "pw-1"}));
+    assert_eq!(version, 1);
+    run_ok(sb.cmd().args(["rm", "--destroy", "local://app/db"]));
+    assert_eq!(vault_read(&served, "app/db").0, 404);
+    served.stop();
+}
