@@ -162,6 +162,10 @@ pub struct MetadataUpdate {
     pub custom_metadata: Option<BTreeMap<String, String>>,
 }
 
+/// What [`Store::read_if_unchanged`] answers: the read of one version and
+/// its entry's metadata, each with its own error.
+pub type ReadWithMetadata = (Result<(EntryValue, VersionMetadata)>, Result<EntryMetadata>);
+
 /// Store-wide settings (Vault's `/config` of a KV v2 mount).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreSettings {
@@ -308,11 +312,7 @@ impl Store {
     /// an `fstat`, a ~60-byte read of a cached page and one decryption, so
     /// async code may call this on its worker instead of hopping to a
     /// blocking thread. `None`: use the ordinary (blocking) calls.
-    pub fn read_if_unchanged(
-        &self,
-        name: &str,
-        version: Option<u64>,
-    ) -> Option<(Result<(EntryValue, VersionMetadata)>, Result<EntryMetadata>)> {
+    pub fn read_if_unchanged(&self, name: &str, version: Option<u64>) -> Option<ReadWithMetadata> {
         let file = self.unchanged()?;
         let meta = file
             .entries
