@@ -14,8 +14,10 @@ use crate::reference::{LocalRef, RefKind, SecretRef};
 use crate::store::format::StoreFile;
 use crate::store::Store;
 
-/// Serves `local://` references from a [`Store`]. Each batch reads and
-/// verifies the store file once, on a blocking thread.
+/// Serves `local://` references from a [`Store`]. Each batch checks once
+/// that the store file still holds the verified content (on the async
+/// worker, for small batches); otherwise it reads and verifies the file on
+/// a blocking thread.
 ///
 /// When the store cannot be opened (no store file yet, no key, wrong key),
 /// [`LocalProvider::unavailable`] registers a provider that answers every
@@ -68,16 +70,29 @@ impl LocalProvider {
             State::Open(s) => s.clone(),
             State::Unavailable(e) => return Err(e.clone().with_provider(self.name())),
         };
+        let run = move |store: &Store, file: &StoreFile, refs: &[SecretRef]| -> Vec<Result<T>> {
+            refs.iter()
+                .map(|r| match r.kind() {
+                    RefKind::Local(l) => per_ref(store, file, r, l),
+                    _ => Err(Error::internal("local provider got a non-local reference")),
+                })
+                .collect()
+        };
+        // The fast path (the file still holds the verified content: an
+        // fstat and a ~60-byte read of a cached page, then one small
+        // decryption per reference) costs a few microseconds, less than the
+        // hop to a blocking thread and back, so small batches run here.
+        // Reading and verifying a changed file, a migration (which takes
+        // the store's lock) and big batches stay off the async workers.
+        if refs.len() <= INLINE_MAX_REFS {
+            if let Some(file) = store.unchanged() {
+                return Ok(run(&store, &file, refs));
+            }
+        }
         let refs = refs.to_vec();
         tokio::task::spawn_blocking(move || {
             let file = store.snapshot()?;
-            Ok(refs
-                .iter()
-                .map(|r| match r.kind() {
-                    RefKind::Local(l) => per_ref(&store, &file, r, l),
-                    _ => Err(Error::internal("local provider got a non-local reference")),
-                })
-                .collect())
+            Ok(run(&store, &file, &refs))
         })
         .await
         .map_err(|_| Error::internal("local store task failed"))?
@@ -95,9 +110,9 @@ impl Provider for LocalProvider {
     }
 
     /// The store is on this machine and may be changed by any process
-    /// (`secref set`/`rm`/`destroy`); a read costs one file read and one
-    /// decryption, so answers are not cached: the next read after a change
-    /// sees it.
+    /// (`secref set`/`rm`/`destroy`); an unchanged store costs a read an
+    /// `fstat`, a ~60-byte read and one decryption, so answers are not
+    /// cached: the next read after a change sees it.
     fn cacheable(&self) -> bool {
         false
     }
@@ -213,6 +228,11 @@ impl Provider for LocalProvider {
         .await
     }
 }
+
+/// The largest batch answered on the async worker when the store is
+/// unchanged (see [`LocalProvider::with_snapshot`]): 16 small decryptions
+/// stay far below the ~100 µs a task should run between awaits.
+const INLINE_MAX_REFS: usize = 16;
 
 /// The errors that mean "there is nothing to read there".
 fn is_absent(code: ErrorCode) -> bool {

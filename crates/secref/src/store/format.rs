@@ -443,6 +443,12 @@ pub(crate) fn render(file: &StoreFile) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The bytes every file [`render`]ed with MAC `mac` ends with. The fast
+/// read path compares them with the file's end (see `Store::unchanged`).
+pub(crate) fn mac_suffix(mac: &str) -> Vec<u8> {
+    format!(",\n  \"mac\": \"{mac}\"\n}}\n").into_bytes()
+}
+
 /// An empty file, ready to be finished.
 pub(crate) fn empty() -> StoreFile {
     StoreFile {

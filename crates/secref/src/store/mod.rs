@@ -25,8 +25,11 @@
 //! mandatory. [`Store::metadata`] answers without decrypting anything.
 //!
 //! **Coherence.** Every read looks at the file afresh (other processes may
-//! write it) and reuses the parsed, verified form only when the bytes are
-//! unchanged, so a read after a write — from any process — sees the write.
+//! write it) and reuses the parsed, verified form only while the file still
+//! ends with the MAC of that form (a keyed MAC over the whole content, so it
+//! names exactly one content; see `Store::unchanged`), so a read after a
+//! write — from any process — sees the write, and a restored older file is
+//! read as it is.
 //!
 //! **Writes** are atomic and safe under concurrency: each one takes an
 //! exclusive lock on `<store>.lock` (a sidecar file that is left in place;
@@ -160,6 +163,10 @@ pub struct MetadataUpdate {
     pub custom_metadata: Option<BTreeMap<String, String>>,
 }
 
+/// What [`Store::read_if_unchanged`] answers: the read of one version and
+/// its entry's metadata, each with its own error.
+pub type ReadWithMetadata = (Result<(EntryValue, VersionMetadata)>, Result<EntryMetadata>);
+
 /// Store-wide settings (Vault's `/config` of a KV v2 mount).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreSettings {
@@ -171,7 +178,7 @@ pub struct StoreSettings {
 
 /// An opened local store: a file path and the keys derived from its master
 /// key. Every read looks at the file afresh (other processes may write it);
-/// unchanged content is not parsed or verified twice.
+/// unchanged content is not read, parsed or verified twice.
 pub struct Store {
     path: PathBuf,
     keys: Keys,
@@ -182,6 +189,20 @@ pub struct Store {
 struct Verified {
     raw: Vec<u8>,
     file: Arc<StoreFile>,
+    /// The file's length and its last bytes, which name the content (see
+    /// [`Store::unchanged`]); `None` if the file does not end the way this
+    /// code renders it, then every read compares the whole file.
+    seal: Option<(u64, Arc<[u8]>)>,
+}
+
+impl Verified {
+    fn new(raw: Vec<u8>, file: Arc<StoreFile>) -> Verified {
+        let suffix = format::mac_suffix(&file.mac);
+        let seal = raw
+            .ends_with(&suffix)
+            .then(|| (raw.len() as u64, Arc::from(suffix)));
+        Verified { raw, file, seal }
+    }
 }
 
 impl fmt::Debug for Store {
@@ -283,7 +304,32 @@ impl Store {
     /// Reads a whole version (`None`: the current one) with its metadata.
     pub fn read(&self, name: &str, version: Option<u64>) -> Result<(EntryValue, VersionMetadata)> {
         let file = self.snapshot()?;
-        let (n, record, plain) = self.open_version(&file, name, version)?;
+        self.read_in(&file, name, version)
+    }
+
+    /// [`Store::read`] and [`Store::metadata`] of `name` from one snapshot,
+    /// only when the store file still holds the content verified last (see
+    /// `Store::unchanged`): then no file is read and no lock is taken, only
+    /// an `fstat`, a ~60-byte read of a cached page and one decryption, so
+    /// async code may call this on its worker instead of hopping to a
+    /// blocking thread. `None`: use the ordinary (blocking) calls.
+    pub fn read_if_unchanged(&self, name: &str, version: Option<u64>) -> Option<ReadWithMetadata> {
+        let file = self.unchanged()?;
+        let meta = file
+            .entries
+            .get(name)
+            .ok_or_else(|| no_entry(name))
+            .and_then(|rec| entry_metadata(name, rec));
+        Some((self.read_in(&file, name, version), meta))
+    }
+
+    fn read_in(
+        &self,
+        file: &StoreFile,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<(EntryValue, VersionMetadata)> {
+        let (n, record, plain) = self.open_version(file, name, version)?;
         let value = match plain {
             Plain::Single(v) => EntryValue::Single(Secret::copy_from(&v)),
             Plain::Fields(f) => EntryValue::Fields(
@@ -555,10 +601,57 @@ impl Store {
         Ok(out)
     }
 
-    /// The current file content, verified. Reads the file every time and
-    /// reuses the parsed form when the bytes are unchanged; a version-1 file
-    /// is migrated first.
+    /// The last verified content, if the file on disk still holds it: the
+    /// fast path of every read (one `open`, `fstat` and a positioned read of
+    /// the file's last ~60 bytes instead of reading and comparing the whole
+    /// file).
+    ///
+    /// Why this is exact, not a heuristic on times or sizes: a store file
+    /// ends with its `mac` member (`,\n  "mac": "<M>"\n}\n`, see
+    /// [`format::mac_suffix`]). A raw newline cannot occur inside a JSON
+    /// string, so those bytes at the end of a file make `M` the value of the
+    /// top-level `mac` member (a duplicate member is refused by the parser).
+    /// `M` is HMAC-SHA256, under this store's key, over the whole content,
+    /// `generation` included, so it names exactly one content: the one we
+    /// verified. Writers replace the file by rename, so `fstat` and the read
+    /// see one file. Hence an older copy restored over the store (a backup,
+    /// `git checkout`) has another MAC and takes the slow path: the file's
+    /// content is served, never stale memory; a rewrite of identical content
+    /// still bumps `generation` and so the MAC. What the fast path does not
+    /// do is re-detect tampering that keeps the MAC and the length: such a
+    /// file is not served (the verified content is), and the next write or
+    /// any change of the MAC re-verifies the whole file and reports it.
+    #[cfg(unix)]
+    pub(crate) fn unchanged(&self) -> Option<Arc<StoreFile>> {
+        use std::os::unix::fs::FileExt;
+        let (file, len, suffix) = {
+            let last = self.last.lock();
+            let last = last.as_ref()?;
+            let (len, suffix) = last.seal.as_ref()?;
+            (last.file.clone(), *len, Arc::clone(suffix))
+        };
+        let f = std::fs::File::open(&self.path).ok()?;
+        if f.metadata().ok()?.len() != len {
+            return None;
+        }
+        let mut tail = vec![0u8; suffix.len()];
+        f.read_exact_at(&mut tail, len - suffix.len() as u64).ok()?;
+        (tail[..] == suffix[..]).then_some(file)
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) fn unchanged(&self) -> Option<Arc<StoreFile>> {
+        None
+    }
+
+    /// The current file content, verified. Takes the fast path of
+    /// [`Store::unchanged`] when it can, else reads the file and reuses the
+    /// parsed form when the bytes are unchanged; a version-1 file is
+    /// migrated first.
     pub(crate) fn snapshot(&self) -> Result<Arc<StoreFile>> {
+        if let Some(file) = self.unchanged() {
+            return Ok(file);
+        }
         let raw = read_raw(&self.path)?;
         if let Some(last) = &*self.last.lock() {
             if last.raw == raw {
@@ -700,10 +793,7 @@ impl Store {
 
     fn remember(&self, raw: Vec<u8>, file: StoreFile) -> Arc<StoreFile> {
         let file = Arc::new(file);
-        *self.last.lock() = Some(Verified {
-            raw,
-            file: file.clone(),
-        });
+        *self.last.lock() = Some(Verified::new(raw, file.clone()));
         file
     }
 
@@ -1296,5 +1386,32 @@ mod tests {
                 .code(),
             ErrorCode::Usage
         );
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn the_fast_path_is_taken_while_the_file_is_unchanged_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::generate();
+        let store = Store::create(&dir.path().join("s.store"), &key).unwrap();
+        store
+            .set(&local("local://app/x"), Secret::from("1"))
+            .unwrap();
+        // The file this code renders ends with its MAC: the fast path holds.
+        assert!(store.unchanged().is_some());
+        let other = Store::open(store.path(), key).unwrap();
+        other
+            .set(&local("local://app/x"), Secret::from("2"))
+            .unwrap();
+        assert!(store.unchanged().is_none(), "another writer's file");
+        assert_eq!(
+            store
+                .get(&local("local://app/x"))
+                .unwrap()
+                .as_text()
+                .unwrap(),
+            "2"
+        );
+        assert!(store.unchanged().is_some());
     }
 }
