@@ -90,6 +90,13 @@ if "$SECREF_BIN" help get >/dev/null 2>&1; then
   [ "$RV_GOT" = "rv-canary-value-5e11" ] || { echo "secref get returned the wrong value" >&2; exit 1; }
 fi
 
+# --- benchmark harness, quick: every client x workload once ------------------
+# scripts/bench.py with tiny counts on the debug binaries built above, against
+# the servers started above; fails naming any (workload, client) that produced
+# no figure. It never judges a time (the full run is scripts/bench.sh).
+step "bench --quick"
+"$VENV/bin/python" scripts/bench.py --quick --profile debug
+
 # --- fuzzing: every cargo-fuzz target for a few seconds ----------------------
 # scripts/fuzz.sh installs cargo-fuzz into .cache/cargo-fuzz (once) and runs
 # each target in fuzz/ for 5 s on the nightly toolchain rustup already has;

@@ -24,8 +24,9 @@
 //! * `cachehit --threads T --seconds S`: one cached `resolve` per op
 //!   (polled once, as a hit never waits), each thread its own ref; reports
 //!   ns per op per thread.
-//! * `vaultrs --refs-file F --seconds S`: `vaultrs::kv1::get` of every
-//!   `mount/path` line in F, one by one (`VAULT_ADDR`, `VAULT_TOKEN`).
+//! * `vaultrs --refs-file F --seconds S [--kv 2]`: `vaultrs::kv1::get` (or
+//!   `kv2::read`) of every `mount/path` line in F, one by one (`VAULT_ADDR`,
+//!   `VAULT_TOKEN`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -436,6 +437,7 @@ async fn vaultrs_loop(opts: &Opts) -> Res<serde_json::Value> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let paths = opts.refs()?;
     let budget = opts.budget()?;
+    let kv2 = opts.num("kv", 1.0)? == 2.0;
     let env = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
     let client = VaultClient::new(
         VaultClientSettingsBuilder::default()
@@ -451,9 +453,14 @@ async fn vaultrs_loop(opts: &Opts) -> Res<serde_json::Value> {
         let t = Instant::now();
         for p in &paths {
             let (mount, path) = p.split_once('/').ok_or(format!("mount/path: {p}"))?;
-            let _: HashMap<String, String> = vaultrs::kv1::get(&client, mount, path)
-                .await
-                .map_err(|e| e.to_string())?;
+            let got: Result<HashMap<String, String>, _> = if kv2 {
+                vaultrs::kv2::read(&client, mount, path).await
+            } else {
+                vaultrs::kv1::get(&client, mount, path).await
+            };
+            // Debug names the cause (e.g. a field the answer lacks); its
+            // first line only, without the backtrace.
+            got.map_err(|e| format!("{e:?}").lines().next().unwrap_or_default().to_string())?;
         }
         ns.push(nanos(t.elapsed()));
     }
