@@ -88,7 +88,9 @@ impl Opts {
         let mut out = Vec::new();
         let mut it = args.iter();
         while let Some(k) = it.next() {
-            let key = k.strip_prefix("--").ok_or(format!("expected --key, got {k}"))?;
+            let key = k
+                .strip_prefix("--")
+                .ok_or(format!("expected --key, got {k}"))?;
             let v = it.next().ok_or(format!("--{key} needs a value"))?;
             out.push((key.to_string(), v.clone()));
         }
@@ -208,7 +210,9 @@ async fn load(opts: &Opts) -> Res<serde_json::Value> {
         .map_err(|_| "bad --method".to_string())?;
     let mut headers = reqwest::header::HeaderMap::new();
     for h in opts.all("header") {
-        let (k, v) = h.split_once(':').ok_or(format!("--header wants K:V, got {h}"))?;
+        let (k, v) = h
+            .split_once(':')
+            .ok_or(format!("--header wants K:V, got {h}"))?;
         let name: reqwest::header::HeaderName = k.trim().parse().map_err(|_| "bad header")?;
         headers.insert(name, v.trim().parse().map_err(|_| "bad header value")?);
     }
@@ -295,12 +299,10 @@ fn lib(opts: &Opts) -> Res<serde_json::Value> {
                 let t = Instant::now();
                 rt.block_on(async {
                     match (workload, &resolver) {
-                        ("cold", _) => {
-                            match Resolver::from_config(&cfg) {
-                                Ok(r) => r.resolve(&refs[0]).await.map(drop),
-                                Err(e) => Err(e),
-                            }
-                        }
+                        ("cold", _) => match Resolver::from_config(&cfg) {
+                            Ok(r) => r.resolve(&refs[0]).await.map(drop),
+                            Err(e) => Err(e),
+                        },
                         ("loop", Some(r)) => {
                             for s in &refs {
                                 r.resolve(s).await?;
@@ -325,7 +327,11 @@ fn lib(opts: &Opts) -> Res<serde_json::Value> {
         }
         "blocking" => {
             let build = || blocking_resolver(&cfg).map_err(|e| e.to_string());
-            let resolver = if workload == "cold" { None } else { Some(build()?) };
+            let resolver = if workload == "cold" {
+                None
+            } else {
+                Some(build()?)
+            };
             while budget.go_on(started, ns.len()) {
                 let t = Instant::now();
                 match (workload, &resolver) {
@@ -333,7 +339,9 @@ fn lib(opts: &Opts) -> Res<serde_json::Value> {
                     ("loop", Some((_, r))) => refs
                         .iter()
                         .try_for_each(|s| r.resolve(s.as_str()).map(drop)),
-                    ("batch", Some((_, r))) => r.resolve_many(refs.iter().map(String::as_str)).map(drop),
+                    ("batch", Some((_, r))) => {
+                        r.resolve_many(refs.iter().map(String::as_str)).map(drop)
+                    }
                     _ => return Err(format!("--api blocking has no --workload {workload}")),
                 }
                 .map_err(|e| e.to_string())?;
@@ -376,7 +384,11 @@ impl Provider for Instant0 {
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         Ok(refs
             .iter()
-            .map(|_| Ok(Resolved::new(Secret::from("value-of-some-length-32-bytes!!"))))
+            .map(|_| {
+                Ok(Resolved::new(Secret::from(
+                    "value-of-some-length-32-bytes!!",
+                )))
+            })
             .collect())
     }
 }
@@ -400,7 +412,8 @@ fn cachehit(opts: &Opts) -> Res<serde_json::Value> {
         .map(|i| SecretRef::parse(format!("env://HOT_{i}")).expect("ref"))
         .collect();
     for r in &refs {
-        rt.block_on(resolver.resolve(r)).map_err(|e| e.to_string())?;
+        rt.block_on(resolver.resolve(r))
+            .map_err(|e| e.to_string())?;
     }
     // Samples of 10 000 ops each, per thread; ns per op.
     const BATCH: u64 = 10_000;
@@ -424,7 +437,10 @@ fn cachehit(opts: &Opts) -> Res<serde_json::Value> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
     });
     Ok(summary(per_thread.concat()))
 }
@@ -460,7 +476,13 @@ async fn vaultrs_loop(opts: &Opts) -> Res<serde_json::Value> {
             };
             // Debug names the cause (e.g. a field the answer lacks); its
             // first line only, without the backtrace.
-            got.map_err(|e| format!("{e:?}").lines().next().unwrap_or_default().to_string())?;
+            got.map_err(|e| {
+                format!("{e:?}")
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })?;
         }
         ns.push(nanos(t.elapsed()));
     }
