@@ -665,12 +665,14 @@ def write_report(args, load_start, load_end, started):
     workloads = list(dict.fromkeys(r["workload"] for r in RESULTS))
     for w in workloads:
         rows = [r for r in RESULTS if r["workload"] == w]
-        ref = next((r for r in rows if r["client"] in ("secref async", "secref serve",
-                                                        "secref async, 1 thread", "secref run -- true")), None)
-        floor = next((r for r in rows if "floor" in r["client"]), None)
+        ref = next((r for r in rows if r["client"].startswith("secref")), None)
+        floors = [r for r in rows if "floor" in r["client"]]
         L += [f"### {w}", "", "| client | median | p99 | samples | vs secref | vs floor | extra |",
               "|---|---:|---:|---:|---:|---:|---|"]
         for r in rows:
+            # A Python client's floor is the bare interpreter, others' the first floor.
+            floor = next((f for f in floors if r["client"].startswith("python") == ("python" in f["client"])),
+                         floors[0] if floors else None)
             vs = lambda o: f"{r['median_ns'] / o['median_ns']:.2f}x" if o and o["median_ns"] else "–"
             extra = []
             if "rps" in r:
@@ -698,11 +700,17 @@ def plot(path, workloads):
     for ax, w in zip(axes, ws):
         rows = [r for r in RESULTS if r["workload"] == w and r["median_ns"]]
         ys = range(len(rows))
-        ax.barh(list(ys), [r["median_ns"] / 1e3 for r in rows],
+        vals = [r["median_ns"] / 1e3 for r in rows]
+        # Bars start a decade below the smallest value: on a log axis a bar
+        # from the axis' own minimum would exaggerate small differences.
+        left = min(vals) / 10
+        bars = ax.barh(list(ys), [v - left for v in vals], left=left,
                 color=["#2a7" if r["client"].startswith("secref") else "#999" if "floor" in r["client"]
                        else "#c64" for r in rows])
         ax.set_yticks(list(ys), [r["client"] for r in rows], fontsize=7)
         ax.set_xscale("log")
+        ax.set_xlim(left, max(vals) * 3)
+        ax.bar_label(bars, labels=[fmt_ns(r["median_ns"]) for r in rows], fontsize=6, padding=2)
         ax.set_title(w, fontsize=8, loc="left")
         ax.tick_params(axis="x", labelsize=7)
     axes[-1].set_xlabel("median latency, µs (log scale)", fontsize=8)
