@@ -43,7 +43,9 @@
 //! `[policy]` through [`secref::Resolver::authorize_as`] (upstream reads are
 //! decided by the policy on the upstream reference as they are resolved). A
 //! read with `X-Vault-Wrap-TTL` (or a policy `wrap_ttl` obligation) answers
-//! with a single-use wrapping token. Errors are always Vault's
+//! with a single-use wrapping token (in this process's memory; with shared
+//! `[state]`, a sealed self-contained token any replica unwraps once, see
+//! `wraps.rs`). Errors are always Vault's
 //! `{"errors":[…]}` with Vault's status codes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
