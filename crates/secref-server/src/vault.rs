@@ -1301,6 +1301,12 @@ async fn wrap_answer(
                 Ok(token) => token,
                 Err(WrapRefused::Full) => return too_many_wraps(),
                 Err(WrapRefused::Backend(e)) => return fail(&e),
+                Err(WrapRefused::TooLarge) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "the answer is too large to wrap (over 256 KiB sealed)",
+                    )
+                }
                 Err(WrapRefused::Invalid) => return fail(&Error::new(ErrorCode::Internal, "")),
             }
         }
@@ -1420,7 +1426,7 @@ async fn wrapping(api: &Api, caller: Option<Principal>, req: &Req, unwrap: bool)
     if let Some(sealed) = &api.sealed {
         let refused = |r: WrapRefused| match r {
             WrapRefused::Backend(e) => fail(&e),
-            WrapRefused::Invalid | WrapRefused::Full => invalid(),
+            WrapRefused::Invalid | WrapRefused::Full | WrapRefused::TooLarge => invalid(),
         };
         return if unwrap {
             sealed

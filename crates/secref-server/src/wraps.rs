@@ -64,6 +64,8 @@ pub(crate) enum Refused {
     Invalid,
     /// The caller holds its quota of outstanding tokens.
     Full,
+    /// The sealed answer would be longer than any token accepted back.
+    TooLarge,
     /// The shared backend failed (fail closed).
     Backend(Error),
 }
@@ -121,6 +123,11 @@ impl SealedWraps {
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&wrapped).map_err(|_| {
             Refused::Backend(Error::new(ErrorCode::Internal, "cannot encode the answer"))
         })?);
+        // Never hand out a token that could not be unwrapped (base64 grows
+        // by 4/3; the AEAD adds a 16-byte tag).
+        if (NONCE_LEN + plain.len() + 16).div_ceil(3) * 4 + PREFIX.len() > MAX_TOKEN_LEN {
+            return Err(Refused::TooLarge);
+        }
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let owner_key = self.state.key("wraps-by", &[owner.as_bytes()]);
         let item = self.state.key("wrap", &[nonce.as_slice()]);
@@ -223,5 +230,154 @@ impl SealedWraps {
             return Err(Refused::Invalid);
         }
         Ok(wrapped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use secref::state::{Claimed, StateBackend, StateKey};
+    use secref::Secret;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Just enough backend: `use_once`/`contains` on a set, `hold` always
+    /// granted, or every call failing when `down`.
+    #[derive(Debug, Default)]
+    struct Set {
+        keys: Mutex<HashSet<String>>,
+        down: bool,
+    }
+
+    #[async_trait]
+    impl StateBackend for Set {
+        async fn use_once(&self, k: &StateKey, _: Duration) -> secref::Result<bool> {
+            self.up()?;
+            Ok(self.keys.lock().unwrap().insert(k.as_str().to_owned()))
+        }
+        async fn mark(&self, _: &StateKey, _: Duration) -> secref::Result<()> {
+            unreachable!()
+        }
+        async fn contains(&self, k: &StateKey) -> secref::Result<bool> {
+            self.up()?;
+            Ok(self.keys.lock().unwrap().contains(k.as_str()))
+        }
+        async fn forget(&self, _: &StateKey) -> secref::Result<()> {
+            unreachable!()
+        }
+        async fn claim(&self, _: &StateKey, _: &str, _: Duration) -> secref::Result<Claimed> {
+            unreachable!()
+        }
+        async fn incr_within(
+            &self,
+            _: &StateKey,
+            _: u64,
+            _: Duration,
+        ) -> secref::Result<Option<u64>> {
+            unreachable!()
+        }
+        async fn decr(&self, _: &StateKey) -> secref::Result<()> {
+            unreachable!()
+        }
+        async fn hold(
+            &self,
+            _: &StateKey,
+            _: &StateKey,
+            _: u64,
+            _: Duration,
+        ) -> secref::Result<Hold> {
+            self.up()?;
+            Ok(Hold::Held)
+        }
+        async fn held_by(&self, _: &StateKey) -> secref::Result<u64> {
+            unreachable!()
+        }
+    }
+
+    impl Set {
+        fn up(&self) -> secref::Result<()> {
+            if self.down {
+                return Err(secref::state::unavailable("test"));
+            }
+            Ok(())
+        }
+    }
+
+    fn wraps(key: &str, backend: Arc<Set>) -> SealedWraps {
+        let state = SharedState::new(backend, "t", &Secret::from(key.repeat(32)), Duration::ZERO);
+        SealedWraps::new(state, 10)
+    }
+
+    const VALUE: &str = "wrapped-canary-0b7e";
+
+    #[tokio::test]
+    async fn sealed_tokens_open_on_any_replica_once_and_never_show_the_value() {
+        let backend = Arc::new(Set::default());
+        let (one, two) = (wraps("k", backend.clone()), wraps("k", backend.clone()));
+        let answer = json!({"data": {"v": VALUE}});
+        let token = one
+            .wrap(
+                "svc",
+                answer.clone(),
+                Duration::from_secs(60),
+                "now".into(),
+                "p",
+            )
+            .await
+            .ok()
+            .unwrap();
+        assert!(token.starts_with(PREFIX) && !token.contains(VALUE));
+        assert_eq!(two.lookup(&token).await.ok().unwrap().ttl, 60);
+        assert_eq!(two.unwrap(&token).await.ok().unwrap(), answer);
+        assert!(matches!(one.unwrap(&token).await, Err(Refused::Invalid)));
+        assert!(matches!(one.lookup(&token).await, Err(Refused::Invalid)));
+        // Another key (another deployment) opens nothing.
+        let fresh = one
+            .wrap(
+                "svc",
+                answer.clone(),
+                Duration::from_secs(60),
+                "now".into(),
+                "p",
+            )
+            .await
+            .ok()
+            .unwrap();
+        let other = wraps("x", backend.clone());
+        assert!(matches!(other.unwrap(&fresh).await, Err(Refused::Invalid)));
+        // Expired: refused though never unwrapped.
+        let gone = one
+            .wrap(
+                "svc",
+                answer.clone(),
+                Duration::from_millis(1),
+                "now".into(),
+                "p",
+            )
+            .await
+            .ok()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(matches!(two.unwrap(&gone).await, Err(Refused::Invalid)));
+        // Too large to come back in a header: not issued at all.
+        let big = json!({"data": "x".repeat(MAX_TOKEN_LEN)});
+        let r = one
+            .wrap("svc", big, Duration::from_secs(60), "now".into(), "p")
+            .await;
+        assert!(matches!(r, Err(Refused::TooLarge)));
+        // Backend down: fails closed, the token is not used.
+        let down = wraps(
+            "k",
+            Arc::new(Set {
+                down: true,
+                ..Set::default()
+            }),
+        );
+        assert!(matches!(down.unwrap(&fresh).await, Err(Refused::Backend(e)) if e.retryable()));
+        assert_eq!(two.unwrap(&fresh).await.ok().unwrap(), answer);
     }
 }
