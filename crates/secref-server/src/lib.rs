@@ -49,6 +49,7 @@ pub mod reload;
 pub mod secflow;
 pub mod tls;
 pub mod vault;
+mod wraps;
 
 use std::future::Future;
 use std::ops::Deref;

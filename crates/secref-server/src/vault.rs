@@ -43,7 +43,9 @@
 //! `[policy]` through [`secref::Resolver::authorize_as`] (upstream reads are
 //! decided by the policy on the upstream reference as they are resolved). A
 //! read with `X-Vault-Wrap-TTL` (or a policy `wrap_ttl` obligation) answers
-//! with a single-use wrapping token. Errors are always Vault's
+//! with a single-use wrapping token (in this process's memory; with shared
+//! `[state]`, a sealed self-contained token any replica unwraps once, see
+//! `wraps.rs`). Errors are always Vault's
 //! `{"errors":[…]}` with Vault's status codes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -66,6 +68,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::{Caller, Principal};
 use crate::config::{MountBackend, VaultMount};
 use crate::expiring::{deadline, Expiring};
+use crate::wraps::{Refused as WrapRefused, SealedWraps};
 use crate::{AppState, Logged};
 
 /// Longest wrap TTL accepted (Vault's default max is 32 days; keep it short).
@@ -90,10 +93,17 @@ pub type LocalStore = std::result::Result<Arc<Store>, Error>;
 /// The Vault API's routes: everything under `/v1/` that is not the SecFlow
 /// API.
 pub fn router(state: AppState) -> Router {
-    let wraps = Arc::new(Expiring::new(state.config().max_wraps_per_principal).with_gauge("wrap"));
+    let max_wraps = state.config().max_wraps_per_principal;
+    let wraps = Arc::new(Expiring::new(max_wraps).with_gauge("wrap"));
+    // `[state]` shared: tokens any replica unwraps (once), see `wraps.rs`.
+    let sealed = state
+        .resolver()
+        .shared_state()
+        .map(|shared| Arc::new(SealedWraps::new(shared.clone(), max_wraps)));
     let api = Api {
         state,
         wraps,
+        sealed,
         seen: Arc::new(Mutex::new(HashMap::new())),
     };
     Router::new()
@@ -109,6 +119,9 @@ struct Api {
     /// Wrapping token → wrapped answer, per caller and bounded per caller
     /// ([`Expiring`]). Removed on first use.
     wraps: Arc<Expiring<String, Wrapped>>,
+    /// With shared `[state]`: self-contained sealed tokens instead of
+    /// `wraps`, so that any replica unwraps them.
+    sealed: Option<Arc<SealedWraps>>,
     /// `<mount>/<path>` of an upstream mount → the newest version seen.
     seen: Arc<Mutex<HashMap<String, u64>>>,
 }
@@ -278,7 +291,7 @@ async fn dispatch(
         return health(&req);
     }
     if rest == "sys/wrapping/unwrap" || rest == "sys/wrapping/lookup" {
-        return wrapping(&api, caller, &req, rest.ends_with("unwrap"));
+        return wrapping(&api, caller, &req, rest.ends_with("unwrap")).await;
     }
     let Some(p) = caller else {
         return denied();
@@ -292,7 +305,7 @@ async fn route(api: &Api, p: &Principal, rest: &str, req: &Req) -> Response {
     match rest {
         "auth/token/lookup-self" if get => {
             return match wrap_ttl(&req.headers, &Authorization::default()) {
-                Ok(wrap) => answer(api, &p.name, lookup_self(p), wrap, rest),
+                Ok(wrap) => answer(api, &p.name, lookup_self(p), wrap, rest).await,
                 Err(r) => *r,
             }
         }
@@ -475,7 +488,7 @@ fn wrap_ttl(headers: &HeaderMap, granted: &Authorization) -> Early<Option<Durati
 }
 
 /// A successful read's answer, wrapped when asked.
-fn answer(
+async fn answer(
     api: &Api,
     owner: &str,
     body: Value,
@@ -483,7 +496,7 @@ fn answer(
     creation_path: &str,
 ) -> Response {
     match wrap {
-        Some(ttl) => wrap_answer(api, owner, body, ttl, creation_path),
+        Some(ttl) => wrap_answer(api, owner, body, ttl, creation_path).await,
         None => ok(body),
     }
 }
@@ -722,7 +735,7 @@ async fn local_op(
                     } else {
                         format!("{}/data/{}", t.mount_name, t.path)
                     };
-                    answer(api, &p.name, body, wrap, &path)
+                    answer(api, &p.name, body, wrap, &path).await
                 }
                 Err(e) => {
                     // Vault's answer for a deleted or destroyed version: 404
@@ -757,13 +770,16 @@ async fn local_op(
                 Err(r) => return *r,
             };
             match blocking(&store, move |s| s.metadata(&name)).await {
-                Ok(m) => answer(
-                    api,
-                    &p.name,
-                    envelope(metadata_json(&m)),
-                    wrap,
-                    &format!("{}/metadata/{}", t.mount_name, t.path),
-                ),
+                Ok(m) => {
+                    answer(
+                        api,
+                        &p.name,
+                        envelope(metadata_json(&m)),
+                        wrap,
+                        &format!("{}/metadata/{}", t.mount_name, t.path),
+                    )
+                    .await
+                }
                 Err(e) => fail(&e),
             }
         }
@@ -1043,6 +1059,7 @@ async fn upstream_op(
                     wrap,
                     &format!("{}/metadata/{}", t.mount_name, t.path),
                 )
+                .await
             }
             Err(e) => fail(&e),
         };
@@ -1103,7 +1120,7 @@ async fn upstream_op(
             format!("{}/data/{}", t.mount_name, t.path),
         )
     };
-    answer(api, &p.name, body, wrap, &path)
+    answer(api, &p.name, body, wrap, &path).await
 }
 
 impl Api {
@@ -1267,39 +1284,38 @@ fn lookup_self(p: &Principal) -> Value {
 // ------------------------------------------------------------- wrapping --
 
 /// Stores `body` behind a new single-use wrapping token.
-fn wrap_answer(
+async fn wrap_answer(
     api: &Api,
     owner: &str,
     body: Value,
     ttl: Duration,
     creation_path: &str,
 ) -> Response {
-    let token = crate::auth::generate_token();
-    let token = format!(
-        "hvs.{}",
-        token
-            .as_text()
-            .unwrap_or_default()
-            .trim_start_matches("srt_")
-    );
-    let accessor = uuid::Uuid::new_v4().simple().to_string();
     let creation_time = now_rfc3339();
-    let wrapped = Wrapped {
-        answer: body,
-        ttl,
-        creation_time: creation_time.clone(),
-        creation_path: creation_path.to_string(),
+    let token = match &api.sealed {
+        Some(sealed) => {
+            match sealed
+                .wrap(owner, body, ttl, creation_time.clone(), creation_path)
+                .await
+            {
+                Ok(token) => token,
+                Err(WrapRefused::Full) => return too_many_wraps(),
+                Err(WrapRefused::Backend(e)) => return fail(&e),
+                Err(WrapRefused::TooLarge) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "the answer is too large to wrap (over 256 KiB sealed)",
+                    )
+                }
+                Err(WrapRefused::Invalid) => return fail(&Error::new(ErrorCode::Internal, "")),
+            }
+        }
+        None => match wrap_locally(api, owner, body, ttl, &creation_time, creation_path) {
+            Some(token) => token,
+            None => return too_many_wraps(),
+        },
     };
-    if api
-        .wraps
-        .insert(owner, token.clone(), wrapped, deadline(ttl))
-        .is_err()
-    {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many outstanding wrapping tokens for this caller; unwrap or let them expire",
-        );
-    }
+    let accessor = uuid::Uuid::new_v4().simple().to_string();
     ok(json!({
         "request_id": uuid::Uuid::new_v4().to_string(),
         "lease_id": "",
@@ -1319,6 +1335,43 @@ fn wrap_answer(
     }))
 }
 
+fn too_many_wraps() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many outstanding wrapping tokens for this caller; unwrap or let them expire",
+    )
+}
+
+/// In-memory mode: `body` behind a new random token in this process's
+/// table; `None` when `owner` holds its quota.
+fn wrap_locally(
+    api: &Api,
+    owner: &str,
+    body: Value,
+    ttl: Duration,
+    creation_time: &str,
+    creation_path: &str,
+) -> Option<String> {
+    let token = crate::auth::generate_token();
+    let token = format!(
+        "hvs.{}",
+        token
+            .as_text()
+            .unwrap_or_default()
+            .trim_start_matches("srt_")
+    );
+    let wrapped = Wrapped {
+        answer: body,
+        ttl,
+        creation_time: creation_time.to_owned(),
+        creation_path: creation_path.to_string(),
+    };
+    api.wraps
+        .insert(owner, token.clone(), wrapped, deadline(ttl))
+        .ok()
+        .map(|()| token)
+}
+
 /// `60`, `60s`, `5m`, `1h`.
 fn parse_vault_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -1336,7 +1389,7 @@ fn parse_vault_duration(s: &str) -> Option<Duration> {
 /// comes in the body (then the caller must be authenticated, as hvac's
 /// `sys.unwrap(token)` sends it) or as `X-Vault-Token`. Unwrapping removes
 /// it; a lookup does not.
-fn wrapping(api: &Api, caller: Option<Principal>, req: &Req, unwrap: bool) -> Response {
+async fn wrapping(api: &Api, caller: Option<Principal>, req: &Req, unwrap: bool) -> Response {
     if req.method != "POST" && req.method != "PUT" {
         return method_not_allowed();
     }
@@ -1370,6 +1423,28 @@ fn wrapping(api: &Api, caller: Option<Principal>, req: &Req, unwrap: bool) -> Re
             "wrapping token is not valid or does not exist",
         )
     };
+    if let Some(sealed) = &api.sealed {
+        let refused = |r: WrapRefused| match r {
+            WrapRefused::Backend(e) => fail(&e),
+            WrapRefused::Invalid | WrapRefused::Full | WrapRefused::TooLarge => invalid(),
+        };
+        return if unwrap {
+            sealed
+                .unwrap(&wrapping)
+                .await
+                .map(ok)
+                .unwrap_or_else(refused)
+        } else {
+            match sealed.lookup(&wrapping).await {
+                Ok(w) => ok(envelope(json!({
+                    "creation_path": w.creation_path,
+                    "creation_time": w.creation_time,
+                    "creation_ttl": w.ttl,
+                }))),
+                Err(r) => refused(r),
+            }
+        };
+    }
     if unwrap {
         match api.wraps.take(&wrapping) {
             Some((_, w)) => ok(w.answer),

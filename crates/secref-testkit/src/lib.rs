@@ -12,4 +12,5 @@ pub mod fault;
 pub mod fixed;
 pub mod infisical;
 pub mod kafka;
+pub mod redis;
 pub mod vault_seed;

@@ -284,7 +284,7 @@ async fn a_replayed_jti_gets_no_new_grant() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn binding_drift_is_denied_and_remembered() {
+async fn binding_drift_is_denied_without_denying_the_rightful_holder() {
     let fake = Fake::with(&[("env://A", CANARY)]);
     let pdp = FakePdp::allowing(3_600, 100);
     let r = resolver(
@@ -296,16 +296,14 @@ async fn binding_drift_is_denied_and_remembered() {
     let k1 = Context::for_subject("svc-a").with_cnf_jkt("thumb-1");
     r.read("env://A").as_(&k1).await.unwrap();
     let k2 = Context::for_subject("svc-a").with_mtls_thumbprint("thumb-2");
-    assert_denied(
-        &r.read("env://A").as_(&k2).await.unwrap_err(),
-        "BINDING_DRIFT",
-    );
-    // The denial is negative-cached: even the right key waits it out.
-    assert_denied(
-        &r.read("env://A").as_(&k1).await.unwrap_err(),
-        "SECRET_AUTHZ_FAILED",
-    );
-    tokio::time::advance(Duration::from_millis(5_001)).await;
+    for _ in 0..3 {
+        assert_denied(
+            &r.read("env://A").as_(&k2).await.unwrap_err(),
+            "BINDING_DRIFT",
+        );
+    }
+    // The drift is this request's own fact: the rightful key is served at
+    // once, with no wait for the negative TTL.
     r.read("env://A").as_(&k1).await.unwrap();
     // A bound grant is not usable without any binding (stricter than the
     // reference, which let an unbound caller through).
@@ -314,7 +312,42 @@ async fn binding_drift_is_denied_and_remembered() {
         &r.read("env://A").as_(&unbound).await.unwrap_err(),
         "BINDING_DRIFT",
     );
-    assert_eq!(fake.reads(), 2);
+    r.read("env://A").as_(&k1).await.unwrap();
+    // Neither a wrong audience nor a replayed jti of the same subject is
+    // remembered against its other requests either.
+    let wrong_aud = k1.clone().with_audience(["elsewhere"]);
+    assert_denied(
+        &r.read("env://A").as_(&wrong_aud).await.unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+    r.read("env://A").as_(&k1).await.unwrap();
+    assert_eq!((fake.reads(), pdp.calls()), (4, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pdp_denial_is_remembered_per_binding_only() {
+    let fake = Fake::with(&[("env://A", CANARY)]);
+    let pdp = FakePdp::allowing(3_600, 100);
+    pdp.allow.store(false, Ordering::SeqCst);
+    let r = resolver(
+        &fake,
+        pdp.clone(),
+        "negative_ttl_seconds = 30\nnegative_jitter_ms = 0",
+        false,
+    );
+    let wrong = Context::for_subject("svc-a").with_cnf_jkt("thumb-wrong");
+    assert_denied(&r.read("env://A").as_(&wrong).await.unwrap_err(), "DENY");
+    // Repeated from the negative cache for the same request facts...
+    assert_denied(
+        &r.read("env://A").as_(&wrong).await.unwrap_err(),
+        "SECRET_AUTHZ_FAILED",
+    );
+    assert_eq!(pdp.calls(), 1);
+    // ...but a request with another binding gets its own decision.
+    pdp.allow.store(true, Ordering::SeqCst);
+    let right = Context::for_subject("svc-a").with_cnf_jkt("thumb-right");
+    r.read("env://A").as_(&right).await.unwrap();
+    assert_eq!((fake.reads(), pdp.calls()), (1, 2));
 }
 
 // ---- Negative cache -----------------------------------------------------------------------

@@ -12,10 +12,11 @@
 //! 2. **Tenant mount guard**: the reference must pass
 //!    [`SecretRef::parse_for_tenant`] with the tenant's `allowed_mounts`
 //!    (`tenant_mount_mismatch`).
-//! 3. **Negative cache**: a recent denial of the same (subject, tenant,
-//!    reference, action) is repeated without asking anyone. Entries live
-//!    `negative_ttl_seconds` plus a random jitter of up to
-//!    `negative_jitter_ms`.
+//! 3. **Negative cache**: a recent denial of the same request — (subject,
+//!    tenant, reference, action) *and* the sender binding and the token's
+//!    audience, issuer and client id, everything a PDP sees — is repeated
+//!    without asking anyone. Entries live `negative_ttl_seconds` plus a
+//!    random jitter of up to `negative_jitter_ms`.
 //! 4. **Grant** for (subject, tenant, reference, action). On a hit, the
 //!    grant's sender binding must equal the context's (`BINDING_DRIFT`). On a
 //!    miss: the token's `jti` must not have been seen in the replay window
@@ -32,8 +33,13 @@
 //!
 //! Denials are `permission_denied` with remote code `SECRET_AUTHZ_FAILED`
 //! (audience, replay, negative cache, uses exhausted, unknown tenant),
-//! `DENY` (the PDP said no) or `BINDING_DRIFT`; each is negative-cached
-//! (except the mount guard, which is cheap and deterministic). A PDP outage
+//! `DENY` (the PDP said no) or `BINDING_DRIFT`. Only PDP denials and
+//! exhausted grants are negative-cached: refusals caused by one request's
+//! own facts (a wrong audience, a replayed `jti`, a drifted binding) are
+//! decided locally without asking anyone, so caching them saves nothing,
+//! and caching them under the subject would let one caller (say, a
+//! same-subject certificate with the wrong key) deny service to the
+//! rightful one. The mount guard is cheap and deterministic. A PDP outage
 //! is `backend_unavailable`, retryable, remote code `PDP_UNAVAILABLE`, and is
 //! *not* negative-cached (the reference caches it, which turns a transient
 //! outage into seconds of denials); existing valid grants keep working
@@ -341,8 +347,10 @@ pub struct Policy {
     shared: Option<Arc<SharedState>>,
     /// Origin of grants' `confirmed` times.
     epoch: Instant,
-    /// Concurrent misses on one grant key ask the PDP once.
-    issuing: SingleFlight<GrantKey, std::result::Result<Arc<Grant>, Refusal>>,
+    /// Concurrent misses of one request (same grant key and request facts)
+    /// ask the PDP once; a request with other facts (another binding) gets
+    /// its own decision, never someone else's denial.
+    issuing: SingleFlight<DenialKey, std::result::Result<Arc<Grant>, Refusal>>,
 }
 
 impl fmt::Debug for Policy {
@@ -361,10 +369,37 @@ impl fmt::Debug for Policy {
 /// rather than getting a grant of its own.
 type GrantKey = (Arc<str>, Arc<str>, Arc<str>, &'static str);
 
+/// A negative-cache key: the grant key plus the request facts a decision
+/// also depended on (sender binding, the token's audience, issuer and
+/// client id: all an AuthZEN PDP sees). So a denial only ever repeats for a
+/// request the decision point would have seen as the same one.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct DenialKey {
+    grant: GrantKey,
+    /// Binding, audience (joined by `,`), issuer, client id; `None` = absent.
+    facts: [Option<Arc<str>>; 4],
+}
+
+impl DenialKey {
+    fn new(grant: GrantKey, ctx: &Context) -> DenialKey {
+        let fact = |v: Option<&str>| v.map(Arc::<str>::from);
+        let audience = (!ctx.audience.is_empty()).then(|| ctx.audience.join(","));
+        DenialKey {
+            grant,
+            facts: [
+                fact(ctx.binding()),
+                fact(audience.as_deref()),
+                fact(ctx.issuer.as_deref()),
+                fact(ctx.client_id.as_deref()),
+            ],
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     grants: HashMap<GrantKey, Arc<Grant>>,
-    negative: HashMap<GrantKey, Instant>,
+    negative: HashMap<DenialKey, Instant>,
     jtis: HashMap<String, Instant>,
 }
 
@@ -382,6 +417,8 @@ struct Grant {
     /// With shared state: when (ms since the policy's epoch, plus one; 0:
     /// never) the backend last confirmed a use.
     confirmed: AtomicU64,
+    /// The sender binding the grant is bound to, as [`Policy::binding_tag`]
+    /// names it (with shared state: as agreed between replicas).
     binding: Option<String>,
     decision_id: Option<String>,
     /// Obligation: the read must be response-wrapped with this TTL.
@@ -643,9 +680,10 @@ impl Policy {
     ) -> std::result::Result<Permit, Refusal> {
         let now = Instant::now();
         self.mount_guard(&key.1, r)?;
+        let denial = DenialKey::new(key.clone(), ctx);
         // An unreachable shared backend fails closed, except for a grant
         // confirmed within the configured grace.
-        let hit = match self.negative_hit(&key, now).await {
+        let hit = match self.negative_hit(&denial, now).await {
             Ok(hit) => hit,
             Err(_) if self.in_grace(&key, now) => false,
             Err(e) => return Err(e.with_reference(r.to_canonical()).into()),
@@ -653,8 +691,9 @@ impl Policy {
         if hit {
             return Err(denied(AUTHZ_FAILED, "access denied (recent denial)", r).into());
         }
+        // Audience, replay and drift are facts of this request only: not
+        // negative-cached (see the module docs).
         if !audience_ok {
-            self.remember_denial(key, now).await;
             return Err(denied(
                 AUTHZ_FAILED,
                 "access denied: the token is not for this audience",
@@ -663,17 +702,16 @@ impl Policy {
             .into());
         }
         let binding = ctx.binding();
+        let tag = binding.map(|b| self.binding_tag(b));
         let grant = match (self.live_grant(&key, now), replayed) {
             (Some(g), _) => g,
             (None, Err(e)) => return Err(e.clone().with_reference(r.to_canonical()).into()),
             (None, Ok(true)) => {
-                self.remember_denial(key, now).await;
                 return Err(denied(AUTHZ_FAILED, "access denied: token replayed", r).into());
             }
-            (None, Ok(false)) => self.issue(ctx, r, &key, binding).await?,
+            (None, Ok(false)) => self.issue(ctx, r, &key, &denial, binding).await?,
         };
-        if grant.binding.is_some() && grant.binding.as_deref() != binding {
-            self.remember_denial(key, now).await;
+        if grant.binding.is_some() && grant.binding != tag {
             return Err(denied(
                 BINDING_DRIFT,
                 "access denied: the sender binding differs from the grant's",
@@ -686,7 +724,7 @@ impl Policy {
             Err(e) => return Err(e.with_reference(r.to_canonical()).into()),
         };
         if !reserved {
-            self.remember_denial(key, now).await;
+            self.remember_denial(denial, now).await;
             return Err(denied(AUTHZ_FAILED, "access denied: grant uses exhausted", r).into());
         }
         Ok(Permit {
@@ -771,11 +809,44 @@ impl Policy {
         )
     }
 
-    async fn negative_hit(&self, key: &GrantKey, now: Instant) -> Result<bool> {
+    /// How a grant names its sender binding: the binding itself, or with
+    /// shared state its keyed MAC, which replicas agree on through the
+    /// backend (the first replica's binding wins everywhere, as its use
+    /// limit does) without a thumbprint in Redis.
+    fn binding_tag(&self, binding: &str) -> String {
+        match &self.shared {
+            Some(shared) => {
+                let k = shared.key("binding", &[binding.as_bytes()]);
+                k.as_str().rsplit(':').next().unwrap_or_default().to_owned()
+            }
+            None => binding.to_owned(),
+        }
+    }
+
+    /// The shared backend key of a denial.
+    fn denial_shared_key(shared: &SharedState, key: &DenialKey) -> StateKey {
+        let g = &key.grant;
+        let mut parts: Vec<&[u8]> = vec![
+            g.0.as_bytes(),
+            g.1.as_bytes(),
+            g.2.as_bytes(),
+            g.3.as_bytes(),
+        ];
+        // A presence byte before each fact, so absent and empty differ.
+        for f in &key.facts {
+            match f {
+                Some(v) => parts.extend([b"1".as_slice(), v.as_bytes()]),
+                None => parts.push(b"0"),
+            }
+        }
+        shared.key("deny", &parts)
+    }
+
+    async fn negative_hit(&self, key: &DenialKey, now: Instant) -> Result<bool> {
         if let Some(shared) = &self.shared {
             return shared
                 .backend()
-                .contains(&Self::shared_key(shared, "deny", key))
+                .contains(&Self::denial_shared_key(shared, key))
                 .await;
         }
         let mut st = self.state.lock();
@@ -789,13 +860,13 @@ impl Policy {
         }
     }
 
-    async fn remember_denial(&self, key: GrantKey, now: Instant) {
+    async fn remember_denial(&self, key: DenialKey, now: Instant) {
         let jitter_ms = self.settings.negative_jitter.as_millis() as u64;
         let jitter = Duration::from_millis(fastrand::u64(0..=jitter_ms));
         if let Some(shared) = &self.shared {
             // The denial is answered either way; a lost entry only means
             // the next request asks again.
-            let k = Self::shared_key(shared, "deny", &key);
+            let k = Self::denial_shared_key(shared, &key);
             let ttl = self.settings.negative_ttl + jitter;
             if let Err(e) = shared.backend().mark(&k, ttl).await {
                 tracing::debug!(error_code = %e.code(), "denial not recorded in shared state");
@@ -854,14 +925,15 @@ impl Policy {
         ctx: &Context,
         r: &SecretRef,
         key: &GrantKey,
+        denial: &DenialKey,
         binding: Option<&str>,
     ) -> std::result::Result<Arc<Grant>, Refusal> {
         self.issuing
-            .run(key.clone(), || async {
+            .run(denial.clone(), || async {
                 // A grant may have been issued since this caller missed.
                 match self.live_grant(key, Instant::now()) {
                     Some(g) => Ok(g),
-                    None => self.ask_pdp(ctx, r, key, binding).await,
+                    None => self.ask_pdp(ctx, r, key, denial, binding).await,
                 }
             })
             .await
@@ -872,6 +944,7 @@ impl Policy {
         ctx: &Context,
         r: &SecretRef,
         key: &GrantKey,
+        denial: &DenialKey,
         binding: Option<&str>,
     ) -> std::result::Result<Arc<Grant>, Refusal> {
         let request = AccessRequest {
@@ -918,7 +991,7 @@ impl Policy {
         match decision {
             Decision::Deny { decision_id } => {
                 crate::metrics::policy_decision(false);
-                self.remember_denial(key.clone(), now).await;
+                self.remember_denial(denial.clone(), now).await;
                 Err(Refusal {
                     error: denied(DENY, "access denied by policy", r),
                     decision_id,
@@ -929,26 +1002,38 @@ impl Policy {
                 let mut expires = now + terms.ttl;
                 let mut max_uses = terms.max_uses.max(1);
                 let mut shared_counter = None;
+                let mut bound = binding.map(|b| self.binding_tag(b));
                 if let Some(shared) = &self.shared {
                     // Replicas agree on one grant per key (the first one's
                     // id, use limit and expiry), so they count against one
                     // limit; its counter is keyed by the grant's id, so a
                     // later grant starts at zero.
                     let k = Self::shared_key(shared, "grant", key);
-                    let proposal = format!("{}:{max_uses}", uuid::Uuid::new_v4().simple());
+                    // `id:max_uses:binding tag` (the tag empty when unbound).
+                    let proposal = format!(
+                        "{}:{max_uses}:{}",
+                        uuid::Uuid::new_v4().simple(),
+                        bound.as_deref().unwrap_or_default()
+                    );
                     let claimed = shared
                         .backend()
                         .claim(&k, &proposal, terms.ttl)
                         .await
                         .map_err(|e| e.with_reference(r.to_canonical()))?;
-                    let (id, uses) = claimed.value.split_once(':').unwrap_or(("", "1"));
-                    max_uses = uses.parse().unwrap_or(1).max(1);
+                    let mut fields = claimed.value.splitn(3, ':');
+                    let id = fields.next().unwrap_or_default();
+                    max_uses = fields
+                        .next()
+                        .and_then(|u| u.parse().ok())
+                        .unwrap_or(1)
+                        .max(1);
+                    bound = fields.next().filter(|t| !t.is_empty()).map(str::to_owned);
                     expires = now + claimed.remaining;
                     let counter = shared.key("uses", &[k.as_str().as_bytes(), id.as_bytes()]);
                     shared_counter = Some((shared.clone(), counter));
                     if let Err(e) = shared
                         .backend()
-                        .forget(&Self::shared_key(shared, "deny", key))
+                        .forget(&Self::denial_shared_key(shared, denial))
                         .await
                     {
                         tracing::debug!(error_code = %e.code(), "denial not cleared in shared state");
@@ -960,7 +1045,7 @@ impl Policy {
                     uses: AtomicU32::new(0),
                     shared: shared_counter,
                     confirmed: AtomicU64::new(0),
-                    binding: binding.map(str::to_owned),
+                    binding: bound,
                     decision_id: terms.decision_id,
                     wrap_ttl: terms.wrap_ttl,
                 });
@@ -969,7 +1054,7 @@ impl Policy {
                     st.grants.retain(|_, g| g.expires > now);
                 }
                 st.grants.insert(key.clone(), grant.clone());
-                st.negative.remove(key);
+                st.negative.remove(denial);
                 Ok(grant)
             }
         }

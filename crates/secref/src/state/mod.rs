@@ -37,7 +37,8 @@
 //! ```
 //!
 //! The same `key_env` key also seals `secref serve`'s lease ids (so a lease
-//! issued by one replica can be revoked through another).
+//! issued by one replica can be revoked through another) and its Vault
+//! response-wrapping tokens (so any replica unwraps, exactly once).
 
 use std::fmt;
 use std::sync::Arc;
@@ -147,6 +148,7 @@ pub struct SharedState {
     namespace: String,
     names: Secret,
     lease_key: Secret,
+    wrap_key: Secret,
     grace: Duration,
 }
 
@@ -182,6 +184,7 @@ impl SharedState {
             namespace: namespace.to_owned(),
             names: derive(b"key names"),
             lease_key: derive(b"lease sealing"),
+            wrap_key: derive(b"wrap sealing"),
             grace,
         }
     }
@@ -211,6 +214,12 @@ impl SharedState {
     /// The 32-byte key sealing lease ids, the same on every replica.
     pub fn lease_key(&self) -> &Secret {
         &self.lease_key
+    }
+
+    /// The 32-byte key sealing Vault response-wrapping tokens, the same on
+    /// every replica (a token wrapped by one is unwrapped by any).
+    pub fn wrap_key(&self) -> &Secret {
+        &self.wrap_key
     }
 
     /// `honour_confirmed_grants_seconds`: how long a grant confirmed by the
