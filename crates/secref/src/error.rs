@@ -28,7 +28,7 @@
 //! | `config` | no | configuration is missing or invalid |
 //! | `usage` | no | a call was made with invalid arguments |
 //! | `unsupported` | no | the provider does not support this operation (or this kind of file) |
-//! | `too_large` | no | the value is larger than the configured limit |
+//! | `too_large` | no | the value, or a backend's answer, is larger than the configured limit |
 //! | `rate_limited` | yes | the backend or resolver asked to slow down |
 //! | `backend_unavailable` | yes | the backend could not be reached or answered 5xx |
 //! | `timeout` | yes | the backend did not answer in time |

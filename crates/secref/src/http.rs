@@ -103,7 +103,7 @@ impl ClientOptions {
     }
 
     /// The largest response body [`HttpClient::send`] reads (default
-    /// [`MAX_BODY`]); a larger one is `invalid_response`.
+    /// [`MAX_BODY`]); a larger one is `too_large`.
     pub fn max_body(mut self, limit: usize) -> Self {
         self.max_body = limit;
         self
@@ -408,8 +408,9 @@ fn transport_error(e: &reqwest::Error) -> Error {
     }
 }
 
-/// Reads a response body up to `limit` bytes; more is `invalid_response`
-/// (providers get this through [`HttpClient::send`]).
+/// Reads a response body up to `limit` bytes; more is `too_large`
+/// (providers get this through [`HttpClient::send`]; a provider that can
+/// ask for less, e.g. one item instead of a whole listing, falls back on it).
 async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
     if resp.content_length().is_some_and(|n| n as usize > limit) {
         return Err(body_too_large(limit));
@@ -427,7 +428,7 @@ async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>>
 
 fn body_too_large(limit: usize) -> Error {
     Error::new(
-        ErrorCode::InvalidResponse,
+        ErrorCode::TooLarge,
         format!("response body exceeds {limit} bytes"),
     )
 }

@@ -641,3 +641,52 @@ async fn an_oversized_refresh_margin_does_not_log_in_on_every_call() {
     }
     assert_eq!(d.logins("cid"), 1);
 }
+
+/// A folder whose listing exceeds the HTTP body cap (4 MiB) is not an
+/// error for a batch: its references are read one by one instead.
+#[tokio::test]
+async fn a_folder_too_big_to_list_is_read_one_by_one() {
+    let big = "x".repeat(300 * 1024);
+    let mut secrets: Vec<serde_json::Value> = (0..16)
+        .map(|i| {
+            json!({"project": "proj-1", "environment": "dev", "path": "/big",
+                   "key": format!("K{i}"), "values": [format!("{big}{i}")]})
+        })
+        .collect();
+    secrets.push(
+        json!({"project": "proj-1", "environment": "dev", "path": "/big",
+                        "key": "SMALL", "values": ["CANARY-small-7777"]}),
+    );
+    let mut s = seed(600);
+    s.secrets = serde_json::from_value(json!(secrets)).unwrap();
+    let d = InfisicalDouble::start(s).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let p = universal(&d, home.path());
+    let out = p
+        .resolve_many(&[
+            r("infisical://proj-1/dev/big/SMALL"),
+            r("infisical://proj-1/dev/big/K3"),
+            r("infisical://proj-1/dev/big/MISSING"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0].as_ref().unwrap().secret.as_text().unwrap(),
+        "CANARY-small-7777"
+    );
+    assert_eq!(
+        out[1].as_ref().unwrap().secret.as_text().unwrap(),
+        format!("{big}3")
+    );
+    assert_eq!(out[2].as_ref().unwrap_err().code(), ErrorCode::NotFound);
+    let reqs = d.requests();
+    let lists = reqs
+        .iter()
+        .filter(|q| q.path == "/api/v3/secrets/raw")
+        .count();
+    let singles = reqs
+        .iter()
+        .filter(|q| q.path.starts_with("/api/v3/secrets/raw/"))
+        .count();
+    assert_eq!((lists, singles), (1, 3), "{reqs:?}");
+}

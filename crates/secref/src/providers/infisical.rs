@@ -879,6 +879,11 @@ impl InfisicalProvider {
     ) -> Result<Vec<(usize, Result<Resolved>)>> {
         let mut listed = match self.list_folder(project, environment, path).await {
             Ok(l) => l,
+            // A folder too big to list within the body cap: its references
+            // are read one by one instead (each answer is small).
+            Err(err) if err.code() == ErrorCode::TooLarge => {
+                return self.resolve_singly(refs, idx).await;
+            }
             Err(err) if is_request_level(&err) => return Err(err),
             Err(err) => return Ok(idx.into_iter().map(|i| (i, Err(err.clone()))).collect()),
         };
@@ -897,6 +902,28 @@ impl InfisicalProvider {
                 (i, res)
             })
             .collect())
+    }
+
+    /// One read per reference (pinned versions, lone references, folders
+    /// too big to list), `CONCURRENCY` at a time.
+    async fn resolve_singly(
+        &self,
+        refs: &[SecretRef],
+        idx: Vec<usize>,
+    ) -> Result<Vec<(usize, Result<Resolved>)>> {
+        let reads = idx.into_iter().map(|i| async move {
+            let ir = infisical_ref(&refs[i])?;
+            match self.read_one(ir, true).await {
+                Err(e) if is_request_level(&e) => Err(e),
+                res => Ok((i, res.and_then(resolved_from))),
+            }
+        });
+        futures::stream::iter(reads)
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
     }
 }
 
@@ -1010,14 +1037,8 @@ impl Provider for InfisicalProvider {
                 singles.extend(idx);
             }
         }
-        for i in singles {
-            jobs.push(Box::pin(async move {
-                let ir = infisical_ref(&refs[i])?;
-                match self.read_one(ir, true).await {
-                    Err(e) if is_request_level(&e) => Err(e),
-                    res => Ok(vec![(i, res.and_then(resolved_from))]),
-                }
-            }));
+        if !singles.is_empty() {
+            jobs.push(Box::pin(self.resolve_singly(refs, singles)));
         }
         let mut answers = futures::stream::iter(jobs).buffer_unordered(CONCURRENCY);
         while let Some(batch) = answers.next().await {

@@ -463,15 +463,16 @@ impl Ids {
     }
 }
 
-/// A failure of the transport itself: an oversized body is the answer's
-/// fault; anything else (connect, reset, timeout) is retryable.
+/// A failure of the transport itself: an oversized or malformed body is
+/// the answer's fault; anything else (connect, reset, timeout) is retryable.
 fn transport(e: Error, ids: &Ids) -> Error {
     let remote = match e.code() {
         ErrorCode::InvalidResponse => "INVALID_RESPONSE",
+        ErrorCode::TooLarge => "TOO_LARGE",
         ErrorCode::Timeout => "TRANSPORT_TIMEOUT",
         _ => "TRANSPORT_ERROR",
     };
-    let retryable = e.code() != ErrorCode::InvalidResponse;
+    let retryable = !matches!(e.code(), ErrorCode::InvalidResponse | ErrorCode::TooLarge);
     e.with_retryable(retryable)
         .with_remote_code(remote)
         .with_request_id(ids.request_id.clone())
