@@ -32,15 +32,12 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use secref::ErrorCode;
 
 use secref::state::{Hold, SharedState};
 
 use crate::expiring::{Expiring, Refused};
+use crate::sealed::{Nonce, Sealer};
 
 /// The default `max_revoked_leases_per_principal`.
 pub const DEFAULT_REVOKED_QUOTA: usize = 10_000;
@@ -52,15 +49,14 @@ const PREFIX: &str = "lease-";
 const MAX_ID_LEN: usize = 8 * 1024;
 /// Binds the sealing to its purpose (no other sealed data is ever a lease).
 const CONTEXT: &[u8] = b"secref-serve lease v1\0";
-const NONCE_LEN: usize = 24;
 
 /// The lease authority: the sealing key, and the revoked leases.
 pub struct Leases {
-    cipher: XChaCha20Poly1305,
+    sealer: Sealer,
     /// Lease ids' expiries are milliseconds since this instant (a process's
     /// monotonic clock: a wall-clock jump neither ends nor extends leases).
     epoch: Instant,
-    revoked: Expiring<[u8; NONCE_LEN], ()>,
+    revoked: Expiring<Nonce, ()>,
     /// Revocations kept in the shared backend instead of `revoked`.
     shared: Option<SharedState>,
     quota: usize,
@@ -90,7 +86,7 @@ pub struct Lease {
     /// wrote it (what access rules match).
     pub reference: String,
     expires: Instant,
-    nonce: [u8; NONCE_LEN],
+    nonce: Nonce,
 }
 
 impl Lease {
@@ -111,7 +107,7 @@ impl Leases {
     /// revoked-but-not-yet-expired leases.
     pub fn new(revoked_quota: usize) -> Leases {
         Leases {
-            cipher: XChaCha20Poly1305::new(&XChaCha20Poly1305::generate_key(&mut OsRng)),
+            sealer: Sealer::random(PREFIX, MAX_ID_LEN),
             epoch: Instant::now(),
             revoked: Expiring::new(revoked_quota).with_gauge("revoked_lease"),
             shared: None,
@@ -123,9 +119,8 @@ impl Leases {
     /// derived from `[state] key_env`, wall-clock expiries, revocations and
     /// their quota in the shared backend.
     pub fn shared(revoked_quota: usize, state: SharedState) -> Leases {
-        let key = chacha20poly1305::Key::from_slice(state.lease_key().expose_bytes());
         Leases {
-            cipher: XChaCha20Poly1305::new(key),
+            sealer: Sealer::new(state.lease_key().expose_bytes(), PREFIX, MAX_ID_LEN),
             epoch: Instant::now(),
             revoked: Expiring::new(0),
             shared: Some(state),
@@ -158,22 +153,12 @@ impl Leases {
         let mut plain = Vec::with_capacity(8 + reference.len());
         plain.extend_from_slice(&expires_ms.to_be_bytes());
         plain.extend_from_slice(reference.as_bytes());
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = aad(principal);
-        let sealed = self
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: &plain,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| ErrorCode::Internal)?;
-        let mut raw = nonce.to_vec();
-        raw.extend_from_slice(&sealed);
+        let id = self
+            .sealer
+            .seal(&Sealer::nonce(), &plain, &aad(principal))
+            .ok_or(ErrorCode::Internal)?;
         Ok(Issued {
-            id: format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw)),
+            id,
             expires_at: SystemTime::now() + ttl,
         })
     }
@@ -181,28 +166,10 @@ impl Leases {
     /// Opens a lease id presented by `principal`: `not_found` unless this
     /// server issued it to that principal.
     pub fn open(&self, principal: &str, id: &str) -> Result<Lease, ErrorCode> {
-        let encoded = id
-            .strip_prefix(PREFIX)
-            .filter(|s| s.len() <= MAX_ID_LEN)
+        let (nonce, plain) = self
+            .sealer
+            .open(id, &aad(principal))
             .ok_or(ErrorCode::NotFound)?;
-        let raw = URL_SAFE_NO_PAD
-            .decode(encoded)
-            .map_err(|_| ErrorCode::NotFound)?;
-        if raw.len() < NONCE_LEN {
-            return Err(ErrorCode::NotFound);
-        }
-        let (nonce, sealed) = raw.split_at(NONCE_LEN);
-        let aad = aad(principal);
-        let plain = self
-            .cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| ErrorCode::NotFound)?;
         let (ms, reference) = plain.split_at_checked(8).ok_or(ErrorCode::NotFound)?;
         let ms = u64::from_be_bytes(ms.try_into().map_err(|_| ErrorCode::NotFound)?);
         let reference = String::from_utf8(reference.to_vec()).map_err(|_| ErrorCode::NotFound)?;
@@ -210,7 +177,7 @@ impl Leases {
         Ok(Lease {
             reference,
             expires: Instant::now() + left,
-            nonce: nonce.try_into().map_err(|_| ErrorCode::NotFound)?,
+            nonce,
         })
     }
 
@@ -279,7 +246,11 @@ mod tests {
         let l = Leases::default();
         let a = l.issue("a", "env://A", MIN).unwrap();
         assert!(a.id.starts_with("lease-"));
-        let raw = URL_SAFE_NO_PAD.decode(&a.id[PREFIX.len()..]).unwrap();
+        let raw = base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &a.id[PREFIX.len()..],
+        )
+        .unwrap();
         assert!(
             !raw.windows(7).any(|w| w == b"env://A"),
             "the reference is sealed"

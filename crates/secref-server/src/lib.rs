@@ -46,6 +46,7 @@ pub mod leases;
 mod listen;
 pub mod ops;
 pub mod reload;
+mod sealed;
 pub mod secflow;
 pub mod tls;
 pub mod vault;

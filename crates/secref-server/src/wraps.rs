@@ -28,14 +28,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use secref::state::{Hold, SharedState};
 use secref::{Error, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::sealed::{Nonce, Sealer};
 
 /// What every token starts with (as Vault's service tokens).
 const PREFIX: &str = "hvs.";
@@ -44,7 +42,6 @@ const PREFIX: &str = "hvs.";
 const MAX_TOKEN_LEN: usize = 256 * 1024;
 /// Binds the sealing to its purpose (no lease id is ever a wrapping token).
 const AAD: &[u8] = b"secref-serve wrap v1\0";
-const NONCE_LEN: usize = 24;
 
 /// A wrapped answer and the facts `sys/wrapping/lookup` reports.
 #[derive(Serialize, Deserialize)]
@@ -78,7 +75,7 @@ impl From<Error> for Refused {
 
 /// The sealing key and the shared single-use markers.
 pub(crate) struct SealedWraps {
-    cipher: XChaCha20Poly1305,
+    sealer: Sealer,
     state: SharedState,
     quota: u64,
 }
@@ -94,9 +91,8 @@ impl SealedWraps {
     /// Tokens sealed under `state`'s wrap key, `quota` outstanding per
     /// principal.
     pub(crate) fn new(state: SharedState, quota: usize) -> SealedWraps {
-        let key = chacha20poly1305::Key::from_slice(state.wrap_key().expose_bytes());
         SealedWraps {
-            cipher: XChaCha20Poly1305::new(key),
+            sealer: Sealer::new(state.wrap_key().expose_bytes(), PREFIX, MAX_TOKEN_LEN),
             state,
             quota: quota as u64,
         }
@@ -123,12 +119,11 @@ impl SealedWraps {
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&wrapped).map_err(|_| {
             Refused::Backend(Error::new(ErrorCode::Internal, "cannot encode the answer"))
         })?);
-        // Never hand out a token that could not be unwrapped (base64 grows
-        // by 4/3; the AEAD adds a 16-byte tag).
-        if (NONCE_LEN + plain.len() + 16).div_ceil(3) * 4 + PREFIX.len() > MAX_TOKEN_LEN {
+        // Never hand out a token that could not be unwrapped.
+        if !self.sealer.fits(plain.len()) {
             return Err(Refused::TooLarge);
         }
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let nonce = Sealer::nonce();
         let owner_key = self.state.key("wraps-by", &[owner.as_bytes()]);
         let item = self.state.key("wrap", &[nonce.as_slice()]);
         match self
@@ -148,50 +143,19 @@ impl SealedWraps {
                 return Err(Refused::Full);
             }
         }
-        let sealed = self
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: &plain,
-                    aad: AAD,
-                },
-            )
-            .map_err(|_| Refused::Backend(Error::new(ErrorCode::Internal, "cannot seal")))?;
-        let mut raw = nonce.to_vec();
-        raw.extend_from_slice(&sealed);
-        Ok(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw)))
+        self.sealer
+            .seal(&nonce, &plain, AAD)
+            .ok_or_else(|| Refused::Backend(Error::new(ErrorCode::Internal, "cannot seal")))
     }
 
     /// Opens a token: its nonce and contents, unless forged or expired.
-    fn open(&self, token: &str) -> std::result::Result<([u8; NONCE_LEN], Wrapped), Refused> {
-        let encoded = token
-            .strip_prefix(PREFIX)
-            .filter(|s| s.len() <= MAX_TOKEN_LEN)
-            .ok_or(Refused::Invalid)?;
-        let raw = URL_SAFE_NO_PAD
-            .decode(encoded)
-            .map_err(|_| Refused::Invalid)?;
-        if raw.len() < NONCE_LEN {
-            return Err(Refused::Invalid);
-        }
-        let (nonce, sealed) = raw.split_at(NONCE_LEN);
-        let plain = zeroize::Zeroizing::new(
-            self.cipher
-                .decrypt(
-                    XNonce::from_slice(nonce),
-                    Payload {
-                        msg: sealed,
-                        aad: AAD,
-                    },
-                )
-                .map_err(|_| Refused::Invalid)?,
-        );
+    fn open(&self, token: &str) -> std::result::Result<(Nonce, Wrapped), Refused> {
+        let (nonce, plain) = self.sealer.open(token, AAD).ok_or(Refused::Invalid)?;
         let wrapped: Wrapped = serde_json::from_slice(&plain).map_err(|_| Refused::Invalid)?;
         if wrapped.expires_ms <= now_ms() {
             return Err(Refused::Invalid);
         }
-        Ok((nonce.try_into().map_err(|_| Refused::Invalid)?, wrapped))
+        Ok((nonce, wrapped))
     }
 
     fn used_key(&self, nonce: &[u8]) -> secref::state::StateKey {
