@@ -36,7 +36,10 @@ fn main() {
             async move { ([(header::CONTENT_TYPE, "application/json")], body) }
         });
         let listener = tokio::net::TcpListener::bind(&bind).await.expect("bind");
-        eprintln!("floor: listening on http://{}", listener.local_addr().expect("addr"));
+        eprintln!(
+            "floor: listening on http://{}",
+            listener.local_addr().expect("addr")
+        );
         axum::serve(listener, app).await.expect("serve");
     });
 }

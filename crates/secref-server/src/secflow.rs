@@ -763,14 +763,7 @@ fn resolve_item<'a>(
     let shown = echoed_ref(item);
     let resolved: Resolved = match resolved {
         Ok(r) => r,
-        Err(e) => {
-            return Item::Other(backend_failure(
-                &item.item_id,
-                shown,
-                &e,
-                Some(decision_id),
-            ))
-        }
+        Err(e) => return Item::Other(backend_failure(&item.item_id, shown, &e, Some(decision_id))),
     };
     let revision = resolved
         .version
