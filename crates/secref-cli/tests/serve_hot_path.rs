@@ -67,7 +67,8 @@ fn batch_leases_are_distinct_bound_to_the_caller_and_revoke_once() {
     let mut leases = HashSet::new();
     for (item, (_, value)) in items.iter().zip(&vars) {
         assert_eq!(item["result"], "allowed", "{item}");
-        assert_eq!(item["value"], value.as_str());
+        assert_eq!(item["value"]["data"], value.as_str());
+        assert_eq!(item["value"]["encoding"], "utf8");
         let lease = item["lease_id"].as_str().unwrap();
         assert!(lease.starts_with("lease-"), "{lease}");
         assert!(leases.insert(lease.to_string()), "lease ids repeat");
