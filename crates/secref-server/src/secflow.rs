@@ -67,7 +67,7 @@ pub use secref::providers::secflow::wire::ENVIRONMENTS;
 use secref::providers::secflow::wire::{
     self, ErrorResponse, ItemError, Op, Request, RequestError, RequestItem,
 };
-use secref::{Error, ErrorCode, Resolved, SecretRef};
+use secref::{Error, ErrorCode, Resolved, Secret, SecretRef};
 use serde_json::{json, Map, Value};
 
 use crate::auth::{Caller, Principal};
@@ -129,10 +129,18 @@ struct Ids {
 impl Ids {
     fn fresh() -> Ids {
         Ids {
-            request_id: format!("secref-serve-{}", uuid::Uuid::new_v4()),
-            trace_id: format!("secref-serve-{}", uuid::Uuid::new_v4()),
+            request_id: fresh_id(),
+            trace_id: fresh_id(),
         }
     }
+}
+
+/// A fresh `secref-serve-<uuid v4>` correlation id. The random bits come
+/// from the thread's CSPRNG (seeded from the OS), not one `getrandom`
+/// system call per id.
+fn fresh_id() -> String {
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    format!("secref-serve-{id}")
 }
 
 /// Check the caller, read and check the envelope, answer each item. The
@@ -211,14 +219,8 @@ async fn handle_authenticated(
         }
     };
     let ids = Ids {
-        request_id: envelope
-            .request_id
-            .clone()
-            .unwrap_or_else(|| Ids::fresh().request_id),
-        trace_id: envelope
-            .trace_id
-            .clone()
-            .unwrap_or_else(|| Ids::fresh().trace_id),
+        request_id: envelope.request_id.clone().unwrap_or_else(fresh_id),
+        trace_id: envelope.trace_id.clone().unwrap_or_else(fresh_id),
     };
     if let Err(msg) = check_envelope(&envelope, op) {
         return request_error(
@@ -229,21 +231,111 @@ async fn handle_authenticated(
             &ids,
         );
     }
-    let items = match op {
-        Op::Revoke => revoke_items(state, principal, ctx, &envelope.items).await,
+    let items: Vec<Item<'_>> = match op {
+        Op::Revoke => revoke_items(state, principal, ctx, &envelope.items)
+            .await
+            .into_iter()
+            .map(Item::Other)
+            .collect(),
         _ => ref_items(state, principal, ctx, &envelope, op).await,
     };
-    let body = json!({
-        "request_id": ids.request_id,
-        "trace_id": ids.trace_id,
-        "items": items,
+    let mut resp = answer(&Answer {
+        items: &items,
+        request_id: &ids.request_id,
+        trace_id: &ids.trace_id,
     });
-    let mut resp = Json(body).into_response();
     resp.extensions_mut().insert(Logged {
         principal: principal.name.clone(),
         items: envelope.items.len(),
     });
     resp
+}
+
+/// A batch answer. Fields in alphabetical order: the bytes are those the
+/// generic JSON map gave before (serde_json's map is ordered by key).
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    items: &'a [Item<'a>],
+    request_id: &'a str,
+    trace_id: &'a str,
+}
+
+/// One answered item: a resolved value (typed, serialized straight from
+/// the `Secret`'s bytes, so the value is never copied into a JSON tree), or
+/// any other answer.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Item<'a> {
+    Resolved(Box<ResolvedItem<'a>>),
+    Other(Value),
+}
+
+/// A `resolve:batch` item that delivered a value (keys in alphabetical
+/// order, as [`Answer`]).
+#[derive(serde::Serialize)]
+struct ResolvedItem<'a> {
+    decision_id: String,
+    expires_at: String,
+    issued_at: String,
+    item_id: &'a str,
+    lease_id: String,
+    result: &'static str,
+    revision_id: String,
+    secret_id: String,
+    secret_ref: &'a str,
+    #[serde(serialize_with = "serialize_value")]
+    value: Secret,
+}
+
+fn serialize_value<S: serde::Serializer>(secret: &Secret, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&WireValue::of(secret.expose_bytes()), s)
+}
+
+/// A value as the wire carries it ([`wire::encode_value`]'s shape): UTF-8
+/// text as is, anything else as standard base64.
+#[derive(serde::Serialize)]
+struct WireValue<'a> {
+    data: std::borrow::Cow<'a, str>,
+    encoding: &'static str,
+}
+
+impl<'a> WireValue<'a> {
+    fn of(bytes: &'a [u8]) -> WireValue<'a> {
+        use base64::Engine as _;
+        match std::str::from_utf8(bytes) {
+            Ok(text) => WireValue {
+                data: text.into(),
+                encoding: "utf8",
+            },
+            Err(_) => WireValue {
+                data: base64::engine::general_purpose::STANDARD
+                    .encode(bytes)
+                    .into(),
+                encoding: "base64",
+            },
+        }
+    }
+}
+
+/// `body` as a JSON response, serialized once into a buffer sized for it.
+fn answer(body: &Answer<'_>) -> Response {
+    let mut buf = Vec::with_capacity(256 + 400 * body.items.len());
+    match serde_json::to_writer(&mut buf, body) {
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            buf,
+        )
+            .into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "the answer could not be encoded",
+            false,
+        ),
+    }
 }
 
 pub(crate) fn check_envelope(e: &Request, op: Op) -> Result<(), String> {
@@ -440,15 +532,15 @@ fn backend_ref(state: &AppState, r: &SecretRef) -> secref::Result<SecretRef> {
 /// request for all its items (so a token `jti` counts once per request, as
 /// the policy wants), on behalf of the request's [`Context`]; a policy
 /// refusal becomes a `denied` item.
-async fn ref_items(
+async fn ref_items<'a>(
     state: &AppState,
     principal: &Principal,
     ctx: &Context,
-    e: &Request,
+    e: &'a Request,
     op: Op,
-) -> Vec<Value> {
+) -> Vec<Item<'a>> {
     let env = e.target_environment.as_deref().unwrap_or_default();
-    let mut out: Vec<Option<Value>> = Vec::with_capacity(e.items.len());
+    let mut out: Vec<Option<Item<'a>>> = Vec::with_capacity(e.items.len());
     // (item index, client ref, backend ref, decision id) still to be asked.
     let mut asks: Vec<(usize, SecretRef, SecretRef, String)> = Vec::new();
     for (i, item) in e.items.iter().enumerate() {
@@ -458,24 +550,26 @@ async fn ref_items(
             Op::PermissionCheck => match Action::parse(item.action.as_deref().unwrap_or("read")) {
                 Ok(a) => a,
                 Err(err) => {
-                    out.push(Some(item_failure(
+                    out.push(Some(Item::Other(item_failure(
                         &item.item_id,
                         item.secret_ref.as_deref(),
                         "failed",
                         &err,
                         None,
-                    )));
+                    ))));
                     continue;
                 }
             },
             Op::Revoke => unreachable!("revoke has no refs"),
         };
         if op == Op::PermissionCheck {
-            out.push(Some(permission_item(state, principal, env, item, action)));
+            out.push(Some(Item::Other(permission_item(
+                state, principal, env, item, action,
+            ))));
             continue;
         }
         match prepare(state, principal, env, item, action) {
-            Prepared::Done(v) => out.push(Some(v)),
+            Prepared::Done(v) => out.push(Some(Item::Other(v))),
             Prepared::Ask {
                 client_ref,
                 backend_ref,
@@ -487,8 +581,10 @@ async fn ref_items(
         }
     }
     let backend_refs: Vec<SecretRef> = asks.iter().map(|a| a.2.clone()).collect();
-    let answers: Vec<Value> = match op {
+    let answers: Vec<Item<'a>> = match op {
         Op::Resolve => {
+            // One clock reading per request: every item was issued now.
+            let issued_at = rfc3339(SystemTime::now());
             let results = each(
                 state
                     .resolver()
@@ -508,7 +604,7 @@ async fn ref_items(
                         &e.items[*i],
                         (client_ref, backend_ref),
                         decision_id,
-                        e.lease_ttl_seconds,
+                        (e.lease_ttl_seconds, &issued_at),
                         res,
                     )
                 })
@@ -518,7 +614,9 @@ async fn ref_items(
             let found = validations(state, ctx, &backend_refs).await;
             asks.iter()
                 .zip(found)
-                .map(|((i, client_ref, _, _), res)| validate_item(&e.items[*i], client_ref, res))
+                .map(|((i, client_ref, _, _), res)| {
+                    Item::Other(validate_item(&e.items[*i], client_ref, res))
+                })
                 .collect()
         }
         _ => {
@@ -526,7 +624,7 @@ async fn ref_items(
             asks.iter()
                 .zip(found)
                 .map(|((i, client_ref, backend_ref, _), res)| {
-                    metadata_item(&e.items[*i], client_ref, backend_ref, res)
+                    Item::Other(metadata_item(&e.items[*i], client_ref, backend_ref, res))
                 })
                 .collect()
         }
@@ -653,19 +751,19 @@ fn backend_failure(item_id: &str, shown: &str, e: &Error, decision_id: Option<&s
     item_failure(item_id, Some(shown), "failed", e, decision_id)
 }
 
-fn resolve_item(
+fn resolve_item<'a>(
     state: &AppState,
     principal: &Principal,
-    item: &RequestItem,
+    item: &'a RequestItem,
     (client_ref, backend_ref): (&SecretRef, &SecretRef),
     decision_id: &str,
-    lease_ttl_seconds: Option<u64>,
+    (lease_ttl_seconds, issued_at): (Option<u64>, &str),
     resolved: secref::Result<Resolved>,
-) -> Value {
+) -> Item<'a> {
     let shown = echoed_ref(item);
     let resolved: Resolved = match resolved {
         Ok(r) => r,
-        Err(e) => return backend_failure(&item.item_id, shown, &e, Some(decision_id)),
+        Err(e) => return Item::Other(backend_failure(&item.item_id, shown, &e, Some(decision_id))),
     };
     let revision = resolved
         .version
@@ -677,7 +775,13 @@ fn resolve_item(
                 ErrorCode::NotFound,
                 format!("revision '{wanted}' is not available"),
             );
-            return item_failure(&item.item_id, Some(shown), "failed", &e, Some(decision_id));
+            return Item::Other(item_failure(
+                &item.item_id,
+                Some(shown),
+                "failed",
+                &e,
+                Some(decision_id),
+            ));
         }
     }
     // The client may ask for any lease length up to a day.
@@ -695,22 +799,27 @@ fn resolve_item(
         Ok(l) => l,
         Err(code) => {
             let e = Error::new(code, "the lease could not be issued");
-            return item_failure(&item.item_id, Some(shown), "failed", &e, Some(decision_id));
+            return Item::Other(item_failure(
+                &item.item_id,
+                Some(shown),
+                "failed",
+                &e,
+                Some(decision_id),
+            ));
         }
     };
-    let value = wire::encode_value(resolved.secret.expose_bytes());
-    json!({
-        "item_id": item.item_id,
-        "secret_ref": shown,
-        "result": "allowed",
-        "value": value,
-        "lease_id": lease.id,
-        "revision_id": revision,
-        "expires_at": rfc3339(lease.expires_at),
-        "secret_id": backend_ref.to_canonical(),
-        "issued_at": rfc3339(SystemTime::now()),
-        "decision_id": decision_id,
-    })
+    Item::Resolved(Box::new(ResolvedItem {
+        decision_id: decision_id.to_string(),
+        expires_at: rfc3339(lease.expires_at),
+        issued_at: issued_at.to_string(),
+        item_id: &item.item_id,
+        lease_id: lease.id,
+        result: "allowed",
+        revision_id: revision,
+        secret_id: backend_ref.to_canonical().to_string(),
+        secret_ref: shown,
+        value: resolved.secret,
+    }))
 }
 
 /// The ref as the client sent it (trimmed): items echo it.
