@@ -203,6 +203,21 @@ fn a_bad_config_is_refused_with_its_reason_and_the_old_one_stays() {
             "[audit]",
         ),
         (
+            // A value of the wrong type: serde quotes it in its message.
+            config_one().replace(
+                "[server.tokens.ci]",
+                &format!("[server]\nlease_ttl_seconds = \"{CONFIG_CANARY}\"\n[server.tokens.ci]"),
+            ),
+            "expected u64",
+        ),
+        (
+            format!(
+                "{}[vault]\nverify_ssl = \"{CONFIG_CANARY}\"\n",
+                config_one()
+            ),
+            "[vault]",
+        ),
+        (
             config_one().replace(
                 "[server.tokens.ci]",
                 "[server]\nmax_connections = 7\n[server.tokens.ci]",

@@ -230,6 +230,26 @@ fn redis_down_fails_closed_and_replicas_recover_by_themselves() {
         assert_eq!(item["error"]["code"], "BACKEND_UNAVAILABLE", "{item}");
     }
     assert_eq!(resolve(r1, &[], &["env://APP_A"])[0]["result"], "allowed");
+    // And each replica leaves the load balancer's rotation: `/readyz`
+    // names the shared state (answers are reused for 2 s: bounded wait).
+    for served in [r1, r2, r3] {
+        let mut last = Value::Null;
+        let unready = (0..60).any(|_| {
+            let r = served.request(
+                "GET",
+                "/readyz",
+                &[("authorization", &format!("Bearer {TOKEN}"))],
+                b"",
+            );
+            last = r.json();
+            if r.status == 503 && last.to_string().contains("state") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            false
+        });
+        assert!(unready, "readyz ignores the state backend: {last}");
+    }
 
     // Back on the same port: each replica recovers without a restart.
     redis.up();
@@ -244,6 +264,20 @@ fn redis_down_fails_closed_and_replicas_recover_by_themselves() {
             false
         });
         assert!(recovered, "replica did not recover: {last}");
+        let ready = (0..60).any(|_| {
+            let r = served.request(
+                "GET",
+                "/readyz",
+                &[("authorization", &format!("Bearer {TOKEN}"))],
+                b"",
+            );
+            if r.status == 200 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            false
+        });
+        assert!(ready, "readyz did not recover");
     }
     for (served, _) in &reps {
         assert!(!served.log().contains(CANARY));

@@ -327,12 +327,9 @@ impl ServerConfig {
         let Some(table) = table else {
             return Ok(ServerConfig::default());
         };
-        let raw: RawServerConfig =
-            toml::Value::Table(table.clone())
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    Error::config(format!("invalid [server] table: {}", e.message()))
-                })?;
+        let raw: RawServerConfig = toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| secref::config::table_error("[server] table", &e))?;
         let mut cfg = ServerConfig {
             metrics_public: raw.metrics_public,
             ..ServerConfig::default()

@@ -102,6 +102,21 @@ impl Readiness {
                 },
             });
         }
+        // Shared state (`[state]`): a replica that cannot reach it refuses
+        // every policy decision, lease revocation and unwrap, so it must
+        // leave the load balancer's rotation. One real round trip.
+        if let Some(shared) = resolver.shared_state() {
+            let probe = shared.key("readiness", &[b"probe"]);
+            let res = tokio::time::timeout(CHECK_TIMEOUT, shared.backend().contains(&probe)).await;
+            checks.push(Check {
+                name: "state".into(),
+                code: match res {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.code().as_str()),
+                    Err(_) => Some(secref::ErrorCode::Timeout.as_str()),
+                },
+            });
+        }
         *self.last.lock() = Some((Instant::now(), checks.clone()));
         checks
     }

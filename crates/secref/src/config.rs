@@ -216,8 +216,7 @@ impl Config {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             // toml's message names the key and line, not values of secrets
             // (secrets do not belong in secref.toml in the first place).
-            Error::config(format!("invalid secref.toml: {}", e.message()))
-                .with_hint(toml_location(text, e.span()))
+            table_error("secref.toml", &e).with_hint(toml_location(text, e.span()))
         })?;
         for (name, value) in &cfg.sections.0 {
             if !crate::registry::is_config_section(name) {
@@ -296,9 +295,7 @@ impl Config {
                 .clone()
                 .try_into()
                 .map(Some)
-                .map_err(|e: toml::de::Error| {
-                    Error::config(format!("invalid [{name}] table: {}", e.message()))
-                }),
+                .map_err(|e: toml::de::Error| table_error(&format!("[{name}] table"), &e)),
         }
     }
 
@@ -313,8 +310,8 @@ impl Config {
         if !crate::registry::is_config_section(name) {
             return Err(Error::config(format!("unknown section '{name}'")));
         }
-        let table: toml::Table = toml::from_str(toml_text)
-            .map_err(|e| Error::config(format!("invalid [{name}] table: {}", e.message())))?;
+        let table: toml::Table =
+            toml::from_str(toml_text).map_err(|e| table_error(&format!("[{name}] table"), &e))?;
         self.sections
             .0
             .insert(name.to_string(), toml::Value::Table(table));
@@ -358,6 +355,46 @@ fn section_hint(text: &str, name: &str) -> String {
         Some(i) => format!("see line {}", i + 1),
         None => "check the file's top-level keys".to_string(),
     }
+}
+
+/// The `config` error for a TOML table that does not deserialize: what
+/// serde says is wrong, with every quoted value in its message replaced by
+/// `"…"` — serde quotes the offending value (`invalid type: string "…",
+/// expected u64`), and a value in a config file may be a secret. Key names
+/// (which serde writes in backticks) stay. Every `[section]` parser uses it.
+///
+/// ```
+/// let e = toml::from_str::<std::collections::BTreeMap<String, u64>>("a = 'hunter2'").unwrap_err();
+/// let err = secref::config::table_error("[x]", &e);
+/// assert!(!err.to_string().contains("hunter2"));
+/// assert!(err.to_string().contains("[x]"));
+/// ```
+pub fn table_error(what: &str, e: &toml::de::Error) -> Error {
+    Error::config(format!("invalid {what}: {}", redact_quoted(e.message())))
+}
+
+/// `text` with the contents of every double-quoted run replaced by `…`.
+fn redact_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '"' {
+            out.push('…');
+            let mut escaped = false;
+            for c in chars.by_ref() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '"' if !escaped => {
+                        out.push('"');
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+        }
+    }
+    out
 }
 
 fn toml_location(text: &str, span: Option<std::ops::Range<usize>>) -> String {

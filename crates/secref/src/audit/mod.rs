@@ -478,7 +478,7 @@ impl AuditSettings {
     pub fn from_table(table: &toml::Table) -> Result<AuditSettings> {
         let s: AuditSettings = toml::Value::Table(table.clone())
             .try_into()
-            .map_err(|e: toml::de::Error| Error::config(format!("[audit]: {}", e.message())))?;
+            .map_err(|e: toml::de::Error| crate::config::table_error("[audit]", &e))?;
         if s.queue_capacity == 0 || s.queue_capacity > 1_000_000 {
             return Err(Error::config(
                 "[audit] queue_capacity must be between 1 and 1000000",

@@ -262,7 +262,7 @@ impl PolicySettings {
     pub fn from_table(table: &toml::Table) -> Result<PolicySettings> {
         let s: PolicySettings = toml::Value::Table(table.clone())
             .try_into()
-            .map_err(|e: toml::de::Error| Error::config(format!("[policy]: {}", e.message())))?;
+            .map_err(|e: toml::de::Error| crate::config::table_error("[policy]", &e))?;
         s.validate()?;
         Ok(s)
     }

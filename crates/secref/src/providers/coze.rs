@@ -189,9 +189,7 @@ impl CozeProvider {
         let t: CozeTable =
             toml::Value::Table(table.clone())
                 .try_into()
-                .map_err(|e: toml::de::Error| {
-                    Error::config(format!("invalid [coze] table: {}", e.message()))
-                })?;
+                .map_err(|e: toml::de::Error| crate::config::table_error("[coze] table", &e))?;
         let pick = |v: Option<String>, var: &str| -> Option<String> {
             v.filter(|s| !s.trim().is_empty())
                 .or_else(|| env.get(var).map(str::to_string))

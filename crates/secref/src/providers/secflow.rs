@@ -195,9 +195,7 @@ impl SecFlowProvider {
         let t: SecFlowTable =
             toml::Value::Table(table.clone())
                 .try_into()
-                .map_err(|e: toml::de::Error| {
-                    Error::config(format!("invalid [secflow] table: {}", e.message()))
-                })?;
+                .map_err(|e: toml::de::Error| crate::config::table_error("[secflow] table", &e))?;
         let base_url = t
             .base_url
             .or_else(|| env.get("SECFLOW_BASE_URL").map(str::to_string))

@@ -263,7 +263,7 @@ impl StateSettings {
     /// Parses `[state]` (unknown keys are a `config` error).
     pub fn from_table(table: &toml::Table) -> Result<StateSettings> {
         StateSettings::deserialize(toml::Value::Table(table.clone()))
-            .map_err(|e| Error::config(format!("invalid [state]: {}", e.message())))
+            .map_err(|e| crate::config::table_error("[state]", &e))
     }
 
     /// The shared state these settings describe; `None` for the in-memory

@@ -73,9 +73,10 @@ pub(super) fn is_configured(has_table: bool, env: &Env) -> bool {
 impl Settings {
     pub fn load(table: Option<&toml::Table>, env: &Env) -> Result<Settings> {
         let t: VaultTable = match table {
-            Some(t) => t.clone().try_into().map_err(|e: toml::de::Error| {
-                Error::config(format!("invalid [vault] table: {}", e.message()))
-            })?,
+            Some(t) => t
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| crate::config::table_error("[vault] table", &e))?,
             None => VaultTable::default(),
         };
         let credentials = load_credentials(&t, env)?;
