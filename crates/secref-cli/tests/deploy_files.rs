@@ -80,6 +80,13 @@ fn compose_runs_two_replicas_and_redis() {
     let services = docs[0]["services"].as_hash().expect("services");
     let redis = &docs[0]["services"]["redis"];
     assert!(redis["image"].as_str().unwrap().starts_with("redis"));
+    // Single-use markers live in Redis: it must persist them.
+    let redis_cmd = strs(&redis["command"]).join(" ");
+    assert!(
+        redis_cmd.contains("--appendonly yes") && redis_cmd.contains("--appendfsync always"),
+        "{redis_cmd}"
+    );
+    assert!(strs(&redis["volumes"]).iter().any(|v| v.ends_with(":/data")));
     let secrefs: Vec<Yaml> = services
         .values()
         .map(merged)

@@ -98,7 +98,11 @@ fn replace(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("new");
     std::fs::write(&tmp, text).unwrap();
     // The key must be owner-only (as every credential file); so is the rest.
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        &tmp,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 
@@ -415,6 +419,37 @@ fn a_certificate_replaced_on_disk_is_served_to_the_next_connection() {
     let still = get(&s.url(READ), &ca.pem(), None, &with_token()).unwrap();
     assert_eq!(still.status, 200);
     assert_eq!(still.peer, second.der);
+
+    // A good pair whose key others can read is refused; making the key
+    // owner-only (a `chmod`, which changes no content) gets it picked up.
+    let fifth = ca.server(6);
+    replace(&sb.path("tls.crt"), &fifth.cert_pem);
+    let open_key = sb.path("tls.key.open");
+    std::fs::write(&open_key, &fifth.key_pem).unwrap();
+    std::fs::set_permissions(
+        &open_key,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::rename(&open_key, sb.path("tls.key")).unwrap();
+    let refused = s.log().matches("do not load").count();
+    for _ in 0..30 {
+        if s.log().matches("do not load").count() > refused {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let still = get(&s.url(READ), &ca.pem(), None, &with_token()).unwrap();
+    assert_eq!(
+        still.peer, second.der,
+        "a key readable by others was loaded"
+    );
+    std::fs::set_permissions(
+        sb.path("tls.key"),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .unwrap();
+    assert!(wait_for_cert(&s, &ca.pem(), &fifth.der), "{}", s.log());
 
     // A new CA after SIGHUP: the process survives SIGHUP and serves it.
     let ca2 = Ca::new("server-ca-2");

@@ -10,7 +10,7 @@
 //!
 //! * The three files are read at start (a bad file stops the start with a
 //!   `config` error) and again whenever one of them changes on disk (checked
-//!   every second: inode, size and mtime, one `stat` each) or the process
+//!   every second: inode, size, mode, mtime and ctime, one `stat` each) or the process
 //!   gets SIGHUP. A new set that does not load — unparseable PEM, a key that
 //!   does not match the certificate, an unreadable file — is refused with a
 //!   log line saying why, and the previous set keeps serving. A connection
@@ -134,6 +134,10 @@ struct FileStamp {
     ino: u64,
     len: u64,
     mtime: (i64, i64),
+    /// The inode change time: a `chmod` that makes a refused key acceptable
+    /// (owner-only) changes only this.
+    ctime: (i64, i64),
+    mode: u32,
 }
 
 fn stamp(path: &Path) -> Option<FileStamp> {
@@ -146,6 +150,8 @@ fn stamp(path: &Path) -> Option<FileStamp> {
         ino: m.ino(),
         len: m.len(),
         mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+        mode: m.mode(),
     })
 }
 
