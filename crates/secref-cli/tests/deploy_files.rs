@@ -86,7 +86,9 @@ fn compose_runs_two_replicas_and_redis() {
         redis_cmd.contains("--appendonly yes") && redis_cmd.contains("--appendfsync always"),
         "{redis_cmd}"
     );
-    assert!(strs(&redis["volumes"]).iter().any(|v| v.ends_with(":/data")));
+    assert!(strs(&redis["volumes"])
+        .iter()
+        .any(|v| v.ends_with(":/data")));
     let secrefs: Vec<Yaml> = services
         .values()
         .map(merged)
