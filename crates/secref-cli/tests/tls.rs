@@ -94,7 +94,6 @@ impl Ca {
 
 /// Writes `text` to `path` through a rename, as deploy tools replace files.
 fn replace(path: &std::path::Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt as _;
     let tmp = path.with_extension("new");
     std::fs::write(&tmp, text).unwrap();
     // The key must be owner-only (as every credential file); so is the rest.
