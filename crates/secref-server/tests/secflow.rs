@@ -468,9 +468,9 @@ async fn faults_map_to_codes() {
         ),
         (
             "oversized",
-            ErrorCode::InvalidResponse,
+            ErrorCode::TooLarge,
             false,
-            "INVALID_RESPONSE",
+            "TOO_LARGE",
         ),
         ("error200", ErrorCode::RateLimited, true, "RATE_LIMITED"),
         (
