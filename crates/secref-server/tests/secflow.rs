@@ -466,12 +466,7 @@ async fn faults_map_to_codes() {
             false,
             "INVALID_RESPONSE",
         ),
-        (
-            "oversized",
-            ErrorCode::TooLarge,
-            false,
-            "TOO_LARGE",
-        ),
+        ("oversized", ErrorCode::TooLarge, false, "TOO_LARGE"),
         ("error200", ErrorCode::RateLimited, true, "RATE_LIMITED"),
         (
             "redirect",
