@@ -635,9 +635,12 @@ def gap_server(workload, items, why):
         text = f"{us(on - fl)} per request over the floor"
         if items > 1:
             text += f" ({us((on - fl) / items)} per item)"
-        if off:
+        if off and on > off:
             text += (f", of which the access log line (formatted and written to stderr synchronously "
                      f"on the request's worker) is {us(on - off)} (the same server with RUST_LOG=warn)")
+        elif off:
+            text += ", with no measurable share for the access log (the same server with RUST_LOG=warn "
+            text += "was no faster in this run)"
         return text + ". " + why
     return f
 
