@@ -137,7 +137,10 @@ pub(crate) fn unknown_scheme(scheme: &str) -> Error {
     let known: Vec<&str> = schemes().collect();
     Error::new(
         ErrorCode::UnsupportedEngine,
-        format!("unsupported scheme '{}'", scheme.escape_debug()),
+        format!(
+            "unsupported scheme '{}'",
+            crate::reference::printable(scheme)
+        ),
     )
     .with_hint(format!("use one of: {}", known.join(", ")))
 }

@@ -404,7 +404,7 @@ fn resolve_target(
     if explicit_profile && files.credentials.is_none() && files.config.is_none() {
         return Err(Error::config(format!(
             "AWS profile '{}' is not in the shared config or credentials file",
-            profile_name.escape_debug()
+            crate::reference::printable(&profile_name)
         )));
     }
     let region = table
@@ -426,7 +426,7 @@ fn resolve_target(
     {
         return Err(Error::config(format!(
             "AWS region '{}' is not a region name",
-            region.escape_debug()
+            crate::reference::printable(&region)
         )));
     }
     let endpoint = endpoint(table, env, &files, service, &region)?;
@@ -495,7 +495,7 @@ fn profile_credentials(files: &ProfileFiles) -> Result<Option<Credentials>> {
             (Some(_), None) | (None, Some(_)) => {
                 return Err(Error::config(format!(
                     "AWS profile '{}' has only one of aws_access_key_id and aws_secret_access_key",
-                    files.profile.escape_debug()
+                    crate::reference::printable(&files.profile)
                 )))
             }
             (None, None) => {}

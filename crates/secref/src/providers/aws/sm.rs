@@ -139,7 +139,7 @@ fn parse(input: &ParseInput<'_>) -> Result<ParsedRef> {
                     ErrorCode::InvalidReference,
                     format!(
                         "unknown parameter '{}': use version-stage or version-id",
-                        k.escape_debug()
+                        crate::reference::printable(k)
                     ),
                 ))
             }
@@ -297,7 +297,7 @@ impl Value {
                     None => {
                         return Err(Error::new(
                             ErrorCode::FieldNotFound,
-                            format!("the secret has no field '{}'", f.escape_debug()),
+                            format!("the secret has no field '{}'", crate::reference::printable(f)),
                         ))
                     }
                 }
