@@ -28,14 +28,7 @@ fn read(s: &Served, wrap: bool) -> Reply {
 
 /// Every `/metrics` line starting with `prefix`.
 fn metric_lines(s: &Served, prefix: &str) -> Vec<String> {
-    let r = s.request(
-        "GET",
-        "/metrics",
-        &[("Authorization", &format!("Bearer {TOKEN}"))],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body
+    s.metrics(TOKEN)
         .lines()
         .filter(|l| l.starts_with(prefix))
         .map(str::to_string)

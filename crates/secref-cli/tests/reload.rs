@@ -79,14 +79,7 @@ fn reload(s: &Served, token: Option<&str>) -> Reply {
 
 /// The value of one unlabelled-or-labelled sample in `/metrics`.
 fn metric(s: &Served, series: &str) -> Option<f64> {
-    let r = s.request(
-        "GET",
-        "/metrics",
-        &[("Authorization", &format!("Bearer {TOKEN}"))],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body
+    s.metrics(TOKEN)
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

@@ -291,6 +291,19 @@ impl Served {
         (r.status, r.body)
     }
 
+    /// The Prometheus text of `GET /metrics` with a bearer token (asserts
+    /// a 200).
+    pub fn metrics(&self, token: &str) -> String {
+        let r = self.request(
+            "GET",
+            "/metrics",
+            &[("Authorization", &format!("Bearer {token}"))],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        r.body
+    }
+
     /// Stops the server the way an operator would (SIGTERM) and waits.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id() as libc::pid_t;
