@@ -160,6 +160,7 @@ pub(crate) fn none(_cfg: &Config) -> Vec<CredentialField> {
 
 /// For providers whose section names the variable holding a credential
 /// (`[secflow] token_env`): that variable, else `default`.
+#[cfg(any(feature = "secflow", feature = "coze"))]
 pub(crate) fn env_named_by(
     cfg: &Config,
     section: &str,

@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use crate::error::Error;
+#[cfg(any(feature = "secflow", feature = "vault", feature = "coze"))]
 use crate::http::Response;
 use crate::reference::SecretRef;
 
@@ -24,6 +25,7 @@ pub const STORE_KEY: &str = "B9HbXcn2DKWDxc3ARu4bh3ro6LMp3KLgxPh8RzF8KB8=";
 /// much longer means input was echoed unbounded.
 const MAX_ERROR_LEN: usize = 2048;
 
+#[cfg(any(feature = "secflow", feature = "vault", feature = "coze"))]
 fn split_response(data: &[u8]) -> Option<Response> {
     let (&first, body) = data.split_first()?;
     Some(Response::new(
