@@ -209,6 +209,75 @@ impl<K: Hash + Eq, V> Inner<K, V> {
     }
 }
 
+/// The `secref_leases_held` gauge of entries kept in the shared `[state]`
+/// backend (Redis) instead of an [`Expiring`] table: there the quota is
+/// one count per principal across every replica, so the gauge reports that
+/// count, read from the backend when `/metrics` is scraped (every replica
+/// reports the same figure for a principal: aggregate with `max`, not
+/// `sum`). A replica reports the principals that held an entry through it
+/// since it started; the names are principals (config-chosen token names,
+/// `uid:N`), never secrets.
+pub(crate) struct SharedHeld {
+    state: secref::state::SharedState,
+    /// The backend key kind of an owner's set (`revoked-by`, `wraps-by`).
+    owner_kind: &'static str,
+    /// The gauge's `kind` label.
+    label: &'static str,
+    owners: Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for SharedHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedHeld")
+            .field("kind", &self.label)
+            .field("owners", &self.owners.lock().len())
+            .finish()
+    }
+}
+
+impl SharedHeld {
+    /// The gauge of `label` for owners' sets of kind `owner_kind`.
+    pub(crate) fn new(
+        state: secref::state::SharedState,
+        owner_kind: &'static str,
+        label: &'static str,
+    ) -> SharedHeld {
+        SharedHeld {
+            state,
+            owner_kind,
+            label,
+            owners: Mutex::new(Default::default()),
+        }
+    }
+
+    /// The backend key of `owner`'s set; `owner` is reported from now on.
+    pub(crate) fn owner_key(&self, owner: &str) -> secref::state::StateKey {
+        if !self.owners.lock().contains(owner) {
+            self.owners.lock().insert(owner.to_owned());
+        }
+        self.state.key(self.owner_kind, &[owner.as_bytes()])
+    }
+
+    /// Sets the gauge of every reported owner to its live count in the
+    /// backend (one bounded call per owner, concurrently). An owner whose
+    /// count cannot be read keeps its last figure: the backend being down
+    /// shows on `/readyz`, not as a drop to zero.
+    pub(crate) async fn report(&self) {
+        let owners: Vec<String> = self.owners.lock().iter().cloned().collect();
+        let counts = futures::future::join_all(owners.iter().map(|o| async move {
+            let key = self.state.key(self.owner_kind, &[o.as_bytes()]);
+            self.state.backend().held_by(&key).await
+        }))
+        .await;
+        for (owner, count) in owners.into_iter().zip(counts) {
+            if let Ok(n) = count {
+                metrics::gauge!(secref::metrics::LEASES_HELD, "principal" => owner, "kind" => self.label)
+                    .set(n as f64);
+            }
+        }
+    }
+}
+
 /// `now + ttl`, saturating far in the future instead of overflowing.
 pub fn deadline(ttl: Duration) -> Instant {
     let now = Instant::now();

@@ -36,7 +36,7 @@ use secref::ErrorCode;
 
 use secref::state::{Hold, SharedState};
 
-use crate::expiring::{Expiring, Refused};
+use crate::expiring::{Expiring, Refused, SharedHeld};
 use crate::sealed::{Nonce, Sealer};
 
 /// The default `max_revoked_leases_per_principal`.
@@ -57,8 +57,9 @@ pub struct Leases {
     /// monotonic clock: a wall-clock jump neither ends nor extends leases).
     epoch: Instant,
     revoked: Expiring<Nonce, ()>,
-    /// Revocations kept in the shared backend instead of `revoked`.
-    shared: Option<SharedState>,
+    /// Revocations kept in the shared backend instead of `revoked`, and
+    /// their `secref_leases_held` gauge.
+    shared: Option<(SharedState, SharedHeld)>,
     quota: usize,
 }
 
@@ -123,7 +124,10 @@ impl Leases {
             sealer: Sealer::new(state.lease_key().expose_bytes(), PREFIX, MAX_ID_LEN),
             epoch: Instant::now(),
             revoked: Expiring::new(0),
-            shared: Some(state),
+            shared: Some((
+                state.clone(),
+                SharedHeld::new(state, "revoked-by", "revoked_lease"),
+            )),
             quota: revoked_quota,
         }
     }
@@ -189,8 +193,8 @@ impl Leases {
         if lease.is_expired() {
             return Err(ErrorCode::Expired);
         }
-        if let Some(state) = &self.shared {
-            let owner = state.key("revoked-by", &[principal.as_bytes()]);
+        if let Some((state, held)) = &self.shared {
+            let owner = held.owner_key(principal);
             let item = state.key("revoked", &[&lease.nonce]);
             let ttl = lease.expires.saturating_duration_since(Instant::now());
             return match state
@@ -214,6 +218,15 @@ impl Leases {
             Ok(()) => Ok(SystemTime::now()),
             Err(Refused::Exists) => Err(ErrorCode::NotFound),
             Err(Refused::Full) => Err(ErrorCode::RateLimited),
+        }
+    }
+
+    /// With shared state, sets the `secref_leases_held` gauge of revoked
+    /// leases from the backend (see [`SharedHeld`]); the in-memory table
+    /// keeps its gauge current by itself.
+    pub async fn report_held(&self) {
+        if let Some((_, held)) = &self.shared {
+            held.report().await;
         }
     }
 

@@ -89,6 +89,9 @@ pub struct AppState {
 struct StateInner {
     current: arc_swap::ArcSwap<Snapshot>,
     leases: Leases,
+    /// With shared `[state]`: the Vault API's wrapping tokens any replica
+    /// unwraps (see `wraps.rs`); they outlive reloads.
+    sealed_wraps: Option<Arc<wraps::SealedWraps>>,
     reload: Reloader,
 }
 
@@ -127,10 +130,17 @@ impl AppState {
             Some(shared) => Leases::shared(max, shared.clone()),
             None => Leases::new(max),
         };
+        let sealed_wraps = first.resolver.shared_state().map(|shared| {
+            Arc::new(wraps::SealedWraps::new(
+                shared.clone(),
+                first.config.max_wraps_per_principal,
+            ))
+        });
         AppState {
             inner: Arc::new(StateInner {
                 current: arc_swap::ArcSwap::from_pointee(first),
                 leases,
+                sealed_wraps,
                 reload: Reloader::new(loader),
             }),
         }
@@ -231,6 +241,23 @@ impl AppState {
     /// The issued leases (they outlive reloads).
     pub fn leases(&self) -> &Leases {
         &self.inner.leases
+    }
+
+    /// The shared wrapping tokens, with `[state] backend = "redis"`.
+    pub(crate) fn sealed_wraps(&self) -> Option<&Arc<wraps::SealedWraps>> {
+        self.inner.sealed_wraps.as_ref()
+    }
+
+    /// Refreshes the `secref_leases_held` gauges kept in the shared state
+    /// backend (a no-op without one: in-memory tables report as they
+    /// change).
+    pub(crate) async fn report_held(&self) {
+        let wraps = async {
+            if let Some(w) = self.sealed_wraps() {
+                w.report_held().await;
+            }
+        };
+        futures::future::join(self.leases().report_held(), wraps).await;
     }
 
     /// The server settings.

@@ -165,6 +165,7 @@ async fn metrics(
             false,
         );
     }
+    state.report_held().await;
     let body = prometheus()
         .map(|h| {
             h.run_upkeep();

@@ -185,8 +185,34 @@ impl Reloader {
     }
 }
 
+/// Whether two versions of a section mean the same: compared as parsed
+/// settings, not as text, so restating a default is no change. A table that
+/// no longer parses counts as changed (the loader refuses it first anyway).
+fn same_meaning<T: PartialEq>(
+    a: Option<&toml::Table>,
+    b: Option<&toml::Table>,
+    meaning: fn(Option<&toml::Table>) -> Result<T>,
+) -> bool {
+    matches!((meaning(a), meaning(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// `[audit]`: absent means no auditing, so presence is part of the meaning;
+/// a present table means its parsed settings (defaults filled in).
+fn audit_meaning(t: Option<&toml::Table>) -> Result<Option<secref::audit::AuditSettings>> {
+    t.map(secref::audit::AuditSettings::from_table).transpose()
+}
+
+/// `[state]`: absent means the in-memory default, as does a table saying so.
+fn state_meaning(t: Option<&toml::Table>) -> Result<secref::state::StateSettings> {
+    let parsed = match t {
+        Some(t) => secref::state::StateSettings::from_table(t)?,
+        None => secref::state::StateSettings::default(),
+    };
+    Ok(parsed.effective())
+}
+
 /// Settings fixed at start (listeners, connection limits, quota stores);
-/// a reload changing one is refused.
+/// a reload changing one is refused. Each is compared as parsed.
 fn check_fixed(old: &Snapshot, new: &Loaded) -> Result<()> {
     let (a, b) = (&old.config, &new.config);
     let changed: Vec<&str> = [
@@ -223,8 +249,22 @@ fn check_fixed(old: &Snapshot, new: &Loaded) -> Result<()> {
         // The listener holds the files' paths; their contents are re-read
         // on change and on SIGHUP (`tls::Tls::watch`).
         ("[server] tls_cert/tls_key/client_ca", a.tls != b.tls),
-        ("[audit]", old.audit_table != new.audit_table),
-        ("[state]", old.state_table != new.state_table),
+        (
+            "[audit]",
+            !same_meaning(
+                old.audit_table.as_ref(),
+                new.audit_table.as_ref(),
+                audit_meaning,
+            ),
+        ),
+        (
+            "[state]",
+            !same_meaning(
+                old.state_table.as_ref(),
+                new.state_table.as_ref(),
+                state_meaning,
+            ),
+        ),
     ]
     .into_iter()
     .filter_map(|(name, differs)| differs.then_some(name))

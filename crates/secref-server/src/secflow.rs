@@ -450,13 +450,27 @@ enum Prepared {
     },
 }
 
+/// `read`: the item is a read (a resolve), so a refusal here is counted
+/// like any other read outcome ([`secref::Resolver::count_served_read`]).
 fn prepare(
     state: &AppState,
     principal: &Principal,
     env: &str,
     item: &RequestItem,
     action: Action,
+    read: bool,
 ) -> Prepared {
+    // A refused read counts under the provider that would have served it.
+    let count_refusal = |r: &SecretRef, code: ErrorCode| {
+        if read {
+            let resolver = state.resolver();
+            let provider = backend_ref(state, r)
+                .ok()
+                .and_then(|b| resolver.provider_for(&b).ok().map(str::to_owned))
+                .unwrap_or_else(|| "none".to_owned());
+            resolver.count_served_read(&provider, Some(code));
+        }
+    };
     let raw = item.secret_ref.as_deref().unwrap_or_default().trim();
     let client_ref = match SecretRef::parse(raw) {
         Ok(r) => r,
@@ -473,6 +487,7 @@ fn prepare(
                     sf.environment
                 ),
             );
+            count_refusal(&client_ref, e.code());
             return Prepared::Done(item_failure(
                 &item.item_id,
                 Some(raw),
@@ -493,6 +508,7 @@ fn prepare(
                 action.as_str()
             ),
         );
+        count_refusal(&client_ref, e.code());
         return Prepared::Done(item_failure(
             &item.item_id,
             Some(raw),
@@ -568,7 +584,7 @@ async fn ref_items<'a>(
             ))));
             continue;
         }
-        match prepare(state, principal, env, item, action) {
+        match prepare(state, principal, env, item, action, op == Op::Resolve) {
             Prepared::Done(v) => out.push(Some(Item::Other(v))),
             Prepared::Ask {
                 client_ref,
@@ -896,7 +912,7 @@ fn permission_item(
     item: &RequestItem,
     action: Action,
 ) -> Value {
-    match prepare(state, principal, env, item, action) {
+    match prepare(state, principal, env, item, action, false) {
         Prepared::Ask { decision_id, .. } => json!({
             "item_id": item.item_id,
             "secret_ref": echoed_ref(item),

@@ -86,6 +86,10 @@ const MAX_SEEN: usize = 100_000;
 /// Versions below the newest seen that an invalidation drops, at most.
 const MAX_INVALIDATE_VERSIONS: u64 = 1_000;
 
+/// The provider name reads of a local mount are counted under: the local
+/// store's, as a `local://` read through the resolver is.
+const LOCAL_PROVIDER: &str = "local";
+
 /// The local store the Vault API's local mounts use, or why there is none
 /// (answered as a 500 naming the reason, e.g. "run `secref init`").
 pub type LocalStore = std::result::Result<Arc<Store>, Error>;
@@ -96,10 +100,7 @@ pub fn router(state: AppState) -> Router {
     let max_wraps = state.config().max_wraps_per_principal;
     let wraps = Arc::new(Expiring::new(max_wraps).with_gauge("wrap"));
     // `[state]` shared: tokens any replica unwraps (once), see `wraps.rs`.
-    let sealed = state
-        .resolver()
-        .shared_state()
-        .map(|shared| Arc::new(SealedWraps::new(shared.clone(), max_wraps)));
+    let sealed = state.sealed_wraps().cloned();
     let api = Api {
         state,
         wraps,
@@ -445,6 +446,7 @@ async fn authorize(
         .decide_canonical(p, &reference, None, action)
         .allowed
     {
+        count_refused_read(api, target, action, ErrorCode::PermissionDenied);
         return Err(Box::new(denied()));
     }
     if !policy || target.path.is_empty() || action == Action::List {
@@ -458,19 +460,45 @@ async fn authorize(
         .await
     {
         Ok(granted) => Ok(granted),
-        Err(e) if e.retryable() => Err(early(
+        Err(e) => {
+            count_refused_read(api, target, action, e.code());
+            Err(policy_refusal(&e))
+        }
+    }
+}
+
+/// Counts a read refused before the store or a provider was asked, under
+/// the provider that would have served it (one series for every read).
+fn count_refused_read(api: &Api, target: &Target<'_>, action: Action, code: ErrorCode) {
+    if action != Action::Read {
+        return;
+    }
+    let resolver = api.state.resolver();
+    let provider = match &target.mount.backend {
+        MountBackend::Local { .. } => LOCAL_PROVIDER.to_owned(),
+        MountBackend::Upstream { template } => upstream_ref(template, target.path, None)
+            .ok()
+            .and_then(|r| resolver.provider_for(&r).ok().map(str::to_owned))
+            .unwrap_or_else(|| "none".to_owned()),
+    };
+    resolver.count_served_read(&provider, Some(code));
+}
+
+/// The answer to a policy refusal of a Vault operation.
+fn policy_refusal(e: &Error) -> Box<Response> {
+    match e {
+        e if e.retryable() => early(
             StatusCode::SERVICE_UNAVAILABLE,
             "the policy decision point is unavailable",
-        )),
-        Err(e)
-            if matches!(
-                e.code(),
-                ErrorCode::PermissionDenied | ErrorCode::TenantMountMismatch
-            ) =>
+        ),
+        e if matches!(
+            e.code(),
+            ErrorCode::PermissionDenied | ErrorCode::TenantMountMismatch
+        ) =>
         {
-            Err(Box::new(denied()))
+            Box::new(denied())
         }
-        Err(_) => Err(early(StatusCode::BAD_REQUEST, "invalid path")),
+        _ => early(StatusCode::BAD_REQUEST, "invalid path"),
     }
 }
 
@@ -689,6 +717,9 @@ async fn local_op(
                 )
                 .await;
             if let Err(e) = admitted {
+                api.state
+                    .resolver()
+                    .count_served_read(LOCAL_PROVIDER, Some(e.code()));
                 return fail(&e);
             }
             // An unchanged store is answered here: a few microseconds, less
@@ -706,8 +737,16 @@ async fn local_op(
             };
             let (read, meta) = match res {
                 Ok(x) => x,
-                Err(e) => return fail(&e),
+                Err(e) => {
+                    api.state
+                        .resolver()
+                        .count_served_read(LOCAL_PROVIDER, Some(e.code()));
+                    return fail(&e);
+                }
             };
+            api.state
+                .resolver()
+                .count_served_read(LOCAL_PROVIDER, read.as_ref().err().map(|e| e.code()));
             {
                 let ctx = api.state.request_context(p, &req.headers);
                 let version = read.as_ref().map(|(_, vm)| vm.version.to_string());

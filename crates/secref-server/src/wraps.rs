@@ -33,6 +33,7 @@ use secref::{Error, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::expiring::SharedHeld;
 use crate::sealed::{Nonce, Sealer};
 
 /// What every token starts with (as Vault's service tokens).
@@ -78,6 +79,18 @@ pub(crate) struct SealedWraps {
     sealer: Sealer,
     state: SharedState,
     quota: u64,
+    /// The `secref_leases_held{kind="wrap"}` gauge of the shared quota.
+    held: SharedHeld,
+}
+
+impl std::fmt::Debug for SealedWraps {
+    // Never the sealing key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedWraps")
+            .field("quota", &self.quota)
+            .field("held", &self.held)
+            .finish_non_exhaustive()
+    }
 }
 
 fn now_ms() -> u64 {
@@ -93,9 +106,15 @@ impl SealedWraps {
     pub(crate) fn new(state: SharedState, quota: usize) -> SealedWraps {
         SealedWraps {
             sealer: Sealer::new(state.wrap_key().expose_bytes(), PREFIX, MAX_TOKEN_LEN),
+            held: SharedHeld::new(state.clone(), "wraps-by", "wrap"),
             state,
             quota: quota as u64,
         }
+    }
+
+    /// Sets the `secref_leases_held{kind="wrap"}` gauge from the backend.
+    pub(crate) async fn report_held(&self) {
+        self.held.report().await;
     }
 
     /// Seals `answer` into a new token for `owner`, counted against its
@@ -124,7 +143,7 @@ impl SealedWraps {
             return Err(Refused::TooLarge);
         }
         let nonce = Sealer::nonce();
-        let owner_key = self.state.key("wraps-by", &[owner.as_bytes()]);
+        let owner_key = self.held.owner_key(owner);
         let item = self.state.key("wrap", &[nonce.as_slice()]);
         match self
             .state

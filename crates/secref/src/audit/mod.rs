@@ -386,7 +386,7 @@ impl AuditSink for MemorySink {
 // ---- Settings ------------------------------------------------------------------
 
 /// `[audit]` settings (see the module docs). Unknown keys are an error.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct AuditSettings {

@@ -24,6 +24,7 @@ impl Resolver {
             .fresh_secret(r.to_canonical(), &reg.cache, Instant::now())?;
         tracing::trace!(reference = %r, cache = "hit", "secref.resolve");
         metrics::by_provider(metrics::CACHE_HITS, self.provider_name(p));
+        metrics::resolve(self.provider_name(p), None);
         Some(hit)
     }
 

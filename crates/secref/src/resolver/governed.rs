@@ -72,7 +72,8 @@ impl Resolver {
     /// [`Resolver::authorize_as`] allowed it (e.g. `secref serve`'s Vault
     /// API reading the local store): `Ok(version)` is a read
     /// (`SECRET_READ`), `Err` a failure. Never a value. Without an auditor,
-    /// nothing happens.
+    /// nothing happens. (Such a server counts the read itself with
+    /// [`Resolver::count_served_read`]: only it knows what served it.)
     pub fn audit_read_as(
         &self,
         ctx: &Context,
@@ -226,8 +227,22 @@ impl Resolver {
 
     /// [`Resolver::resolve_refs`] behind the policy and the auditor: refused
     /// references never reach the cache or a provider; a failed read gives
-    /// its reserved grant use back; every outcome is audited.
+    /// its reserved grant use back; every outcome is audited and counted
+    /// ([`Resolver::count_read`]).
     pub(super) async fn governed_refs(
+        &self,
+        ctx: &Context,
+        refs: &[SecretRef],
+        bypass_cache: bool,
+    ) -> Vec<FetchResult> {
+        let out = self.decide_and_resolve(ctx, refs, bypass_cache).await;
+        for (r, res) in refs.iter().zip(&out) {
+            self.count_read(r, res.as_ref().err().map(|e| e.error.code()));
+        }
+        out
+    }
+
+    async fn decide_and_resolve(
         &self,
         ctx: &Context,
         refs: &[SecretRef],

@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 
 use crate::audit::Auditor;
 use crate::cache::{Cache, CacheConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::flight::SingleFlight;
 use crate::policy::Policy;
 use crate::provider::{Provider, Resolved};
@@ -396,6 +396,24 @@ impl Resolver {
         }
         listed.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(listed)
+    }
+
+    /// Counts one read outcome in `secref_resolves_total` — the one place
+    /// every read is counted, whether the resolver served it, refused it, or
+    /// a server answered it outside the providers: by the provider that
+    /// serves the reference (`none` when no provider does) and `ok` or the
+    /// error code.
+    pub(crate) fn count_read(&self, reference: &SecretRef, error: Option<ErrorCode>) {
+        self.count_served_read(self.provider_for(reference).unwrap_or("none"), error);
+    }
+
+    /// Counts a read a server decided without the resolver's providers — one
+    /// refused by its own access rules, or answered from a store of its own
+    /// (`secref serve`'s Vault API over the local store) — in the same
+    /// series as every other read ([`crate::metrics::RESOLVES`]), under the
+    /// provider that serves (or would have served) it. Never a reference.
+    pub fn count_served_read(&self, provider: &str, error: Option<ErrorCode>) {
+        crate::metrics::resolve(provider, error);
     }
 
     /// The name of the provider that would serve a reference.

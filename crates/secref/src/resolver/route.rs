@@ -273,9 +273,8 @@ impl Resolver {
             "outcome",
             first_failure.map_or("ok", |e| e.error.code().as_str()),
         );
-        for r in &results {
-            metrics::resolve(provider.name(), r.as_ref().err().map(|e| e.error.code()));
-        }
+        // Counted per read outcome, not per provider call
+        // (`Resolver::count_read`): a cache hit or a refusal is a read too.
         results
     }
 

@@ -230,7 +230,7 @@ impl SharedState {
 }
 
 /// `[state]`, parsed strictly.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct StateSettings {
     /// `memory` (default) or `redis`.
@@ -260,6 +260,31 @@ pub struct StateSettings {
 pub const MIN_KEY_LEN: usize = 32;
 
 impl StateSettings {
+    /// What these settings mean, with every default filled in, so that two
+    /// spellings of one configuration compare equal (`[state]` absent and
+    /// `backend = "memory"`; an unset and an explicit `timeout_ms = 500`).
+    /// The in-memory backend uses none of the other settings.
+    pub fn effective(&self) -> StateSettings {
+        let backend = self.backend.clone().unwrap_or_else(|| "memory".into());
+        if backend == "memory" {
+            return StateSettings {
+                backend: Some(backend),
+                url: self.url.clone(),
+                key_env: self.key_env.clone(),
+                ..StateSettings::default()
+            };
+        }
+        StateSettings {
+            backend: Some(backend),
+            namespace: Some(self.namespace.clone().unwrap_or_else(|| "secref".into())),
+            timeout_ms: Some(self.timeout_ms.unwrap_or(500)),
+            honour_confirmed_grants_seconds: Some(
+                self.honour_confirmed_grants_seconds.unwrap_or(0),
+            ),
+            ..self.clone()
+        }
+    }
+
     /// Parses `[state]` (unknown keys are a `config` error).
     pub fn from_table(table: &toml::Table) -> Result<StateSettings> {
         StateSettings::deserialize(toml::Value::Table(table.clone()))
