@@ -214,9 +214,9 @@ impl<K: Hash + Eq, V> Inner<K, V> {
 /// one count per principal across every replica, so the gauge reports that
 /// count, read from the backend when `/metrics` is scraped (every replica
 /// reports the same figure for a principal: aggregate with `max`, not
-/// `sum`). A replica reports the principals that held an entry through it
-/// since it started; the names are principals (config-chosen token names,
-/// `uid:N`), never secrets.
+/// `sum`). A replica reports every configured token's principal and any
+/// other principal (`uid:N`, `cert:…`) that held an entry through it since
+/// it started; the names are principals, never secrets.
 pub(crate) struct SharedHeld {
     state: secref::state::SharedState,
     /// The backend key kind of an owner's set (`revoked-by`, `wraps-by`).
@@ -262,8 +262,10 @@ impl SharedHeld {
     /// backend (one bounded call per owner, concurrently). An owner whose
     /// count cannot be read keeps its last figure: the backend being down
     /// shows on `/readyz`, not as a drop to zero.
-    pub(crate) async fn report(&self) {
-        let owners: Vec<String> = self.owners.lock().iter().cloned().collect();
+    pub(crate) async fn report(&self, configured: &[String]) {
+        let mut owners = self.owners.lock().clone();
+        owners.extend(configured.iter().cloned());
+        let owners: Vec<String> = owners.into_iter().collect();
         let counts = futures::future::join_all(owners.iter().map(|o| async move {
             let key = self.state.key(self.owner_kind, &[o.as_bytes()]);
             self.state.backend().held_by(&key).await

@@ -224,9 +224,11 @@ impl Leases {
     /// With shared state, sets the `secref_leases_held` gauge of revoked
     /// leases from the backend (see [`SharedHeld`]); the in-memory table
     /// keeps its gauge current by itself.
-    pub async fn report_held(&self) {
+    /// `principals`: the configured ones, reported even before they hold
+    /// anything through this replica.
+    pub async fn report_held(&self, principals: &[String]) {
         if let Some((_, held)) = &self.shared {
-            held.report().await;
+            held.report(principals).await;
         }
     }
 

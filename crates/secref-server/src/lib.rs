@@ -252,12 +252,15 @@ impl AppState {
     /// backend (a no-op without one: in-memory tables report as they
     /// change).
     pub(crate) async fn report_held(&self) {
-        let wraps = async {
-            if let Some(w) = self.sealed_wraps() {
-                w.report_held().await;
-            }
+        let Some(wraps) = self.sealed_wraps() else {
+            return;
         };
-        futures::future::join(self.leases().report_held(), wraps).await;
+        let principals: Vec<String> = self.snapshot().auth.names().map(str::to_owned).collect();
+        futures::future::join(
+            self.leases().report_held(&principals),
+            wraps.report_held(&principals),
+        )
+        .await;
     }
 
     /// The server settings.

@@ -113,8 +113,8 @@ impl SealedWraps {
     }
 
     /// Sets the `secref_leases_held{kind="wrap"}` gauge from the backend.
-    pub(crate) async fn report_held(&self) {
-        self.held.report().await;
+    pub(crate) async fn report_held(&self, principals: &[String]) {
+        self.held.report(principals).await;
     }
 
     /// Seals `answer` into a new token for `owner`, counted against its
