@@ -9,7 +9,7 @@
 //!
 //! | name | kind | labels |
 //! |---|---|---|
-//! | `secref_resolves_total` | counter | `provider`, `code` (`ok` or an error code) |
+//! | `secref_resolves_total` | counter | `provider`, `code` (`ok` or an error code): every read once, however it ended (cache hit, backend call, refusal by the policy or a server's rules) and whichever API it came through (`Resolver::count_read`; a server answering from its own store counts through `Resolver::count_served_read`) |
 //! | `secref_cache_hits_total` / `_misses_total` / `_stale_serves_total` | counter | `provider` |
 //! | `secref_cache_evictions_total` | counter | — |
 //! | `secref_singleflight_coalesced_total` | counter | `provider` |
@@ -17,7 +17,7 @@
 //! | `secref_retries_total` | counter | `code` |
 //! | `secref_policy_decisions_total` | counter | `effect` (`allow` / `deny`) |
 //! | `secref_audit_events_emitted_total` / `_spilled_total` / `_dropped_total` / `_failed_total` | counter | — |
-//! | `secref_leases_held` | gauge | `principal` (server) |
+//! | `secref_leases_held` | gauge | `principal`, `kind` (`revoked_lease` / `wrap`) (server: what counts against the principal's quota; with `[state] backend = "redis"` the shared count across replicas, read from Redis at each scrape — the same on every replica, aggregate with `max`) |
 //! | `secref_quota_refusals_total` | counter | — (server) |
 //! | `secref_connections_open` | gauge | — (server) |
 //! | `secref_config_reloads_total` | counter | `outcome` (`ok` / `error`) (server) |
@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crate::error::ErrorCode;
 
-/// Reads by provider and outcome.
+/// Reads by provider and outcome: every read once.
 pub const RESOLVES: &str = "secref_resolves_total";
 /// Reads answered from the cache.
 pub const CACHE_HITS: &str = "secref_cache_hits_total";
@@ -53,7 +53,8 @@ pub const AUDIT_SPILLED: &str = "secref_audit_events_spilled_total";
 pub const AUDIT_DROPPED: &str = "secref_audit_events_dropped_total";
 /// Audit events the sink failed to take.
 pub const AUDIT_FAILED: &str = "secref_audit_events_failed_total";
-/// Leases currently held, per principal (server).
+/// Entries held against a per-principal quota, by principal and kind
+/// (server; with shared state the count across replicas).
 pub const LEASES_HELD: &str = "secref_leases_held";
 /// Requests refused by a per-principal quota (server).
 pub const QUOTA_REFUSALS: &str = "secref_quota_refusals_total";

@@ -445,6 +445,31 @@ mod tests {
     }
 
     #[test]
+    fn effective_settings_compare_by_meaning() {
+        let parse = |t: &str| {
+            StateSettings::from_table(&toml::from_str(t).unwrap())
+                .unwrap()
+                .effective()
+        };
+        let none = StateSettings::default().effective();
+        assert_eq!(parse("backend = \"memory\""), none);
+        assert_eq!(parse("backend = \"memory\"\ntimeout_ms = 900"), none);
+        let redis = "backend = \"redis\"\nurl = \"redis://127.0.0.1:1/0\"\nkey_env = \"K\"";
+        assert_eq!(
+            parse(redis),
+            parse(&format!(
+                "{redis}\nnamespace = \"secref\"\ntimeout_ms = 500"
+            ))
+        );
+        assert_ne!(parse(redis), none);
+        assert_ne!(parse(redis), parse(&redis.replace(":1/", ":2/")));
+        assert_ne!(
+            parse(redis),
+            parse(&format!("{redis}\nnamespace = \"other\""))
+        );
+    }
+
+    #[test]
     fn settings_are_checked() {
         let env = Env::from_pairs([("K", "k".repeat(32).as_str()), ("SHORT", "abc")]);
         let parse = |t: &str| StateSettings::from_table(&toml::from_str(t).unwrap());
