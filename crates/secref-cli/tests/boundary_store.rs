@@ -3,23 +3,13 @@
 //! from a newer secref refused untouched, a symlinked store written through
 //! its link, and temporary files of crashed writers cleaned safely.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, SystemTime};
 
-use secref_testkit::cli::{feed_stdin, run, run_ok, stderr, stdout, Sandbox};
-
-const FIXTURE_VALUES: &[(&str, &str)] = &[
-    ("local://app/db#password", "fixture-db-password"),
-    ("local://app/db#user", "admin"),
-    ("local://app/api-token", "tok-123456"),
-];
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use secref_testkit::cli::{
+    feed_stdin, fixture, run, run_ok, stderr, stdout, Sandbox, FIXTURE_VALUES,
+};
 
 /// A sandbox holding the committed format-1 store and its key.
 fn v1_sandbox() -> Sandbox {

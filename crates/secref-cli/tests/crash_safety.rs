@@ -12,13 +12,13 @@
 //! `secref import` gets its iterations once that command exists.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use secref::store::{EntryValue, Store, StoreKey};
 use secref::Secret;
-use secref_testkit::cli::{run_ok, stdout, Sandbox};
+use secref_testkit::cli::{fixture, run_ok, stdout, Sandbox, FIXTURE_VALUES};
 
 const ITERATIONS: usize = 200;
 /// Every `MIGRATION_EVERY`-th iteration kills a migration instead.
@@ -26,18 +26,6 @@ const MIGRATION_EVERY: usize = 5;
 const HOT: usize = 6;
 const COLD: usize = 40;
 const COLD_LEN: usize = 2048;
-
-const FIXTURE_VALUES: &[(&str, &str)] = &[
-    ("local://app/db#password", "fixture-db-password"),
-    ("local://app/db#user", "admin"),
-    ("local://app/api-token", "tok-123456"),
-];
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 fn chmod(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;

@@ -23,7 +23,8 @@ use std::process::{Output, Stdio};
 
 use secref_testkit::capture::assert_no_canary_decoded;
 use secref_testkit::cli::{
-    feed_stdin, raise_core_limit, run, run_ok, stderr, stdout, Reply, Sandbox, Served,
+    feed_stdin, raise_core_limit, run, run_ok, secflow_batch, stderr, stdout, Reply, Sandbox,
+    Served,
 };
 
 const REF: &str = "local://app/db#password";
@@ -342,18 +343,6 @@ fn cli_commands(sb: &Sandbox, out: &mut Outputs) {
     out.cmd("get destroyed", &o, false);
 }
 
-fn envelope(purpose: &str, refs: &[&str]) -> serde_json::Value {
-    let items: Vec<_> = refs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| serde_json::json!({"item_id": format!("item-{i}"), "secret_ref": r}))
-        .collect();
-    serde_json::json!({
-        "request_id": "leaks-1", "trace_id": "leaks-t", "target_environment": "dev",
-        "purpose": purpose, "items": items,
-    })
-}
-
 fn server_apis(sb: &Sandbox, out: &mut Outputs) {
     let served = Served::start(sb, TOKEN, &[]);
     let bearer = format!("Bearer {TOKEN}");
@@ -371,7 +360,8 @@ fn server_apis(sb: &Sandbox, out: &mut Outputs) {
     let r = secflow(
         "/v1/secrets/resolve:batch",
         &bearer,
-        envelope(
+        secflow_batch(
+            "leaks",
             "secret.runtime_resolve",
             &[REF, "local://app/none", "secret://dev/app/password/db"],
         ),
@@ -401,7 +391,7 @@ fn server_apis(sb: &Sandbox, out: &mut Outputs) {
             "secret.validate",
         ),
     ] {
-        let r = secflow(path, auth, envelope(purpose, &[REF]));
+        let r = secflow(path, auth, secflow_batch("leaks", purpose, &[REF]));
         out.reply(&format!("secflow {path} {purpose}"), &r, false);
     }
     let r = served.request(
@@ -488,7 +478,7 @@ fn aborts(sb: &Sandbox, out: &mut Outputs) {
     let (status, _) = served.post(
         "/v1/secrets/resolve:batch",
         TOKEN,
-        &envelope("secret.runtime_resolve", &[REF]),
+        &secflow_batch("leaks", "secret.runtime_resolve", &[REF]),
     );
     assert_eq!(status, 200);
     // SAFETY: signalling our own child by its id.

@@ -2,7 +2,9 @@
 //! CLI and `secref serve` take through the request builder answer every
 //! reference, each with its own outcome, in the order asked.
 
-use secref_testkit::cli::{feed_stdin, run, run_ok, stderr, stdout, Sandbox, Served};
+use secref_testkit::cli::{
+    feed_stdin, run, run_ok, secflow_batch, stderr, stdout, Sandbox, Served,
+};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "narrow-resolver-token-8d21";
@@ -20,18 +22,6 @@ fn sandbox() -> Sandbox {
     sb
 }
 
-fn envelope(purpose: &str, refs: &[&str]) -> Value {
-    let items: Vec<_> = refs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| json!({"item_id": format!("item-{i}"), "secret_ref": r}))
-        .collect();
-    json!({
-        "request_id": "narrow-1", "trace_id": "narrow-t", "target_environment": "dev",
-        "purpose": purpose, "items": items,
-    })
-}
-
 /// Validate and metadata batches (served by the resolver's `.each()`) answer
 /// item by item in input order — not in the sorted order of a map — and a
 /// missing secret fails only its own item.
@@ -46,7 +36,7 @@ fn serve_batches_answer_each_item_in_input_order() {
         ("/v1/secrets/metadata:batch", "secret.metadata"),
         ("/v1/secrets/resolve:batch", "secret.runtime_resolve"),
     ] {
-        let (status, body) = served.post(path, TOKEN, &envelope(purpose, &refs));
+        let (status, body) = served.post(path, TOKEN, &secflow_batch("narrow", purpose, &refs));
         assert_eq!(status, 200, "{path}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         let items = v["items"].as_array().unwrap();

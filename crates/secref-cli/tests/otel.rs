@@ -7,7 +7,7 @@
 //! Needs `SECREF_TEST_OTLP_ENDPOINT` and `SECREF_TEST_OTLP_SPANS` (skipped
 //! with a printed reason without them).
 
-use secref_testkit::cli::{feed_stdin, run, run_ok, stdout, Sandbox, Served};
+use secref_testkit::cli::{feed_stdin, run, run_ok, secflow_batch, stdout, Sandbox, Served};
 use serde_json::Value;
 
 const TOKEN: &str = "canary-otel-token-9e8d7c6b5a";
@@ -76,18 +76,6 @@ fn sandbox(rx: &Receiver, service: &str) -> Sandbox {
     sb
 }
 
-fn envelope(refs: &[&str]) -> Value {
-    let items: Vec<_> = refs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| serde_json::json!({"item_id": format!("item-{i}"), "secret_ref": r}))
-        .collect();
-    serde_json::json!({
-        "request_id": "otel-1", "trace_id": "otel-t", "target_environment": "dev",
-        "purpose": "secret.runtime_resolve", "items": items,
-    })
-}
-
 fn named<'a>(spans: &'a [Value], name: &str) -> Vec<&'a Value> {
     spans.iter().filter(|s| s["name"] == name).collect()
 }
@@ -119,7 +107,11 @@ fn serve_exports_request_resolve_provider_and_policy_spans_without_secrets() {
     let (status, body) = served.post(
         "/v1/secrets/resolve:batch",
         TOKEN,
-        &envelope(&[&good, &missing, "env://HOME"]),
+        &secflow_batch(
+            "otel",
+            "secret.runtime_resolve",
+            &[&good, &missing, "env://HOME"],
+        ),
     );
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -142,7 +134,11 @@ fn serve_exports_request_resolve_provider_and_policy_spans_without_secrets() {
     assert!(ok.body.contains(VALUE));
     assert_eq!(vault("missing").status, 404);
     // A request without the token.
-    let (status, _) = served.post("/v1/secrets/resolve:batch", "wrong", &envelope(&[&good]));
+    let (status, _) = served.post(
+        "/v1/secrets/resolve:batch",
+        "wrong",
+        &secflow_batch("otel", "secret.runtime_resolve", &[&good]),
+    );
     assert_eq!(status, 401);
 
     // Graceful stop flushes the queued spans before the process exits.

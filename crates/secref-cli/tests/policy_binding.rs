@@ -19,13 +19,13 @@ fn serve(state: &str) -> (Served, Sandbox) {
     let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref"))
         .with_env("SECREF_STATE_KEY", STATE_KEY)
         .with_env("APP_A", CANARY);
-    let cfg = sb.write(
-        "secref.toml",
+    let served = Served::start_with_config(
+        &sb,
+        TOKEN,
         &format!(
             "{state}\n{POLICY}\n[[server.rules]]\nprincipals = [\"*\"]\nrefs = [\"*\", \"env://APP_*\"]\n"
         ),
     );
-    let served = Served::start(&sb, TOKEN, &["--config", cfg.to_str().unwrap()]);
     (served, sb)
 }
 

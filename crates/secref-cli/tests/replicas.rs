@@ -29,8 +29,9 @@ fn replicas(redis: &Redis, extra: &str) -> Vec<(Served, Sandbox)> {
             for k in ["A", "B", "C", "D"] {
                 sb = sb.with_env(&format!("APP_{k}"), &format!("{CANARY}-{k}"));
             }
-            let cfg = sb.write(
-                "secref.toml",
+            let served = Served::start_with_config(
+                &sb,
+                TOKEN,
                 &format!(
                     "[state]\nbackend = \"redis\"\nurl = \"{}\"\nkey_env = \"SECREF_STATE_KEY\"\n\
                      namespace = \"replicas\"\ntimeout_ms = 300\n{extra}\n\
@@ -38,7 +39,6 @@ fn replicas(redis: &Redis, extra: &str) -> Vec<(Served, Sandbox)> {
                     redis.url()
                 ),
             );
-            let served = Served::start(&sb, TOKEN, &["--config", cfg.to_str().unwrap()]);
             (served, sb)
         })
         .collect()
@@ -303,13 +303,13 @@ fn bench_one_replica_memory_vs_redis() {
         let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref"))
             .with_env("SECREF_STATE_KEY", STATE_KEY)
             .with_env("APP_A", CANARY);
-        let path = sb.write(
-            "secref.toml",
+        let served = Served::start_with_config(
+            &sb,
+            TOKEN,
             &format!(
                 "{cfg}\n[[server.rules]]\nprincipals = [\"*\"]\nrefs = [\"*\", \"env://APP_*\"]\n"
             ),
         );
-        let served = Served::start(&sb, TOKEN, &["--config", path.to_str().unwrap()]);
         let (threads, per) = (8, 250);
         // Warm-up.
         for _ in 0..50 {

@@ -6,7 +6,9 @@
 //! served, is refused by every fresh `secref` process and is not blessed by
 //! a write.
 
-use secref_testkit::cli::{feed_stdin, run, run_ok, stderr, stdout, Sandbox, Served};
+use secref_testkit::cli::{
+    feed_stdin, run, run_ok, secflow_batch, stderr, stdout, Sandbox, Served,
+};
 
 const TOKEN: &str = "store-fastpath-token-81d2c7";
 
@@ -24,15 +26,7 @@ fn set_ok(sb: &Sandbox, reference: &str, value: &str) {
 /// One SecFlow batch through the server: per item, the value or the error
 /// code.
 fn served_read(served: &Served, refs: &[&str]) -> Vec<Result<String, String>> {
-    let items: Vec<_> = refs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| serde_json::json!({"item_id": format!("item-{i}"), "secret_ref": r}))
-        .collect();
-    let envelope = serde_json::json!({
-        "request_id": "fastpath-1", "trace_id": "fastpath-t", "target_environment": "dev",
-        "purpose": "secret.runtime_resolve", "items": items,
-    });
+    let envelope = secflow_batch("fastpath", "secret.runtime_resolve", refs);
     let (status, body) = served.post("/v1/secrets/resolve:batch", TOKEN, &envelope);
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

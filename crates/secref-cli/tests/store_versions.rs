@@ -6,7 +6,9 @@
 
 use std::process::Output;
 
-use secref_testkit::cli::{feed_stdin, run, run_ok, stderr, stdout, Sandbox, Served};
+use secref_testkit::cli::{
+    feed_stdin, run, run_ok, secflow_batch, stderr, stdout, Sandbox, Served,
+};
 
 const TOKEN: &str = "store-versions-token-4f1c9a";
 
@@ -240,22 +242,14 @@ fn only_max_versions_are_kept() {
     assert_eq!(get_ok(&sb, "local://app/rotating?version=3"), "value-3");
 }
 
-fn envelope(refs: &[&str]) -> serde_json::Value {
-    let items: Vec<_> = refs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| serde_json::json!({"item_id": format!("item-{i}"), "secret_ref": r}))
-        .collect();
-    serde_json::json!({
-        "request_id": "versions-1", "trace_id": "versions-t", "target_environment": "dev",
-        "purpose": "secret.runtime_resolve", "items": items,
-    })
-}
-
 /// One SecFlow resolve of `reference` through the server: the value, or the
 /// item's error code.
 fn served_read(served: &Served, reference: &str) -> Result<String, String> {
-    let (status, body) = served.post("/v1/secrets/resolve:batch", TOKEN, &envelope(&[reference]));
+    let (status, body) = served.post(
+        "/v1/secrets/resolve:batch",
+        TOKEN,
+        &secflow_batch("versions", "secret.runtime_resolve", &[reference]),
+    );
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let item = &v["items"][0];

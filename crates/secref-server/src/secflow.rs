@@ -856,22 +856,14 @@ fn validate_item(
     client_ref: &SecretRef,
     validation: secref::Result<Validation>,
 ) -> Value {
-    let shown = echoed_ref(item);
-    match validation {
-        Ok(v) => {
-            let sf = secflow_parts(client_ref);
-            json!({
-                "item_id": item.item_id,
-                "secret_ref": shown,
-                "result": "allowed",
-                "valid": v.valid,
-                "exists": v.exists,
-                "namespace": v.namespace.or_else(|| sf.map(|s| format!("{}/{}", s.environment, s.service))),
-                "secret_type": v.secret_type.or_else(|| sf.map(|s| s.kind.clone())),
-            })
-        }
-        Err(e) => backend_failure(&item.item_id, shown, &e, None),
-    }
+    answer_item(item, client_ref, validation, |v, sf| {
+        json!({
+            "valid": v.valid,
+            "exists": v.exists,
+            "namespace": v.namespace.or_else(|| sf.map(|s| format!("{}/{}", s.environment, s.service))),
+            "secret_type": v.secret_type.or_else(|| sf.map(|s| s.kind.clone())),
+        })
+    })
 }
 
 fn metadata_item(
@@ -880,24 +872,44 @@ fn metadata_item(
     backend_ref: &SecretRef,
     meta: secref::Result<secref::provider::Metadata>,
 ) -> Value {
+    answer_item(item, client_ref, meta, |m, sf| {
+        json!({
+            "secret_id": m.secret_id.unwrap_or_else(|| backend_ref.to_canonical().to_string()),
+            "active_revision_id": m.current_version,
+            "owner": m.owner.unwrap_or_default(),
+            "environment": sf.map(|s| s.environment.clone()).unwrap_or_default(),
+            "service": sf.map(|s| s.service.clone()).unwrap_or_default(),
+            "expiration": m.expires_at,
+            "rotation_required": m.rotation_required,
+            "tags": m.tags,
+            "description": m.description.unwrap_or_default(),
+        })
+    })
+}
+
+/// A validate or metadata item's answer: `allowed` with the `fields` made
+/// of the backend's answer (and the ref's `secret://` parts), or the
+/// backend's failure.
+fn answer_item<T>(
+    item: &RequestItem,
+    client_ref: &SecretRef,
+    answer: secref::Result<T>,
+    fields: impl FnOnce(T, Option<&secref::reference::SecFlowRef>) -> Value,
+) -> Value {
     let shown = echoed_ref(item);
-    match meta {
-        Ok(m) => {
-            let sf = secflow_parts(client_ref);
-            json!({
+    match answer {
+        Ok(a) => {
+            let mut v = json!({
                 "item_id": item.item_id,
                 "secret_ref": shown,
                 "result": "allowed",
-                "secret_id": m.secret_id.unwrap_or_else(|| backend_ref.to_canonical().to_string()),
-                "active_revision_id": m.current_version,
-                "owner": m.owner.unwrap_or_default(),
-                "environment": sf.map(|s| s.environment.clone()).unwrap_or_default(),
-                "service": sf.map(|s| s.service.clone()).unwrap_or_default(),
-                "expiration": m.expires_at,
-                "rotation_required": m.rotation_required,
-                "tags": m.tags,
-                "description": m.description.unwrap_or_default(),
-            })
+            });
+            if let (Some(head), Value::Object(rest)) =
+                (v.as_object_mut(), fields(a, secflow_parts(client_ref)))
+            {
+                head.extend(rest);
+            }
+            v
         }
         Err(e) => backend_failure(&item.item_id, shown, &e, None),
     }

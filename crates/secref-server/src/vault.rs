@@ -586,10 +586,59 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| Error::internal("store task failed"))?
 }
 
+/// `custom_metadata` as KV v2 writes it: `null` when there is none.
+fn custom_json(custom: &BTreeMap<String, String>) -> Value {
+    if custom.is_empty() {
+        Value::Null
+    } else {
+        json!(custom)
+    }
+}
+
+/// One version's entry in a metadata answer (`deleted` is `""` when not
+/// deleted).
+fn version_entry(created: String, deleted: String, destroyed: bool) -> Value {
+    json!({
+        "created_time": created,
+        "deletion_time": deleted,
+        "destroyed": destroyed,
+    })
+}
+
+/// The data of a KV v2 metadata answer: one shape for the local store's
+/// mounts and the caching proxy mounts (whose upstream says less: zeros
+/// and `false` where it is silent).
+struct MetadataBody<'a> {
+    cas_required: bool,
+    created_time: String,
+    current_version: u64,
+    custom: &'a BTreeMap<String, String>,
+    max_versions: u32,
+    oldest_version: u64,
+    updated_time: String,
+    versions: Map<String, Value>,
+}
+
+impl MetadataBody<'_> {
+    fn into_json(self) -> Value {
+        json!({
+            "cas_required": self.cas_required,
+            "created_time": self.created_time,
+            "current_version": self.current_version,
+            "custom_metadata": custom_json(self.custom),
+            "delete_version_after": "0s",
+            "max_versions": self.max_versions,
+            "oldest_version": self.oldest_version,
+            "updated_time": self.updated_time,
+            "versions": self.versions,
+        })
+    }
+}
+
 fn version_json(v: &VersionMetadata, custom: &BTreeMap<String, String>) -> Value {
     json!({
         "created_time": rfc3339(v.created_time),
-        "custom_metadata": if custom.is_empty() { Value::Null } else { json!(custom) },
+        "custom_metadata": custom_json(custom),
         "deletion_time": v.deletion_time.map(rfc3339).unwrap_or_default(),
         "destroyed": v.destroyed,
         "version": v.version,
@@ -597,31 +646,22 @@ fn version_json(v: &VersionMetadata, custom: &BTreeMap<String, String>) -> Value
 }
 
 fn metadata_json(m: &EntryMetadata) -> Value {
-    let versions: Map<String, Value> = m
-        .versions
-        .iter()
-        .map(|v| {
-            (
-                v.version.to_string(),
-                json!({
-                    "created_time": rfc3339(v.created_time),
-                    "deletion_time": v.deletion_time.map(rfc3339).unwrap_or_default(),
-                    "destroyed": v.destroyed,
-                }),
-            )
-        })
-        .collect();
-    json!({
-        "cas_required": m.cas_required,
-        "created_time": rfc3339(m.created_time),
-        "current_version": m.current_version,
-        "custom_metadata": if m.custom_metadata.is_empty() { Value::Null } else { json!(m.custom_metadata) },
-        "delete_version_after": "0s",
-        "max_versions": m.max_versions,
-        "oldest_version": m.oldest_version,
-        "updated_time": rfc3339(m.updated_time),
-        "versions": versions,
-    })
+    let versions = m.versions.iter().map(|v| {
+        let deleted = v.deletion_time.map(rfc3339).unwrap_or_default();
+        let entry = version_entry(rfc3339(v.created_time), deleted, v.destroyed);
+        (v.version.to_string(), entry)
+    });
+    MetadataBody {
+        cas_required: m.cas_required,
+        created_time: rfc3339(m.created_time),
+        current_version: m.current_version,
+        custom: &m.custom_metadata,
+        max_versions: m.max_versions,
+        oldest_version: m.oldest_version,
+        updated_time: rfc3339(m.updated_time),
+        versions: versions.collect(),
+    }
+    .into_json()
 }
 
 /// An entry's value as the secret's data (`{"value": …}` for a
@@ -1060,37 +1100,33 @@ async fn upstream_op(
         };
         return match resolver.metadata(r).as_(&ctx).await {
             Ok(m) => {
-                let versions: Map<String, Value> = m
-                    .versions
-                    .iter()
-                    .map(|v| {
-                        (
-                            v.version.clone(),
-                            json!({
-                                "created_time": v.created_at.clone().unwrap_or_default(),
-                                "deletion_time": v.deleted_at.clone().unwrap_or_default(),
-                                "destroyed": v.destroyed,
-                            }),
-                        )
-                    })
-                    .collect();
+                let versions = m.versions.iter().map(|v| {
+                    let created = v.created_at.clone().unwrap_or_default();
+                    let deleted = v.deleted_at.clone().unwrap_or_default();
+                    (
+                        v.version.clone(),
+                        version_entry(created, deleted, v.destroyed),
+                    )
+                });
                 let current: u64 = m
                     .current_version
                     .as_deref()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 api.saw(&t.key(), current);
-                let body = envelope(json!({
-                    "cas_required": false,
-                    "created_time": m.created_at.clone().unwrap_or_default(),
-                    "current_version": current,
-                    "custom_metadata": if m.custom.is_empty() { Value::Null } else { json!(m.custom) },
-                    "delete_version_after": "0s",
-                    "max_versions": 0,
-                    "oldest_version": 0,
-                    "updated_time": m.updated_at.clone().unwrap_or_default(),
-                    "versions": versions,
-                }));
+                let body = envelope(
+                    MetadataBody {
+                        cas_required: false,
+                        created_time: m.created_at.clone().unwrap_or_default(),
+                        current_version: current,
+                        custom: &m.custom,
+                        max_versions: 0,
+                        oldest_version: 0,
+                        updated_time: m.updated_at.clone().unwrap_or_default(),
+                        versions: versions.collect(),
+                    }
+                    .into_json(),
+                );
                 answer(
                     api,
                     &p.name,

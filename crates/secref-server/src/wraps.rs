@@ -297,53 +297,32 @@ mod tests {
 
     const VALUE: &str = "wrapped-canary-0b7e";
 
+    /// A token for `answer`, issued to principal `svc`.
+    async fn issue(wraps: &SealedWraps, answer: &serde_json::Value, ttl: Duration) -> String {
+        wraps
+            .wrap("svc", answer.clone(), ttl, "now".into(), "p")
+            .await
+            .ok()
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn sealed_tokens_open_on_any_replica_once_and_never_show_the_value() {
         let backend = Arc::new(Set::default());
         let (one, two) = (wraps("k", backend.clone()), wraps("k", backend.clone()));
         let answer = json!({"data": {"v": VALUE}});
-        let token = one
-            .wrap(
-                "svc",
-                answer.clone(),
-                Duration::from_secs(60),
-                "now".into(),
-                "p",
-            )
-            .await
-            .ok()
-            .unwrap();
+        let token = issue(&one, &answer, Duration::from_secs(60)).await;
         assert!(token.starts_with(PREFIX) && !token.contains(VALUE));
         assert_eq!(two.lookup(&token).await.ok().unwrap().ttl, 60);
         assert_eq!(two.unwrap(&token).await.ok().unwrap(), answer);
         assert!(matches!(one.unwrap(&token).await, Err(Refused::Invalid)));
         assert!(matches!(one.lookup(&token).await, Err(Refused::Invalid)));
         // Another key (another deployment) opens nothing.
-        let fresh = one
-            .wrap(
-                "svc",
-                answer.clone(),
-                Duration::from_secs(60),
-                "now".into(),
-                "p",
-            )
-            .await
-            .ok()
-            .unwrap();
+        let fresh = issue(&one, &answer, Duration::from_secs(60)).await;
         let other = wraps("x", backend.clone());
         assert!(matches!(other.unwrap(&fresh).await, Err(Refused::Invalid)));
         // Expired: refused though never unwrapped.
-        let gone = one
-            .wrap(
-                "svc",
-                answer.clone(),
-                Duration::from_millis(1),
-                "now".into(),
-                "p",
-            )
-            .await
-            .ok()
-            .unwrap();
+        let gone = issue(&one, &answer, Duration::from_millis(1)).await;
         std::thread::sleep(Duration::from_millis(5));
         assert!(matches!(two.unwrap(&gone).await, Err(Refused::Invalid)));
         // Too large to come back in a header: not issued at all.

@@ -9,6 +9,7 @@ use secref::providers::secflow::SecFlowProvider;
 use secref::providers::FileProvider;
 use secref::{CacheConfig, ErrorCode, Resolver, Secret, SecretRef};
 use secref_server::{Server, ServerConfig};
+use secref_testkit::secflow_files::{secflow_file_tree, CI_TOKEN_ENV};
 use serde_json::{json, Value};
 
 const CANARY: &str = "canary-policy-serve-5e1";
@@ -23,17 +24,8 @@ struct Serve {
 /// A server over files, whose resolver allows subject `ci` (the named
 /// token) and no one else.
 async fn start() -> Serve {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("s/dev/app/token");
-    std::fs::create_dir_all(&base).unwrap();
-    for name in ["a", "b", "c", "d"] {
-        std::fs::write(base.join(name), CANARY).unwrap();
-    }
-    let toml_text = format!(
-        "bind = '127.0.0.1:0'\nsecflow_ref_template = 'file://{}/s/{{environment}}/{{service}}/{{kind}}/{{name}}'\n\
-         [tokens.ci]\ntoken_env = 'CI_TOK'\n",
-        dir.path().display()
-    );
+    let files = ["a", "b", "c", "d"].map(|name| (name, CANARY.as_bytes()));
+    let (dir, toml_text) = secflow_file_tree(&files, "");
     let cfg = ServerConfig::from_table(Some(&toml::from_str(&toml_text).unwrap())).unwrap();
     let policy: toml::Table = toml::from_str(
         r#"
@@ -50,7 +42,7 @@ async fn start() -> Serve {
         .policy(Policy::from_table(&policy, &secref::config::Env::default()).unwrap())
         .build()
         .unwrap();
-    let env = secref::config::Env::from_pairs([("CI_TOK", CI_TOKEN)]);
+    let env = secref::config::Env::from_pairs([(CI_TOKEN_ENV, CI_TOKEN)]);
     let server = Server::with_env(resolver, cfg, Secret::from(TOKEN), &env).unwrap();
     let listener = server.bind().await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -231,7 +223,7 @@ async fn start_vault() -> String {
         .policy(Policy::from_table(&policy, &secref::config::Env::default()).unwrap())
         .build()
         .unwrap();
-    let env = secref::config::Env::from_pairs([("CI_TOK", CI_TOKEN)]);
+    let env = secref::config::Env::from_pairs([(CI_TOKEN_ENV, CI_TOKEN)]);
     let server = Server::with_env(resolver, cfg, Secret::from(TOKEN), &env).unwrap();
     let seed = format!(
         r#"{{"secret/app/db": {{"versions": [{{"data": {{"password": "{CANARY}"}}}}]}},

@@ -15,6 +15,7 @@ use secref::providers::secflow::SecFlowProvider;
 use secref::providers::{EnvProvider, FileProvider};
 use secref::{CacheConfig, Error, ErrorCode, Resolver, RetryPolicy, Secret, SecretRef};
 use secref_server::{Server, ServerConfig};
+use secref_testkit::secflow_files::{secflow_file_tree, CI_TOKEN_ENV};
 use serde_json::{json, Value};
 
 const CANARY: &str = "canary-7f3a9c-value";
@@ -29,19 +30,13 @@ struct Serve {
 }
 
 async fn start_serve(rules: &str) -> Serve {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("s/dev/app/token");
-    std::fs::create_dir_all(&base).unwrap();
-    std::fs::write(base.join("text"), CANARY).unwrap();
-    std::fs::write(base.join("bin"), b"\xff\x00\xfebin").unwrap();
-    for i in 0..150 {
-        std::fs::write(base.join(format!("n{i}")), format!("v{i}")).unwrap();
-    }
-    let toml_text = format!(
-        "bind = '127.0.0.1:0'\nsecflow_ref_template = 'file://{}/s/{{environment}}/{{service}}/{{kind}}/{{name}}'\n\
-         [tokens.ci]\ntoken_env = 'CI_TOK'\n{rules}",
-        dir.path().display()
-    );
+    let numbered: Vec<(String, String)> = (0..150)
+        .map(|i| (format!("n{i}"), format!("v{i}")))
+        .collect();
+    let mut files: Vec<(&str, &[u8])> =
+        vec![("text", CANARY.as_bytes()), ("bin", b"\xff\x00\xfebin")];
+    files.extend(numbered.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    let (dir, toml_text) = secflow_file_tree(&files, rules);
     let table: toml::Table = toml::from_str(&toml_text).unwrap();
     let cfg = ServerConfig::from_table(Some(&table)).unwrap();
     let resolver = Resolver::builder()
@@ -50,7 +45,7 @@ async fn start_serve(rules: &str) -> Serve {
         .cache(CacheConfig::disabled())
         .build()
         .unwrap();
-    let env = secref::config::Env::from_pairs([("CI_TOK", CI_TOKEN)]);
+    let env = secref::config::Env::from_pairs([(CI_TOKEN_ENV, CI_TOKEN)]);
     let server = Server::with_env(resolver, cfg, Secret::from(TOKEN), &env).unwrap();
     let listener = server.bind().await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -202,6 +202,13 @@ impl Served {
         Served::start_cmd(sb, cmd, extra)
     }
 
+    /// As [`Served::start`], with `config` written to the sandbox's
+    /// `secref.toml` and passed as `--config`.
+    pub fn start_with_config(sb: &Sandbox, token: &str, config: &str) -> Served {
+        let path = sb.write("secref.toml", config);
+        Served::start(sb, token, &["--config", path.to_str().unwrap()])
+    }
+
     /// As [`Served::start`] with a prepared command (extra environment, no
     /// token variable, …); `serve --bind 127.0.0.1:0 <extra>` is appended.
     pub fn start_cmd(sb: &Sandbox, mut cmd: Command, extra: &[&str]) -> Served {
@@ -366,4 +373,34 @@ pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         raw = &raw[(end + 2).min(raw.len())..];
     }
     out
+}
+
+/// A SecFlow batch request body: `refs` as items `item-0`, `item-1`, … for
+/// `purpose`, with request id `<tag>-1` and trace id `<tag>-t` (so a test
+/// finds its own request in logs and spans).
+pub fn secflow_batch(tag: &str, purpose: &str, refs: &[&str]) -> serde_json::Value {
+    let items: Vec<_> = refs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| serde_json::json!({"item_id": format!("item-{i}"), "secret_ref": r}))
+        .collect();
+    serde_json::json!({
+        "request_id": format!("{tag}-1"), "trace_id": format!("{tag}-t"), "target_environment": "dev",
+        "purpose": purpose, "items": items,
+    })
+}
+
+/// The values held by the committed format-1 store fixture
+/// (`crates/secref-cli/tests/fixtures`).
+pub const FIXTURE_VALUES: &[(&str, &str)] = &[
+    ("local://app/db#password", "fixture-db-password"),
+    ("local://app/db#user", "admin"),
+    ("local://app/api-token", "tok-123456"),
+];
+
+/// A file of the CLI's committed test fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../secref-cli/tests/fixtures")
+        .join(name)
 }

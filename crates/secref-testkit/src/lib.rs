@@ -13,4 +13,5 @@ pub mod fixed;
 pub mod infisical;
 pub mod kafka;
 pub mod redis;
+pub mod secflow_files;
 pub mod vault_seed;

@@ -23,7 +23,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -361,36 +360,43 @@ impl Drop for Watch {
 }
 
 /// A blocking request for one reference: narrow it like
-/// [`crate::request::One`], then [`One::send`].
+/// [`crate::request::One`], then [`One::send`]. The narrowing is the async
+/// request's own; only sending differs.
 #[must_use = "a request does nothing until sent"]
 pub struct One<'a, Op, R> {
     resolver: &'a Resolver,
-    ctx: Option<&'a Context>,
-    reference: R,
-    op: Op,
+    request: crate::request::One<'a, Op, R>,
 }
 
 impl<'a, Op: Operation, R: IntoSecretRef> One<'a, Op, R> {
+    /// The same blocking request around the async request `f` narrows to.
+    fn narrow<Op2>(
+        self,
+        f: impl FnOnce(crate::request::One<'a, Op, R>) -> crate::request::One<'a, Op2, R>,
+    ) -> One<'a, Op2, R> {
+        One {
+            resolver: self.resolver,
+            request: f(self.request),
+        }
+    }
+
     fn new(resolver: &'a Resolver, reference: R, op: Op) -> Self {
         One {
             resolver,
-            ctx: None,
-            reference,
-            op,
+            request: crate::request::One::new(&resolver.inner, reference, op),
         }
     }
 
     /// On behalf of `ctx` instead of the anonymous [`Context`].
-    pub fn as_(mut self, ctx: &'a Context) -> Self {
-        self.ctx = Some(ctx);
-        self
+    pub fn as_(self, ctx: &'a Context) -> Self {
+        self.narrow(|r| r.as_(ctx))
     }
 
     /// Runs the request and waits for its answer.
     pub fn send(self) -> Result<Op::Output> {
-        let r = self.reference.into_secret_ref()?;
-        let ctx = self.ctx.cloned();
-        let op = self.op;
+        let (reference, ctx, op) = self.request.into_parts();
+        let r = reference.into_secret_ref()?;
+        let ctx = ctx.cloned();
         self.resolver.call(move |res| async move {
             let req = crate::request::One::new(&res, r, op);
             match &ctx {
@@ -404,24 +410,17 @@ impl<'a, Op: Operation, R: IntoSecretRef> One<'a, Op, R> {
 impl<'a, R: IntoSecretRef> One<'a, Read, R> {
     /// The value with its version and lease ([`Resolved`]).
     pub fn detailed(self) -> One<'a, ReadDetailed, R> {
-        One {
-            resolver: self.resolver,
-            ctx: self.ctx,
-            reference: self.reference,
-            op: ReadDetailed,
-        }
+        self.narrow(|r| r.detailed())
     }
 }
 
 /// A blocking request for many references: narrow it like
-/// [`crate::request::Many`], then [`Many::send`].
+/// [`crate::request::Many`], then [`Many::send`]. The narrowing is the
+/// async request's own; only sending differs.
 #[must_use = "a request does nothing until sent"]
 pub struct Many<'a, Op, M = AllOrNothing> {
     resolver: &'a Resolver,
-    ctx: Option<&'a Context>,
-    refs: Result<Vec<SecretRef>>,
-    op: Op,
-    mode: PhantomData<fn() -> M>,
+    request: crate::request::Many<'a, Op, M>,
 }
 
 impl<'a, Op: Operation> Many<'a, Op> {
@@ -432,42 +431,36 @@ impl<'a, Op: Operation> Many<'a, Op> {
     {
         Many {
             resolver,
-            ctx: None,
-            refs: references
-                .into_iter()
-                .map(IntoSecretRef::into_secret_ref)
-                .collect(),
-            op,
-            mode: PhantomData,
+            request: crate::request::Many::new(&resolver.inner, references, op),
         }
     }
 }
 
 impl<'a, Op: Operation, M> Many<'a, Op, M> {
-    fn narrow<Op2, M2>(self, op: impl FnOnce(Op) -> Op2) -> Many<'a, Op2, M2> {
+    /// The same blocking request around the async request `f` narrows to.
+    fn narrow<Op2, M2>(
+        self,
+        f: impl FnOnce(crate::request::Many<'a, Op, M>) -> crate::request::Many<'a, Op2, M2>,
+    ) -> Many<'a, Op2, M2> {
         Many {
             resolver: self.resolver,
-            ctx: self.ctx,
-            refs: self.refs,
-            op: op(self.op),
-            mode: PhantomData,
+            request: f(self.request),
         }
     }
 
     /// On behalf of `ctx` instead of the anonymous [`Context`].
-    pub fn as_(mut self, ctx: &'a Context) -> Self {
-        self.ctx = Some(ctx);
-        self
+    pub fn as_(self, ctx: &'a Context) -> Self {
+        self.narrow(|r| r.as_(ctx))
     }
 
     /// A [`crate::Partial`]: what resolved and what failed.
     pub fn partial(self) -> Many<'a, Op, PartialResults> {
-        self.narrow(|op| op)
+        self.narrow(|r| r.partial())
     }
 
     /// One result per input reference, in input order.
     pub fn each(self) -> Many<'a, Op, InputOrder> {
-        self.narrow(|op| op)
+        self.narrow(|r| r.each())
     }
 
     /// Runs the request and waits for its answer.
@@ -476,9 +469,9 @@ impl<'a, Op: Operation, M> Many<'a, Op, M> {
         M: Mode<Op::Output> + 'static,
         M::Output: Send + 'static,
     {
-        let refs = self.refs?;
-        let ctx = self.ctx.cloned();
-        let op = self.op;
+        let (refs, ctx, op) = self.request.into_parts();
+        let refs = refs?;
+        let ctx = ctx.cloned();
         self.resolver.call(move |res| async move {
             let req = crate::request::Many::<Op, M>::from_parts(&res, refs, op);
             match &ctx {
@@ -492,6 +485,6 @@ impl<'a, Op: Operation, M> Many<'a, Op, M> {
 impl<'a, M> Many<'a, Read, M> {
     /// The values with their versions and leases ([`Resolved`]).
     pub fn detailed(self) -> Many<'a, ReadDetailed, M> {
-        self.narrow(|_| ReadDetailed)
+        self.narrow(|r| r.detailed())
     }
 }

@@ -327,6 +327,13 @@ impl<'a, Op: Operation, R: IntoSecretRef> One<'a, Op, R> {
         self.ctx = Some(ctx);
         self
     }
+
+    /// The narrowed request's reference, context and operation (for the
+    /// blocking API, which sends them to its runtime thread).
+    #[cfg(feature = "blocking")]
+    pub(crate) fn into_parts(self) -> (R, Option<&'a Context>, Op) {
+        (self.reference, self.ctx, self.op)
+    }
 }
 
 impl<'a, R: IntoSecretRef> One<'a, Read, R> {
@@ -441,7 +448,7 @@ pub struct Many<'a, Op, M = AllOrNothing> {
 }
 
 impl<'a, Op: Operation> Many<'a, Op> {
-    pub(super) fn new<I>(resolver: &'a Resolver, references: I, op: Op) -> Self
+    pub(crate) fn new<I>(resolver: &'a Resolver, references: I, op: Op) -> Self
     where
         I: IntoIterator,
         I::Item: IntoSecretRef,
@@ -467,6 +474,13 @@ impl<'a, Op: Operation, M> Many<'a, Op, M> {
             op,
             mode: PhantomData,
         }
+    }
+
+    /// The narrowed batch's references, context and operation (for the
+    /// blocking API, which sends them to its runtime thread).
+    #[cfg(feature = "blocking")]
+    pub(crate) fn into_parts(self) -> (Result<Vec<SecretRef>>, Option<&'a Context>, Op) {
+        (self.refs, self.ctx, self.op)
     }
 
     /// On behalf of `ctx` instead of the anonymous [`Context`].

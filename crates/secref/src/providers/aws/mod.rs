@@ -32,8 +32,10 @@ pub mod ssm;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use serde::Deserialize;
 use url::Url;
@@ -44,7 +46,7 @@ use crate::credentials::{CredentialChain, CredentialField, CredentialSource};
 use crate::error::{Error, ErrorCode, Result};
 use crate::http::{self, ClientOptions, HttpClient};
 use crate::reference::{ParseInput, ParsedRef, SecretRef};
-use crate::provider::Capabilities;
+use crate::provider::{Capabilities, Provider};
 use crate::registry::{BuildFn, PartValue, ProviderSpec};
 use crate::secret::Secret;
 
@@ -92,6 +94,92 @@ pub(crate) const fn spec(
 
 /// Requests in flight at once for one batch.
 pub(crate) const CONCURRENCY: usize = 8;
+
+/// What is particular to one AWS service's provider: its [`Service`], how it
+/// names a value and reads one or a batch of them. Construction
+/// ([`with_chain`], [`build`]) and the batch plan ([`read_all`]) are shared.
+#[async_trait::async_trait]
+pub(crate) trait AwsReader: Provider + Sized + 'static {
+    /// The service the provider calls.
+    const SERVICE: &'static Service;
+    /// The most names one batch call takes.
+    const BATCH: usize;
+    /// Which version of which value: one single read.
+    type Key: Ord + Clone + Send + Sync;
+    /// One read value.
+    type Value: Send;
+
+    /// The provider around its configured client.
+    fn from_client(client: Client) -> Self;
+    /// Whether `key` asks for the current version (which a batch call reads).
+    fn is_current(key: &Self::Key) -> bool;
+    /// One key's single read.
+    async fn get(&self, key: &Self::Key) -> Result<Self::Value>;
+    /// Reads current keys in one call, filling `out` for each key AWS
+    /// answered for; the others are left for [`AwsReader::get`].
+    async fn batch(
+        &self,
+        keys: &[&Self::Key],
+        out: &mut BTreeMap<Self::Key, Result<Self::Value>>,
+    ) -> Result<()>;
+}
+
+/// `P` as `cfg` configures it, with credentials from `chain`.
+pub(crate) fn with_chain<P: AwsReader>(
+    cfg: &Config,
+    chain: &CredentialChain<Credentials>,
+) -> Result<P> {
+    Client::from_config(cfg, P::SERVICE, chain).map(P::from_client)
+}
+
+/// The registry's constructor of `P`: credentials from [`default_chain`].
+pub(crate) fn build<P: AwsReader>(cfg: &Config) -> Result<Option<Arc<dyn Provider>>> {
+    Ok(Some(Arc::new(with_chain::<P>(cfg, &default_chain())?)))
+}
+
+/// Reads every distinct key of `wanted` once: current ones in batch calls
+/// (when there are two or more), the rest one by one, [`CONCURRENCY`] at a
+/// time. A request-level error ([`is_request_level`]) fails the whole read,
+/// so the resolver may serve a stale value within its grace.
+pub(crate) async fn read_all<P: AwsReader>(
+    provider: &P,
+    wanted: Vec<&P::Key>,
+) -> Result<BTreeMap<P::Key, Result<P::Value>>> {
+    let mut unique = wanted;
+    unique.sort();
+    unique.dedup();
+    let mut values = BTreeMap::new();
+    let current: Vec<&P::Key> = unique.iter().copied().filter(|k| P::is_current(k)).collect();
+    if current.len() > 1 {
+        for chunk in current.chunks(P::BATCH) {
+            provider.batch(chunk, &mut values).await?;
+        }
+    }
+    let rest: Vec<&P::Key> = unique
+        .into_iter()
+        .filter(|k| !values.contains_key(*k))
+        .collect();
+    // Futures collected first: a closure held across the await trips
+    // async_trait's Send check.
+    let jobs: Vec<_> = rest.into_iter().map(|k| get_keyed(provider, k)).collect();
+    let mut singles = futures::stream::iter(jobs).buffer_unordered(CONCURRENCY);
+    while let Some((k, res)) = singles.next().await {
+        match res {
+            Err(e) if is_request_level(&e) => return Err(e),
+            res => {
+                values.insert(k.clone(), res);
+            }
+        }
+    }
+    Ok(values)
+}
+
+async fn get_keyed<'k, P: AwsReader>(
+    provider: &P,
+    key: &'k P::Key,
+) -> (&'k P::Key, Result<P::Value>) {
+    (key, provider.get(key).await)
+}
 
 /// One AWS service as the wire protocol names it.
 #[derive(Debug)]

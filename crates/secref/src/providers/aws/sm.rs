@@ -15,11 +15,10 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use futures::StreamExt;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{Client, SECRETS_MANAGER};
+use super::{AwsReader, Client, Service, SECRETS_MANAGER};
 use crate::error::{Error, ErrorCode, Result};
 use crate::provider::{BatchResult, Capabilities, Listed, Provider, Resolved};
 use crate::reference::{ParseInput, ParsedRef, RefKind, SecretRef};
@@ -40,13 +39,8 @@ pub(crate) const SPEC: ProviderSpec = super::spec(
     },
     parse,
     parts,
-    build,
+    super::build::<SecretsManagerProvider>,
 );
-
-fn build(cfg: &crate::Config) -> Result<Option<std::sync::Arc<dyn Provider>>> {
-    let p = SecretsManagerProvider::with_chain(cfg, &super::default_chain())?;
-    Ok(Some(std::sync::Arc::new(p)))
-}
 
 /// Reads `aws-sm://` references from AWS Secrets Manager.
 #[derive(Debug)]
@@ -61,9 +55,7 @@ impl SecretsManagerProvider {
         cfg: &crate::Config,
         chain: &crate::credentials::CredentialChain<super::Credentials>,
     ) -> Result<SecretsManagerProvider> {
-        Ok(SecretsManagerProvider {
-            client: Client::from_config(cfg, &SECRETS_MANAGER, chain)?,
-        })
+        super::with_chain(cfg, chain)
     }
 }
 
@@ -182,7 +174,7 @@ fn parts(r: &SecretRef) -> Vec<(&'static str, PartValue)> {
 
 /// Which version of which secret: one `GetSecretValue` call.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Key {
+pub(crate) struct Key {
     id: String,
     stage: Option<String>,
     version_id: Option<String>,
@@ -204,10 +196,6 @@ impl Key {
             },
             g.get("field"),
         ))
-    }
-
-    fn is_current(&self) -> bool {
-        self.stage.is_none() && self.version_id.is_none()
     }
 }
 
@@ -242,7 +230,7 @@ struct BatchError {
 
 /// A read secret version.
 #[derive(Clone)]
-struct Value {
+pub(crate) struct Value {
     secret: Secret,
     binary: bool,
     version_id: Option<String>,
@@ -315,9 +303,19 @@ fn invalid(msg: &'static str) -> Error {
     Error::new(ErrorCode::InvalidResponse, msg).with_provider("aws-sm")
 }
 
-impl SecretsManagerProvider {
-    async fn get_keyed<'k>(&self, key: &'k Key) -> (&'k Key, Result<Value>) {
-        (key, self.get(key).await)
+#[async_trait]
+impl AwsReader for SecretsManagerProvider {
+    const SERVICE: &'static Service = &SECRETS_MANAGER;
+    const BATCH: usize = BATCH;
+    type Key = Key;
+    type Value = Value;
+
+    fn from_client(client: Client) -> Self {
+        SecretsManagerProvider { client }
+    }
+
+    fn is_current(key: &Key) -> bool {
+        key.stage.is_none() && key.version_id.is_none()
     }
 
     async fn get(&self, key: &Key) -> Result<Value> {
@@ -334,8 +332,7 @@ impl SecretsManagerProvider {
         Value::from_answer(a)
     }
 
-    /// Reads unpinned secrets in one call, filling `out` for each id AWS
-    /// answered for; the others are left for `GetSecretValue`.
+    /// Unpinned secrets by `BatchGetSecretValue`.
     async fn batch(&self, ids: &[&Key], out: &mut BTreeMap<Key, Result<Value>>) -> Result<()> {
         let list: Vec<&str> = ids.iter().map(|k| k.id.as_str()).collect();
         let answer = match self
@@ -455,32 +452,7 @@ impl Provider for SecretsManagerProvider {
 
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         let wanted = refs.iter().map(Key::of).collect::<Result<Vec<_>>>()?;
-        let mut unique: Vec<&Key> = wanted.iter().map(|(k, _)| k).collect();
-        unique.sort();
-        unique.dedup();
-        let mut values: BTreeMap<Key, Result<Value>> = BTreeMap::new();
-        let current: Vec<&Key> = unique.iter().copied().filter(|k| k.is_current()).collect();
-        if current.len() > 1 {
-            for chunk in current.chunks(BATCH) {
-                self.batch(chunk, &mut values).await?;
-            }
-        }
-        let rest: Vec<&Key> = unique
-            .into_iter()
-            .filter(|k| !values.contains_key(*k))
-            .collect();
-        // Futures collected first: a closure held across the await trips
-        // async_trait's Send check.
-        let jobs: Vec<_> = rest.into_iter().map(|k| self.get_keyed(k)).collect();
-        let mut singles = futures::stream::iter(jobs).buffer_unordered(super::CONCURRENCY);
-        while let Some((k, res)) = singles.next().await {
-            match res {
-                Err(e) if super::is_request_level(&e) => return Err(e),
-                res => {
-                    values.insert(k.clone(), res);
-                }
-            }
-        }
+        let values = super::read_all(self, wanted.iter().map(|(k, _)| k).collect()).await?;
         Ok(wanted
             .iter()
             .zip(refs)

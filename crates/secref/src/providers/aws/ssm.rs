@@ -10,11 +10,10 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{Client, SSM};
+use super::{AwsReader, Client, Service, SSM};
 use crate::error::{Error, ErrorCode, Result};
 use crate::provider::{BatchResult, Capabilities, Provider, Resolved};
 use crate::reference::{ParseInput, ParsedRef, RefKind, SecretRef};
@@ -34,13 +33,8 @@ pub(crate) const SPEC: ProviderSpec = super::spec(
     },
     parse,
     parts,
-    build,
+    super::build::<ParameterStoreProvider>,
 );
-
-fn build(cfg: &crate::Config) -> Result<Option<std::sync::Arc<dyn Provider>>> {
-    let p = ParameterStoreProvider::with_chain(cfg, &super::default_chain())?;
-    Ok(Some(std::sync::Arc::new(p)))
-}
 
 /// Reads `aws-ssm://` references from AWS SSM Parameter Store.
 #[derive(Debug)]
@@ -55,9 +49,7 @@ impl ParameterStoreProvider {
         cfg: &crate::Config,
         chain: &crate::credentials::CredentialChain<super::Credentials>,
     ) -> Result<ParameterStoreProvider> {
-        Ok(ParameterStoreProvider {
-            client: Client::from_config(cfg, &SSM, chain)?,
-        })
+        super::with_chain(cfg, chain)
     }
 }
 
@@ -159,7 +151,7 @@ fn parts(r: &SecretRef) -> Vec<(&'static str, PartValue)> {
 }
 
 /// A parameter name and an optional pinned version.
-type Key = (String, Option<String>);
+pub(crate) type Key = (String, Option<String>);
 
 fn key(r: &SecretRef) -> Result<Key> {
     let RefKind::Generic(g) = r.kind() else {
@@ -206,9 +198,19 @@ fn invalid(msg: &'static str) -> Error {
     Error::new(ErrorCode::InvalidResponse, msg).with_provider("aws-ssm")
 }
 
-impl ParameterStoreProvider {
-    async fn get_keyed<'k>(&self, key: &'k Key) -> (&'k Key, Result<Resolved>) {
-        (key, self.get(key).await)
+#[async_trait]
+impl AwsReader for ParameterStoreProvider {
+    const SERVICE: &'static Service = &SSM;
+    const BATCH: usize = BATCH;
+    type Key = Key;
+    type Value = Resolved;
+
+    fn from_client(client: Client) -> Self {
+        ParameterStoreProvider { client }
+    }
+
+    fn is_current(key: &Key) -> bool {
+        key.1.is_none()
     }
 
     async fn get(&self, key: &Key) -> Result<Resolved> {
@@ -270,32 +272,7 @@ impl Provider for ParameterStoreProvider {
 
     async fn resolve_many(&self, refs: &[SecretRef]) -> BatchResult<Resolved> {
         let wanted = refs.iter().map(key).collect::<Result<Vec<_>>>()?;
-        let mut unique: Vec<&Key> = wanted.iter().collect();
-        unique.sort();
-        unique.dedup();
-        let mut values: BTreeMap<Key, Result<Resolved>> = BTreeMap::new();
-        let current: Vec<&Key> = unique.iter().copied().filter(|k| k.1.is_none()).collect();
-        if current.len() > 1 {
-            for chunk in current.chunks(BATCH) {
-                self.batch(chunk, &mut values).await?;
-            }
-        }
-        let rest: Vec<&Key> = unique
-            .into_iter()
-            .filter(|k| !values.contains_key(*k))
-            .collect();
-        // Futures collected first: a closure held across the await trips
-        // async_trait's Send check.
-        let jobs: Vec<_> = rest.into_iter().map(|k| self.get_keyed(k)).collect();
-        let mut singles = futures::stream::iter(jobs).buffer_unordered(super::CONCURRENCY);
-        while let Some((k, res)) = singles.next().await {
-            match res {
-                Err(e) if super::is_request_level(&e) => return Err(e),
-                res => {
-                    values.insert(k.clone(), res);
-                }
-            }
-        }
+        let values = super::read_all(self, wanted.iter().collect()).await?;
         Ok(wanted
             .iter()
             .zip(refs)
