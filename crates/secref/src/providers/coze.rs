@@ -713,6 +713,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         ENV_SERVER_ENV,
         ENV_PROJECT_ID,
     ],
+    credential_env_vars: &[ENV_CLIENT_SECRET],
     capabilities: crate::provider::Capabilities {
         list: true,
         ..crate::provider::Capabilities::NONE

@@ -898,6 +898,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         "SECFLOW_TARGET_ENVIRONMENT",
         "SECFLOW_TIMEOUT_SECONDS",
     ],
+    credential_env_vars: &["SECFLOW_SDK_TOKEN"],
     capabilities: crate::provider::Capabilities {
         leases: true,
         ..crate::provider::Capabilities::NONE
