@@ -343,8 +343,9 @@ mod tests {
         assert_eq!(variable_name(None, "1st"), "_1ST");
         assert_eq!(variable_name(Some("APP_"), "1st"), "APP_1ST");
         assert_eq!(variable_name(None, "Ünï"), "_N_");
-        assert!(never_scanned("SECREF_KEY") && never_scanned("VAULT_TOKEN"));
-        assert!(!never_scanned("DB"));
+        let creds = secref::credentials::credential_env_vars(&Config::default());
+        assert!(never_scanned("SECREF_KEY", &creds) && never_scanned("VAULT_TOKEN", &creds));
+        assert!(!never_scanned("DB", &creds));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! reference grammar (which parser a scheme goes to), config validation
 //! (which top-level sections exist), [`Resolver::from_config`](crate::Resolver::from_config)
 //! (how each provider is built), `secref ref` (a reference's parts),
-//! `secref run` (which `scheme://` values are references) and `secref serve`
+//! `secref run` (which `scheme://` values are references, which variables
+//! are credentials withheld from its command) and `secref serve`
 //! (which references are host-local and denied by default).
 //!
 //! The list itself is [`crate::providers::SPECS`]; adding a backend is one new
