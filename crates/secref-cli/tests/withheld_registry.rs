@@ -7,7 +7,8 @@
 //!   editing this file) is absent from the child unless `--pass-env` names
 //!   it, and present with it (secref's own are refused);
 //! * a variable `secref.toml` names in place of a declared one
-//!   (`[secflow] token_env`, `[coze] client_secret_env`, `[audit] salt_env`)
+//!   (`[secflow] token_env`, `[coze] client_secret_env`, `[audit] salt_env`,
+//!   `chain_key_env`)
 //!   is withheld too, listed in the `--pass-env` hint, and passed only when
 //!   named;
 //! * such a variable holding a reference is not scanned: the child never
@@ -168,7 +169,7 @@ fn every_declared_credential_is_withheld_unless_passed() {
 }
 
 /// A config naming its own variables for the SecFlow token, the Coze client
-/// secret and the audit salt.
+/// secret, the audit salt and the audit chain key.
 const RENAMING_CONFIG: &str = "\
 [secflow]
 base_url = \"http://127.0.0.1:9\"
@@ -184,9 +185,15 @@ access_token_endpoint = \"http://127.0.0.1:9/exchange\"
 sink = \"file\"
 path = \"audit.jsonl\"
 salt_env = \"MY_AUDIT_SALT\"
+chain_key_env = \"MY_AUDIT_CHAIN_KEY\"
 ";
 
-const RENAMED: [&str; 3] = ["MY_SECFLOW_TOKEN", "MY_COZE_SECRET", "MY_AUDIT_SALT"];
+const RENAMED: [&str; 4] = [
+    "MY_SECFLOW_TOKEN",
+    "MY_COZE_SECRET",
+    "MY_AUDIT_SALT",
+    "MY_AUDIT_CHAIN_KEY",
+];
 
 #[test]
 fn a_variable_the_config_names_as_a_credential_is_withheld() {
