@@ -8,9 +8,8 @@
 //!   it, and present with it (secref's own are refused);
 //! * a variable `secref.toml` names in place of a declared one
 //!   (`[secflow] token_env`, `[coze] client_secret_env`, `[audit] salt_env`,
-//!   `chain_key_env`)
-//!   is withheld too, listed in the `--pass-env` hint, and passed only when
-//!   named;
+//!   `chain_key_env`) is withheld too, listed in the `--pass-env` hint, and
+//!   passed only when named;
 //! * such a variable holding a reference is not scanned: the child never
 //!   gets the credential's value in its place.
 //!
