@@ -210,7 +210,7 @@ impl CozeProvider {
         // `client_secret_env` is set), or the table key / file.
         let secret_source: String = match (&t.client_secret_env, &t.client_secret_file) {
             _ if t.client_secret.is_some() => "[coze] client_secret".to_string(),
-            (_, Some(_)) => "[coze] client_secret_file (empty)".to_string(),
+            (_, Some(path)) => format!("[coze] client_secret_file {} (empty)", path.display()),
             (var, None) => var.as_deref().unwrap_or(ENV_CLIENT_SECRET).to_string(),
         };
         let client_secret = match (&t.client_secret_env, &t.client_secret_file) {
