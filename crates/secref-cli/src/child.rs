@@ -8,7 +8,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
-use secref::{Error, ErrorCode, Secret};
+use secref::{Config, Error, ErrorCode, Secret};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
 
@@ -24,49 +24,45 @@ pub const EXIT_NOT_EXECUTABLE: i32 = 126;
 /// opt-in; a child that needs the store should get values, not its key).
 pub const WITHHELD_ALWAYS: &[&str] = &["SECREF_KEY", "SECREF_SERVE_TOKEN"];
 
-/// Provider credentials secref reads from its environment: withheld from
-/// the child unless named with `--pass-env` (the child gets the values it
-/// asked for, not the power to read everything the backend holds).
-pub const WITHHELD_BY_DEFAULT: &[&str] = &[
-    "VAULT_TOKEN",
-    "VAULT_SECRET_ID",
-    "INFISICAL_CLIENT_SECRET",
-    "INFISICAL_TOKEN",
-    "SECFLOW_SDK_TOKEN",
-    "COZE_WORKLOAD_IDENTITY_CLIENT_SECRET",
-    "SECRET_TENANT_SALT",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-];
+/// The credentials secref reads from its environment under `cfg` — those
+/// the registered providers declare, those the config names in their place,
+/// the audit policy's ([`secref::credentials::credential_env_vars`]) — other
+/// than [`WITHHELD_ALWAYS`]: withheld from the child unless named with
+/// `--pass-env` (the child gets the values it asked for, not the power to
+/// read everything the backend holds). Sorted.
+pub fn withheld_unless_passed(cfg: &Config) -> Vec<String> {
+    secref::credentials::credential_env_vars(cfg)
+        .into_iter()
+        .filter(|v| !WITHHELD_ALWAYS.contains(&v.as_str()))
+        .collect()
+}
 
 /// The variables to remove from the child's inherited environment: every
-/// [`WITHHELD_ALWAYS`], and every [`WITHHELD_BY_DEFAULT`] not in `pass`.
-/// Naming one of secref's own credentials in `pass` is a usage error.
-pub fn withheld(pass: &[String]) -> secref::Result<Vec<&'static str>> {
+/// [`WITHHELD_ALWAYS`], and every [`withheld_unless_passed`] not in `pass`.
+/// Naming one of secref's own credentials in `pass`, or a variable that is
+/// not withheld, is a usage error.
+pub fn withheld(cfg: &Config, pass: &[String]) -> secref::Result<Vec<String>> {
+    let unless_passed = withheld_unless_passed(cfg);
     for name in pass {
         if WITHHELD_ALWAYS.contains(&name.as_str()) {
             return Err(Error::usage(format!(
                 "--pass-env {name}: secref's own credentials are never passed to the command"
             )));
         }
-        if !WITHHELD_BY_DEFAULT.contains(&name.as_str()) {
+        if !unless_passed.contains(name) {
             return Err(Error::usage(format!(
                 "--pass-env {name}: not a withheld variable (it is passed anyway)"
             ))
             .with_hint(format!(
                 "withheld unless passed: {}",
-                WITHHELD_BY_DEFAULT.join(", ")
+                unless_passed.join(", ")
             )));
         }
     }
     Ok(WITHHELD_ALWAYS
         .iter()
-        .chain(
-            WITHHELD_BY_DEFAULT
-                .iter()
-                .filter(|n| !pass.iter().any(|p| p == *n)),
-        )
-        .copied()
+        .map(|n| n.to_string())
+        .chain(unless_passed.into_iter().filter(|n| !pass.contains(n)))
         .collect())
 }
 
@@ -80,7 +76,7 @@ const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, 
 pub async fn run(
     command: &[OsString],
     env: &[(String, Secret)],
-    withhold: &[&str],
+    withhold: &[String],
     patterns: Option<Arc<Patterns>>,
 ) -> Result<i32, Failure> {
     // The forwarder is installed before the spawn so that a signal arriving
@@ -104,7 +100,7 @@ pub struct Running {
 pub fn spawn(
     command: &[OsString],
     env: &[(String, Secret)],
-    withhold: &[&str],
+    withhold: &[String],
     patterns: Option<Arc<Patterns>>,
     forwarder: &Forwarder,
 ) -> Result<Running, Failure> {

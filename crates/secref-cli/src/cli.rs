@@ -21,6 +21,20 @@ fn after_help() -> String {
     out
 }
 
+/// `secref run --help`'s list of withheld variables, from the provider
+/// registry and the audit policy, so a new provider's credentials show up
+/// without editing the CLI.
+fn run_after_help() -> String {
+    let defaults = crate::child::withheld_unless_passed(&secref::Config::default());
+    format!(
+        "Never passed to the command: {}.\n\
+         Passed only when named with --pass-env: {} (and any variable \
+         secref.toml names in their place).",
+        crate::child::WITHHELD_ALWAYS.join(", "),
+        defaults.join(", ")
+    )
+}
+
 /// Every registered scheme, comma-separated (help texts).
 fn scheme_list() -> String {
     secref::registry::schemes().collect::<Vec<_>>().join(", ")
@@ -193,12 +207,14 @@ pub enum Command {
     ///
     /// The command inherits secref's environment except secref's own
     /// credentials, which it never receives (SECREF_KEY, SECREF_SERVE_TOKEN),
-    /// and the provider credentials secref reads, which it receives only when
-    /// named with --pass-env (VAULT_TOKEN, VAULT_SECRET_ID,
-    /// INFISICAL_CLIENT_SECRET, INFISICAL_TOKEN, SECFLOW_SDK_TOKEN,
-    /// COZE_WORKLOAD_IDENTITY_CLIENT_SECRET, SECRET_TENANT_SALT,
-    /// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN). A variable
-    /// set with --env or --env-file is always passed.
+    /// and the credentials secref reads, which it receives only when named
+    /// with --pass-env: each provider's (its `credential_env_vars` in
+    /// `secref ref --schemes --json`, e.g. VAULT_TOKEN,
+    /// AWS_SECRET_ACCESS_KEY), a variable secref.toml names in their place
+    /// ([secflow] token_env, [coze] client_secret_env) and the audit salt
+    /// and chain key (SECRET_TENANT_SALT, [audit] salt_env, chain_key_env).
+    /// A variable set with --env or --env-file is always passed.
+    #[command(after_long_help = run_after_help())]
     Run {
         #[command(flatten)]
         vars: VarArgs,

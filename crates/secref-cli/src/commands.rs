@@ -132,10 +132,10 @@ async fn run(
     watch: &crate::rotate::RunWatchArgs,
     command: &[std::ffi::OsString],
 ) -> Result<i32, Failure> {
-    let withhold = child::withheld(pass_env)?;
     let cfg = Config::load()?;
+    let withhold = child::withheld(&cfg, pass_env)?;
     let resolver = resolver(&cfg)?;
-    let vars = vars::collect(args, &resolver).await?;
+    let vars = vars::collect(args, &cfg, &resolver).await?;
     let resolved = vars::resolve_all(&resolver, &vars, "nothing was run").await?;
     let store = watch
         .watch
@@ -190,7 +190,7 @@ pub fn masking_patterns(secrets: &[(String, Secret)]) -> Result<Option<Arc<Patte
 async fn export_vars(args: &VarArgs, format: ExportFormat) -> secref::Result<i32> {
     let cfg = Config::load()?;
     let resolver = resolver(&cfg)?;
-    let vars = vars::collect(args, &resolver).await?;
+    let vars = vars::collect(args, &cfg, &resolver).await?;
     let resolved = vars::resolve_all(&resolver, &vars, "nothing was exported").await?;
     let out = export::render(format, &resolved.values)?;
     write_stdout(&out)?;
@@ -200,7 +200,7 @@ async fn export_vars(args: &VarArgs, format: ExportFormat) -> secref::Result<i32
 async fn check(args: &VarArgs) -> secref::Result<i32> {
     let cfg = Config::load()?;
     let resolver = resolver(&cfg)?;
-    let vars = vars::collect(args, &resolver).await?;
+    let vars = vars::collect(args, &cfg, &resolver).await?;
     let partial = resolver
         .read_many(vars::references(&vars))
         .partial()
@@ -269,7 +269,8 @@ fn table(rows: &[[String; 4]]) -> String {
 
 /// `secref ref --schemes`: every scheme of the provider registry, with its
 /// provider and whether it is host-local; `--json` adds what the provider
-/// can do and the environment variables it reads (names only).
+/// can do, the environment variables it reads and which of them hold
+/// credentials (names only).
 fn list_schemes(json: bool) -> i32 {
     let rows = secref::registry::specs()
         .iter()
@@ -290,6 +291,7 @@ fn list_schemes(json: bool) -> i32 {
                         "write": c.write,
                     },
                     "env_vars": spec.env_vars,
+                    "credential_env_vars": spec.credential_env_vars,
                 })
             })
             .collect();

@@ -390,11 +390,10 @@ pub fn signal_pid_file(pid_file: &Path, signo: libc::c_int) -> secref::Result<()
     Ok(())
 }
 
-/// Runs `sh -c command` and waits for it, with secref's own and the
-/// provider credentials withheld from its environment (as `secref run`
-/// does). Returns its exit code.
-pub async fn run_hook(command: &str) -> secref::Result<i32> {
-    let withhold = crate::child::withheld(&[])?;
+/// Runs `sh -c command` and waits for it, with `withhold` (secref's own and
+/// the provider credentials, [`crate::child::withheld`], as `secref run`
+/// does) removed from its environment. Returns its exit code.
+pub async fn run_hook(command: &str, withhold: &[String]) -> secref::Result<i32> {
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(command)

@@ -83,8 +83,11 @@ pub async fn run(args: InjectArgs) -> secref::Result<i32> {
         deliver::store_path(&cfg),
         args.timing.clone(),
     )?;
+    // Worked out now: `cfg` (its environment snapshot holds credentials) is
+    // not kept while watching.
+    let withhold = crate::child::withheld(&cfg, &[])?;
     drop(cfg);
-    watch(&args, output, &template, follower).await
+    watch(&args, output, &template, follower, &withhold).await
 }
 
 /// Every reference in one batch; any failure fails the whole render.
@@ -129,12 +132,13 @@ fn render(
 
 /// Re-renders on each (debounced, rate-limited) change until SIGINT or
 /// SIGTERM. A failed re-render or hook is reported and the previous file
-/// stays; watching goes on.
+/// stays; watching goes on. The `--on-change` hook runs without `withhold`.
 async fn watch(
     args: &InjectArgs,
     output: &Path,
     template: &Template,
     mut follower: Follower,
+    withhold: &[String],
 ) -> secref::Result<i32> {
     use tokio::signal::unix::{signal, SignalKind};
     let io = |e: std::io::Error| Error::internal(format!("cannot install a signal handler: {e}"));
@@ -154,7 +158,7 @@ async fn watch(
         }
         eprintln!("secref inject: re-rendered {}", output.display());
         if let Some(cmd) = &args.on_change {
-            match deliver::run_hook(cmd).await {
+            match deliver::run_hook(cmd, withhold).await {
                 Ok(0) => {}
                 Ok(code) => eprintln!("warning: the --on-change command exited with {code}"),
                 Err(e) => crate::report::print(&e),

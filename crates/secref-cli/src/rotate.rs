@@ -49,7 +49,7 @@ pub struct Start<'a> {
     /// Whether the command's output is masked.
     pub masking: bool,
     /// Variables withheld from the command.
-    pub withhold: &'a [&'a str],
+    pub withhold: &'a [String],
     /// The command.
     pub command: &'a [OsString],
     /// The local store file (watched for `local://` references).

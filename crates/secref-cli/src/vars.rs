@@ -2,9 +2,9 @@
 //! and `--env`, classified as references or plain values, and resolved in
 //! one batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use secref::{Error, Resolver, Secret, SecretRef};
+use secref::{Config, Error, Resolver, Secret, SecretRef};
 use zeroize::Zeroizing;
 
 use crate::cli::VarArgs;
@@ -90,7 +90,11 @@ fn check_name(name: &str, origin: &str) -> secref::Result<()> {
 /// definition of a name replaces an earlier one in place (the first
 /// definition fixes the order); an imported name may not collide with
 /// another import or anything in the environment.
-pub async fn collect(args: &VarArgs, resolver: &Resolver) -> secref::Result<Vec<Var>> {
+pub async fn collect(
+    args: &VarArgs,
+    cfg: &Config,
+    resolver: &Resolver,
+) -> secref::Result<Vec<Var>> {
     let mut vars: Vec<Var> = Vec::new();
     // Where each name came from, for the collision reports.
     let mut imported: BTreeMap<String, String> = BTreeMap::new();
@@ -107,7 +111,7 @@ pub async fn collect(args: &VarArgs, resolver: &Resolver) -> secref::Result<Vec<
         }
     };
     if !args.no_env_scan {
-        for var in scan_env()? {
+        for var in scan_env(&secref::credentials::credential_env_vars(cfg))? {
             put(var, &imported);
         }
     }
@@ -184,24 +188,26 @@ pub async fn collect(args: &VarArgs, resolver: &Resolver) -> secref::Result<Vec<
 }
 
 /// The environment variables secref never scans: its own settings and
-/// credentials (`SECREF_*`) and the provider credentials it reads, which
-/// are configuration, not variables to resolve.
-fn never_scanned(name: &str) -> bool {
+/// credentials (`SECREF_*`) and the credentials it reads (`credentials`,
+/// [`secref::credentials::credential_env_vars`]), which are configuration,
+/// not variables to resolve (a credential holding a reference is resolved
+/// for its provider, not handed to the command).
+fn never_scanned(name: &str, credentials: &BTreeSet<String>) -> bool {
     name.starts_with("SECREF_")
         || crate::child::WITHHELD_ALWAYS.contains(&name)
-        || crate::child::WITHHELD_BY_DEFAULT.contains(&name)
+        || credentials.contains(name)
 }
 
 /// Every variable of secref's environment whose value is a reference, in
 /// name order. A reference-shaped value that does not parse is an error (a
 /// mistyped reference must not reach the command as text).
-fn scan_env() -> secref::Result<Vec<Var>> {
+fn scan_env(credentials: &BTreeSet<String>) -> secref::Result<Vec<Var>> {
     let mut found: Vec<(String, SecretRef)> = Vec::new();
     for (name, value) in std::env::vars_os() {
         let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
             continue;
         };
-        if never_scanned(name) || !looks_like_reference(value) {
+        if never_scanned(name, credentials) || !looks_like_reference(value) {
             continue;
         }
         let r = parse_reference(value)
@@ -337,8 +343,9 @@ mod tests {
         assert_eq!(variable_name(None, "1st"), "_1ST");
         assert_eq!(variable_name(Some("APP_"), "1st"), "APP_1ST");
         assert_eq!(variable_name(None, "Ünï"), "_N_");
-        assert!(never_scanned("SECREF_KEY") && never_scanned("VAULT_TOKEN"));
-        assert!(!never_scanned("DB"));
+        let creds = secref::credentials::credential_env_vars(&Config::default());
+        assert!(never_scanned("SECREF_KEY", &creds) && never_scanned("VAULT_TOKEN", &creds));
+        assert!(!never_scanned("DB", &creds));
     }
 
     #[test]

@@ -38,7 +38,7 @@
 //! assert_eq!((found.as_str(), by.as_str()), ("id", "fixed"));
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -175,6 +175,36 @@ pub(crate) fn env_named_by(
     vec![CredentialField::Env(
         named.unwrap_or_else(|| default.to_string()),
     )]
+}
+
+/// Every environment variable that holds a credential under `cfg`, sorted:
+/// those the registered providers declare
+/// ([`ProviderSpec::credential_env_vars`]), those the config names in their
+/// place (`[secflow] token_env`, `[coze] client_secret_env`: a credential
+/// field's variable the spec does not read by default, see
+/// [`ProviderSpec::credentials`]) and the audit policy's
+/// ([`crate::audit::credential_env_vars`]). `secref run` withholds them from
+/// its command unless `--pass-env` names them, and never scans them.
+///
+/// ```
+/// let vars = secref::credentials::credential_env_vars(&secref::Config::default());
+/// assert!(vars.contains("SECRET_TENANT_SALT"));
+/// assert!(!vars.contains("VAULT_ADDR"));
+/// ```
+pub fn credential_env_vars(cfg: &Config) -> BTreeSet<String> {
+    let mut vars = BTreeSet::new();
+    for spec in registry::specs() {
+        vars.extend(spec.credential_env_vars.iter().map(|v| v.to_string()));
+        for field in (spec.credentials)(cfg) {
+            if let CredentialField::Env(v) = field {
+                if !spec.env_vars.contains(&v.as_str()) {
+                    vars.insert(v);
+                }
+            }
+        }
+    }
+    vars.extend(crate::audit::credential_env_vars(cfg));
+    vars
 }
 
 /// One credential setting holding a reference.

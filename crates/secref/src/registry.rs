@@ -3,7 +3,8 @@
 //! reference grammar (which parser a scheme goes to), config validation
 //! (which top-level sections exist), [`Resolver::from_config`](crate::Resolver::from_config)
 //! (how each provider is built), `secref ref` (a reference's parts),
-//! `secref run` (which `scheme://` values are references) and `secref serve`
+//! `secref run` (which `scheme://` values are references, which variables
+//! are credentials withheld from its command) and `secref serve`
 //! (which references are host-local and denied by default).
 //!
 //! The list itself is [`crate::providers::SPECS`]; adding a backend is one new
@@ -54,6 +55,14 @@ pub struct ProviderSpec {
     /// The environment variables it reads (documentation and `secref ref
     /// --schemes`; never their values).
     pub env_vars: &'static [&'static str],
+    /// Those of [`env_vars`](Self::env_vars) that hold credentials. The
+    /// rule: a variable that grants access to a backend (a token, a secret,
+    /// a key), not one that only says where or how to reach it (a URL, a
+    /// client id, a file path). `secref run` withholds them from its command
+    /// unless `--pass-env` names them ([`crate::credentials::credential_env_vars`]);
+    /// a variable the config names in place of one of them
+    /// (`[secflow] token_env`) is withheld too.
+    pub credential_env_vars: &'static [&'static str],
     /// What its provider can do beyond reading (what
     /// [`Provider::capabilities`] returns; `secref ref --schemes --json`).
     pub capabilities: crate::provider::Capabilities,
@@ -180,6 +189,23 @@ mod tests {
         ] {
             let e = SecretRef::parse(bad).unwrap_err();
             assert_eq!(e.code(), ErrorCode::UnsupportedEngine, "{bad}");
+        }
+    }
+
+    #[test]
+    fn credential_variables_are_variables_the_provider_reads() {
+        for s in specs() {
+            for v in s.credential_env_vars {
+                assert!(s.env_vars.contains(v), "{}: {v} not in env_vars", s.name);
+            }
+            // A credential field's variable that is not declared as a
+            // credential must be one the spec reads by default; any other
+            // (a name the config gave) is withheld as a credential.
+            for f in (s.credentials)(&Config::default()) {
+                if let crate::credentials::CredentialField::Env(v) = f {
+                    assert!(s.env_vars.contains(&v.as_str()), "{}: {v}", s.name);
+                }
+            }
         }
     }
 

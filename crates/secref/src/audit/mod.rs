@@ -385,6 +385,28 @@ impl AuditSink for MemorySink {
 
 // ---- Settings ------------------------------------------------------------------
 
+/// The variable holding the tenant salt unless `[audit] salt_env` names
+/// another.
+pub const DEFAULT_SALT_ENV: &str = "SECRET_TENANT_SALT";
+
+/// The variables holding the audit policy's secrets under `cfg`: the tenant
+/// salt's ([`DEFAULT_SALT_ENV`], and the one `salt_env` names) and the chain
+/// key's (`chain_key_env`). With the salt, `resource_ref`s can be matched
+/// against guessed names; with the chain key, records can be forged. Read
+/// leniently: an `[audit]` table that does not parse still names its
+/// variables (building the auditor reports the error).
+pub fn credential_env_vars(cfg: &crate::Config) -> Vec<String> {
+    let mut vars = vec![DEFAULT_SALT_ENV.to_string()];
+    if let Some(table) = &cfg.audit {
+        for key in ["salt_env", "chain_key_env"] {
+            if let Some(name) = table.get(key).and_then(toml::Value::as_str) {
+                vars.push(name.to_string());
+            }
+        }
+    }
+    vars
+}
+
 /// `[audit]` settings (see the module docs). Unknown keys are an error.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -465,7 +487,7 @@ pub enum SinkKind {
 
 impl AuditSettings {
     fn default_salt_env() -> String {
-        "SECRET_TENANT_SALT".into()
+        DEFAULT_SALT_ENV.into()
     }
     fn default_capacity() -> usize {
         1024

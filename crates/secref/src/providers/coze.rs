@@ -205,6 +205,14 @@ impl CozeProvider {
                 "[coze] takes one of client_secret, client_secret_env and client_secret_file",
             ));
         }
+        // Where the client secret was looked for, for the missing-settings
+        // error: the variable actually read (the renamed one when
+        // `client_secret_env` is set), or the table key / file.
+        let secret_source: String = match (&t.client_secret_env, &t.client_secret_file) {
+            _ if t.client_secret.is_some() => "[coze] client_secret".to_string(),
+            (_, Some(path)) => format!("[coze] client_secret_file {} (empty)", path.display()),
+            (var, None) => var.as_deref().unwrap_or(ENV_CLIENT_SECRET).to_string(),
+        };
         let client_secret = match (&t.client_secret_env, &t.client_secret_file) {
             _ if t.client_secret.is_some() => t
                 .client_secret
@@ -235,7 +243,7 @@ impl CozeProvider {
         // Every missing required setting at once, in the SDK's order.
         let missing: Vec<&str> = [
             (client_id.is_none(), ENV_CLIENT_ID),
-            (client_secret.is_none(), ENV_CLIENT_SECRET),
+            (client_secret.is_none(), secret_source.as_str()),
             (token_endpoint.is_none(), ENV_TOKEN_ENDPOINT),
             (access_token_endpoint.is_none(), ENV_ACCESS_TOKEN_ENDPOINT),
         ]
@@ -254,11 +262,18 @@ impl CozeProvider {
             access_token_endpoint,
         )
         else {
+            let mut hint =
+                "set them in the environment or in the [coze] table of secref.toml".to_string();
+            if t.client_secret_env.is_some() && missing.contains(&secret_source.as_str()) {
+                hint.push_str(&format!(
+                    "; the client secret is read from {secret_source}, the variable [coze] client_secret_env names"
+                ));
+            }
             return Err(Error::config(format!(
                 "Coze workload identity is missing: {}",
                 missing.join(", ")
             ))
-            .with_hint("set them in the environment or in the [coze] table of secref.toml"));
+            .with_hint(hint));
         };
 
         let client_auth = match pick(t.client_auth, "SECREF_COZE_CLIENT_AUTH").as_deref() {
@@ -713,6 +728,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         ENV_SERVER_ENV,
         ENV_PROJECT_ID,
     ],
+    credential_env_vars: &[ENV_CLIENT_SECRET],
     capabilities: crate::provider::Capabilities {
         list: true,
         ..crate::provider::Capabilities::NONE
@@ -824,6 +840,26 @@ mod tests {
             e.message(),
             "Coze workload identity is missing: COZE_WORKLOAD_IDENTITY_CLIENT_ID, \
              COZE_WORKLOAD_IDENTITY_CLIENT_SECRET, COZE_WORKLOAD_ACCESS_TOKEN_ENDPOINT"
+        );
+    }
+
+    #[test]
+    fn a_renamed_secret_variable_is_the_one_named_missing() {
+        // The default variable is set: it is not read, so not named either.
+        let env = Env::from_pairs(base_env());
+        let t: toml::Table = toml::from_str("client_secret_env = 'MY_COZE_SECRET'").unwrap();
+        let e = CozeProvider::from_table(&t, &env).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Config);
+        assert_eq!(e.message(), "Coze workload identity is missing: MY_COZE_SECRET");
+        assert!(e.hint().unwrap().contains("MY_COZE_SECRET"), "{e}");
+        assert!(!e.to_string().contains(ENV_CLIENT_SECRET), "{e}");
+        assert!(!e.to_string().contains("canary-client-secret-71"));
+        let env = Env::from_pairs([(ENV_TOKEN_ENDPOINT, "https://x/t")]);
+        let e = CozeProvider::from_table(&t, &env).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "Coze workload identity is missing: COZE_WORKLOAD_IDENTITY_CLIENT_ID, \
+             MY_COZE_SECRET, COZE_WORKLOAD_ACCESS_TOKEN_ENDPOINT"
         );
     }
 

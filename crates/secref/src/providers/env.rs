@@ -88,6 +88,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
     host_local: true,
     config_section: None,
     env_vars: &[],
+    credential_env_vars: &[],
     capabilities: crate::provider::Capabilities::NONE,
     parse: |input| crate::reference::parse_env(input.rest),
     parts: |r| match r.kind() {

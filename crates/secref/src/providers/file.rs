@@ -266,6 +266,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
     host_local: true,
     config_section: Some("file"),
     env_vars: &[],
+    credential_env_vars: &[],
     capabilities: crate::provider::Capabilities::NONE,
     parse: |input| crate::reference::parse_file(input.rest),
     parts: |r| {

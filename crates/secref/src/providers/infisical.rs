@@ -1157,6 +1157,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         "INFISICAL_CLIENT_SECRET",
         "INFISICAL_TOKEN",
     ],
+    credential_env_vars: &["INFISICAL_CLIENT_SECRET", "INFISICAL_TOKEN"],
     capabilities: crate::provider::Capabilities {
         versions: true,
         list: true,

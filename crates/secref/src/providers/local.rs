@@ -260,6 +260,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
     host_local: false,
     config_section: Some("local"),
     env_vars: &["SECREF_STORE", "SECREF_KEY_FILE", "SECREF_KEY"],
+    credential_env_vars: &["SECREF_KEY"],
     capabilities: crate::provider::Capabilities {
         versions: true,
         list: true,

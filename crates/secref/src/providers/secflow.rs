@@ -169,7 +169,8 @@ impl SecFlowProvider {
             ));
         }
         if token.is_empty() {
-            return Err(Error::config("SECFLOW_SDK_TOKEN is required"));
+            // The caller may not have read any variable: name none.
+            return Err(Error::config("the SecFlow SDK token is empty"));
         }
         let timeout = check_timeout("SECFLOW_TIMEOUT_SECONDS", timeout.as_secs_f64())?;
         let client = ClientOptions::default()
@@ -223,14 +224,28 @@ impl SecFlowProvider {
                             path.display()
                         ))
                     })?;
-                Secret::copy_from(bytes.trim_ascii())
+                let token = Secret::copy_from(bytes.trim_ascii());
+                if token.is_empty() {
+                    return Err(Error::config(format!(
+                        "SecFlow token file {} is empty",
+                        path.display()
+                    )));
+                }
+                token
             }
-            (var, None) => {
-                let var = var.as_deref().unwrap_or("SECFLOW_SDK_TOKEN");
+            // Errors name the variable actually read: the renamed one when
+            // `token_env` is set, never the default in its place.
+            (named, None) => {
+                let var = named.as_deref().unwrap_or("SECFLOW_SDK_TOKEN");
                 let value = env.get(var).map(str::trim).unwrap_or_default();
                 if value.is_empty() {
-                    return Err(Error::config(format!("{var} is required"))
-                        .with_hint("set the SecFlow SDK token in the environment"));
+                    let hint = match named {
+                        Some(_) => format!(
+                            "set the SecFlow SDK token in {var} (the variable [secflow] token_env names)"
+                        ),
+                        None => format!("set the SecFlow SDK token in {var}"),
+                    };
+                    return Err(Error::config(format!("{var} is required")).with_hint(hint));
                 }
                 Secret::from(value)
             }
@@ -898,6 +913,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         "SECFLOW_TARGET_ENVIRONMENT",
         "SECFLOW_TIMEOUT_SECONDS",
     ],
+    credential_env_vars: &["SECFLOW_SDK_TOKEN"],
     capabilities: crate::provider::Capabilities {
         leases: true,
         ..crate::provider::Capabilities::NONE
@@ -987,6 +1003,18 @@ mod tests {
         .unwrap();
         assert_eq!(p.target_environment(), "prod");
         assert_eq!(p.timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_renamed_token_variable_is_the_one_named_missing() {
+        let env = env(&[("SECFLOW_SDK_TOKEN", "canary-default-token")]);
+        let t: toml::Table = toml::from_str("token_env = 'MY_SECFLOW_TOKEN'").unwrap();
+        let e = SecFlowProvider::from_table(&t, &env).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Config);
+        assert_eq!(e.message(), "MY_SECFLOW_TOKEN is required");
+        assert!(e.hint().unwrap().contains("MY_SECFLOW_TOKEN"), "{e}");
+        assert!(!e.to_string().contains("SECFLOW_SDK_TOKEN"), "{e}");
+        assert!(!e.to_string().contains("canary"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ const fn grammar_only(name: &'static str, schemes: &'static [&'static str]) -> P
         host_local: false,
         config_section: None,
         env_vars: &[],
+        credential_env_vars: &[],
         capabilities: crate::provider::Capabilities::NONE,
         parse: parse_canonical_uri,
         parts: uri_parts,

@@ -899,6 +899,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         "VAULT_RENEW_MARGIN",
         "VAULT_REDIRECT_ALLOW",
     ],
+    credential_env_vars: &["VAULT_TOKEN", "VAULT_SECRET_ID"],
     capabilities: crate::provider::Capabilities {
         wrap: true,
         versions: true,

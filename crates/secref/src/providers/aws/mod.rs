@@ -84,6 +84,7 @@ pub(crate) const fn spec(
         host_local: false,
         config_section: Some("aws"),
         env_vars: ENV_VARS,
+        credential_env_vars: &["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"],
         capabilities,
         parse,
         parts,
