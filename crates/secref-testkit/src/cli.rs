@@ -276,10 +276,17 @@ impl Served {
             "Content-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         ));
-        s.write_all(head.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
+        // A server may answer (413, 401) and close before it has read the
+        // whole body: the write then fails with a broken pipe or a reset,
+        // and the answer already sent is still there to read.
+        let written = s
+            .write_all(head.as_bytes())
+            .and_then(|()| s.write_all(body));
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
+        let read = s.read_to_end(&mut raw);
+        if raw.is_empty() {
+            panic!("no answer to {method} {path}: write {written:?}, read {read:?}");
+        }
         parse_reply(&raw)
     }
 
