@@ -732,8 +732,9 @@ TARGETS = [
      "process start (hardening, config load), the key file and store read, spawning the child and "
      "the output masking pipes."),
     ("10k cached secrets ≤ 5 MiB RSS over baseline", t_rss(),
-     gap_rss("each `Secret`'s reference-counted header is aligned to a 64-byte cache line (128 bytes "
-             "each, so two threads reading different secrets never share a line), then the cache slot and its "
+     gap_rss("each `Secret`'s reference-counted header is aligned to 128 bytes (256 bytes each, so two "
+             "threads reading different secrets never share a cache line; 64-byte alignment lost the "
+             "2-thread cache-hit scaling in criterion), then the cache slot and its "
              "`Arc<str>` key with the hash map's spare capacity, the `Arc<Resolved>`, the value's slot "
              "in locked memory and allocator overhead (BENCHMARKS.md, `secref serve` hot path).")),
 ]
