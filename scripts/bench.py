@@ -636,9 +636,10 @@ def gap_server(workload, items, why):
         if items > 1:
             text += f" ({us((on - fl) / items)} per item)"
         if off and on > off:
-            text += (f", of which the access log line (formatted on the request's worker, written to "
-                     f"stderr by the `secref-log` thread) is {us(on - off)} (the same server with "
-                     f"RUST_LOG=warn)")
+            text += (f"; the same server without the access log (RUST_LOG=warn) is {us(on - off)} "
+                     f"faster (the line is formatted on the request's worker and written to stderr by "
+                     f"the `secref-log` thread, which shares the 2 cores with the server and the load "
+                     f"generator)")
         elif off:
             text += ", with no measurable share for the access log (the same server with RUST_LOG=warn "
             text += "was no faster in this run)"
