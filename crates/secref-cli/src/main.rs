@@ -58,6 +58,7 @@ use secref_cli::mask;
 #[global_allocator]
 static ALLOC: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
     zeroizing_alloc::ZeroAlloc(std::alloc::System);
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
     // Before anything else, in particular before any secret is read.
     harden::harden();
     let cli = cli::Cli::parse();
-    let otel = init_logging(cli.verbose);
+    let (log_guard, otel) = init_logging(cli.verbose);
     let code = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -97,6 +98,9 @@ fn main() -> ExitCode {
     }
     #[cfg(not(feature = "otel"))]
     let _ = otel;
+    // Last: waits (bounded) until every queued log line is on stderr, so
+    // `serve`'s final lines after SIGTERM are never lost.
+    drop(log_guard);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
@@ -109,7 +113,14 @@ type OtelGuard = std::convert::Infallible;
 /// warnings are shown. With an `OTEL_EXPORTER_OTLP_*` endpoint set (feature
 /// `otel`), secref's spans are also exported, whatever the log level; the
 /// returned guard flushes them.
-fn init_logging(verbose: u8) -> Option<OtelGuard> {
+///
+/// Lines are formatted on the caller's thread but written by a dedicated
+/// thread (`tracing-appender`), so a request worker of `serve` never waits
+/// on stderr for its access-log line. The queue is bounded and not lossy: a
+/// full queue makes the logging thread wait (back-pressure) rather than drop
+/// lines or grow without limit. The returned [`WorkerGuard`] must live until
+/// exit: dropping it writes out what is still queued.
+fn init_logging(verbose: u8) -> (WorkerGuard, Option<OtelGuard>) {
     let default = match verbose {
         0 => "warn,secref_server=info", // `serve`'s access log
         1 => "info",
@@ -121,21 +132,32 @@ fn init_logging(verbose: u8) -> Option<OtelGuard> {
         _ => EnvFilter::try_new(default),
     }
     .unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Buffered: the writer thread flushes whenever its queue is empty, so a
+    // burst of lines costs one `write` rather than one per line.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("secref-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .with_filter(filter);
     let registry = tracing_subscriber::registry().with(fmt);
     #[cfg(feature = "otel")]
     {
-        let (layer, guard) = otel::init().unzip();
+        let (layer, otel) = otel::init().unzip();
         let _ = registry.with(layer).try_init();
-        guard
+        (guard, otel)
     }
     #[cfg(not(feature = "otel"))]
     {
         let _ = registry.try_init();
-        None
+        (guard, None)
     }
 }
+
+/// How many formatted log lines may wait for the writer thread before a
+/// logging thread blocks: bounds the queue's memory (a few MiB at most).
+const LOG_QUEUE_LINES: usize = 16_384;

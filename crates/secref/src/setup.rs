@@ -12,11 +12,13 @@ impl Resolver {
     /// Each provider in the registry ([`crate::registry`]) is built by its
     /// spec, in registry order:
     ///
-    /// * `local://`: the store at [`crate::store::Store::default_path`], opened now. If it
-    ///   cannot be opened (no store yet, no key, wrong key, corrupt file),
-    ///   `local://` references fail with that error (`not_found` with the
-    ///   hint `secref init` when there is no store) and every other scheme
-    ///   still works.
+    /// * `local://`: the store at [`crate::store::Store::default_path`]; its
+    ///   key is loaded now, its file read and verified by the first
+    ///   `local://` read (a resolver that never reads `local://` never reads
+    ///   the file). If it cannot be opened (no store yet, no key, wrong key,
+    ///   corrupt file), `local://` references fail with that error
+    ///   (`not_found` with the hint `secref init` when there is no store)
+    ///   and every other scheme still works.
     /// * `env://` and `file://`: always (`file://` with the `[file]` limits).
     /// * `[policy]`: an enforcement point every read passes
     ///   ([`crate::policy`]); `[audit]`: audit events ([`crate::audit`]).

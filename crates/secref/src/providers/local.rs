@@ -19,7 +19,7 @@ use crate::store::Store;
 /// worker, for small batches); otherwise it reads and verifies the file on
 /// a blocking thread.
 ///
-/// When the store cannot be opened (no store file yet, no key, wrong key),
+/// When the store cannot be opened (no store file yet, no key),
 /// [`LocalProvider::unavailable`] registers a provider that answers every
 /// `local://` reference with that error, so that other references keep
 /// working.
@@ -291,7 +291,10 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
     },
     credentials: crate::credentials::none,
     build: |cfg| {
-        let local = match Store::open_from_config(cfg) {
+        // Deferred: building a resolver reads no store file; the first
+        // `local://` read verifies it (a wrong key or corrupt file fails
+        // that read as it would have failed here).
+        let local = match Store::from_config_deferred(cfg) {
             Ok(store) => LocalProvider::new(store),
             Err(e) => {
                 tracing::debug!(error_code = %e.code(), "local store unavailable");

@@ -269,23 +269,41 @@ impl Store {
     /// a store written by a newer secref is refused (`unsupported`) and left
     /// as it is.
     pub fn open(path: &Path, key: StoreKey) -> Result<Store> {
+        let store = Store::deferred(path, key);
+        store.snapshot()?;
+        Ok(store)
+    }
+
+    /// A store whose file is read and verified on first use, not now: every
+    /// read goes through the same checks as [`Store::open`] (`wrong_key`,
+    /// `integrity`, migration) and fails with the same errors.
+    fn deferred(path: &Path, key: StoreKey) -> Store {
         let store = Store {
             path: path.to_path_buf(),
             keys: Keys::derive(&key),
             last: Mutex::new(None),
         };
         drop(key);
-        store.snapshot()?;
-        Ok(store)
+        store
     }
 
     /// Opens the store `cfg` names, with the key `cfg` names.
     pub fn open_from_config(cfg: &Config) -> Result<Store> {
+        let store = Store::from_config_deferred(cfg)?;
+        store.snapshot()?;
+        Ok(store)
+    }
+
+    /// As [`Store::open_from_config`], but the file is only read and
+    /// verified by the first read (with the same errors), so that a resolver
+    /// whose references never name `local://` never reads the store. A
+    /// missing store or key is still reported now.
+    pub fn from_config_deferred(cfg: &Config) -> Result<Store> {
         let path = Store::default_path(cfg)?;
         if !path.exists() {
             return Err(missing_store(&path));
         }
-        Store::open(&path, StoreKey::load(cfg)?)
+        Ok(Store::deferred(&path, StoreKey::load(cfg)?))
     }
 
     /// The store file's path.

@@ -1,0 +1,65 @@
+//! Issue 16 — building a resolver does not read the local store's file
+//! (the SecFlow cold-resolve gap); the first `local://` read verifies it.
+//! What users see through the built binary:
+//!
+//! * `secref get env://…` works while the store file is damaged, and
+//!   `local://` fails typed (`integrity`), echoing no value;
+//! * `secref serve` started over a damaged store answers `local://` reads
+//!   with `INTEGRITY`, and serves them as soon as the good file is back
+//!   (no restart): each read verifies the file again.
+
+use secref_testkit::cli::{run, run_ok, stderr, stdout, Sandbox, Served};
+
+const TOKEN: &str = "cold-resolve-token-0123456789";
+const VALUE: &str = "cold-resolve-value-4242";
+
+fn sandbox() -> Sandbox {
+    let sb = Sandbox::new(env!("CARGO_BIN_EXE_secref")).with_env("COLD_ENV", "cold-env-value");
+    run_ok(sb.cmd().arg("init"));
+    sb.set("local://secflow/dev/app/token/db", VALUE);
+    sb
+}
+
+#[test]
+fn a_damaged_store_fails_local_reads_typed_and_nothing_else() {
+    let sb = sandbox();
+    std::fs::write(sb.path("secrets.store"), b"{ damaged").unwrap();
+    let o = run_ok(sb.cmd().args(["get", "env://COLD_ENV"]));
+    assert_eq!(stdout(&o), "cold-env-value\n");
+    let o = run(sb.cmd().args(["get", "local://secflow/dev/app/token/db"]));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).starts_with("error[integrity]: "),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn serve_over_a_damaged_store_serves_it_once_it_is_restored() {
+    let sb = sandbox();
+    let good = std::fs::read(sb.path("secrets.store")).unwrap();
+    std::fs::write(sb.path("secrets.store"), b"{ damaged").unwrap();
+    let served = Served::start(&sb, TOKEN, &[]);
+    let body = serde_json::json!({"target_environment": "dev", "purpose": "secret.runtime_resolve",
+        "items": [{"item_id": "a", "secret_ref": "secret://dev/app/token/db"}]});
+    let read = || -> serde_json::Value {
+        let (status, text) = served.post("/v1/secrets/resolve:batch", TOKEN, &body);
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    let v = read();
+    assert_eq!(v["items"][0]["error"]["code"], "INTEGRITY", "{v}");
+    // Restored the way a backup is (rename): the next read serves it.
+    let tmp = sb.path("restore.tmp");
+    std::fs::write(&tmp, &good).unwrap();
+    std::fs::rename(&tmp, sb.path("secrets.store")).unwrap();
+    let v = read();
+    assert_eq!(v["items"][0]["value"]["data"], VALUE, "{v}");
+    served.stop();
+    assert!(!sb_log(&sb).contains(VALUE), "a value reached the log");
+}
+
+fn sb_log(sb: &Sandbox) -> String {
+    std::fs::read_to_string(sb.path("serve.log")).unwrap_or_default()
+}
