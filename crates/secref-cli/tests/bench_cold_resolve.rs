@@ -6,7 +6,9 @@
 //!   `local://` fails typed (`integrity`), echoing no value;
 //! * `secref serve` started over a damaged store answers `local://` reads
 //!   with `INTEGRITY`, and serves them as soon as the good file is back
-//!   (no restart): each read verifies the file again.
+//!   (no restart): each read verifies the file again; `/readyz` reports
+//!   `provider:local` not ready (`integrity`, or `wrong_key` for another
+//!   key) until then.
 
 use secref_testkit::cli::{run, run_ok, stderr, stdout, Sandbox, Served};
 
@@ -50,14 +52,56 @@ fn serve_over_a_damaged_store_serves_it_once_it_is_restored() {
     };
     let v = read();
     assert_eq!(v["items"][0]["error"]["code"], "INTEGRITY", "{v}");
+    assert_eq!(local_ready(&served), (503, serde_json::json!("integrity")));
     // Restored the way a backup is (rename): the next read serves it.
     let tmp = sb.path("restore.tmp");
     std::fs::write(&tmp, &good).unwrap();
     std::fs::rename(&tmp, sb.path("secrets.store")).unwrap();
     let v = read();
     assert_eq!(v["items"][0]["value"]["data"], VALUE, "{v}");
+    // `/readyz` answers from a short-lived cache of its last round.
+    let mut ready = local_ready(&served);
+    for _ in 0..40 {
+        if ready.0 == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        ready = local_ready(&served);
+    }
+    assert_eq!(ready, (200, serde_json::Value::Null));
     served.stop();
     assert!(!sb_log(&sb).contains(VALUE), "a value reached the log");
+}
+
+#[test]
+fn serve_with_another_key_is_not_ready() {
+    let sb = sandbox();
+    // Another valid key in the key file (its mode stays 0600).
+    std::fs::write(
+        sb.path("store.key"),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+    )
+    .unwrap();
+    let served = Served::start(&sb, TOKEN, &[]);
+    assert_eq!(local_ready(&served), (503, serde_json::json!("wrong_key")));
+    served.stop();
+}
+
+/// `/readyz`'s status and the `provider:local` check's error code.
+fn local_ready(served: &Served) -> (u16, serde_json::Value) {
+    let r = served.request(
+        "GET",
+        "/readyz",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        b"",
+    );
+    let v = r.json();
+    let local = v["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "provider:local"))
+        .unwrap_or_else(|| panic!("no provider:local check: {v}"));
+    assert_eq!(local["ok"], local["error_code"].is_null(), "{v}");
+    (r.status, local["error_code"].clone())
 }
 
 fn sb_log(sb: &Sandbox) -> String {
