@@ -24,14 +24,23 @@ pub const EXIT_NOT_EXECUTABLE: i32 = 126;
 /// opt-in; a child that needs the store should get values, not its key).
 pub const WITHHELD_ALWAYS: &[&str] = &["SECREF_KEY", "SECREF_SERVE_TOKEN"];
 
-/// The credentials secref reads from its environment under `cfg` — those
-/// the registered providers declare, those the config names in their place,
-/// the audit policy's ([`secref::credentials::credential_env_vars`]) — other
-/// than [`WITHHELD_ALWAYS`]: withheld from the child unless named with
-/// `--pass-env` (the child gets the values it asked for, not the power to
-/// read everything the backend holds). Sorted.
+/// Every variable holding a credential secref reads under `cfg`: the
+/// library's ([`secref::credentials::credential_env_vars`]: providers,
+/// audit, PDP, shared state) and the agent's named tokens
+/// ([`secref_server::config::credential_env_vars`], a crate the library
+/// cannot see). Sorted.
+pub fn credential_env_vars(cfg: &Config) -> std::collections::BTreeSet<String> {
+    let mut vars = secref::credentials::credential_env_vars(cfg);
+    vars.extend(secref_server::config::credential_env_vars(cfg));
+    vars
+}
+
+/// The credentials secref reads from its environment under `cfg`
+/// ([`credential_env_vars`]) other than [`WITHHELD_ALWAYS`]: withheld from
+/// the child unless named with `--pass-env` (the child gets the values it
+/// asked for, not the power to read everything the backend holds). Sorted.
 pub fn withheld_unless_passed(cfg: &Config) -> Vec<String> {
-    secref::credentials::credential_env_vars(cfg)
+    credential_env_vars(cfg)
         .into_iter()
         .filter(|v| !WITHHELD_ALWAYS.contains(&v.as_str()))
         .collect()

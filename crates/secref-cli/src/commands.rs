@@ -135,7 +135,7 @@ async fn run(
     let cfg = Config::load()?;
     let withhold = child::withheld(&cfg, pass_env)?;
     let resolver = resolver(&cfg)?;
-    let vars = vars::collect(args, &cfg, &resolver).await?;
+    let vars = vars::collect(args, &cfg, &resolver, &withhold).await?;
     let resolved = vars::resolve_all(&resolver, &vars, "nothing was run").await?;
     let store = watch
         .watch
@@ -190,7 +190,9 @@ pub fn masking_patterns(secrets: &[(String, Secret)]) -> Result<Option<Arc<Patte
 async fn export_vars(args: &VarArgs, format: ExportFormat) -> secref::Result<i32> {
     let cfg = Config::load()?;
     let resolver = resolver(&cfg)?;
-    let vars = vars::collect(args, &cfg, &resolver).await?;
+    // What `run` would withhold from its command is not printed either.
+    let withhold = child::withheld(&cfg, &[])?;
+    let vars = vars::collect(args, &cfg, &resolver, &withhold).await?;
     let resolved = vars::resolve_all(&resolver, &vars, "nothing was exported").await?;
     let out = export::render(format, &resolved.values)?;
     write_stdout(&out)?;
@@ -200,7 +202,8 @@ async fn export_vars(args: &VarArgs, format: ExportFormat) -> secref::Result<i32
 async fn check(args: &VarArgs) -> secref::Result<i32> {
     let cfg = Config::load()?;
     let resolver = resolver(&cfg)?;
-    let vars = vars::collect(args, &cfg, &resolver).await?;
+    // `check` shows no value: nothing to withhold.
+    let vars = vars::collect(args, &cfg, &resolver, &[]).await?;
     let partial = resolver
         .read_many(vars::references(&vars))
         .partial()

@@ -89,11 +89,14 @@ fn check_name(name: &str, origin: &str) -> secref::Result<()> {
 /// resolver), then `--env-file` files, then `--env` flags. A later
 /// definition of a name replaces an earlier one in place (the first
 /// definition fixes the order); an imported name may not collide with
-/// another import or anything in the environment.
+/// another import or anything in the environment. A variable whose
+/// reference reads one of `withheld` (see [`refuse_withheld`]) is a `usage`
+/// error, so nothing is resolved.
 pub async fn collect(
     args: &VarArgs,
     cfg: &Config,
     resolver: &Resolver,
+    withheld: &[String],
 ) -> secref::Result<Vec<Var>> {
     let mut vars: Vec<Var> = Vec::new();
     // Where each name came from, for the collision reports.
@@ -111,7 +114,7 @@ pub async fn collect(
         }
     };
     if !args.no_env_scan {
-        for var in scan_env(&secref::credentials::credential_env_vars(cfg))? {
+        for var in scan_env(&crate::child::credential_env_vars(cfg))? {
             put(var, &imported);
         }
     }
@@ -184,12 +187,41 @@ pub async fn collect(
              or set NAME=<reference> in the environment",
         ));
     }
+    refuse_withheld(&vars, withheld)?;
     Ok(vars)
+}
+
+/// Refuses a variable whose reference is `env://NAME` with `NAME` in
+/// `withheld` (see [`crate::child::withheld`]): removing a credential from
+/// the command's environment means nothing if `FOO=env://SECREF_KEY` hands
+/// it back under another name. The error names the variables, never a
+/// value; the code is `usage`, as for `--pass-env SECREF_KEY`.
+pub fn refuse_withheld(vars: &[Var], withheld: &[String]) -> secref::Result<()> {
+    for v in vars {
+        let VarValue::Ref(r) = &v.value else { continue };
+        let secref::RefKind::Env { var } = r.kind() else {
+            continue;
+        };
+        if !withheld.contains(var) {
+            continue;
+        }
+        let hint = if crate::child::WITHHELD_ALWAYS.contains(&var.as_str()) {
+            "secref's own credentials are never given to the command".to_string()
+        } else {
+            format!("pass --pass-env {var} to give the command this credential")
+        };
+        return Err(Error::usage(format!(
+            "{}: {r} reads {var}, a credential withheld from the command; nothing was resolved",
+            v.name
+        ))
+        .with_hint(hint));
+    }
+    Ok(())
 }
 
 /// The environment variables secref never scans: its own settings and
 /// credentials (`SECREF_*`) and the credentials it reads (`credentials`,
-/// [`secref::credentials::credential_env_vars`]), which are configuration,
+/// [`crate::child::credential_env_vars`]), which are configuration,
 /// not variables to resolve (a credential holding a reference is resolved
 /// for its provider, not handed to the command).
 fn never_scanned(name: &str, credentials: &BTreeSet<String>) -> bool {
@@ -343,7 +375,7 @@ mod tests {
         assert_eq!(variable_name(None, "1st"), "_1ST");
         assert_eq!(variable_name(Some("APP_"), "1st"), "APP_1ST");
         assert_eq!(variable_name(None, "Ünï"), "_N_");
-        let creds = secref::credentials::credential_env_vars(&Config::default());
+        let creds = crate::child::credential_env_vars(&Config::default());
         assert!(never_scanned("SECREF_KEY", &creds) && never_scanned("VAULT_TOKEN", &creds));
         assert!(!never_scanned("DB", &creds));
     }

@@ -39,6 +39,9 @@ fn sandbox() -> Sandbox {
 fn canary(name: &str) -> String {
     if name == "SECREF_KEY" {
         KEY_B64.to_string()
+    } else if name == "STATE_KEY" {
+        // `[state] key_env` takes at least 32 bytes.
+        "canary-state_key-5d2e-padded-to-32-bytes".to_string()
     } else {
         format!("canary-{}-5d2e", name.to_ascii_lowercase())
     }
@@ -312,4 +315,185 @@ fn a_renamed_credential_holding_a_reference_is_not_resolved_for_the_child() {
         !out.contains(token),
         "the credential's value reached the child"
     );
+}
+
+/// `secref run --no-masking [args…] -- sh -c 'echo ran > MARKER; env'`:
+/// the marker file shows whether the command ran at all.
+fn run_marked(sb: &Sandbox, env: &[(&str, &str)], args: &[&str]) -> (std::process::Output, bool) {
+    let marker = sb.path("ran.marker");
+    let _ = std::fs::remove_file(&marker);
+    let mut cmd = sb.cmd();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(["run", "--no-masking"]).args(args).args([
+        "--",
+        "sh",
+        "-c",
+        "echo ran > \"$1\"; env",
+        "sh",
+    ]);
+    cmd.arg(&marker);
+    let o = run(&mut cmd);
+    (o, marker.exists())
+}
+
+/// A refusal: `usage` (exit 2), naming the variable and the withheld one,
+/// never `secret`; the command did not run.
+fn assert_refused(o: &std::process::Output, ran: bool, names: &[&str], secret: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("error[usage]"), "{err}");
+    assert!(err.contains("withheld"), "{err}");
+    for n in names {
+        assert!(err.contains(n), "{n} not named: {err}");
+    }
+    assert!(!ran, "the command ran");
+    assert!(stdout(o).is_empty(), "output: {}", stdout(o));
+    assert!(!err.contains(secret), "the value leaked: {err}");
+}
+
+#[test]
+fn env_references_to_withheld_variables_are_refused() {
+    let sb = sandbox();
+    sb.set("local://app/api", "api-value-0a7c3e");
+    let serve_token = "serve-token-value-71b2d9";
+    let vault_token = "vault-token-value-4e8f01";
+
+    // The environment scan: FOO=env://SECREF_SERVE_TOKEN.
+    let (o, ran) = run_marked(
+        &sb,
+        &[
+            ("SECREF_SERVE_TOKEN", serve_token),
+            ("FOO", "env://SECREF_SERVE_TOKEN"),
+        ],
+        &["--env", "A=local://app/api"],
+    );
+    assert_refused(&o, ran, &["FOO", "SECREF_SERVE_TOKEN"], serve_token);
+
+    // --env X=env://SECREF_KEY (the store's master key), any spelling.
+    for form in ["env://SECREF_KEY", "ENV://SECREF_KEY"] {
+        let (o, ran) = run_marked(&sb, &[], &["--no-env-scan", "--env", &format!("X={form}")]);
+        assert_refused(&o, ran, &["X", "SECREF_KEY"], KEY_B64);
+    }
+
+    // An --env-file line K=env://SECREF_KEY.
+    let file = sb.write("vars.env", "A=local://app/api\nK=env://SECREF_KEY\n");
+    let (o, ran) = run_marked(
+        &sb,
+        &[],
+        &["--no-env-scan", "--env-file", file.to_str().unwrap()],
+    );
+    assert_refused(&o, ran, &["K", "SECREF_KEY"], KEY_B64);
+
+    // A provider credential: refused unless --pass-env names it …
+    let (o, ran) = run_marked(
+        &sb,
+        &[("VAULT_TOKEN", vault_token), ("FOO", "env://VAULT_TOKEN")],
+        &["--env", "A=local://app/api"],
+    );
+    assert_refused(&o, ran, &["FOO", "VAULT_TOKEN"], vault_token);
+    assert!(
+        stderr(&o).contains("--pass-env VAULT_TOKEN"),
+        "{}",
+        stderr(&o)
+    );
+
+    // … and resolved when it does.
+    let (o, ran) = run_marked(
+        &sb,
+        &[("VAULT_TOKEN", vault_token), ("FOO", "env://VAULT_TOKEN")],
+        &["--pass-env", "VAULT_TOKEN", "--env", "A=local://app/api"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(ran);
+    assert!(stdout(&o)
+        .lines()
+        .any(|l| l == format!("FOO={vault_token}")));
+
+    // `export` hands values out too: the same refusal, nothing printed.
+    let o = run(sb
+        .cmd()
+        .args(["export", "--no-env-scan", "--env", "X=env://SECREF_KEY"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+    assert!(!stderr(&o).contains(KEY_B64));
+}
+
+#[test]
+fn credential_variables_named_elsewhere_in_the_config_are_withheld() {
+    let sb = sandbox();
+    sb.write(
+        "secref.toml",
+        "[server.tokens.ci]\ntoken_env = \"CI_AGENT_TOKEN\"\n\n\
+         [server.tokens.ops]\ntoken_env = \"OPS_AGENT_TOKEN\"\n",
+    );
+    let named = ["CI_AGENT_TOKEN", "OPS_AGENT_TOKEN"];
+    let vars: BTreeSet<String> = named.iter().map(|v| v.to_string()).collect();
+    let o = run_env(&sb, &vars, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(&format!("PROBE={PROBE}")));
+    for v in named {
+        assert!(!has_var(&out, v), "{v} reached the child");
+        assert!(!out.contains(&canary(v)), "{v}'s value reached the child");
+    }
+    // Passable on request …
+    let o = run_env(&sb, &vars, &["--pass-env", "OPS_AGENT_TOKEN"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out
+        .lines()
+        .any(|l| l == format!("OPS_AGENT_TOKEN={}", canary("OPS_AGENT_TOKEN"))));
+    assert!(!has_var(&out, "CI_AGENT_TOKEN"));
+    // … and refused through env:// otherwise.
+    let (o, ran) = run_marked(
+        &sb,
+        &[("CI_AGENT_TOKEN", "ci-agent-token-value-93d1")],
+        &["--env", "T=env://CI_AGENT_TOKEN"],
+    );
+    assert_refused(
+        &o,
+        ran,
+        &["T", "CI_AGENT_TOKEN"],
+        "ci-agent-token-value-93d1",
+    );
+
+    // `[policy.pdp]` and `[state]` (neither the PDP nor Redis is reachable
+    // here, port 9 on loopback: anything resolved would fail, so what is
+    // checked is decided before resolution): their variables are in the
+    // withheld set the --pass-env hint lists, and an env:// reference to one
+    // is refused.
+    let sb = sandbox();
+    sb.write(
+        "secref.toml",
+        "[policy]\naudience = \"x\"\n\n[policy.pdp]\nurl = \"http://127.0.0.1:9\"\n\
+         token_env = \"PDP_TOK\"\n\n[state]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:9\"\n\
+         key_env = \"STATE_KEY\"\npassword_env = \"STATE_PASSWORD\"\n",
+    );
+    let state_key = "state-key-value-0123456789abcdef0123";
+    let env = [
+        ("STATE_KEY", state_key),
+        ("STATE_PASSWORD", "state-pw"),
+        ("PDP_TOK", "pdp-token-value-51c0"),
+    ];
+    let (o, ran) = run_marked(
+        &sb,
+        &env,
+        &[
+            "--pass-env",
+            "NOT_A_CREDENTIAL",
+            "--env",
+            "S=env://PROBE_SOURCE",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!ran);
+    for v in ["PDP_TOK", "STATE_KEY", "STATE_PASSWORD"] {
+        assert!(stderr(&o).contains(v), "{v} not withheld: {}", stderr(&o));
+    }
+    let (o, ran) = run_marked(&sb, &env, &["--env", "S=env://STATE_KEY"]);
+    assert_refused(&o, ran, &["S", "STATE_KEY"], state_key);
+    let (o, ran) = run_marked(&sb, &env, &["--env", "P=env://PDP_TOK"]);
+    assert_refused(&o, ran, &["P", "PDP_TOK"], "pdp-token-value-51c0");
 }

@@ -202,6 +202,24 @@ struct RawMount {
     kv_version: Option<u8>,
 }
 
+/// The variables holding `secref serve`'s named tokens under `cfg` (each
+/// `[server.tokens.<name>] token_env`): a process holding one can call the
+/// agent as that principal. Read leniently: a `[server]` table that does not
+/// parse still names them (starting the server reports the error).
+pub fn credential_env_vars(cfg: &secref::Config) -> Vec<String> {
+    let Some(tokens) = cfg
+        .server
+        .as_ref()
+        .and_then(|t| t.get("tokens")?.as_table())
+    else {
+        return Vec::new();
+    };
+    tokens
+        .values()
+        .filter_map(|t| t.get("token_env")?.as_str().map(str::to_string))
+        .collect()
+}
+
 /// Where a named token comes from.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -182,9 +182,13 @@ pub(crate) fn env_named_by(
 /// ([`ProviderSpec::credential_env_vars`]), those the config names in their
 /// place (`[secflow] token_env`, `[coze] client_secret_env`: a credential
 /// field's variable the spec does not read by default, see
-/// [`ProviderSpec::credentials`]) and the audit policy's
-/// ([`crate::audit::credential_env_vars`]). `secref run` withholds them from
-/// its command unless `--pass-env` names them, and never scans them.
+/// [`ProviderSpec::credentials`]), the audit policy's
+/// ([`crate::audit::credential_env_vars`]), the PDP's
+/// ([`crate::policy::credential_env_vars`]) and the shared state's
+/// ([`crate::state::credential_env_vars`]). `secref run` withholds them from
+/// its command unless `--pass-env` names them, and never scans them. (The
+/// agent's `[server.tokens.*]` variables are declared by the server crate,
+/// which this one cannot see; `secref run` adds them.)
 ///
 /// ```
 /// let vars = secref::credentials::credential_env_vars(&secref::Config::default());
@@ -204,6 +208,8 @@ pub fn credential_env_vars(cfg: &Config) -> BTreeSet<String> {
         }
     }
     vars.extend(crate::audit::credential_env_vars(cfg));
+    vars.extend(crate::policy::credential_env_vars(cfg));
+    vars.extend(crate::state::credential_env_vars(cfg));
     vars
 }
 

@@ -235,6 +235,18 @@ pub struct PdpSettings {
     pub token_env: Option<String>,
 }
 
+/// The variable holding the PDP's bearer token under `cfg` (`[policy.pdp]
+/// token_env`), if one is named. Read leniently: a `[policy]` table that
+/// does not parse still names it (building the policy reports the error).
+pub fn credential_env_vars(cfg: &crate::Config) -> Vec<String> {
+    cfg.policy
+        .as_ref()
+        .and_then(|t| t.get("pdp")?.get("token_env")?.as_str())
+        .map(str::to_string)
+        .into_iter()
+        .collect()
+}
+
 impl PolicySettings {
     fn default_tenant() -> String {
         "dev".into()

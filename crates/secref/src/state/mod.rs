@@ -256,6 +256,20 @@ pub struct StateSettings {
     pub honour_confirmed_grants_seconds: Option<u64>,
 }
 
+/// The variables holding the shared state's secrets under `cfg`: the ones
+/// `[state] key_env` (which seals lease ids and grants) and `password_env`
+/// (Redis AUTH) name. Read leniently: a `[state]` table that does not parse
+/// still names its variables (building the state reports the error).
+pub fn credential_env_vars(cfg: &crate::Config) -> Vec<String> {
+    let Some(table) = &cfg.state else {
+        return Vec::new();
+    };
+    ["key_env", "password_env"]
+        .iter()
+        .filter_map(|k| table.get(*k)?.as_str().map(str::to_string))
+        .collect()
+}
+
 /// The smallest accepted `key_env` value.
 pub const MIN_KEY_LEN: usize = 32;
 
