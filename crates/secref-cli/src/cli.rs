@@ -212,8 +212,11 @@ pub enum Command {
     /// `secref ref --schemes --json`, e.g. VAULT_TOKEN,
     /// AWS_SECRET_ACCESS_KEY), a variable secref.toml names in their place
     /// ([secflow] token_env, [coze] client_secret_env) and the audit salt
-    /// and chain key (SECRET_TENANT_SALT, [audit] salt_env, chain_key_env).
-    /// A variable set with --env or --env-file is always passed.
+    /// and chain key (SECRET_TENANT_SALT, [audit] salt_env, chain_key_env),
+    /// and the variables [policy.pdp] token_env, [state] key_env /
+    /// password_env and [server.tokens.*] token_env name. An env:// reference
+    /// to a withheld variable is refused (nothing runs). A variable set with
+    /// --env or --env-file is always passed.
     #[command(after_long_help = run_after_help())]
     Run {
         #[command(flatten)]
