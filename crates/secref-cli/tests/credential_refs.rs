@@ -203,6 +203,18 @@ fn inline_credentials_and_bad_references_are_refused() {
         "{}",
         stderr(&o)
     );
+    // A credential that only looks like a reference is never quoted back.
+    let o = run(sb
+        .cmd()
+        .env("VAULT_TOKEN", "local://a b tok-canary-5150")
+        .args(["get", "local://a/b"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("VAULT_TOKEN is not a valid secret reference"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("tok-canary-5150"), "{}", stderr(&o));
 }
 
 /// `secref serve` is the SecFlow service; the client's SDK token is the

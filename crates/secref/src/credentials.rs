@@ -291,11 +291,15 @@ fn references_of(spec: &'static ProviderSpec, cfg: &Config) -> Result<Vec<Link>>
             }
         };
         let Some(raw) = raw else { continue };
+        // The parser's message quotes the bad part, and this text may be
+        // the credential itself (a token that happens to contain `://`):
+        // say only which setting and which kind of fault.
         let reference = SecretRef::parse(raw.trim()).map_err(|e| {
             Error::config(format!(
-                "{label} is not a valid secret reference: {}",
-                e.message()
+                "{label} is not a valid secret reference ({}); its value is not shown",
+                e.code()
             ))
+            .with_hint("check the setting's reference with `secref ref '<reference>'`")
         })?;
         let needs = registry::spec_by_name(reference.provider_family())
             .ok_or_else(|| Error::config(format!("{label}: no provider serves its reference")))?;
