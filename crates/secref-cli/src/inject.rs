@@ -63,8 +63,15 @@ pub async fn run(args: InjectArgs) -> secref::Result<i32> {
     })?;
     let template = parse_template(&text)?;
     let cfg = Config::load()?;
-    let resolver = Resolver::from_config(&cfg)?;
     let refs = template.references();
+    // As for `secref run`/`export`: a template may not copy a credential
+    // secref withholds (`{{ env://SECREF_KEY }}`) into a file.
+    let withhold = crate::child::withheld(&cfg, &[])?;
+    let label = format!("template {}", args.input.display());
+    for r in &refs {
+        crate::vars::refuse_withheld_ref(&label, r, &withhold)?;
+    }
+    let resolver = Resolver::from_config(&cfg)?;
     let values = resolve_batch(&resolver, &refs).await?;
     let rendered = render(&template, &refs, &values)?;
     let Some(output) = &args.output else {
@@ -83,9 +90,8 @@ pub async fn run(args: InjectArgs) -> secref::Result<i32> {
         deliver::store_path(&cfg),
         args.timing.clone(),
     )?;
-    // Worked out now: `cfg` (its environment snapshot holds credentials) is
-    // not kept while watching.
-    let withhold = crate::child::withheld(&cfg, &[])?;
+    // `withhold` was worked out above: `cfg` (its environment snapshot
+    // holds credentials) is not kept while watching.
     drop(cfg);
     watch(&args, output, &template, follower, &withhold).await
 }

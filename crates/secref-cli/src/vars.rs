@@ -198,25 +198,35 @@ pub async fn collect(
 /// value; the code is `usage`, as for `--pass-env SECREF_KEY`.
 pub fn refuse_withheld(vars: &[Var], withheld: &[String]) -> secref::Result<()> {
     for v in vars {
-        let VarValue::Ref(r) = &v.value else { continue };
-        let secref::RefKind::Env { var } = r.kind() else {
-            continue;
-        };
-        if !withheld.contains(var) {
-            continue;
+        if let VarValue::Ref(r) = &v.value {
+            refuse_withheld_ref(&v.name, r, withheld)?;
         }
-        let hint = if crate::child::WITHHELD_ALWAYS.contains(&var.as_str()) {
-            "secref's own credentials are never given to the command".to_string()
-        } else {
-            format!("pass --pass-env {var} to give the command this credential")
-        };
-        return Err(Error::usage(format!(
-            "{}: {r} reads {var}, a credential withheld from the command; nothing was resolved",
-            v.name
-        ))
-        .with_hint(hint));
     }
     Ok(())
+}
+
+/// [`refuse_withheld`] for one reference, `label` saying where it stands
+/// (a variable's name, a template's line).
+pub fn refuse_withheld_ref(
+    label: &str,
+    r: &secref::SecretRef,
+    withheld: &[String],
+) -> secref::Result<()> {
+    let secref::RefKind::Env { var } = r.kind() else {
+        return Ok(());
+    };
+    if !withheld.contains(var) {
+        return Ok(());
+    }
+    let hint = if crate::child::WITHHELD_ALWAYS.contains(&var.as_str()) {
+        "secref's own credentials are never given to the command".to_string()
+    } else {
+        format!("only `secref run --pass-env {var}` gives a command this credential")
+    };
+    Err(Error::usage(format!(
+        "{label}: {r} reads {var}, a credential withheld from the command; nothing was resolved"
+    ))
+    .with_hint(hint))
 }
 
 /// The environment variables secref never scans: its own settings and

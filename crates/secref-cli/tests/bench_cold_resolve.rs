@@ -87,6 +87,31 @@ fn serve_with_another_key_is_not_ready() {
     served.stop();
 }
 
+#[test]
+fn a_store_damaged_in_place_is_reported_not_ready() {
+    let sb = sandbox();
+    let served = Served::start(&sb, TOKEN, &[]);
+    assert_eq!(local_ready(&served), (200, serde_json::Value::Null));
+    // One byte in the middle: same length, same trailing MAC bytes (what
+    // the read fast path compares), so only a full verification sees it.
+    let path = sb.path("secrets.store");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&path, &bytes).unwrap();
+    // `/readyz` answers from a short-lived cache of its last round.
+    let mut ready = local_ready(&served);
+    for _ in 0..40 {
+        if ready.0 == 503 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        ready = local_ready(&served);
+    }
+    assert_eq!(ready, (503, serde_json::json!("integrity")));
+    served.stop();
+}
+
 /// `/readyz`'s status and the `provider:local` check's error code.
 fn local_ready(served: &Served) -> (u16, serde_json::Value) {
     let r = served.request(

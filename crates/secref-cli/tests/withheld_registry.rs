@@ -418,6 +418,24 @@ fn env_references_to_withheld_variables_are_refused() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stdout(&o).is_empty());
     assert!(!stderr(&o).contains(KEY_B64));
+
+    // `inject` writes values into a file: a template may not copy one
+    // either, and no output file appears.
+    sb.write(
+        "creds.tpl",
+        "key={{ env://SECREF_KEY }}\ntok={{ env://VAULT_TOKEN }}\n",
+    );
+    let o = run(sb.cmd().env("VAULT_TOKEN", vault_token).args([
+        "inject",
+        "-i",
+        "creds.tpl",
+        "-o",
+        "creds.conf",
+    ]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("error[usage]: "), "{}", stderr(&o));
+    assert!(!sb.path("creds.conf").exists(), "inject wrote a file");
+    assert!(!stderr(&o).contains(KEY_B64) && !stderr(&o).contains(vault_token));
 }
 
 #[test]

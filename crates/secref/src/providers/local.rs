@@ -121,20 +121,18 @@ impl Provider for LocalProvider {
         SPEC.capabilities
     }
 
-    /// Ready when the store file opens and verifies with the key (a wrong
-    /// key or a damaged file is `wrong_key` / `integrity`), checked on a
-    /// blocking thread like any full read. A store that was never created
+    /// Ready when the whole store file verifies with the key now (a wrong
+    /// key or a damaged file is `wrong_key` / `integrity`, even one damaged
+    /// in place that reads still see as the content verified last), checked
+    /// on a blocking thread like any full read. A store that was never created
     /// is ready: `local://` reads then fail with the `secref init` hint,
     /// and a server may well use only its other providers.
     async fn health(&self) -> Result<()> {
         let State::Open(store) = &self.state else {
             return Ok(());
         };
-        if store.unchanged().is_some() {
-            return Ok(());
-        }
         let store = store.clone();
-        tokio::task::spawn_blocking(move || store.snapshot().map(drop))
+        tokio::task::spawn_blocking(move || store.verify())
             .await
             .map_err(|_| Error::internal("local store task failed"))?
             .map_err(|e| e.with_provider("local"))

@@ -686,6 +686,20 @@ impl Store {
         }
     }
 
+    /// Reads and verifies the whole file now, without the fast path of
+    /// [`Store::unchanged`] (which compares only the length and the trailing
+    /// MAC, so a file damaged in place keeps being read as the content
+    /// verified last): readiness checks use it, so such damage is reported.
+    pub(crate) fn verify(&self) -> Result<()> {
+        let raw = read_raw(&self.path)?;
+        if let Some(last) = &*self.last.lock() {
+            if last.raw == raw {
+                return Ok(());
+            }
+        }
+        self.parse(&raw).map(drop)
+    }
+
     /// Reads one value from a snapshot.
     pub(crate) fn get_in(&self, file: &StoreFile, r: &LocalRef) -> Result<Secret> {
         let name = r.entry();
