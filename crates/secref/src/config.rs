@@ -222,7 +222,7 @@ impl Config {
             if !crate::registry::is_config_section(name) {
                 return Err(Error::config(format!(
                     "invalid secref.toml: unknown key or section '{}'",
-                    name.escape_debug()
+                    crate::reference::printable(name)
                 ))
                 .with_hint(section_hint(text, name)));
             }

@@ -738,7 +738,7 @@ pub(crate) const SPEC: crate::registry::ProviderSpec = crate::registry::Provider
         "coze+env" => parse_coze_env(input.rest),
         other => Err(Error::new(
             ErrorCode::UnsupportedEngine,
-            format!("unsupported scheme '{}'", other.escape_debug()),
+            format!("unsupported scheme '{}'", reference::printable(other)),
         )
         .with_hint("use coze+credential:// or coze+env://")),
     },
